@@ -1,0 +1,87 @@
+// Benchmark suites. Each suite builds its inputs on a given backend and returns the function to
+// time; the runner runs every suite on every available backend in one process.
+
+import { dequantize, dequantizeMatmul, formats, matmul, quantize, randn, type Backend, type QuantizedTensor, type Tensor } from '../ts/index.js';
+
+export interface Work {
+  /** Floating-point operations of one call (2 per multiply-add). */
+  flops?: number;
+  /** Weight bytes read by one call (for GB/s of quantized weights). */
+  bytes?: number;
+}
+
+export interface Prepared {
+  run: () => Promise<void>;
+  work: Work;
+  dispose: () => void;
+}
+
+export interface Suite {
+  name: string;
+  prepare: (backend: Backend, quick: boolean) => Prepared;
+}
+
+async function consume(t: Tensor): Promise<void> {
+  await t.data();
+  t.dispose();
+}
+
+function weight(backend: Backend, rows: number, cols: number): Tensor {
+  return randn([rows, cols], { seed: 11, std: 0.02 }, backend);
+}
+
+const nf4 = formats.nf(4, { group: 64, doubleQuant: true });
+
+function quantSuite(name: string, tokens: number): Suite {
+  return {
+    name,
+    prepare(backend, quick) {
+      const n = quick ? 512 : 4096;
+      const w = weight(backend, n, n);
+      const q = quantize(w, nf4);
+      w.dispose();
+      const x = randn([tokens, n], { seed: 12 }, backend);
+      return {
+        run: () => consume(dequantizeMatmul(x, q)),
+        work: { flops: 2 * tokens * n * n, bytes: q.bytes },
+        dispose: () => { q.dispose(); x.dispose(); },
+      };
+    },
+  };
+}
+
+export const suites: Suite[] = [
+  {
+    name: 'quantize nf4-dq 4096x4096',
+    prepare(backend, quick) {
+      const n = quick ? 512 : 4096;
+      const w = weight(backend, n, n);
+      return {
+        run: async () => { const q: QuantizedTensor = quantize(w, nf4); await q.codes.data(); q.dispose(); },
+        work: { bytes: n * n * 4 },
+        dispose: () => w.dispose(),
+      };
+    },
+  },
+  {
+    name: 'dequantize nf4-dq 4096x4096',
+    prepare(backend, quick) {
+      const n = quick ? 512 : 4096;
+      const w = weight(backend, n, n);
+      const q = quantize(w, nf4);
+      w.dispose();
+      return { run: () => consume(dequantize(q)), work: { bytes: q.bytes }, dispose: () => q.dispose() };
+    },
+  },
+  quantSuite('dequantizeMatmul nf4-dq 4096x4096 x 1 token', 1),
+  quantSuite('dequantizeMatmul nf4-dq 4096x4096 x 64 tokens', 64),
+  {
+    name: 'matmul f32 512x512x512',
+    prepare(backend) {
+      const n = 512;
+      const a = randn([n, n], { seed: 1 }, backend);
+      const b = randn([n, n], { seed: 2 }, backend);
+      return { run: () => consume(matmul(a, b)), work: { flops: 2 * n * n * n }, dispose: () => { a.dispose(); b.dispose(); } };
+    },
+  },
+];

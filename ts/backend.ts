@@ -1,0 +1,115 @@
+// The Backend interface: every backend implements every kernel listed here.
+// Kernels take opaque storage handles plus plain shape numbers and return new handles;
+// one call does a whole kernel. The JS backend (ts/backends/js) is the reference oracle.
+
+import type { AnyTypedArray, DType } from './dtype.js';
+import type { QuantFormat } from './quant/formats.js';
+
+/** Opaque storage owned by a backend (a typed array, an offset into WASM memory, a GPU buffer...). */
+export type Handle = object;
+
+export type UnaryOp =
+  | 'neg' | 'exp' | 'log' | 'sqrt' | 'rsqrt' | 'abs' | 'sign' | 'square'
+  | 'sigmoid' | 'silu' | 'siluGrad' | 'relu' | 'step';
+export type BinaryOp = 'add' | 'sub' | 'mul' | 'div' | 'max' | 'min' | 'eq' | 'gt';
+export type ReduceOp = 'sum' | 'max';
+export type RopeStyle = 'half' | 'interleaved';
+
+export interface MatmulDims {
+  batch: number;
+  m: number;
+  k: number;
+  n: number;
+  /** a is [m, k] (or [k, m] when transA), b is [k, n] (or [n, k] when transB), per batch. */
+  transA: boolean;
+  transB: boolean;
+  /** Element stride between batches; 0 broadcasts one matrix over the batch. */
+  aBatchStride: number;
+  bBatchStride: number;
+}
+
+export interface RopeParams {
+  /** x is [outer, T, D] flattened; position of row t is t + offset. */
+  outer: number;
+  seq: number;
+  dim: number;
+  theta: number;
+  offset: number;
+  style: RopeStyle;
+  /** Rotate by minus the angle (the backward pass of rope). */
+  inverse: boolean;
+}
+
+/** Handles of a quantized weight's parts; which exist depends on the format. */
+export interface QuantHandles {
+  codes: Handle;
+  scales?: Handle;
+  zeros?: Handle;
+  scaleCodes?: Handle;
+  scale2?: Handle;
+  scaleOffset?: Handle;
+}
+
+export interface BackendInfo {
+  name: string;
+  /** Human-readable facts for `quantlora doctor` (SIMD, threads, adapter...). */
+  details: Record<string, string | number | boolean>;
+}
+
+export interface Backend {
+  readonly name: string;
+  info(): BackendInfo;
+
+  // storage
+  upload(data: AnyTypedArray): Handle;
+  zeros(dtype: DType, size: number): Handle;
+  fill(size: number, value: number): Handle;
+  read(h: Handle, dtype: DType, size: number): Promise<AnyTypedArray>;
+  /** Synchronous read where the backend allows it (JS, WASM, native CPU); undefined otherwise. */
+  readSync?(h: Handle, dtype: DType, size: number): AnyTypedArray;
+  free(h: Handle): void;
+  /** Buffers allocated and not yet freed. */
+  liveBuffers(): number;
+
+  // elementwise
+  unary(op: UnaryOp, a: Handle, size: number): Handle;
+  /** a*mul + add elementwise. */
+  affine(a: Handle, size: number, mul: number, add: number): Handle;
+  pow(a: Handle, size: number, p: number): Handle;
+  /** Broadcasting binary op; shapes have equal rank (already aligned by the caller). */
+  binary(op: BinaryOp, a: Handle, aShape: number[], b: Handle, bShape: number[], outShape: number[]): Handle;
+  cast(a: Handle, from: DType, to: DType, size: number): Handle;
+  /** Reduce over the given axes; output keeps those axes with size 1. */
+  reduce(op: ReduceOp, a: Handle, shape: number[], axes: number[]): Handle;
+
+  // layout
+  /** out[i] = a[offset + sum_d idx_d * strides_d] for every index of outShape (transpose, slice, broadcast). */
+  strided(a: Handle, dtype: DType, offset: number, strides: number[], outShape: number[]): Handle;
+  /** In place: dst[offset + sum_d idx_d * strides_d] = src[i] over src's shape (concat, slice backward). */
+  writeStrided(dst: Handle, dtype: DType, src: Handle, offset: number, strides: number[], srcShape: number[]): void;
+  /** Rows of table [rows, dim] picked by i32 ids. */
+  gather(table: Handle, rows: number, dim: number, ids: Handle, count: number): Handle;
+  /** Backward of gather: out [rows, dim] = sum of grad rows into the rows named by ids. */
+  scatterAddRows(grad: Handle, count: number, dim: number, ids: Handle, rows: number): Handle;
+
+  // linear algebra
+  matmul(a: Handle, b: Handle, d: MatmulDims): Handle;
+
+  // transformer blocks
+  rmsnorm(x: Handle, w: Handle, rows: number, dim: number, eps: number): Handle;
+  /** Returns [dx, dw]. */
+  rmsnormBackward(x: Handle, w: Handle, dy: Handle, rows: number, dim: number, eps: number): [Handle, Handle];
+  rope(x: Handle, p: RopeParams): Handle;
+  /** Softmax over rows of length cols; causal masks key k > q + (cols - queries) for row q = row % queries. */
+  softmax(x: Handle, rows: number, cols: number, causalQueries: number): Handle;
+  softmaxBackward(y: Handle, dy: Handle, rows: number, cols: number): Handle;
+  /** Mean cross-entropy of logits [rows, vocab] against i32 targets, skipping ignoreIndex; returns [1]. */
+  crossEntropy(logits: Handle, targets: Handle, rows: number, vocab: number, ignoreIndex: number): Handle;
+  crossEntropyBackward(logits: Handle, targets: Handle, dLoss: Handle, rows: number, vocab: number, ignoreIndex: number): Handle;
+
+  // quantization
+  quantize(w: Handle, rows: number, cols: number, f: QuantFormat): QuantHandles;
+  dequantize(q: QuantHandles, rows: number, cols: number, f: QuantFormat): Handle;
+  /** x [xRows, cols] · Wᵀ with W = dequantize(q) of shape [rows, cols]; returns [xRows, rows]. */
+  dequantizeMatmul(x: Handle, xRows: number, q: QuantHandles, rows: number, cols: number, f: QuantFormat): Handle;
+}

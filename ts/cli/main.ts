@@ -1,0 +1,63 @@
+#!/usr/bin/env node
+// The `quantlora` command.
+
+import '../backends/js/index.js';
+import { QuantloraError } from '../errors.js';
+import { backends, getBackend, initBackend } from '../registry.js';
+import { printDemo, runDemo } from './demo.js';
+
+const USAGE = `quantlora — quantize LLM linear layers to 2/3/4 bits and compensate with LoRA
+
+Usage:
+  quantlora demo [--seed N] [--json]   quantize a random Llama-shaped layer set in every format
+  quantlora doctor                     list backends and what each one found
+  quantlora help
+
+Environment: QUANTLORA_BACKEND=<name> forces a backend.`;
+
+function flag(args: string[], name: string): string | undefined {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : undefined;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...args] = argv;
+  switch (cmd) {
+    case 'demo': {
+      await initBackend();
+      const seed = Number(flag(args, 'seed') ?? 0);
+      const reports = await runDemo({ seed });
+      if (args.includes('--json')) console.log(JSON.stringify({ backend: getBackend().name, reports }, null, 2));
+      else printDemo(reports);
+      return 0;
+    }
+    case 'doctor': {
+      for (const b of backends()) {
+        const line = b.available ? 'available' : `unavailable: ${b.failure}`;
+        console.log(`${b.name.padEnd(8)} priority ${b.priority}  ${line}`);
+      }
+      const active = await initBackend();
+      console.log(`active: ${active.name}`);
+      for (const [k, v] of Object.entries(active.info().details)) console.log(`  ${k}: ${v}`);
+      return 0;
+    }
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      console.log(USAGE);
+      return 0;
+    default:
+      console.error(`quantlora: unknown command '${cmd}'\n\n${USAGE}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => { process.exitCode = code; },
+  (err) => {
+    if (err instanceof QuantloraError) console.error(`quantlora: ${err.name}: ${err.message}`);
+    else console.error(err);
+    process.exitCode = 1;
+  },
+);

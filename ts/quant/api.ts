@@ -1,0 +1,116 @@
+// Quantized weights as a storage type: packed codes plus per-group scales (optionally
+// double-quantized) and zero points, each part a tensor on the weight's backend. Kernels consume
+// the parts directly; nothing materializes the float weight unless dequantize() is called.
+
+import type { QuantHandles } from '../backend.js';
+import { record } from '../autograd.js';
+import { FormatError, ShapeError, describeShape } from '../errors.js';
+import { matmul } from '../ops/matmul.js';
+import { reshape } from '../ops/shape.js';
+import { expectDType, out } from '../ops/util.js';
+import { fromHandle, type Tensor, type TensorContainer } from '../tensor.js';
+import type { QuantFormat } from './formats.js';
+import { groupsPerRow, storageBytes } from './reference.js';
+import { unpackCodes } from './packing.js';
+import { DOUBLE_QUANT_BLOCK } from './formats.js';
+
+type PartName = keyof QuantHandles;
+
+export class QuantizedTensor implements TensorContainer {
+  readonly rows: number;
+  readonly cols: number;
+
+  constructor(
+    readonly format: QuantFormat,
+    readonly shape: readonly number[],
+    readonly parts: Readonly<Partial<Record<PartName, Tensor>>> & { codes: Tensor },
+  ) {
+    this.cols = shape[shape.length - 1];
+    this.rows = this.cols ? shape.reduce((a, b) => a * b, 1) / this.cols : 0;
+  }
+
+  get backend() { return this.parts.codes.backend; }
+  /** Packed codes (u8): each row an MSB-first bit stream of `bits`-bit codes, padded to a byte. */
+  get codes(): Tensor { return this.parts.codes; }
+  /** Storage size of every part, in bytes. */
+  get bytes(): number { return storageBytes(this.rows, this.cols, this.format); }
+
+  handles(): QuantHandles {
+    const h: Record<string, object> = {};
+    for (const [k, t] of Object.entries(this.parts)) if (t) h[k] = t.handle;
+    return h as unknown as QuantHandles;
+  }
+
+  /** One unpacked code per element (for inspection and tests). */
+  async unpackedCodes(): Promise<Uint8Array> {
+    return unpackCodes((await this.codes.data()) as Uint8Array, this.rows, this.cols, this.format.bits);
+  }
+
+  tensors(): Tensor[] {
+    return Object.values(this.parts).filter((t): t is Tensor => !!t);
+  }
+
+  dispose(): void {
+    for (const t of this.tensors()) t.dispose();
+  }
+
+  toString(): string {
+    return `QuantizedTensor(${describeShape(this.shape)}, ${this.format.name}, ${this.bytes} bytes)`;
+  }
+}
+
+function partShapes(rows: number, cols: number, f: QuantFormat): Record<PartName, [number[], 'f32' | 'u8']> {
+  const groups = rows * groupsPerRow(cols, f);
+  return {
+    codes: [[rows, Math.ceil((cols * f.bits) / 8)], 'u8'],
+    scales: [[groups], 'f32'],
+    zeros: [[groups], 'u8'],
+    scaleCodes: [[groups], 'u8'],
+    scale2: [[Math.ceil(groups / DOUBLE_QUANT_BLOCK)], 'f32'],
+    scaleOffset: [[1], 'f32'],
+  };
+}
+
+/** Quantizes w (any shape; groups run along the last axis) to the given format. */
+export function quantize(w: Tensor, format: QuantFormat): QuantizedTensor {
+  expectDType('quantize', w, 'f32', 'weight');
+  if (!format || (format.kind !== 'nf' && format.kind !== 'int')) throw new FormatError(`quantize: expected a format from formats.nf()/formats.int(), got ${JSON.stringify(format)}`);
+  if (w.rank < 1 || w.size === 0) throw new ShapeError(`quantize: expected a non-empty tensor, got ${describeShape(w.shape)}`);
+  const cols = w.shape[w.rank - 1];
+  const rows = w.size / cols;
+  const be = w.backend;
+  const handles = be.quantize(w.handle, rows, cols, format);
+  const shapes = partShapes(rows, cols, format);
+  const parts: Partial<Record<PartName, Tensor>> = {};
+  for (const [k, h] of Object.entries(handles) as [PartName, object][]) {
+    if (h) parts[k] = fromHandle(be, h, shapes[k][0], shapes[k][1]);
+  }
+  return new QuantizedTensor(format, [...w.shape], parts as QuantizedTensor['parts']);
+}
+
+/** The float tensor the codes stand for. */
+export function dequantize(q: QuantizedTensor): Tensor {
+  return out(q.backend, q.backend.dequantize(q.handles(), q.rows, q.cols, q.format), q.shape);
+}
+
+/**
+ * x [..., in] · dequantize(q)ᵀ for q of shape [out, in] -> [..., out], without materializing the
+ * float weight. Differentiable with respect to x (the quantized weight is frozen).
+ */
+export function dequantizeMatmul(x: Tensor, q: QuantizedTensor): Tensor {
+  expectDType('dequantizeMatmul', x, 'f32', 'x');
+  if (q.shape.length !== 2) throw new ShapeError(`dequantizeMatmul: the quantized weight must be [out, in], got ${describeShape(q.shape)}`);
+  if (x.backend !== q.backend) throw new ShapeError(`dequantizeMatmul: x lives on '${x.backend.name}', the weight on '${q.backend.name}'`);
+  const [rows, cols] = q.shape;
+  if (x.rank < 1 || x.shape[x.rank - 1] !== cols) {
+    throw new ShapeError(`dequantizeMatmul: x ${describeShape(x.shape)} must end in the weight's input size ${cols} (weight ${describeShape(q.shape)})`);
+  }
+  const xRows = x.size / cols;
+  const be = x.backend;
+  const y = out(be, be.dequantizeMatmul(x.handle, xRows, q.handles(), rows, cols, q.format), [...x.shape.slice(0, -1), rows]);
+  // dx = dy · W. TODO(issue 6): a fused kernel for this product instead of a temporary float W.
+  return record('dequantizeMatmul', [x], y, (g) => {
+    const w = dequantize(q);
+    return [reshape(matmul(reshape(g, [-1, rows]), w), [...g.shape.slice(0, -1), cols])];
+  });
+}
