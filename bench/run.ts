@@ -11,6 +11,7 @@ import { suites } from './suites.js';
 
 interface Row {
   suite: string;
+  size: string;
   backend: string;
   meanMs: number;
   p50Ms: number;
@@ -49,7 +50,7 @@ for (const suite of suites.filter((s) => !filter || s.name.includes(filter))) {
       continue;
     }
     const ms = result.latency.mean;
-    const row: Row = { suite: suite.name, backend: name, meanMs: ms, p50Ms: result.latency.p50 ?? ms, samples: result.latency.samplesCount };
+    const row: Row = { suite: suite.name, size: prepared.size, backend: name, meanMs: ms, p50Ms: result.latency.p50 ?? ms, samples: result.latency.samplesCount };
     if (prepared.work.flops) row.gflops = prepared.work.flops / (ms * 1e6);
     if (prepared.work.bytes) row.gbps = prepared.work.bytes / (ms * 1e6);
     rows.push(row);
@@ -60,6 +61,7 @@ for (const suite of suites.filter((s) => !filter || s.name.includes(filter))) {
 
 console.table(rows.map((r) => ({
   suite: r.suite,
+  size: r.size,
   backend: r.backend,
   'mean ms': r.meanMs.toFixed(2),
   'GFLOP/s': r.gflops?.toFixed(3) ?? '',

@@ -11,6 +11,8 @@ export interface Work {
 }
 
 export interface Prepared {
+  /** The problem size actually run (quick mode shrinks it). */
+  size: string;
   run: () => Promise<void>;
   work: Work;
   dispose: () => void;
@@ -42,6 +44,7 @@ function quantSuite(name: string, tokens: number): Suite {
       w.dispose();
       const x = randn([tokens, n], { seed: 12 }, backend);
       return {
+        size: `${tokens}x${n} · (${n}x${n})ᵀ`,
         run: () => consume(dequantizeMatmul(x, q)),
         work: { flops: 2 * tokens * n * n, bytes: q.bytes },
         dispose: () => { q.dispose(); x.dispose(); },
@@ -52,11 +55,12 @@ function quantSuite(name: string, tokens: number): Suite {
 
 export const suites: Suite[] = [
   {
-    name: 'quantize nf4-dq 4096x4096',
+    name: 'quantize nf4-dq',
     prepare(backend, quick) {
       const n = quick ? 512 : 4096;
       const w = weight(backend, n, n);
       return {
+        size: `${n}x${n}`,
         run: async () => { const q: QuantizedTensor = quantize(w, nf4); await q.codes.data(); q.dispose(); },
         work: { bytes: n * n * 4 },
         dispose: () => w.dispose(),
@@ -64,24 +68,24 @@ export const suites: Suite[] = [
     },
   },
   {
-    name: 'dequantize nf4-dq 4096x4096',
+    name: 'dequantize nf4-dq',
     prepare(backend, quick) {
       const n = quick ? 512 : 4096;
       const w = weight(backend, n, n);
       const q = quantize(w, nf4);
       w.dispose();
-      return { run: () => consume(dequantize(q)), work: { bytes: q.bytes }, dispose: () => q.dispose() };
+      return { size: `${n}x${n}`, run: () => consume(dequantize(q)), work: { bytes: q.bytes }, dispose: () => q.dispose() };
     },
   },
-  quantSuite('dequantizeMatmul nf4-dq 4096x4096 x 1 token', 1),
-  quantSuite('dequantizeMatmul nf4-dq 4096x4096 x 64 tokens', 64),
+  quantSuite('dequantizeMatmul nf4-dq, 1 token', 1),
+  quantSuite('dequantizeMatmul nf4-dq, 64 tokens', 64),
   {
-    name: 'matmul f32 512x512x512',
+    name: 'matmul f32',
     prepare(backend) {
       const n = 512;
       const a = randn([n, n], { seed: 1 }, backend);
       const b = randn([n, n], { seed: 2 }, backend);
-      return { run: () => consume(matmul(a, b)), work: { flops: 2 * n * n * n }, dispose: () => { a.dispose(); b.dispose(); } };
+      return { size: `${n}x${n}x${n}`, run: () => consume(matmul(a, b)), work: { flops: 2 * n * n * n }, dispose: () => { a.dispose(); b.dispose(); } };
     },
   },
 ];
