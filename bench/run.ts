@@ -3,6 +3,7 @@
 // Options: --quick (small sizes), --suite <substring>, --backends a,b, --time <ms per task>, --out <file>.
 
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Bench } from 'tinybench';
@@ -70,7 +71,7 @@ console.table(rows.map((r) => ({
   samples: r.samples,
 })));
 
-const report = { date: new Date().toISOString(), quick, node: process.version, platform: `${process.platform}-${process.arch}`, rows };
+const report = { date: new Date().toISOString(), quick, node: process.version, platform: `${process.platform}-${process.arch}`, cpu: `${cpus()[0]?.model} x${cpus().length}`, rows };
 mkdirSync(dirname(outFile), { recursive: true });
 writeFileSync(`${outFile}.tmp`, JSON.stringify(report, null, 2));
 renameSync(`${outFile}.tmp`, outFile);

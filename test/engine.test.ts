@@ -117,3 +117,18 @@ test('registry: forced unknown backend and failing backends list every reason', 
     q.removeBackend('broken');
   }
 });
+
+test('public quantize API: typed errors for bad formats and non-finite weights; tidy frees quantized parts', () => {
+  assert.throws(() => q.formats.nf(5), (e: Error) => e instanceof q.FormatError && /2, 3 or 4/.test(e.message) && /5/.test(e.message));
+  assert.throws(() => q.formats.int(4, { group: 0 }), q.QuantloraError);
+  const bad = q.tensor([0.1, 0.2, NaN, 0.4], [2, 2]);
+  assert.throws(() => q.quantize(bad, q.formats.nf(4)), (e: Error) => e instanceof q.NonFiniteError && /row 1, col 0/.test(e.message));
+  assert.throws(() => q.quantize(q.zeros([2, 2], 'i32'), q.formats.nf(4)), q.DTypeError);
+  assert.throws(() => q.dequantizeMatmul(q.zeros([3, 5]), q.quantize(q.ones([4, 6]), q.formats.int(4))), (e: Error) => e instanceof q.ShapeError && /input size 6/.test(e.message));
+  const before = q.liveBuffers();
+  const kept = q.tidy(() => q.quantize(q.randn([4, 70], { seed: 5 }), q.formats.nf(3, { group: 32 })));
+  assert.equal(q.liveBuffers(), before + kept.tensors().length, 'only the returned parts survive tidy');
+  assert.equal(kept.shape.join(), '4,70');
+  kept.dispose();
+  assert.equal(q.liveBuffers(), before);
+});

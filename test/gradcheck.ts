@@ -1,7 +1,7 @@
 // Finite-difference gradient checking for ops (test helper).
 
 import assert from 'node:assert/strict';
-import { backward, mul, noGrad, sum, tensor, tidy, type Tensor } from '../ts/index.js';
+import { backward, liveBuffers, mul, noGrad, sum, tensor, tidy, type Tensor } from '../ts/index.js';
 import { gaussianArray } from '../ts/tensor.js';
 
 export interface InputSpec {
@@ -22,6 +22,7 @@ export function gradCheck(name: string, f: (...xs: Tensor[]) => Tensor, specs: I
   const tol = opts.tol ?? 2e-2;
   const values = specs.map((s, i) => s.data ?? gaussianArray(s.shape.reduce((a, b) => a * b, 1), (opts.seed ?? 7) * 31 + i));
   let worst = 0;
+  const live = liveBuffers();
   tidy(() => {
     const xs = specs.map((s, i) => tensor(values[i], s.shape, s.dtype ?? 'f32').requireGrad(!s.fixed && (s.dtype ?? 'f32') === 'f32'));
     const y0 = f(...xs);
@@ -50,5 +51,6 @@ export function gradCheck(name: string, f: (...xs: Tensor[]) => Tensor, specs: I
     });
     for (const x of xs) x.grad?.dispose();
   });
+  assert.equal(liveBuffers(), live, `${name}: forward + backward leaked ${liveBuffers() - live} buffers`);
   return worst;
 }

@@ -2,6 +2,7 @@
 
 import type { BinaryOp, ReduceOp, UnaryOp } from '../../backend.js';
 import { allocArray, type AnyTypedArray, type DType } from '../../dtype.js';
+import { walk } from './layout.js';
 
 const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
 
@@ -112,22 +113,12 @@ export function reduce(op: ReduceOp, a: Float32Array, shape: number[], axes: num
   const outShape = shape.map((d, i) => (axes.includes(i) ? 1 : d));
   let outSize = 1;
   for (const d of outShape) outSize *= d;
-  const out = new Float32Array(outSize).fill(op === 'sum' ? 0 : -Infinity);
-  const os = broadcastStrides(outShape, shape);
-  const rank = shape.length;
-  const idx = new Array<number>(rank).fill(0);
-  let oi = 0;
-  for (let i = 0; i < a.length; i++) {
+  const out = new Float64Array(outSize).fill(op === 'sum' ? 0 : -Infinity); // f64 accumulation
+  // walk the input in order; oi is the offset of the output element it reduces into
+  walk(shape, broadcastStrides(outShape, shape), 0, (i, oi) => {
     const v = a[i];
     if (op === 'sum') out[oi] += v;
     else if (v > out[oi] || Number.isNaN(v)) out[oi] = v;
-    for (let d = rank - 1; d >= 0; d--) {
-      idx[d]++;
-      oi += os[d];
-      if (idx[d] < shape[d]) break;
-      oi -= os[d] * shape[d];
-      idx[d] = 0;
-    }
-  }
-  return out;
+  });
+  return Float32Array.from(out);
 }

@@ -5,7 +5,7 @@ import { allocArray, type AnyTypedArray, type DType } from '../../dtype.js';
 import { ValueError } from '../../errors.js';
 
 /** Calls visit(i, offset) for every element i of shape, offset = base + sum idx_d * strides_d. */
-function walk(shape: number[], strides: number[], base: number, visit: (i: number, offset: number) => void): void {
+export function walk(shape: number[], strides: number[], base: number, visit: (i: number, offset: number) => void): void {
   let size = 1;
   for (const d of shape) size *= d;
   const rank = shape.length;

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Packs the built package, installs it into a scratch project and uses it the way a user would:
+# both export paths, their type declarations, and the `quantlora` bin.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+(cd "$root" && npm pack --silent --pack-destination "$work" >/dev/null)
+cd "$work"
+npm init -y >/dev/null
+npm install --no-audit --no-fund --silent ./quantlora-*.tgz
+cat > use.mjs <<'JS'
+import { formats, quantize, randn, dequantizeMatmul, liveBuffers } from 'quantlora';
+import { referenceQuantizer, assertQuantizer, generateWeights } from 'quantlora/testing';
+const w = randn([8, 64], { seed: 1 });
+const q = quantize(w, formats.nf(4));
+const y = dequantizeMatmul(randn([2, 64], { seed: 2 }), q);
+if (y.shape.join() !== '2,8') throw new Error('bad shape ' + y.shape);
+await assertQuantizer(referenceQuantizer(formats.int(3)), generateWeights('gaussian', 4, 33, 7), 4, 33);
+console.log('package OK', q.format.name, q.bytes, 'bytes; live buffers', liveBuffers());
+JS
+node use.mjs
+test -f node_modules/quantlora/dist/types/index.d.ts
+test -f node_modules/quantlora/dist/types/testing/index.d.ts
+npx --no-install quantlora doctor | grep -q "active: js"
+echo "bin OK"
