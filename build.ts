@@ -1,25 +1,77 @@
-// Builds the npm package into dist/: ESM bundles (library, testing helpers, CLI) with esbuild and
-// type declarations with tsc. Later issues add the WASM and native addon builds here.
+// Builds quantlora: the WASM kernels (SIMD and scalar variants) and the npm package in dist/ (ESM
+// bundles with esbuild, type declarations with tsc). `--wasm` builds only the WASM modules.
+// The WASM toolchain (Debian's rustc 1.63 + wasm32 std, wasm-bindgen-cli 0.2.83, wasm-opt) is
+// installed by scripts/setup.sh.
 
 import { execFileSync } from 'node:child_process';
-import { chmodSync, rmSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, rmSync } from 'node:fs';
+import { homedir, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { build } from 'esbuild';
 
-rmSync('dist', { recursive: true, force: true });
+const WASM_OUT = 'ts/backends/wasm/generated';
+const cache = process.env.QUANTLORA_CACHE ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'quantlora');
 
-const common = {
-  bundle: true,
-  format: 'esm' as const,
-  platform: 'neutral' as const,
-  target: 'es2022',
-  sourcemap: true,
-  external: ['fast-check', 'node:*'],
-  mainFields: ['module', 'main'],
-};
+function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}, cwd?: string): void {
+  execFileSync(cmd, args, { stdio: 'inherit', env: { ...process.env, ...env }, cwd });
+}
 
-await build({ ...common, entryPoints: { index: 'ts/index.ts', testing: 'ts/testing/index.ts' }, outdir: 'dist' });
-await build({ ...common, platform: 'node', entryPoints: { cli: 'ts/cli/main.ts' }, outdir: 'dist' });
-chmodSync('dist/cli.js', 0o755);
+function tool(name: string, candidates: string[]): string | undefined {
+  for (const c of candidates) if (existsSync(c)) return c;
+  try {
+    return execFileSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' }).trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
 
-execFileSync('npx', ['tsc', '-p', '.', '--emitDeclarationOnly'], { stdio: 'inherit' });
-console.log('built dist/ (index.js, testing.js, cli.js, types/)');
+function buildWasm(): void {
+  if (!existsSync('/usr/bin/rustc') || !existsSync('/usr/lib/rustlib/wasm32-unknown-unknown')) {
+    throw new Error('WASM toolchain missing: Debian rustc with libstd-rust-dev-wasm32 (run scripts/setup.sh)');
+  }
+  const bindgen = tool('wasm-bindgen', [join(cache, 'wasm-bindgen-0.2.83/bin/wasm-bindgen')]);
+  const wasmOpt = tool('wasm-opt', ['/usr/bin/wasm-opt']);
+  mkdirSync(WASM_OUT, { recursive: true });
+  for (const variant of ['simd', 'scalar'] as const) {
+    const flags = variant === 'simd' ? '-C target-feature=+simd128' : '';
+    const targetDir = `target/${variant}`;
+    // Debian's cargo + rustc (the rustup proxies would pick a toolchain without wasm32 std)
+    run('/usr/bin/cargo', ['build', '--release', '--quiet', '--target', 'wasm32-unknown-unknown', '--target-dir', targetDir],
+      { RUSTC: '/usr/bin/rustc', RUSTFLAGS: flags }, 'crates/wasm');
+    let wasm = `crates/wasm/${targetDir}/wasm32-unknown-unknown/release/quantlora_wasm.wasm`;
+    if (bindgen) {
+      const dir = join(tmpdir(), `quantlora-bindgen-${variant}`);
+      run(bindgen, ['--target', 'web', '--no-typescript', '--out-dir', dir, '--out-name', `quantlora_${variant}`, wasm]);
+      wasm = join(dir, `quantlora_${variant}_bg.wasm`);
+    } else {
+      console.warn('build: wasm-bindgen-cli 0.2.83 not found (scripts/setup.sh builds it); using the raw cargo output');
+    }
+    const out = join(WASM_OUT, `quantlora_${variant}.wasm`);
+    if (wasmOpt) run(wasmOpt, ['-O3', ...(variant === 'simd' ? ['--enable-simd'] : []), wasm, '-o', out]);
+    else copyFileSync(wasm, out);
+  }
+}
+
+async function buildPackage(): Promise<void> {
+  rmSync('dist', { recursive: true, force: true });
+  const common = {
+    bundle: true,
+    format: 'esm' as const,
+    platform: 'neutral' as const,
+    target: 'es2022',
+    sourcemap: true,
+    external: ['fast-check', 'node:*'],
+    mainFields: ['module', 'main'],
+  };
+  await build({ ...common, entryPoints: { index: 'ts/index.ts', testing: 'ts/testing/index.ts' }, outdir: 'dist' });
+  await build({ ...common, platform: 'node', entryPoints: { cli: 'ts/cli/main.ts' }, outdir: 'dist' });
+  chmodSync('dist/cli.js', 0o755);
+  // the bundles look for the modules at new URL('./generated/...', import.meta.url)
+  mkdirSync('dist/generated', { recursive: true });
+  for (const variant of ['simd', 'scalar']) copyFileSync(join(WASM_OUT, `quantlora_${variant}.wasm`), `dist/generated/quantlora_${variant}.wasm`);
+  run('npx', ['tsc', '-p', '.', '--emitDeclarationOnly']);
+}
+
+buildWasm();
+if (!process.argv.includes('--wasm')) await buildPackage();
+console.log(process.argv.includes('--wasm') ? `built ${WASM_OUT}/quantlora_{simd,scalar}.wasm` : 'built wasm modules and dist/ (index.js, testing.js, cli.js, generated/, types/)');

@@ -3,7 +3,7 @@
 // backward() walks the graph once in reverse topological order.
 
 import { ShapeError, ValueError, describeShape } from './errors.js';
-import { keep, ones, retain, Tensor, tidy, type BackwardContext } from './tensor.js';
+import { keep, ones, retain, Tensor, tidy, track, type BackwardContext } from './tensor.js';
 
 let gradEnabled = true;
 
@@ -136,10 +136,12 @@ export function backward(root: Tensor, dy?: Tensor): void {
   }
 }
 
-/** Gradients of root with respect to xs (any tensors in the graph), in order; null where unrelated. */
+/** Gradients of root with respect to xs (any tensors in the graph), in order; null where unrelated.
+ *  Unlike backward(), nothing is stored on the tensors: the caller owns the results. */
 export function grad(root: Tensor, xs: Tensor[], dy?: Tensor): (Tensor | null)[] {
   const res = runBackward(root, dy, new Set(xs.map((x) => x.id)), false);
-  return xs.map((x) => res.get(x.id)?.g ?? null);
+  // like any op result, the gradients belong to the caller's tidy scope
+  return xs.map((x) => { const g = res.get(x.id)?.g; return g ? track(g) : null; });
 }
 
 function sameShape(a: readonly number[], b: readonly number[]): boolean {

@@ -1,6 +1,7 @@
 // quantlora: quantize LLM linear layers to 2/3/4 bits and train LoRA adapters that compensate.
 
 import './backends/js/index.js';
+import './backends/wasm/index.js';
 
 export * from './errors.js';
 export type { DType } from './dtype.js';
@@ -17,3 +18,6 @@ export { formats } from './quant/formats.js';
 export type { QuantFormat } from './quant/formats.js';
 export { QuantizedTensor, quantize, dequantize, dequantizeMatmul } from './quant/api.js';
 export { JsBackend } from './backends/js/index.js';
+export { WasmBackend, loadWasmBackend, loadWasmBackendSync } from './backends/wasm/index.js';
+export { simdSupported } from './backends/wasm/loader.js';
+export type { WasmSource } from './backends/wasm/loader.js';

@@ -198,6 +198,12 @@ export function tidy<T>(fn: () => T): T {
   return result;
 }
 
+/** Puts a tensor under the innermost tidy scope (the inverse of keep). */
+export function track<T extends Tensor>(t: T): T {
+  if (scopes.length) scopes[scopes.length - 1].add(t);
+  return t;
+}
+
 /** Exempts tensors from the enclosing tidy scopes. */
 export function keep<T extends Tensor>(t: T): T {
   for (const s of scopes) s.delete(t);

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The `quantlora` command.
 
-import '../backends/js/index.js';
+import '../index.js'; // registers every backend
 import { QuantloraError } from '../errors.js';
 import { backends, getBackend, initBackend } from '../registry.js';
 import { printDemo, runDemo } from './demo.js';

@@ -10,11 +10,9 @@ import { reshape } from '../ops/shape.js';
 import { expectDType, out } from '../ops/util.js';
 import { fromHandle, type Tensor, type TensorContainer } from '../tensor.js';
 import type { QuantFormat } from './formats.js';
-import { groupsPerRow, storageBytes } from './reference.js';
+import { storageBytes } from './reference.js';
 import { unpackCodes } from './packing.js';
-import { DOUBLE_QUANT_BLOCK } from './formats.js';
-
-type PartName = keyof QuantHandles;
+import { partLayout, type PartName } from './layout.js';
 
 export class QuantizedTensor implements TensorContainer {
   readonly rows: number;
@@ -59,18 +57,6 @@ export class QuantizedTensor implements TensorContainer {
   }
 }
 
-function partShapes(rows: number, cols: number, f: QuantFormat): Record<PartName, [number[], 'f32' | 'u8']> {
-  const groups = rows * groupsPerRow(cols, f);
-  return {
-    codes: [[rows, Math.ceil((cols * f.bits) / 8)], 'u8'],
-    scales: [[groups], 'f32'],
-    zeros: [[groups], 'u8'],
-    scaleCodes: [[groups], 'u8'],
-    scale2: [[Math.ceil(groups / DOUBLE_QUANT_BLOCK)], 'f32'],
-    scaleOffset: [[1], 'f32'],
-  };
-}
-
 /** Quantizes w (any shape; groups run along the last axis) to the given format. */
 export function quantize(w: Tensor, format: QuantFormat): QuantizedTensor {
   expectDType('quantize', w, 'f32', 'weight');
@@ -80,10 +66,11 @@ export function quantize(w: Tensor, format: QuantFormat): QuantizedTensor {
   const rows = w.size / cols;
   const be = w.backend;
   const handles = be.quantize(w.handle, rows, cols, format);
-  const shapes = partShapes(rows, cols, format);
+  const layout = partLayout(rows, cols, format);
   const parts: Partial<Record<PartName, Tensor>> = {};
   for (const [k, h] of Object.entries(handles) as [PartName, object][]) {
-    if (h) parts[k] = fromHandle(be, h, shapes[k][0], shapes[k][1]);
+    const spec = layout[k];
+    if (h && spec) parts[k] = fromHandle(be, h, spec.shape, spec.dtype);
   }
   return new QuantizedTensor(format, [...w.shape], parts as QuantizedTensor['parts']);
 }

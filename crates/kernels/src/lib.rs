@@ -3,3 +3,10 @@
 //! Must build with Rust 1.63 (the toolchain that has a wasm32 standard library here).
 
 pub mod packing;
+pub mod quant;
+
+// f32 kernels of the JS reference backend (matmul, elementwise/reductions, layout, transformer)
+pub mod elementwise;
+pub mod layout;
+pub mod matmul;
+pub mod transformer;

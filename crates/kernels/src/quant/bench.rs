@@ -1,0 +1,78 @@
+//! Timings (ignored test): `cargo test --release bench_quant -- --ignored --nocapture`, on the host
+//! or under the WASI runner (the simd128 build). W is 4096 x 4096.
+
+use super::*;
+use std::time::Instant;
+
+fn ms<F: FnMut()>(reps: usize, mut f: F) -> f64 {
+    let mut best = f64::INFINITY;
+    for _ in 0..reps {
+        let t = Instant::now();
+        f();
+        best = best.min(t.elapsed().as_secs_f64() * 1e3);
+    }
+    best
+}
+
+fn fmt(kind: Kind, bits: u32, group: usize, dq: bool, sym: bool) -> Format {
+    Format { kind, bits, group, double_quant: dq, symmetric: sym }
+}
+
+#[test]
+#[ignore]
+fn bench_quant() {
+    let (rows, cols) = (4096usize, 4096usize);
+    let full = std::env::var("QUANT_BENCH_FULL").is_ok();
+    let mut s = 0x1234_5678_9abc_def0u64;
+    let mut rnd = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    };
+    let w: Vec<f32> = (0..rows * cols).map(|_| rnd() * 0.05).collect();
+    let x: Vec<f32> = (0..64 * cols).map(|_| rnd()).collect();
+    let mut formats = vec![fmt(Kind::Nf, 4, 64, true, false), fmt(Kind::Int, 4, 64, false, false)];
+    if full {
+        formats.extend_from_slice(&[
+            fmt(Kind::Nf, 4, 128, false, false),
+            fmt(Kind::Nf, 3, 64, true, false),
+            fmt(Kind::Nf, 2, 64, true, false),
+            fmt(Kind::Int, 4, 128, false, true),
+            fmt(Kind::Int, 3, 128, false, false),
+            fmt(Kind::Int, 2, 64, false, false),
+            fmt(Kind::Nf, 4, 100, true, false),
+        ]);
+    }
+    for f in formats {
+        let l = part_lengths(rows, cols, &f);
+        let (mut codes, mut scales, mut zeros) = (vec![0u8; l.codes], vec![0f32; l.scales], vec![0u8; l.zeros]);
+        let (mut sc, mut s2, mut so) = (vec![0u8; l.scale_codes], vec![0f32; l.scale2], vec![0f32; l.scale_offset]);
+        let tq = ms(2, || {
+            let out = PartsMut { codes: &mut codes, scales: &mut scales, zeros: &mut zeros, scale_codes: &mut sc, scale2: &mut s2, scale_offset: &mut so };
+            quantize(&w, rows, cols, &f, out).unwrap();
+        });
+        let tq_ref = if full {
+            ms(1, || {
+                let out = PartsMut { codes: &mut codes, scales: &mut scales, zeros: &mut zeros, scale_codes: &mut sc, scale2: &mut s2, scale_offset: &mut so };
+                quantize_reference(&w, rows, cols, &f, out).unwrap();
+            })
+        } else {
+            f64::NAN
+        };
+        let p = Parts { codes: &codes, scales: &scales, zeros: &zeros, scale_codes: &sc, scale2: &s2, scale_offset: &so };
+        let mut deq = vec![0f32; rows * cols];
+        let td = ms(3, || dequantize(&p, rows, cols, &f, &mut deq));
+        let td_ref = ms(1, || dequantize_reference(&p, rows, cols, &f, &mut deq));
+        let mut out = vec![0f32; 64 * rows];
+        let t1 = ms(7, || dequantize_matmul(&x[..cols], 1, &p, rows, cols, &f, &mut out[..rows]));
+        let t1_ref = ms(1, || dequantize_matmul_reference(&x[..cols], 1, &p, rows, cols, &f, &mut out[..rows]));
+        let t64 = ms(2, || dequantize_matmul(&x, 64, &p, rows, cols, &f, &mut out));
+        let t64_ref = if full { ms(1, || dequantize_matmul_reference(&x, 64, &p, rows, cols, &f, &mut out)) } else { f64::NAN };
+        println!(
+            "{:?}{} g{}{}{}: matmul 1 tok {:.2} ms (ref {:.1}), 64 tok {:.1} ms (ref {:.0}); quantize {:.1} ms (ref {:.1}); dequantize {:.1} ms (ref {:.1})",
+            f.kind, f.bits, f.group, if f.dq() { " dq" } else { "" }, if f.kind == Kind::Int { if f.symmetric { " sym" } else { " asym" } } else { "" },
+            t1, t1_ref, t64, t64_ref, tq, tq_ref, td, td_ref
+        );
+    }
+}

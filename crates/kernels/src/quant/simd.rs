@@ -1,0 +1,339 @@
+//! The target-specific part of the quant kernels, behind one small interface:
+//! - `V`: four f32 lanes (wasm `v128` with simd128, a lane array elsewhere);
+//! - `Lut`: a table of up to 16 f32 values indexed by a code;
+//! - `decode32::<BITS>(p, lut)`: the 32 codes packed at `p` (4 * BITS bytes, MSB-first) mapped
+//!   through `lut`, as 8 vectors in element order;
+//! - `nf_codes16(n, thresholds, out)`: NF codes of 16 unit-scaled values (count of thresholds below).
+//!
+//! simd128 decodes with `i8x16.swizzle` on the 4 byte planes of the table, then interleaves the
+//! planes back into f32 lanes. Seam for later issues: an x86-64 AVX2 module would implement the same
+//! interface (chosen at run time with `is_x86_feature_detected!`); the kernels are generic over it.
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod imp {
+    use core::arch::wasm32::*;
+
+    #[derive(Clone, Copy)]
+    #[repr(transparent)]
+    pub struct V(v128);
+
+    impl V {
+        #[inline(always)]
+        pub fn zero() -> V {
+            V(f32x4_splat(0.0))
+        }
+        #[inline(always)]
+        pub fn splat(x: f32) -> V {
+            V(f32x4_splat(x))
+        }
+        /// # Safety: p..p+4 readable (any alignment).
+        #[inline(always)]
+        pub unsafe fn load(p: *const f32) -> V {
+            V(v128_load(p as *const v128))
+        }
+        /// # Safety: p..p+4 writable (any alignment).
+        #[inline(always)]
+        pub unsafe fn store(self, p: *mut f32) {
+            v128_store(p as *mut v128, self.0)
+        }
+        #[inline(always)]
+        pub fn add(self, o: V) -> V {
+            V(f32x4_add(self.0, o.0))
+        }
+        #[inline(always)]
+        pub fn sub(self, o: V) -> V {
+            V(f32x4_sub(self.0, o.0))
+        }
+        #[inline(always)]
+        pub fn mul(self, o: V) -> V {
+            V(f32x4_mul(self.0, o.0))
+        }
+        /// max |lane| with m (finite lanes).
+        #[inline(always)]
+        pub fn max_abs(self, m: V) -> V {
+            V(f32x4_pmax(m.0, f32x4_abs(self.0)))
+        }
+        #[inline(always)]
+        pub fn min(self, o: V) -> V {
+            V(f32x4_pmin(self.0, o.0))
+        }
+        #[inline(always)]
+        pub fn max(self, o: V) -> V {
+            V(f32x4_pmax(self.0, o.0))
+        }
+        #[inline(always)]
+        pub fn hmax(self) -> f32 {
+            let a = self.lanes();
+            a[0].max(a[1]).max(a[2].max(a[3]))
+        }
+        #[inline(always)]
+        pub fn hmin(self) -> f32 {
+            let a = self.lanes();
+            a[0].min(a[1]).min(a[2].min(a[3]))
+        }
+        #[inline(always)]
+        pub fn hsum(self) -> f32 {
+            let a = self.lanes();
+            (a[0] + a[1]) + (a[2] + a[3])
+        }
+        #[inline(always)]
+        fn lanes(self) -> [f32; 4] {
+            [f32x4_extract_lane::<0>(self.0), f32x4_extract_lane::<1>(self.0), f32x4_extract_lane::<2>(self.0), f32x4_extract_lane::<3>(self.0)]
+        }
+    }
+
+    /// A 16-entry f32 table as 4 byte planes (plane b holds byte b of every entry).
+    #[derive(Clone, Copy)]
+    pub struct Lut {
+        planes: [v128; 4],
+    }
+
+    impl Lut {
+        pub fn new(vals: &[f32; 16]) -> Lut {
+            let mut bytes = [[0u8; 16]; 4];
+            for (i, v) in vals.iter().enumerate() {
+                let b = v.to_bits().to_le_bytes();
+                for p in 0..4 {
+                    bytes[p][i] = b[p];
+                }
+            }
+            // SAFETY: [u8; 16] and v128 have the same size; read_unaligned has no alignment need.
+            let plane = |p: usize| unsafe { core::ptr::read_unaligned(bytes[p].as_ptr() as *const v128) };
+            Lut { planes: [plane(0), plane(1), plane(2), plane(3)] }
+        }
+    }
+
+    /// 16 codes (u8 lanes, < 16) -> 16 table values as 4 vectors, in lane order.
+    #[inline(always)]
+    fn expand16(lut: &Lut, c: v128) -> [V; 4] {
+        let p0 = u8x16_swizzle(lut.planes[0], c);
+        let p1 = u8x16_swizzle(lut.planes[1], c);
+        let p2 = u8x16_swizzle(lut.planes[2], c);
+        let p3 = u8x16_swizzle(lut.planes[3], c);
+        let l01 = i8x16_shuffle::<0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23>(p0, p1);
+        let h01 = i8x16_shuffle::<8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31>(p0, p1);
+        let l23 = i8x16_shuffle::<0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23>(p2, p3);
+        let h23 = i8x16_shuffle::<8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31>(p2, p3);
+        [
+            V(i8x16_shuffle::<0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23>(l01, l23)),
+            V(i8x16_shuffle::<8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31>(l01, l23)),
+            V(i8x16_shuffle::<0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23>(h01, h23)),
+            V(i8x16_shuffle::<8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31>(h01, h23)),
+        ]
+    }
+
+    /// The 32 codes at p (4 * BITS bytes) as 2 vectors of 16 u8 codes, in element order.
+    #[inline(always)]
+    unsafe fn codes32<const BITS: u32>(p: *const u8) -> (v128, v128) {
+        match BITS {
+            4 => {
+                let b = v128_load(p as *const v128);
+                let hi = u8x16_shr(b, 4);
+                let lo = v128_and(b, u8x16_splat(0x0f));
+                (
+                    i8x16_shuffle::<0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23>(hi, lo),
+                    i8x16_shuffle::<8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31>(hi, lo),
+                )
+            }
+            2 => {
+                let b = v128_load64_zero(p as *const u64);
+                let m = u8x16_splat(3);
+                let s6 = u8x16_shr(b, 6);
+                let s4 = v128_and(u8x16_shr(b, 4), m);
+                let s2 = v128_and(u8x16_shr(b, 2), m);
+                let s0 = v128_and(b, m);
+                let t0 = i8x16_shuffle::<0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23>(s6, s4);
+                let t1 = i8x16_shuffle::<0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23>(s2, s0);
+                (
+                    i8x16_shuffle::<0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23>(t0, t1),
+                    i8x16_shuffle::<8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31>(t0, t1),
+                )
+            }
+            _ => {
+                // 3 bits: each 3-byte chunk holds 8 codes. u16 lane k of chunk j is the big-endian
+                // window of bytes (3j + p_k, 3j + p_k + 1), p = [0,0,0,1,1,1,2,2]; multiplying by
+                // 2^(3k mod 8) (mod 2^16) brings code k to the top 3 bits, then >> 13.
+                let b = v128_load32_lane::<2>(v128_load64_zero(p as *const u64), p.add(8) as *const u32);
+                let mul = i16x8(1, 8, 64, 2, 16, 128, 4, 32);
+                let w0 = i8x16_shuffle::<1, 0, 1, 0, 1, 0, 2, 1, 2, 1, 2, 1, 3, 2, 3, 2>(b, b);
+                let w1 = i8x16_shuffle::<4, 3, 4, 3, 4, 3, 5, 4, 5, 4, 5, 4, 6, 5, 6, 5>(b, b);
+                let w2 = i8x16_shuffle::<7, 6, 7, 6, 7, 6, 8, 7, 8, 7, 8, 7, 9, 8, 9, 8>(b, b);
+                let w3 = i8x16_shuffle::<10, 9, 10, 9, 10, 9, 11, 10, 11, 10, 11, 10, 12, 11, 12, 11>(b, b);
+                let c0 = u16x8_shr(i16x8_mul(w0, mul), 13);
+                let c1 = u16x8_shr(i16x8_mul(w1, mul), 13);
+                let c2 = u16x8_shr(i16x8_mul(w2, mul), 13);
+                let c3 = u16x8_shr(i16x8_mul(w3, mul), 13);
+                (u8x16_narrow_i16x8(c0, c1), u8x16_narrow_i16x8(c2, c3))
+            }
+        }
+    }
+
+    /// # Safety: p..p + 4 * BITS readable.
+    #[inline(always)]
+    pub unsafe fn decode32<const BITS: u32>(p: *const u8, lut: &Lut) -> [V; 8] {
+        let (ca, cb) = codes32::<BITS>(p);
+        let a = expand16(lut, ca);
+        let b = expand16(lut, cb);
+        [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]]
+    }
+
+    /// out[i] = number of thresholds t with n[i] > t, for 16 values n at np.
+    /// # Safety: np..np+16 readable, out..out+16 writable.
+    #[inline(always)]
+    pub unsafe fn nf_codes16(np: *const f32, inv: f32, thresholds: &[f32], out: *mut u8) {
+        let s = f32x4_splat(inv);
+        let n = [
+            f32x4_mul(v128_load(np as *const v128), s),
+            f32x4_mul(v128_load(np.add(4) as *const v128), s),
+            f32x4_mul(v128_load(np.add(8) as *const v128), s),
+            f32x4_mul(v128_load(np.add(12) as *const v128), s),
+        ];
+        let mut c = [i32x4_splat(0); 4];
+        for &t in thresholds {
+            let tv = f32x4_splat(t);
+            for k in 0..4 {
+                c[k] = i32x4_sub(c[k], f32x4_gt(n[k], tv));
+            }
+        }
+        let lo = i16x8_narrow_i32x4(c[0], c[1]);
+        let hi = i16x8_narrow_i32x4(c[2], c[3]);
+        v128_store(out as *mut v128, u8x16_narrow_i16x8(lo, hi));
+    }
+}
+
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+mod imp {
+    #[derive(Clone, Copy)]
+    pub struct V([f32; 4]);
+
+    impl V {
+        #[inline(always)]
+        pub fn zero() -> V {
+            V([0.0; 4])
+        }
+        #[inline(always)]
+        pub fn splat(x: f32) -> V {
+            V([x; 4])
+        }
+        /// # Safety: p..p+4 readable (any alignment).
+        #[inline(always)]
+        pub unsafe fn load(p: *const f32) -> V {
+            V(core::ptr::read_unaligned(p as *const [f32; 4]))
+        }
+        /// # Safety: p..p+4 writable (any alignment).
+        #[inline(always)]
+        pub unsafe fn store(self, p: *mut f32) {
+            core::ptr::write_unaligned(p as *mut [f32; 4], self.0)
+        }
+        #[inline(always)]
+        fn zip(self, o: V, f: impl Fn(f32, f32) -> f32) -> V {
+            V([f(self.0[0], o.0[0]), f(self.0[1], o.0[1]), f(self.0[2], o.0[2]), f(self.0[3], o.0[3])])
+        }
+        #[inline(always)]
+        pub fn add(self, o: V) -> V {
+            self.zip(o, |a, b| a + b)
+        }
+        #[inline(always)]
+        pub fn sub(self, o: V) -> V {
+            self.zip(o, |a, b| a - b)
+        }
+        #[inline(always)]
+        pub fn mul(self, o: V) -> V {
+            self.zip(o, |a, b| a * b)
+        }
+        #[inline(always)]
+        pub fn max_abs(self, m: V) -> V {
+            self.zip(m, |a, m| if m < a.abs() { a.abs() } else { m })
+        }
+        #[inline(always)]
+        pub fn min(self, o: V) -> V {
+            self.zip(o, |a, b| if b < a { b } else { a })
+        }
+        #[inline(always)]
+        pub fn max(self, o: V) -> V {
+            self.zip(o, |a, b| if a < b { b } else { a })
+        }
+        #[inline(always)]
+        pub fn hmax(self) -> f32 {
+            let a = self.0;
+            a[0].max(a[1]).max(a[2].max(a[3]))
+        }
+        #[inline(always)]
+        pub fn hmin(self) -> f32 {
+            let a = self.0;
+            a[0].min(a[1]).min(a[2].min(a[3]))
+        }
+        #[inline(always)]
+        pub fn hsum(self) -> f32 {
+            let a = self.0;
+            (a[0] + a[1]) + (a[2] + a[3])
+        }
+    }
+
+    #[derive(Clone, Copy)]
+    pub struct Lut {
+        vals: [f32; 16],
+    }
+
+    impl Lut {
+        pub fn new(vals: &[f32; 16]) -> Lut {
+            Lut { vals: *vals }
+        }
+    }
+
+    /// # Safety: p..p + 4 * BITS readable.
+    #[inline(always)]
+    pub unsafe fn decode32<const BITS: u32>(p: *const u8, lut: &Lut) -> [V; 8] {
+        let mut o = [0.0f32; 32];
+        let b = core::slice::from_raw_parts(p, 4 * BITS as usize);
+        let t = &lut.vals;
+        match BITS {
+            4 => {
+                for j in 0..16 {
+                    o[2 * j] = t[(b[j] >> 4) as usize];
+                    o[2 * j + 1] = t[(b[j] & 15) as usize];
+                }
+            }
+            2 => {
+                for j in 0..8 {
+                    for k in 0..4 {
+                        o[4 * j + k] = t[((b[j] >> (6 - 2 * k)) & 3) as usize];
+                    }
+                }
+            }
+            _ => {
+                for j in 0..4 {
+                    let w = (b[3 * j] as u32) << 16 | (b[3 * j + 1] as u32) << 8 | b[3 * j + 2] as u32;
+                    for k in 0..8 {
+                        o[8 * j + k] = t[((w >> (21 - 3 * k)) & 7) as usize];
+                    }
+                }
+            }
+        }
+        let mut v = [V::zero(); 8];
+        for (k, x) in v.iter_mut().enumerate() {
+            *x = V([o[4 * k], o[4 * k + 1], o[4 * k + 2], o[4 * k + 3]]);
+        }
+        v
+    }
+
+    /// out[i] = number of thresholds t with n[i] > t, for 16 values n = f32(np[i] * inv).
+    /// # Safety: np..np+16 readable, out..out+16 writable.
+    #[inline(always)]
+    pub unsafe fn nf_codes16(np: *const f32, inv: f32, thresholds: &[f32], out: *mut u8) {
+        let x = core::slice::from_raw_parts(np, 16);
+        let mut n = [0.0f32; 16];
+        let mut c = [0u8; 16];
+        for i in 0..16 {
+            n[i] = x[i] * inv;
+        }
+        for &t in thresholds {
+            for i in 0..16 {
+                c[i] += (n[i] > t) as u8;
+            }
+        }
+        core::ptr::copy_nonoverlapping(c.as_ptr(), out, 16);
+    }
+}
+
+pub use imp::{decode32, nf_codes16, Lut, V};

@@ -1,0 +1,165 @@
+// One table of cases, run on every available backend against the JS reference (values and
+// gradients). CI sets QUANTLORA_EXPECT_BACKENDS=wasm so a backend that failed to load fails here.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import * as q from '../ts/index.js';
+import { gaussianArray } from '../ts/tensor.js';
+import { generateWeights } from '../ts/testing/index.js';
+import { PART_NAMES } from '../ts/quant/layout.js';
+
+type B = q.Backend;
+interface Case {
+  name: string;
+  /** Builds inputs on backend b and returns the outputs to compare. */
+  run: (b: B) => q.Tensor[];
+  /** Relative tolerance (of max(1, |reference|)); 0 means bit-exact. */
+  tol: number;
+}
+
+const js = q.backendByName('js');
+const others = q.backends().filter((s) => s.available && s.name !== 'js').map((s) => s.name);
+const expected = (process.env.QUANTLORA_EXPECT_BACKENDS ?? '').split(',').filter(Boolean);
+
+const t = (b: B, shape: number[], seed: number, scale = 1) => q.tensor(gaussianArray(shape.reduce((x, y) => x * y, 1), seed, scale), shape, 'f32', b);
+const pos = (b: B, shape: number[], seed: number) => q.abs(t(b, shape, seed)).dataSync().map((v) => v + 0.1) as Float32Array;
+const ids = (b: B, values: number[], shape = [values.length]) => q.tensor(Int32Array.from(values), shape, 'i32', b);
+
+/** Value and input gradients of L = sum(f(x)·r) for differentiable inputs. */
+function withGrads(b: B, f: (...xs: q.Tensor[]) => q.Tensor, inputs: q.Tensor[]): q.Tensor[] {
+  for (const x of inputs) if (x.dtype === 'f32') x.requireGrad();
+  const y = f(...inputs);
+  const loss = q.sum(q.mul(y, t(b, [...y.shape], 77)));
+  const grads = q.grad(loss, inputs.filter((x) => x.dtype === 'f32'));
+  return [y, ...grads.map((g) => g!)];
+}
+
+const cases: Case[] = [];
+const add = (name: string, tol: number, run: Case['run']) => cases.push({ name, tol, run });
+
+// matmul: shapes incl. 1 and odd sizes, every transpose, batches, broadcast of either side
+for (const [m, k, n] of [[1, 1, 1], [1, 37, 5], [7, 13, 9], [33, 64, 17], [64, 96, 80]]) {
+  for (const transA of [false, true]) {
+    for (const transB of [false, true]) {
+      add(`matmul ${m}x${k}x${n} tA=${transA} tB=${transB}`, 1e-5, (b) =>
+        withGrads(b, (x, y) => q.matmul(x, y, { transA, transB }), [t(b, transA ? [k, m] : [m, k], 1), t(b, transB ? [n, k] : [k, n], 2)]));
+    }
+  }
+}
+add('matmul batched', 1e-5, (b) => withGrads(b, (x, y) => q.matmul(x, y), [t(b, [3, 5, 7], 3), t(b, [3, 7, 4], 4)]));
+add('matmul batch x shared 2-D', 1e-5, (b) => withGrads(b, (x, y) => q.matmul(x, y, { transB: true }), [t(b, [2, 3, 11], 5), t(b, [6, 11], 6)]));
+add('matmul shared 2-D x batch', 1e-5, (b) => withGrads(b, (x, y) => q.matmul(x, y), [t(b, [4, 6], 7), t(b, [2, 6, 5], 8)]));
+add('matmul 256x300x200 (blocking edges)', 1e-4, (b) => [q.matmul(t(b, [256, 300], 9), t(b, [300, 200], 10))]);
+
+// elementwise
+for (const op of ['add', 'sub', 'mul', 'div', 'maximum'] as const) {
+  add(`${op} broadcasting`, 1e-6, (b) => withGrads(b, (x, y) => (op === 'div' ? q.div(x, q.add(q.abs(y), 0.5)) : q[op](x, y)), [t(b, [3, 1, 5], 11), t(b, [4, 1], 12)]));
+  add(`${op} same shape`, 1e-6, (b) => withGrads(b, (x, y) => (op === 'div' ? q.div(x, q.add(q.abs(y), 0.5)) : q[op](x, y)), [t(b, [37], 13), t(b, [37], 14)]));
+}
+add('equal / greater', 0, (b) => { const x = q.tensor([1, 2, 3, 4, 5], [5], 'f32', b); const y = q.tensor([1, 0, 3, 9, 5], [5], 'f32', b); return [q.equal(x, y), q.greater(x, y)]; });
+for (const op of ['neg', 'exp', 'sqrt', 'rsqrt', 'log', 'abs', 'square', 'sigmoid', 'silu', 'relu'] as const) {
+  const positive = op === 'sqrt' || op === 'rsqrt' || op === 'log';
+  add(`unary ${op}`, 1e-5, (b) => withGrads(b, q[op], [positive ? q.tensor(pos(b, [41], 15), [41], 'f32', b) : t(b, [41], 15)]));
+}
+add('sign', 0, (b) => [q.sign(q.tensor([-2, 0, 3], [3], 'f32', b))]);
+add('affine, pow', 1e-5, (b) => withGrads(b, (x) => q.pow(q.affine(x, 0.5, 3), 1.7), [t(b, [19], 16)]));
+
+// reductions
+add('sum over axes', 1e-5, (b) => withGrads(b, (x) => q.sum(x, [0, 2]), [t(b, [5, 3, 7], 17)]));
+add('sum all', 1e-5, (b) => withGrads(b, (x) => q.sum(x), [t(b, [1000], 18)]));
+add('mean last axis', 1e-5, (b) => withGrads(b, (x) => q.mean(x, -1), [t(b, [4, 33], 19)]));
+add('max over axis', 1e-6, (b) => withGrads(b, (x) => q.max(x, 1), [t(b, [6, 9], 20)]));
+
+// layout, for every dtype
+add('transpose / slice / concat / broadcastTo (f32)', 0, (b) =>
+  withGrads(b, (x, y) => q.concat([q.transpose(q.slice(x, [1, 0, 2], [2, 3, -1]), [2, 0, 1]), q.broadcastTo(y, [5, 2, 3])], 2), [t(b, [3, 3, 7], 21), t(b, [5, 1, 1], 22)]));
+for (const dtype of ['i32', 'u8'] as const) {
+  add(`layout ops on ${dtype}`, 0, (b) => {
+    const x = q.cast(q.tensor(Float32Array.from({ length: 24 }, (_, i) => i * 7 % 11), [2, 3, 4], 'f32', b), dtype);
+    return [q.cast(q.transpose(x, [2, 0, 1]), 'f32'), q.cast(q.slice(x, [0, 1, 1], [2, 2, 3]), 'f32'), q.cast(q.concat([x, x], 1), 'f32')];
+  });
+}
+add('cast round trips', 0, (b) => [q.cast(q.cast(q.tensor([1.7, -2.2, 3, 250], [4], 'f32', b), 'i32'), 'f32')]);
+add('gather and its scatter-add gradient', 1e-6, (b) => withGrads(b, (tab, i) => q.gather(tab, i), [t(b, [6, 5], 23), ids(b, [0, 5, 5, 2, 0, 1], [2, 3])]));
+
+// transformer blocks
+add('rmsnorm', 1e-5, (b) => withGrads(b, (x, w) => q.rmsnorm(x, w, 1e-5), [t(b, [5, 33], 24), t(b, [33], 25)]));
+for (const style of ['half', 'interleaved'] as const) {
+  add(`rope ${style}`, 1e-5, (b) => withGrads(b, (x) => q.rope(x, { theta: 10000, offset: 5, style }), [t(b, [2, 3, 7, 16], 26)]));
+}
+add('softmax', 1e-6, (b) => withGrads(b, (x) => q.softmax(x), [t(b, [7, 13], 27, 3)]));
+add('softmax causal', 1e-6, (b) => withGrads(b, (x) => q.softmax(x, { causal: true }), [t(b, [2, 9, 9], 28, 3)]));
+add('softmax causal with past keys', 1e-6, (b) => withGrads(b, (x) => q.softmax(x, { causal: true }), [t(b, [3, 4, 10], 29, 3)]));
+add('crossEntropy with ignore index', 1e-5, (b) => withGrads(b, (l, tg) => q.crossEntropy(l, tg), [t(b, [2, 5, 31], 30, 2), ids(b, [1, 30, -100, 0, 7, 7, -100, 2, 3, 4], [2, 5])]));
+add('mse', 1e-5, (b) => withGrads(b, (x, y) => q.mse(x, y), [t(b, [4, 9], 31), t(b, [4, 9], 32)]));
+
+// quantization: every format; parts bit-exact, dequantize bit-exact, fused matmul within tolerance
+const fmts: q.QuantFormat[] = [];
+for (const bits of [2, 3, 4]) {
+  for (const group of [7, 32, 64]) {
+    fmts.push(q.formats.nf(bits, { group, doubleQuant: true }), q.formats.nf(bits, { group, doubleQuant: false }));
+    fmts.push(q.formats.int(bits, { group, symmetric: false }), q.formats.int(bits, { group, symmetric: true }));
+  }
+}
+const shapes: [number, number][] = [[1, 1], [3, 70], [9, 129], [300, 64]];
+for (const f of fmts) {
+  add(`quantize + dequantize ${f.name}`, 0, (b) =>
+    shapes.flatMap(([r, c], i) => {
+      const w = q.tensor(generateWeights(i % 2 ? 'heavyTailed' : 'gaussian', r, c, i + 40), [r, c], 'f32', b);
+      const qt = q.quantize(w, f);
+      return [...PART_NAMES.flatMap((k) => (qt.parts[k] ? [q.cast(qt.parts[k]!, 'f32')] : [])), q.dequantize(qt)];
+    }));
+  add(`dequantizeMatmul ${f.name}`, 1e-4, (b) =>
+    [[1, 3, 70], [5, 9, 129], [64, 33, 200]].map(([tokens, r, c], i) => {
+      const w = q.tensor(generateWeights('gaussian', r, c, i + 50), [r, c], 'f32', b);
+      return q.dequantizeMatmul(t(b, [tokens, c], i + 60), q.quantize(w, f));
+    }));
+}
+add('dequantizeMatmul gradient in x', 1e-4, (b) => {
+  const qt = q.quantize(t(b, [6, 40], 70), q.formats.nf(4, { group: 16 }));
+  return withGrads(b, (x) => q.dequantizeMatmul(x, qt), [t(b, [2, 3, 40], 71)]);
+});
+
+test('every expected backend is available', () => {
+  const status = q.backends();
+  for (const name of expected) {
+    const s = status.find((x) => x.name === name);
+    assert.ok(s?.available, `backend '${name}' is not available: ${s?.failure ?? 'not registered'}`);
+  }
+});
+
+function compare(name: string, got: q.Tensor[], want: q.Tensor[], tol: number) {
+  assert.equal(got.length, want.length, `${name}: number of outputs`);
+  got.forEach((g, i) => {
+    assert.deepEqual(g.shape, want[i].shape, `${name}: output ${i} shape`);
+    const a = g.dataSync();
+    const e = want[i].dataSync();
+    for (let j = 0; j < e.length; j++) {
+      const diff = Math.abs(a[j] - e[j]);
+      const ok = tol === 0 ? Object.is(a[j], e[j]) || (Number.isNaN(a[j]) && Number.isNaN(e[j])) : diff <= tol * Math.max(1, Math.abs(e[j]));
+      assert.ok(ok, `${name}: output ${i}[${j}] = ${a[j]}, reference ${e[j]} (diff ${diff.toExponential(2)}, tol ${tol})`);
+    }
+  });
+}
+
+for (const name of others) {
+  test(`parity: ${name} matches the js reference on every case`, () => {
+    const b = q.backendByName(name);
+    const before = b.liveBuffers();
+    // QUANTLORA_PARITY_ONLY=substring narrows the table while debugging a kernel
+    for (const c of cases.filter((x) => x.name.includes(process.env.QUANTLORA_PARITY_ONLY ?? ''))) {
+      q.tidy(() => compare(`${c.name} [${name}]`, c.run(b), c.run(js), c.tol));
+    }
+    assert.equal(b.liveBuffers(), before, `${name}: parity cases leaked buffers`);
+  });
+
+  test(`parity: ${name} raises the same typed errors`, () => {
+    const b = q.backendByName(name);
+    q.tidy(() => {
+      assert.throws(() => q.gather(t(b, [3, 2], 1), ids(b, [0, 3])), (e: Error) => e instanceof q.ValueError && /id 3/.test(e.message));
+      assert.throws(() => q.crossEntropy(t(b, [2, 3], 2), ids(b, [0, 9])), (e: Error) => e instanceof q.ValueError && /target 9/.test(e.message));
+      const bad = q.tensor([0.1, 0.2, 0.3, Infinity], [2, 2], 'f32', b);
+      assert.throws(() => q.quantize(bad, q.formats.nf(4)), (e: Error) => e instanceof q.NonFiniteError && /row 1, col 1/.test(e.message));
+    });
+  });
+}
