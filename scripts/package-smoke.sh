@@ -22,5 +22,5 @@ JS
 node use.mjs
 test -f node_modules/quantlora/dist/types/index.d.ts
 test -f node_modules/quantlora/dist/types/testing/index.d.ts
-npx --no-install quantlora doctor | grep -q "active: js"
+npx --no-install quantlora doctor | grep -q "active: wasm"  # the package ships and loads its WASM modules
 echo "bin OK"

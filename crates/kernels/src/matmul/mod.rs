@@ -4,7 +4,11 @@
 //! zero elements of A skipped). `matmul` is GotoBLAS-style: B is packed into kc×NR panels, A into
 //! MR×kc panels (every transpose combination is absorbed by packing, so there is one micro-kernel),
 //! and a register-tiled micro-kernel accumulates in f32 per kc slice; slices add into C.
-//! A few rows (one token, a short batch) skip packing: `small` streams B once per pair of rows.
+//! Up to 64 rows (32 when B is transposed) skip packing (`small`): each pair of output rows is
+//! built from B as stored (axpy over B rows, or dot products with B rows), so one token costs one
+//! pass over B. Batches that share B with A's batches back to back are folded into one matmul.
+//! Tile shape and block sizes were measured under V8 (tests.rs: bench_tiles, bench_blocking,
+//! bench_small_m); the x86-64 AVX2 dispatch of a later issue goes in `matmul_rows`.
 //!
 //! Differences from the reference, all within rounding: f32 accumulation (per kc = 256 slice, then
 //! summed in C), and products 0·inf / 0·NaN are not skipped (the reference skips a zero A element,

@@ -76,3 +76,38 @@ fn bench_quant() {
         );
     }
 }
+
+#[test]
+#[ignore]
+fn bench_quant_parts() {
+    use super::quantize::{first_non_finite, int_group, nf_group, pack_row};
+    let (rows, cols) = (4096usize, 4096usize);
+    let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 1e-3).collect();
+    let mut codes = vec![0u8; rows * cols];
+    for bits in [2u32, 3, 4] {
+        let mut out = vec![0u8; rows * crate::packing::row_bytes(cols, bits)];
+        let t = ms(3, || crate::packing::pack(&codes, rows, cols, bits, &mut out));
+        let rb = crate::packing::row_bytes(cols, bits);
+        let t2 = ms(3, || {
+            for r in 0..rows {
+                pack_row(&codes[r * cols..(r + 1) * cols], bits, &mut out[r * rb..(r + 1) * rb])
+            }
+        });
+        println!("pack {} bits: packing::pack {:.1} ms, pack_row {:.1} ms", bits, t, t2);
+    }
+    println!("finite check {:.1} ms", ms(3, || assert!(first_non_finite(&w).is_none())));
+    let f = fmt(Kind::Int, 4, 64, false, false);
+    let t = ms(3, || {
+        for (wg, cg) in w.chunks(64).zip(codes.chunks_mut(64)) {
+            int_group(wg, &f, cg);
+        }
+    });
+    println!("int4 groups {:.1} ms", t);
+    let nf = nf_table(4);
+    let t = ms(3, || {
+        for (wg, cg) in w.chunks(64).zip(codes.chunks_mut(64)) {
+            nf_group(wg, &nf, cg);
+        }
+    });
+    println!("nf4 groups {:.1} ms", t);
+}

@@ -4,13 +4,13 @@
 //! Bit-exact with `quantize_reference`.
 
 use super::reference::{double_quantize, scale_to_unit};
-use super::simd::{nf_codes16, V};
+use super::simd::{int_codes8, nf_codes16, V};
 use super::tables::{f32_toward_zero, nf_table, round_half_away, NfTable};
 use super::{groups_per_row, part_lengths, Format, Kind, PartsMut};
-use crate::packing::{pack, row_bytes};
+use crate::packing::row_bytes;
 
 /// Index of the first NaN or infinite element (integer test on the exponent bits, vectorizable).
-fn first_non_finite(w: &[f32]) -> Option<usize> {
+pub(super) fn first_non_finite(w: &[f32]) -> Option<usize> {
     const EXP: u32 = 0x7f80_0000;
     for (k, chunk) in w.chunks(1024).enumerate() {
         let bad = chunk.iter().fold(false, |a, x| a | (x.to_bits() & EXP == EXP));
@@ -49,7 +49,7 @@ pub fn quantize(w: &[f32], rows: usize, cols: usize, f: &Format, out: PartsMut) 
                         out.scales[r * gpr + gi] = m;
                     }
                 }
-                pack(&codes, 1, cols, f.bits, &mut out.codes[r * rb..(r + 1) * rb]);
+                pack_row(&codes, f.bits, &mut out.codes[r * rb..(r + 1) * rb]);
             }
             if f.dq() {
                 double_quantize(&absmax, out.scale_codes, out.scale2, out.scale_offset);
@@ -67,7 +67,7 @@ pub fn quantize(w: &[f32], rows: usize, cols: usize, f: &Format, out: PartsMut) 
                         out.zeros[g] = zero;
                     }
                 }
-                pack(&codes, 1, cols, f.bits, &mut out.codes[r * rb..(r + 1) * rb]);
+                pack_row(&codes, f.bits, &mut out.codes[r * rb..(r + 1) * rb]);
             }
         }
     }
@@ -100,7 +100,7 @@ fn absmax(w: &[f32]) -> f32 {
 }
 
 /// NF codes of one group into `codes`; returns its absmax.
-fn nf_group(w: &[f32], t: &NfTable, codes: &mut [u8]) -> f32 {
+pub(super) fn nf_group(w: &[f32], t: &NfTable, codes: &mut [u8]) -> f32 {
     let m = absmax(w);
     if m == 0.0 {
         for c in codes.iter_mut() {
@@ -126,7 +126,7 @@ fn nf_group(w: &[f32], t: &NfTable, codes: &mut [u8]) -> f32 {
 }
 
 /// INT codes of one group into `codes`; returns (scale, zero point).
-fn int_group(w: &[f32], f: &Format, codes: &mut [u8]) -> (f32, u8) {
+pub(super) fn int_group(w: &[f32], f: &Format, codes: &mut [u8]) -> (f32, u8) {
     let maxq = (1u32 << f.bits) - 1;
     let half = (1u32 << (f.bits - 1)) - 1;
     let n4 = w.len() / 4 * 4;
@@ -148,16 +148,57 @@ fn int_group(w: &[f32], f: &Format, codes: &mut [u8]) -> (f32, u8) {
         scale = 1.0;
     }
     let zero = if f.symmetric { half } else { round_half_away(-lo / scale as f64).max(0.0).min(maxq as f64) as u32 };
-    let s = scale as f64;
-    let (z, mq) = (zero as i32, maxq as i32);
-    for (c, &x) in codes.iter_mut().zip(w) {
-        // round half away from zero of x / s, with |x / s| capped at 64 (the code saturates anyway)
-        let v = x as f64 / s;
-        let a = v.abs().min(64.0);
-        let mut r = a as i32;
-        r += (a - r as f64 >= 0.5) as i32;
-        let q = if v < 0.0 { z - r } else { z + r };
-        *c = q.max(0).min(mq) as u8;
+    let (s, z, mq) = (scale as f64, zero as f64, maxq as f64);
+    let n8 = w.len() / 8 * 8;
+    for i in (0..n8).step_by(8) {
+        // SAFETY: i + 8 <= w.len() == codes.len().
+        unsafe { int_codes8(w.as_ptr().add(i), s, z, mq, codes.as_mut_ptr().add(i)) };
+    }
+    for (c, &x) in codes[n8..].iter_mut().zip(&w[n8..]) {
+        *c = (round_half_away(x as f64 / s) + z).max(0.0).min(mq) as u8;
     }
     (scale, zero as u8)
+}
+
+/// Packs one row of codes (each < 2^bits) into row_bytes(codes.len(), bits) bytes, MSB first, the
+/// last byte padded with zero bits (same bytes as `crate::packing::pack`, written whole).
+pub(super) fn pack_row(codes: &[u8], bits: u32, out: &mut [u8]) {
+    let per = match bits {
+        4 => 2,
+        2 => 4,
+        _ => 8,
+    };
+    let whole = codes.len() / per;
+    match bits {
+        4 => {
+            for (o, c) in out.iter_mut().zip(codes.chunks_exact(2)) {
+                *o = c[0] << 4 | c[1];
+            }
+        }
+        2 => {
+            for (o, c) in out.iter_mut().zip(codes.chunks_exact(4)) {
+                *o = c[0] << 6 | c[1] << 4 | c[2] << 2 | c[3];
+            }
+        }
+        _ => {
+            for (o, c) in out.chunks_exact_mut(3).zip(codes.chunks_exact(8)) {
+                let v = (c[0] as u32) << 21 | (c[1] as u32) << 18 | (c[2] as u32) << 15 | (c[3] as u32) << 12 | (c[4] as u32) << 9 | (c[5] as u32) << 6 | (c[6] as u32) << 3 | c[7] as u32;
+                o[0] = (v >> 16) as u8;
+                o[1] = (v >> 8) as u8;
+                o[2] = v as u8;
+            }
+        }
+    }
+    let done = whole * per;
+    if done < codes.len() {
+        let mut v = 0u32;
+        for i in 0..per {
+            v = v << bits | codes.get(done + i).copied().unwrap_or(0) as u32;
+        }
+        let start = whole * per * bits as usize / 8;
+        let nbytes = per * bits as usize / 8;
+        for (i, o) in out[start..].iter_mut().enumerate() {
+            *o = (v >> (8 * (nbytes - 1 - i))) as u8;
+        }
+    }
 }

@@ -86,7 +86,13 @@ mod imp {
     #[derive(Clone, Copy)]
     pub struct Lut {
         planes: [v128; 4],
+        /// 3-bit decoding's multipliers, read through a volatile load so that LLVM cannot see
+        /// they are powers of two: it would turn the multiply into per-lane shifts, which wasm
+        /// lacks, and scalarize them.
+        mul3: v128,
     }
+
+    static MUL3: [i16; 8] = [1, 8, 64, 2, 16, 128, 4, 32];
 
     impl Lut {
         pub fn new(vals: &[f32; 16]) -> Lut {
@@ -99,7 +105,10 @@ mod imp {
             }
             // SAFETY: [u8; 16] and v128 have the same size; read_unaligned has no alignment need.
             let plane = |p: usize| unsafe { core::ptr::read_unaligned(bytes[p].as_ptr() as *const v128) };
-            Lut { planes: [plane(0), plane(1), plane(2), plane(3)] }
+            // SAFETY: MUL3 is 16 readable bytes.
+            let mul3 = unsafe { core::ptr::read_volatile(MUL3.as_ptr() as *const [i16; 8]) };
+            let mul3 = i16x8(mul3[0], mul3[1], mul3[2], mul3[3], mul3[4], mul3[5], mul3[6], mul3[7]);
+            Lut { planes: [plane(0), plane(1), plane(2), plane(3)], mul3 }
         }
     }
 
@@ -124,7 +133,7 @@ mod imp {
 
     /// The 32 codes at p (4 * BITS bytes) as 2 vectors of 16 u8 codes, in element order.
     #[inline(always)]
-    unsafe fn codes32<const BITS: u32>(p: *const u8) -> (v128, v128) {
+    unsafe fn codes32<const BITS: u32>(p: *const u8, mul3: v128) -> (v128, v128) {
         match BITS {
             4 => {
                 let b = v128_load(p as *const v128);
@@ -154,7 +163,7 @@ mod imp {
                 // window of bytes (3j + p_k, 3j + p_k + 1), p = [0,0,0,1,1,1,2,2]; multiplying by
                 // 2^(3k mod 8) (mod 2^16) brings code k to the top 3 bits, then >> 13.
                 let b = v128_load32_lane::<2>(v128_load64_zero(p as *const u64), p.add(8) as *const u32);
-                let mul = i16x8(1, 8, 64, 2, 16, 128, 4, 32);
+                let mul = mul3;
                 let w0 = i8x16_shuffle::<1, 0, 1, 0, 1, 0, 2, 1, 2, 1, 2, 1, 3, 2, 3, 2>(b, b);
                 let w1 = i8x16_shuffle::<4, 3, 4, 3, 4, 3, 5, 4, 5, 4, 5, 4, 6, 5, 6, 5>(b, b);
                 let w2 = i8x16_shuffle::<7, 6, 7, 6, 7, 6, 8, 7, 8, 7, 8, 7, 9, 8, 9, 8>(b, b);
@@ -171,7 +180,7 @@ mod imp {
     /// # Safety: p..p + 4 * BITS readable.
     #[inline(always)]
     pub unsafe fn decode32<const BITS: u32>(p: *const u8, lut: &Lut) -> [V; 8] {
-        let (ca, cb) = codes32::<BITS>(p);
+        let (ca, cb) = codes32::<BITS>(p, lut.mul3);
         let a = expand16(lut, ca);
         let b = expand16(lut, cb);
         [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]]
@@ -198,6 +207,34 @@ mod imp {
         let lo = i16x8_narrow_i32x4(c[0], c[1]);
         let hi = i16x8_narrow_i32x4(c[2], c[3]);
         v128_store(out as *mut v128, u8x16_narrow_i16x8(lo, hi));
+    }
+
+    /// INT codes of 8 values: q = clamp(roundHalfAway(x / s) + z, 0, maxq), all in float64 as the
+    /// reference (the quotient must be the float64 one).
+    /// # Safety: xp..xp+8 readable, out..out+8 writable.
+    #[inline(always)]
+    pub unsafe fn int_codes8(xp: *const f32, s: f64, z: f64, maxq: f64, out: *mut u8) {
+        let (sv, zv, mq) = (f64x2_splat(s), f64x2_splat(z), f64x2_splat(maxq));
+        let (half, one, zero, magic) = (f64x2_splat(0.5), f64x2_splat(1.0), f64x2_splat(0.0), f64x2_splat(4503599627370496.0));
+        // q in [0, maxq] as f64; + 2^52 puts the integer in the low mantissa bits (byte 0 of each
+        // lane). (i32x4_trunc_sat_f64x2_zero gets scalarized by LLVM here; this stays vector.)
+        let q = |v: v128| -> v128 {
+            let d = f64x2_div(v, sv);
+            let a = f64x2_abs(d);
+            let r = f64x2_floor(a);
+            let r = f64x2_add(r, v128_and(f64x2_ge(f64x2_sub(a, r), half), one));
+            let r = v128_bitselect(f64x2_neg(r), r, f64x2_lt(d, zero));
+            f64x2_add(f64x2_pmin(f64x2_pmax(f64x2_add(r, zv), zero), mq), magic)
+        };
+        let a = v128_load(xp as *const v128);
+        let b = v128_load(xp.add(4) as *const v128);
+        let q0 = q(f64x2_promote_low_f32x4(a));
+        let q1 = q(f64x2_promote_low_f32x4(i32x4_shuffle::<2, 3, 0, 1>(a, a)));
+        let q2 = q(f64x2_promote_low_f32x4(b));
+        let q3 = q(f64x2_promote_low_f32x4(i32x4_shuffle::<2, 3, 0, 1>(b, b)));
+        let lo = i8x16_shuffle::<0, 8, 16, 24, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0>(q0, q1);
+        let hi = i8x16_shuffle::<0, 8, 16, 24, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0>(q2, q3);
+        v128_store64_lane::<0>(i32x4_shuffle::<0, 4, 0, 0>(lo, hi), out as *mut u64);
     }
 }
 
@@ -334,6 +371,25 @@ mod imp {
         }
         core::ptr::copy_nonoverlapping(c.as_ptr(), out, 16);
     }
+
+    /// INT codes of 8 values: q = clamp(roundHalfAway(x / s) + z, 0, maxq), all in float64 as the
+    /// reference (the quotient must be the float64 one).
+    /// # Safety: xp..xp+8 readable, out..out+8 writable.
+    #[inline(always)]
+    pub unsafe fn int_codes8(xp: *const f32, s: f64, z: f64, maxq: f64, out: *mut u8) {
+        let x = core::slice::from_raw_parts(xp, 8);
+        for i in 0..8 {
+            // |x / s| capped at 64 before the integer conversion (the code saturates anyway)
+            let v = x[i] as f64 / s;
+            let a = v.abs().min(64.0);
+            let mut r = a as i32 as f64;
+            if a - r >= 0.5 {
+                r += 1.0;
+            }
+            let q = if v < 0.0 { z - r } else { z + r };
+            *out.add(i) = q.max(0.0).min(maxq) as u8;
+        }
+    }
 }
 
-pub use imp::{decode32, nf_codes16, Lut, V};
+pub use imp::{decode32, int_codes8, nf_codes16, Lut, V};
