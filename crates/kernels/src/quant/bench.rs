@@ -1,5 +1,6 @@
 //! Timings (ignored test): `cargo test --release bench_quant -- --ignored --nocapture`, on the host
-//! or under the WASI runner (the simd128 build). W is 4096 x 4096.
+//! or under the WASI runner (the simd128 build). W is 4096 x 4096. QUANT_BENCH_FULL=1 adds more
+//! formats and the slow references (the WASI runner must pass the variable through).
 
 use super::*;
 use std::time::Instant;
@@ -15,7 +16,13 @@ fn ms<F: FnMut()>(reps: usize, mut f: F) -> f64 {
 }
 
 fn fmt(kind: Kind, bits: u32, group: usize, dq: bool, sym: bool) -> Format {
-    Format { kind, bits, group, double_quant: dq, symmetric: sym }
+    Format {
+        kind,
+        bits,
+        group,
+        double_quant: dq,
+        symmetric: sym,
+    }
 }
 
 #[test]
@@ -49,26 +56,59 @@ fn bench_quant() {
         let (mut codes, mut scales, mut zeros) = (vec![0u8; l.codes], vec![0f32; l.scales], vec![0u8; l.zeros]);
         let (mut sc, mut s2, mut so) = (vec![0u8; l.scale_codes], vec![0f32; l.scale2], vec![0f32; l.scale_offset]);
         let tq = ms(2, || {
-            let out = PartsMut { codes: &mut codes, scales: &mut scales, zeros: &mut zeros, scale_codes: &mut sc, scale2: &mut s2, scale_offset: &mut so };
+            let out = PartsMut {
+                codes: &mut codes,
+                scales: &mut scales,
+                zeros: &mut zeros,
+                scale_codes: &mut sc,
+                scale2: &mut s2,
+                scale_offset: &mut so,
+            };
             quantize(&w, rows, cols, &f, out).unwrap();
         });
         let tq_ref = if full {
             ms(1, || {
-                let out = PartsMut { codes: &mut codes, scales: &mut scales, zeros: &mut zeros, scale_codes: &mut sc, scale2: &mut s2, scale_offset: &mut so };
+                let out = PartsMut {
+                    codes: &mut codes,
+                    scales: &mut scales,
+                    zeros: &mut zeros,
+                    scale_codes: &mut sc,
+                    scale2: &mut s2,
+                    scale_offset: &mut so,
+                };
                 quantize_reference(&w, rows, cols, &f, out).unwrap();
             })
         } else {
             f64::NAN
         };
-        let p = Parts { codes: &codes, scales: &scales, zeros: &zeros, scale_codes: &sc, scale2: &s2, scale_offset: &so };
+        let p = Parts {
+            codes: &codes,
+            scales: &scales,
+            zeros: &zeros,
+            scale_codes: &sc,
+            scale2: &s2,
+            scale_offset: &so,
+        };
         let mut deq = vec![0f32; rows * cols];
+        let mut out = vec![0f32; 64 * rows];
+        // warm-up on a few rows, so that V8 has tiered every function up before the timings
+        for _ in 0..3 {
+            dequantize_matmul_rows(&x[..cols], 1, &p, rows, cols, &f, 0, 64, &mut out[..rows]);
+            dequantize_matmul_rows(&x, 64, &p, rows, cols, &f, 0, 16, &mut out);
+            dequantize_matmul_rows(&x[..3 * cols], 3, &p, rows, cols, &f, 0, 16, &mut out[..3 * rows]);
+        }
         let td = ms(3, || dequantize(&p, rows, cols, &f, &mut deq));
         let td_ref = ms(1, || dequantize_reference(&p, rows, cols, &f, &mut deq));
-        let mut out = vec![0f32; 64 * rows];
-        let t1 = ms(7, || dequantize_matmul(&x[..cols], 1, &p, rows, cols, &f, &mut out[..rows]));
-        let t1_ref = ms(1, || dequantize_matmul_reference(&x[..cols], 1, &p, rows, cols, &f, &mut out[..rows]));
-        let t64 = ms(2, || dequantize_matmul(&x, 64, &p, rows, cols, &f, &mut out));
-        let t64_ref = if full { ms(1, || dequantize_matmul_reference(&x, 64, &p, rows, cols, &f, &mut out)) } else { f64::NAN };
+        let t1 = ms(15, || dequantize_matmul(&x[..cols], 1, &p, rows, cols, &f, &mut out[..rows]));
+        let t1_ref = ms(1, || {
+            dequantize_matmul_reference(&x[..cols], 1, &p, rows, cols, &f, &mut out[..rows])
+        });
+        let t64 = ms(4, || dequantize_matmul(&x, 64, &p, rows, cols, &f, &mut out));
+        let t64_ref = if full {
+            ms(1, || dequantize_matmul_reference(&x, 64, &p, rows, cols, &f, &mut out))
+        } else {
+            f64::NAN
+        };
         println!(
             "{:?}{} g{}{}{}: matmul 1 tok {:.2} ms (ref {:.1}), 64 tok {:.1} ms (ref {:.0}); quantize {:.1} ms (ref {:.1}); dequantize {:.1} ms (ref {:.1})",
             f.kind, f.bits, f.group, if f.dq() { " dq" } else { "" }, if f.kind == Kind::Int { if f.symmetric { " sym" } else { " asym" } } else { "" },

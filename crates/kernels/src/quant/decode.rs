@@ -17,7 +17,12 @@ pub(super) struct Decoder {
 impl Decoder {
     pub fn new(f: &Format) -> Decoder {
         let vals = code_values(f);
-        Decoder { bits: f.bits, nf: f.kind == Kind::Nf, vals, lut: Lut::new(&vals) }
+        Decoder {
+            bits: f.bits,
+            nf: f.kind == Kind::Nf,
+            vals,
+            lut: Lut::new(&vals),
+        }
     }
 
     /// Table values of the codes of elements [c0, c0 + n) of one packed row; c0 % 32 == 0.

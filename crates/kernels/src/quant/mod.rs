@@ -14,6 +14,8 @@
 //! SIMD: `simd.rs` holds the one place where the target matters (wasm32 simd128 at compile time,
 //! a portable lane-array version elsewhere; an AVX2 version would slot in there).
 
+#![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
+
 #[cfg(test)]
 mod bench;
 mod decode;
@@ -83,7 +85,10 @@ pub struct PartLengths {
 
 pub fn part_lengths(rows: usize, cols: usize, f: &Format) -> PartLengths {
     let groups = rows * groups_per_row(cols, f);
-    let mut l = PartLengths { codes: rows * row_bytes(cols, f.bits), ..PartLengths::default() };
+    let mut l = PartLengths {
+        codes: rows * row_bytes(cols, f.bits),
+        ..PartLengths::default()
+    };
     if f.dq() {
         l.scale_codes = groups;
         l.scale2 = (groups + DOUBLE_QUANT_BLOCK - 1) / DOUBLE_QUANT_BLOCK;
@@ -174,7 +179,11 @@ fn read_code(packed: &[u8], start: usize, i: usize, bits: u32) -> u32 {
     let bit = i * bits as usize;
     let byte = start + (bit >> 3);
     let shift = 16 - bits as usize - (bit & 7);
-    let window = if shift >= 8 { (packed[byte] as u32) << 8 } else { ((packed[byte] as u32) << 8) | packed[byte + 1] as u32 };
+    let window = if shift >= 8 {
+        (packed[byte] as u32) << 8
+    } else {
+        ((packed[byte] as u32) << 8) | packed[byte + 1] as u32
+    };
     (window >> shift) & ((1 << bits) - 1)
 }
 

@@ -143,11 +143,19 @@ pub(super) fn int_group(w: &[f32], f: &Format, codes: &mut [u8]) -> (f32, u8) {
         lo = lo.min(x as f64);
         hi = hi.max(x as f64);
     }
-    let mut scale = if f.symmetric { f32_toward_zero(hi.max(-lo) / half as f64) } else { f32_toward_zero((hi - lo) / maxq as f64) };
+    let mut scale = if f.symmetric {
+        f32_toward_zero(hi.max(-lo) / half as f64)
+    } else {
+        f32_toward_zero((hi - lo) / maxq as f64)
+    };
     if scale == 0.0 {
         scale = 1.0;
     }
-    let zero = if f.symmetric { half } else { round_half_away(-lo / scale as f64).max(0.0).min(maxq as f64) as u32 };
+    let zero = if f.symmetric {
+        half
+    } else {
+        round_half_away(-lo / scale as f64).max(0.0).min(maxq as f64) as u32
+    };
     let (s, z, mq) = (scale as f64, zero as f64, maxq as f64);
     let n8 = w.len() / 8 * 8;
     for i in (0..n8).step_by(8) {
@@ -182,7 +190,14 @@ pub(super) fn pack_row(codes: &[u8], bits: u32, out: &mut [u8]) {
         }
         _ => {
             for (o, c) in out.chunks_exact_mut(3).zip(codes.chunks_exact(8)) {
-                let v = (c[0] as u32) << 21 | (c[1] as u32) << 18 | (c[2] as u32) << 15 | (c[3] as u32) << 12 | (c[4] as u32) << 9 | (c[5] as u32) << 6 | (c[6] as u32) << 3 | c[7] as u32;
+                let v = (c[0] as u32) << 21
+                    | (c[1] as u32) << 18
+                    | (c[2] as u32) << 15
+                    | (c[3] as u32) << 12
+                    | (c[4] as u32) << 9
+                    | (c[5] as u32) << 6
+                    | (c[6] as u32) << 3
+                    | c[7] as u32;
                 o[0] = (v >> 16) as u8;
                 o[1] = (v >> 8) as u8;
                 o[2] = v as u8;

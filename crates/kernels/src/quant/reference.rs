@@ -40,7 +40,11 @@ pub(super) fn double_quantize(absmax: &[f32], scale_codes: &mut [u8], scale2: &m
         scale2[b] = m;
         let inv = (1.0 / m as f64) as f32;
         for i in begin..end {
-            scale_codes[i] = if m == 0.0 { DYNAMIC_ZERO_CODE } else { dynamic_code(scale_to_unit(centered[i - begin], m, inv)) };
+            scale_codes[i] = if m == 0.0 {
+                DYNAMIC_ZERO_CODE
+            } else {
+                dynamic_code(scale_to_unit(centered[i - begin], m, inv))
+            };
         }
     }
 }
@@ -113,11 +117,19 @@ pub fn quantize_reference(w: &[f32], rows: usize, cols: usize, f: &Format, out: 
                         lo = lo.min(w[off + c] as f64);
                         hi = hi.max(w[off + c] as f64);
                     }
-                    let mut scale = if f.symmetric { f32_toward_zero(hi.max(-lo) / half) } else { f32_toward_zero((hi - lo) / maxq) };
+                    let mut scale = if f.symmetric {
+                        f32_toward_zero(hi.max(-lo) / half)
+                    } else {
+                        f32_toward_zero((hi - lo) / maxq)
+                    };
                     if scale == 0.0 {
                         scale = 1.0;
                     }
-                    let zero = if f.symmetric { half } else { round_half_away(-lo / scale as f64).max(0.0).min(maxq) };
+                    let zero = if f.symmetric {
+                        half
+                    } else {
+                        round_half_away(-lo / scale as f64).max(0.0).min(maxq)
+                    };
                     out.scales[g] = scale;
                     if f.has_zeros() {
                         out.zeros[g] = zero as u8;

@@ -1,7 +1,7 @@
 //! Optimized kernels vs the scalar references, on every format and awkward shapes; the tables
 //! re-derived the way the TS derives them.
 
-use super::tables::*;
+use super::tables::{f32_toward_zero, nf_table};
 use super::*;
 
 struct Rng(u64);
@@ -27,17 +27,42 @@ pub(super) fn all_formats() -> Vec<Format> {
     for &group in &[1usize, 7, 32, 64, 128] {
         for &bits in &[2u32, 3, 4] {
             for &dq in &[false, true] {
-                v.push(Format { kind: Kind::Nf, bits, group, double_quant: dq, symmetric: false });
+                v.push(Format {
+                    kind: Kind::Nf,
+                    bits,
+                    group,
+                    double_quant: dq,
+                    symmetric: false,
+                });
             }
             for &sym in &[false, true] {
-                v.push(Format { kind: Kind::Int, bits, group, double_quant: false, symmetric: sym });
+                v.push(Format {
+                    kind: Kind::Int,
+                    bits,
+                    group,
+                    double_quant: false,
+                    symmetric: sym,
+                });
             }
         }
     }
     v
 }
 
-const SHAPES: [(usize, usize); 12] = [(1, 1), (1, 7), (3, 5), (2, 33), (5, 67), (4, 64), (3, 130), (7, 129), (1, 600), (37, 300), (300, 65), (6, 1029)];
+const SHAPES: [(usize, usize); 12] = [
+    (1, 1),
+    (1, 7),
+    (3, 5),
+    (2, 33),
+    (5, 67),
+    (4, 64),
+    (3, 130),
+    (7, 129),
+    (1, 600),
+    (37, 300),
+    (300, 65),
+    (6, 1029),
+];
 
 /// Weights with the awkward cases mixed in: zeros, -0, an all-zero group, a negative-only group,
 /// tiny (1/absmax overflows) and huge groups, values exactly on NF thresholds.
@@ -94,7 +119,14 @@ impl Owned {
         }
     }
     fn parts(&self) -> Parts<'_> {
-        Parts { codes: &self.codes, scales: &self.scales, zeros: &self.zeros, scale_codes: &self.scale_codes, scale2: &self.scale2, scale_offset: &self.scale_offset }
+        Parts {
+            codes: &self.codes,
+            scales: &self.scales,
+            zeros: &self.zeros,
+            scale_codes: &self.scale_codes,
+            scale2: &self.scale2,
+            scale_offset: &self.scale_offset,
+        }
     }
     fn parts_mut(&mut self) -> PartsMut<'_> {
         PartsMut {
@@ -106,14 +138,29 @@ impl Owned {
             scale_offset: &mut self.scale_offset,
         }
     }
+    #[allow(clippy::type_complexity)]
     fn bits(&self) -> (Vec<u8>, Vec<u32>, Vec<u8>, Vec<u8>, Vec<u32>, Vec<u32>) {
         let b = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
-        (self.codes.clone(), b(&self.scales), self.zeros.clone(), self.scale_codes.clone(), b(&self.scale2), b(&self.scale_offset))
+        (
+            self.codes.clone(),
+            b(&self.scales),
+            self.zeros.clone(),
+            self.scale_codes.clone(),
+            b(&self.scale2),
+            b(&self.scale_offset),
+        )
     }
 }
 
 fn name(f: &Format) -> String {
-    format!("{:?}{}-g{}{}{}", f.kind, f.bits, f.group, if f.dq() { "-dq" } else { "" }, if f.kind == Kind::Int && f.symmetric { "-sym" } else { "" })
+    format!(
+        "{:?}{}-g{}{}{}",
+        f.kind,
+        f.bits,
+        f.group,
+        if f.dq() { "-dq" } else { "" },
+        if f.kind == Kind::Int && f.symmetric { "-sym" } else { "" }
+    )
 }
 
 fn bits_eq(a: &[f32], b: &[f32]) -> bool {
@@ -159,7 +206,9 @@ fn dequantize_matmul_matches_reference() {
     let mut worst = 0.0f64;
     for f in all_formats() {
         for &(rows, cols) in SHAPES.iter() {
-            let w: Vec<f32> = (0..rows * cols).map(|_| if rng.next() % 9 == 0 { 0.0 } else { rng.normal() }).collect();
+            let w: Vec<f32> = (0..rows * cols)
+                .map(|_| if rng.next() % 9 == 0 { 0.0 } else { rng.normal() })
+                .collect();
             let mut q = Owned::new(rows, cols, &f, 0);
             quantize(&w, rows, cols, &f, q.parts_mut()).unwrap();
             let mut deq = vec![0.0f32; rows * cols];
@@ -175,7 +224,17 @@ fn dequantize_matmul_matches_reference() {
                     let err = (want[k] as f64 - got[k] as f64).abs();
                     let rel = if scale[k] > 0.0 { err / scale[k] } else { err };
                     worst = worst.max(rel);
-                    assert!(err <= 1e-5 * scale[k], "{} {}x{} x_rows={} k={} want {} got {}", name(&f), rows, cols, x_rows, k, want[k], got[k]);
+                    assert!(
+                        err <= 1e-5 * scale[k],
+                        "{} {}x{} x_rows={} k={} want {} got {}",
+                        name(&f),
+                        rows,
+                        cols,
+                        x_rows,
+                        k,
+                        want[k],
+                        got[k]
+                    );
                 }
             }
         }
@@ -207,7 +266,11 @@ fn dequantize_matmul_rows_writes_only_its_rows() {
             for i in 0..xr {
                 for r in 0..rows {
                     let v = one[i * rows + r];
-                    assert!(if (4..6).contains(&r) { v.to_bits() == full1[i * rows + r].to_bits() } else { v == -7.0 });
+                    assert!(if (4..6).contains(&r) {
+                        v.to_bits() == full1[i * rows + r].to_bits()
+                    } else {
+                        v == -7.0
+                    });
                 }
             }
         }
@@ -243,74 +306,68 @@ fn empty_shapes_and_non_finite_weights() {
 
 #[test]
 fn part_lengths_worked_examples() {
-    let nf4 = Format { kind: Kind::Nf, bits: 4, group: 64, double_quant: true, symmetric: false };
+    let nf4 = Format {
+        kind: Kind::Nf,
+        bits: 4,
+        group: 64,
+        double_quant: true,
+        symmetric: false,
+    };
     let l = part_lengths(3, 100, &nf4);
-    assert_eq!(l, PartLengths { codes: 150, scales: 0, zeros: 0, scale_codes: 6, scale2: 1, scale_offset: 1 });
-    let int3 = Format { kind: Kind::Int, bits: 3, group: 7, double_quant: false, symmetric: false };
-    assert_eq!(part_lengths(2, 9, &int3), PartLengths { codes: 8, scales: 4, zeros: 4, ..Default::default() });
+    assert_eq!(
+        l,
+        PartLengths {
+            codes: 150,
+            scales: 0,
+            zeros: 0,
+            scale_codes: 6,
+            scale2: 1,
+            scale_offset: 1
+        }
+    );
+    let int3 = Format {
+        kind: Kind::Int,
+        bits: 3,
+        group: 7,
+        double_quant: false,
+        symmetric: false,
+    };
+    assert_eq!(
+        part_lengths(2, 9, &int3),
+        PartLengths {
+            codes: 8,
+            scales: 4,
+            zeros: 4,
+            ..Default::default()
+        }
+    );
     let big = part_lengths(300, 65, &nf4);
     assert_eq!((big.scale_codes, big.scale2), (600, 3));
 }
 
 #[test]
-fn tables_rederived() {
-    // The dynamic map the way doublequant.ts builds it (torch.linspace with a fused multiply-add).
-    let f32r = |x: f64| x as f32 as f64;
-    let mut v: Vec<f32> = Vec::new();
-    let scales = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0];
-    let start = f32r(0.1);
-    for i in 0..7 {
-        let steps = (1usize << i) + 1;
-        let step = f32r((1.0 - start) / (steps - 1) as f64);
-        let bnd = |j: usize| if j < steps >> 1 { f32r(start + step * j as f64) } else { f32r(1.0 - step * (steps - 1 - j) as f64) };
-        let scale = f32r(scales[i]);
-        for j in 0..steps - 1 {
-            let mean = f32r(f32r(bnd(j) + bnd(j + 1)) / 2.0);
-            v.push((scale * mean) as f32);
-            v.push(-((scale * mean) as f32));
-        }
-    }
-    v.push(0.0);
-    v.push(1.0);
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let want: Vec<u32> = v.iter().map(|x| x.to_bits()).collect();
-    assert_eq!(&want[..], &DYNAMIC_MAP[..]);
-    assert_eq!(dynamic_value(DYNAMIC_ZERO_CODE), 0.0);
-    // dynamic_code: each map value maps to itself; midpoints go toward the final pivot.
-    for c in 0..=255u8 {
-        assert_eq!(dynamic_code(dynamic_value(c)), c);
-    }
-    for (bits, zero) in [(2u32, 1u8), (3, 3), (4, 7)] {
-        let t = nf_table(bits);
-        assert_eq!(t.zero_code, zero);
-        assert_eq!(t.values[0], -1.0);
-        assert_eq!(t.values[t.len - 1], 1.0);
-        for i in 0..t.len - 1 {
-            assert!(t.values[i] < t.values[i + 1] && t.thresholds[i] > t.values[i] && t.thresholds[i] < t.values[i + 1]);
-            let mid = ((t.values[i] as f64 + t.values[i + 1] as f64) / 2.0) as f32;
-            // NF4: bnb's constants, one ulp off the midpoint at indices 0, 8, 12, 14
-            let off = bits == 4 && [0, 8, 12, 14].contains(&i);
-            assert_eq!(t.thresholds[i] != mid, off, "bits {} threshold {}", bits, i);
-        }
-    }
-    assert_eq!(round_half_away(2.5), 3.0);
-    assert_eq!(round_half_away(-2.5), -3.0);
-    assert_eq!(round_half_away(0.49999999999999994), 0.0);
-    assert_eq!(f32_toward_zero(0.1), f32::from_bits(0x3dcccccc));
-    assert_eq!(f32_toward_zero(0.5), 0.5);
-}
-
-#[test]
 fn known_vectors() {
     // INT4 asym, one group: lo = -1, hi = 2 -> scale = f32 toward zero of 3/15, zero = 5.
-    let f = Format { kind: Kind::Int, bits: 4, group: 4, double_quant: false, symmetric: false };
+    let f = Format {
+        kind: Kind::Int,
+        bits: 4,
+        group: 4,
+        double_quant: false,
+        symmetric: false,
+    };
     let mut q = Owned::new(1, 4, &f, 0);
     quantize(&[-1.0, 0.0, 2.0, 0.1], 1, 4, &f, q.parts_mut()).unwrap();
     assert_eq!(q.scales[0], f32_toward_zero(0.2));
     assert_eq!(q.zeros, vec![5]);
     assert_eq!(q.codes, vec![0x05, 0xf6]); // 0.1 / scale is just above 0.5: rounds away to 1
-    // NF4: absmax 2; 2 -> code 15, -2 -> 0, 0 -> 7, 0.16093020141124725*2 -> 9 (high nibble first)
-    let f = Format { kind: Kind::Nf, bits: 4, group: 64, double_quant: false, symmetric: false };
+                                           // NF4: absmax 2; 2 -> code 15, -2 -> 0, 0 -> 7, 0.16093020141124725*2 -> 9 (high nibble first)
+    let f = Format {
+        kind: Kind::Nf,
+        bits: 4,
+        group: 64,
+        double_quant: false,
+        symmetric: false,
+    };
     let mut q = Owned::new(1, 4, &f, 0);
     quantize(&[2.0, -2.0, 0.0, nf_table(4).values[9] * 2.0], 1, 4, &f, q.parts_mut()).unwrap();
     assert_eq!((q.codes.clone(), q.scales.clone()), (vec![0xf0, 0x79], vec![2.0]));
