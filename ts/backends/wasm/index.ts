@@ -4,7 +4,7 @@
 
 import type { Backend, BackendInfo, BinaryOp, Handle, MatmulDims, QuantHandles, ReduceOp, RopeParams, UnaryOp } from '../../backend.js';
 import { BYTES_PER_ELEMENT, type AnyTypedArray, type DType } from '../../dtype.js';
-import { NonFiniteError, ValueError } from '../../errors.js';
+import { BackendError, NonFiniteError, ValueError } from '../../errors.js';
 import { checkFormat, type QuantFormat } from '../../quant/formats.js';
 import { PART_NAMES, partLayout } from '../../quant/layout.js';
 import { registerBackend } from '../../registry.js';
@@ -22,6 +22,11 @@ const BINARY: BinaryOp[] = ['add', 'sub', 'mul', 'div', 'max', 'min', 'eq', 'gt'
 const REDUCE: ReduceOp[] = ['sum', 'max'];
 const DTYPE_CODE: Record<DType, number> = { f32: 0, i32: 1, u8: 2 };
 const SCRATCH_WORDS = 1024;
+const REQUIRED_EXPORTS = [
+  'simd', 'alloc_bytes', 'alloc_zeroed_bytes', 'free_bytes', 'fill_f32', 'unary', 'affine', 'power', 'binary', 'reduce', 'cast',
+  'strided', 'write_strided', 'gather', 'scatter_add_rows', 'matmul', 'rmsnorm', 'rmsnorm_backward', 'rope', 'softmax',
+  'softmax_backward', 'cross_entropy', 'cross_entropy_backward', 'quantize', 'dequantize', 'dequantize_matmul',
+];
 
 export class WasmBackend implements Backend {
   readonly name: string;
@@ -35,6 +40,8 @@ export class WasmBackend implements Backend {
     const exports = instantiate(module);
     this.memory = exports.memory;
     this.fn = exports as unknown as Record<string, Fn>;
+    const missing = REQUIRED_EXPORTS.filter((k) => typeof this.fn[k] !== 'function');
+    if (missing.length) throw new BackendError(`the wasm module is not a quantlora build: it lacks ${missing.join(', ')}`);
     this.scratch = this.fn.alloc_bytes(SCRATCH_WORDS * 4) >>> 0;
     if (!!this.fn.simd() !== simd) throw new ValueError(`wasm module: expected a ${simd ? 'SIMD' : 'scalar'} build`);
   }

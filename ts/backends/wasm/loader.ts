@@ -44,25 +44,40 @@ function readFileUrlSync(url: URL): Uint8Array<ArrayBuffer> | undefined {
   return fs.readFileSync(url);
 }
 
+function describeSource(src: WasmSource): string {
+  return src instanceof URL || typeof src === 'string' ? String(src) : `${(src as ArrayBufferView).byteLength ?? '?'} bytes`;
+}
+
+function invalid(src: WasmSource, err: unknown): BackendError {
+  return new BackendError(`not a valid quantlora wasm module (${describeSource(src)}): ${(err as Error).message}`);
+}
+
 /** Compiles synchronously (bytes, Module, or a file: URL where a file system exists). */
 export function compileWasmSync(src: WasmSource): WebAssembly.Module {
   if (src instanceof WebAssembly.Module) return src;
-  if (src instanceof ArrayBuffer || ArrayBuffer.isView(src)) return new WebAssembly.Module(bytesOf(src));
-  const url = typeof src === 'string' ? new URL(src, import.meta.url) : src;
-  const bytes = url.protocol === 'file:' ? readFileUrlSync(url) : undefined;
-  if (!bytes) throw new BackendError(`cannot load ${url.href} synchronously here; call \`await initBackend('wasm')\``);
-  return new WebAssembly.Module(bytes);
+  let bytes: Uint8Array<ArrayBuffer> | undefined;
+  if (src instanceof ArrayBuffer || ArrayBuffer.isView(src)) bytes = bytesOf(src);
+  else {
+    const url = typeof src === 'string' ? new URL(src, import.meta.url) : src;
+    bytes = url.protocol === 'file:' ? readFileUrlSync(url) : undefined;
+    if (!bytes) throw new BackendError(`cannot load ${url.href} synchronously here; call \`await initBackend('wasm')\``);
+  }
+  try {
+    return new WebAssembly.Module(bytes);
+  } catch (err) {
+    throw invalid(src, err);
+  }
 }
 
 /** Compiles from any source, fetching URLs. */
 export async function compileWasm(src: WasmSource): Promise<WebAssembly.Module> {
   if (src instanceof WebAssembly.Module) return src;
-  if (src instanceof ArrayBuffer || ArrayBuffer.isView(src)) return WebAssembly.compile(bytesOf(src));
+  if (src instanceof ArrayBuffer || ArrayBuffer.isView(src)) return WebAssembly.compile(bytesOf(src)).catch((err) => { throw invalid(src, err); });
   const url = typeof src === 'string' ? new URL(src, import.meta.url) : src;
   if (url.protocol === 'file:') return compileWasmSync(url);
   const response = await fetch(url);
   if (!response.ok) throw new BackendError(`fetching ${url.href} failed: HTTP ${response.status}`);
-  return WebAssembly.compile(await response.arrayBuffer());
+  return WebAssembly.compile(await response.arrayBuffer()).catch((err) => { throw invalid(src, err); });
 }
 
 /**
