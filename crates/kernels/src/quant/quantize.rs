@@ -83,16 +83,16 @@ fn absmax(w: &[f32]) -> f32 {
     while i + 8 <= n4 {
         // SAFETY: i + 8 <= w.len().
         unsafe {
-            mv[0] = V::load(p.add(i)).max_abs(mv[0]);
-            mv[1] = V::load(p.add(i + 4)).max_abs(mv[1]);
+            mv[0] = mv[0].pmax(V::load(p.add(i)).abs());
+            mv[1] = mv[1].pmax(V::load(p.add(i + 4)).abs());
         }
         i += 8;
     }
     if i < n4 {
         // SAFETY: i + 4 <= w.len().
-        mv[0] = unsafe { V::load(p.add(i)) }.max_abs(mv[0]);
+        mv[0] = mv[0].pmax(unsafe { V::load(p.add(i)) }.abs());
     }
-    let mut m = mv[0].max(mv[1]).hmax();
+    let mut m = mv[0].pmax(mv[1]).hmax();
     for x in &w[n4..] {
         m = m.max(x.abs());
     }
@@ -135,8 +135,8 @@ pub(super) fn int_group(w: &[f32], f: &Format, codes: &mut [u8]) -> (f32, u8) {
     for i in (0..n4).step_by(4) {
         // SAFETY: i + 4 <= w.len().
         let x = unsafe { V::load(p.add(i)) };
-        lov = lov.min(x);
-        hiv = hiv.max(x);
+        lov = lov.pmin(x);
+        hiv = hiv.pmax(x);
     }
     let (mut lo, mut hi) = (lov.hmin() as f64, hiv.hmax() as f64);
     for &x in &w[n4..] {

@@ -1,76 +1,7 @@
 //! `simd.rs` for every other target: lane arrays (LLVM vectorizes what it can).
 
-#[derive(Clone, Copy)]
-pub struct V([f32; 4]);
-
-impl V {
-    #[inline(always)]
-    pub fn zero() -> V {
-        V([0.0; 4])
-    }
-    #[inline(always)]
-    pub fn splat(x: f32) -> V {
-        V([x; 4])
-    }
-    /// # Safety: p..p+4 readable (any alignment).
-    #[inline(always)]
-    pub unsafe fn load(p: *const f32) -> V {
-        V(core::ptr::read_unaligned(p as *const [f32; 4]))
-    }
-    /// # Safety: p..p+4 writable (any alignment).
-    #[inline(always)]
-    pub unsafe fn store(self, p: *mut f32) {
-        core::ptr::write_unaligned(p as *mut [f32; 4], self.0)
-    }
-    #[inline(always)]
-    fn zip(self, o: V, f: impl Fn(f32, f32) -> f32) -> V {
-        V([
-            f(self.0[0], o.0[0]),
-            f(self.0[1], o.0[1]),
-            f(self.0[2], o.0[2]),
-            f(self.0[3], o.0[3]),
-        ])
-    }
-    #[inline(always)]
-    pub fn add(self, o: V) -> V {
-        self.zip(o, |a, b| a + b)
-    }
-    #[inline(always)]
-    pub fn sub(self, o: V) -> V {
-        self.zip(o, |a, b| a - b)
-    }
-    #[inline(always)]
-    pub fn mul(self, o: V) -> V {
-        self.zip(o, |a, b| a * b)
-    }
-    #[inline(always)]
-    pub fn max_abs(self, m: V) -> V {
-        self.zip(m, |a, m| if m < a.abs() { a.abs() } else { m })
-    }
-    #[inline(always)]
-    pub fn min(self, o: V) -> V {
-        self.zip(o, |a, b| if b < a { b } else { a })
-    }
-    #[inline(always)]
-    pub fn max(self, o: V) -> V {
-        self.zip(o, |a, b| if a < b { b } else { a })
-    }
-    #[inline(always)]
-    pub fn hmax(self) -> f32 {
-        let a = self.0;
-        a[0].max(a[1]).max(a[2].max(a[3]))
-    }
-    #[inline(always)]
-    pub fn hmin(self) -> f32 {
-        let a = self.0;
-        a[0].min(a[1]).min(a[2].min(a[3]))
-    }
-    #[inline(always)]
-    pub fn hsum(self) -> f32 {
-        let a = self.0;
-        (a[0] + a[1]) + (a[2] + a[3])
-    }
-}
+/// Four f32 lanes: the crate's one lane-array wrapper.
+pub use crate::elementwise::simd::F32x4 as V;
 
 #[derive(Clone, Copy)]
 pub struct Lut {

@@ -2,79 +2,8 @@
 
 use core::arch::wasm32::*;
 
-#[derive(Clone, Copy)]
-#[repr(transparent)]
-pub struct V(v128);
-
-impl V {
-    #[inline(always)]
-    pub fn zero() -> V {
-        V(f32x4_splat(0.0))
-    }
-    #[inline(always)]
-    pub fn splat(x: f32) -> V {
-        V(f32x4_splat(x))
-    }
-    /// # Safety: p..p+4 readable (any alignment).
-    #[inline(always)]
-    pub unsafe fn load(p: *const f32) -> V {
-        V(v128_load(p as *const v128))
-    }
-    /// # Safety: p..p+4 writable (any alignment).
-    #[inline(always)]
-    pub unsafe fn store(self, p: *mut f32) {
-        v128_store(p as *mut v128, self.0)
-    }
-    #[inline(always)]
-    pub fn add(self, o: V) -> V {
-        V(f32x4_add(self.0, o.0))
-    }
-    #[inline(always)]
-    pub fn sub(self, o: V) -> V {
-        V(f32x4_sub(self.0, o.0))
-    }
-    #[inline(always)]
-    pub fn mul(self, o: V) -> V {
-        V(f32x4_mul(self.0, o.0))
-    }
-    /// max |lane| with m (finite lanes).
-    #[inline(always)]
-    pub fn max_abs(self, m: V) -> V {
-        V(f32x4_pmax(m.0, f32x4_abs(self.0)))
-    }
-    #[inline(always)]
-    pub fn min(self, o: V) -> V {
-        V(f32x4_pmin(self.0, o.0))
-    }
-    #[inline(always)]
-    pub fn max(self, o: V) -> V {
-        V(f32x4_pmax(self.0, o.0))
-    }
-    #[inline(always)]
-    pub fn hmax(self) -> f32 {
-        let a = self.lanes();
-        a[0].max(a[1]).max(a[2].max(a[3]))
-    }
-    #[inline(always)]
-    pub fn hmin(self) -> f32 {
-        let a = self.lanes();
-        a[0].min(a[1]).min(a[2].min(a[3]))
-    }
-    #[inline(always)]
-    pub fn hsum(self) -> f32 {
-        let a = self.lanes();
-        (a[0] + a[1]) + (a[2] + a[3])
-    }
-    #[inline(always)]
-    fn lanes(self) -> [f32; 4] {
-        [
-            f32x4_extract_lane::<0>(self.0),
-            f32x4_extract_lane::<1>(self.0),
-            f32x4_extract_lane::<2>(self.0),
-            f32x4_extract_lane::<3>(self.0),
-        ]
-    }
-}
+/// Four f32 lanes: the crate's one v128 wrapper.
+pub use crate::elementwise::simd::F32x4 as V;
 
 /// A 16-entry f32 table as 4 byte planes (plane b holds byte b of every entry), with the
 /// decoding constants. The constants are read through a volatile load so that neither LLVM

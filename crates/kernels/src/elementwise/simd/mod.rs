@@ -22,6 +22,18 @@ pub use imp::{F32x4, M4};
 pub const SIMD128: bool = cfg!(all(target_arch = "wasm32", target_feature = "simd128"));
 
 impl F32x4 {
+    /// Largest lane (lanes are finite where this is used).
+    #[inline(always)]
+    pub fn hmax(self) -> f32 {
+        let a = self.to_array();
+        a[0].max(a[1]).max(a[2].max(a[3]))
+    }
+    /// Smallest lane (lanes are finite where this is used).
+    #[inline(always)]
+    pub fn hmin(self) -> f32 {
+        let a = self.to_array();
+        a[0].min(a[1]).min(a[2].min(a[3]))
+    }
     /// Loads lanes `i..i+4` of `s` (bounds-checked).
     #[inline(always)]
     pub fn from_slice(s: &[f32], i: usize) -> Self {
