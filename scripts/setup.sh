@@ -28,7 +28,8 @@ wb="$cache/wasm-bindgen-0.2.83/bin/wasm-bindgen"
 if [ ! -x "$wb" ]; then
   echo "setup: building wasm-bindgen-cli 0.2.83 (once, into $cache)"
   src=$(mktemp -d)
-  curl -sSfL https://static.crates.io/crates/wasm-bindgen-cli/wasm-bindgen-cli-0.2.83.crate | tar xz -C "$src"
+  node -e 'fetch(process.argv[1]).then((r) => { if (!r.ok) throw new Error(`HTTP ${r.status}`); return r.arrayBuffer(); }).then((b) => process.stdout.write(Buffer.from(b)))' \
+    https://static.crates.io/crates/wasm-bindgen-cli/wasm-bindgen-cli-0.2.83.crate | tar xz -C "$src"
   cd "$src/wasm-bindgen-cli-0.2.83"
   cargo vendor --locked --quiet vendor >/dev/null
   mkdir -p .cargo
