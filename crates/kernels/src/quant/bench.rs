@@ -52,43 +52,14 @@ fn bench_quant() {
         ]);
     }
     for f in formats {
-        let l = part_lengths(rows, cols, &f);
-        let (mut codes, mut scales, mut zeros) = (vec![0u8; l.codes], vec![0f32; l.scales], vec![0u8; l.zeros]);
-        let (mut sc, mut s2, mut so) = (vec![0u8; l.scale_codes], vec![0f32; l.scale2], vec![0f32; l.scale_offset]);
-        let tq = ms(2, || {
-            let out = PartsMut {
-                codes: &mut codes,
-                scales: &mut scales,
-                zeros: &mut zeros,
-                scale_codes: &mut sc,
-                scale2: &mut s2,
-                scale_offset: &mut so,
-            };
-            quantize(&w, rows, cols, &f, out).unwrap();
-        });
+        let mut q = super::owned::Owned::new(rows, cols, &f, 0);
+        let tq = ms(2, || quantize(&w, rows, cols, &f, q.parts_mut()).unwrap());
         let tq_ref = if full {
-            ms(1, || {
-                let out = PartsMut {
-                    codes: &mut codes,
-                    scales: &mut scales,
-                    zeros: &mut zeros,
-                    scale_codes: &mut sc,
-                    scale2: &mut s2,
-                    scale_offset: &mut so,
-                };
-                quantize_reference(&w, rows, cols, &f, out).unwrap();
-            })
+            ms(1, || quantize_reference(&w, rows, cols, &f, q.parts_mut()).unwrap())
         } else {
             f64::NAN
         };
-        let p = Parts {
-            codes: &codes,
-            scales: &scales,
-            zeros: &zeros,
-            scale_codes: &sc,
-            scale2: &s2,
-            scale_offset: &so,
-        };
+        let p = q.parts();
         let mut deq = vec![0f32; rows * cols];
         let mut out = vec![0f32; 64 * rows];
         // warm-up on a few rows, so that V8 has tiered every function up before the timings

@@ -20,6 +20,8 @@
 mod bench;
 mod decode;
 mod matmul;
+#[cfg(test)]
+mod owned;
 mod quantize;
 mod reference;
 mod simd;

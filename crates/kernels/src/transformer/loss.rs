@@ -35,19 +35,15 @@ fn check_targets(targets: &[i32], rows: usize, vocab: usize, ignore_index: i32) 
 }
 
 pub fn cross_entropy_reference(logits: &[f32], targets: &[i32], rows: usize, vocab: usize, ignore_index: i32) -> Result<f32, (usize, i32)> {
+    let count = check_targets(targets, rows, vocab, ignore_index)?;
     let mut total = 0f64;
-    let mut count = 0usize;
     for r in 0..rows {
         let t = targets[r];
         if t == ignore_index {
             continue;
         }
-        if t < 0 || t as usize >= vocab {
-            return Err((r, t));
-        }
         let row = &logits[r * vocab..(r + 1) * vocab];
         total += log_sum_exp_reference(row) - row[t as usize] as f64;
-        count += 1;
     }
     Ok(if count > 0 { (total / count as f64) as f32 } else { 0.0 })
 }
@@ -80,7 +76,7 @@ pub fn cross_entropy_backward_reference(logits: &[f32], targets: &[i32], d_loss:
     for v in out.iter_mut() {
         *v = 0.0;
     }
-    let count = targets[..rows].iter().filter(|&&t| t != ignore_index).count();
+    let count = check_targets(targets, rows, vocab, ignore_index)?;
     if count == 0 {
         return Ok(());
     }
@@ -89,9 +85,6 @@ pub fn cross_entropy_backward_reference(logits: &[f32], targets: &[i32], d_loss:
         let t = targets[r];
         if t == ignore_index {
             continue;
-        }
-        if t < 0 || t as usize >= vocab {
-            return Err((r, t));
         }
         let row = &logits[r * vocab..(r + 1) * vocab];
         let lse = log_sum_exp_reference(row);

@@ -17,14 +17,16 @@ pub(crate) use crate::elementwise::simd::{exp_shift_store, scale_in_place};
 
 // ---------------------------------------------------------------- RMSNorm
 
+/// 1 / sqrt(mean(x²) + eps) of one row, in f64.
+fn inv_rms_reference(row: &[f32], eps: f32) -> f64 {
+    let ss: f64 = row.iter().map(|&v| v as f64 * v as f64).sum();
+    1.0 / (ss / row.len() as f64 + eps as f64).sqrt()
+}
+
 pub fn rmsnorm_reference(x: &[f32], w: &[f32], rows: usize, dim: usize, eps: f32, out: &mut [f32]) {
     for r in 0..rows {
         let o = r * dim;
-        let mut ss = 0f64;
-        for j in 0..dim {
-            ss += x[o + j] as f64 * x[o + j] as f64;
-        }
-        let inv = 1.0 / (ss / dim as f64 + eps as f64).sqrt();
+        let inv = inv_rms_reference(&x[o..o + dim], eps);
         for j in 0..dim {
             out[o + j] = (x[o + j] as f64 * inv * w[j] as f64) as f32;
         }
@@ -56,11 +58,7 @@ pub fn rmsnorm_backward_reference(x: &[f32], w: &[f32], dy: &[f32], rows: usize,
     let mut dw64 = vec![0f64; dim];
     for r in 0..rows {
         let o = r * dim;
-        let mut ss = 0f64;
-        for j in 0..dim {
-            ss += x[o + j] as f64 * x[o + j] as f64;
-        }
-        let inv = 1.0 / (ss / dim as f64 + eps as f64).sqrt();
+        let inv = inv_rms_reference(&x[o..o + dim], eps);
         let mut dot = 0f64;
         for j in 0..dim {
             dot += dy[o + j] as f64 * w[j] as f64 * x[o + j] as f64 * inv;
