@@ -4,16 +4,28 @@
 import '../index.js'; // registers every backend
 import { QuantloraError } from '../errors.js';
 import { backends, getBackend, initBackend } from '../registry.js';
+import { Args } from './args.js';
 import { printDemo, runDemo } from './demo.js';
+import { evalCommand, exportCommand, fetchCommand, generateCommand } from './model-commands.js';
 
 const USAGE = `quantlora — quantize LLM linear layers to 2/3/4 bits and compensate with LoRA
 
 Usage:
   quantlora demo [--seed N] [--json]   quantize a random Llama-shaped layer set in every format
+  quantlora fetch                      download the default model (SmolLM2-135M-Instruct GGUF) into the cache
+  quantlora eval [--model PATH] [--data FILE] [--seqlen N] [--limit WINDOWS] [--windows A:B] [--json] [--quiet]
+                                       perplexity over non-overlapping windows (default: WikiText-2 test, 512)
+  quantlora generate [--model PATH] --prompt TEXT [--chat] [--max-tokens N] [--temperature T]
+                     [--top-k K] [--top-p P] [--seed S] [--json]
+                                       greedy (temperature 0, the default) or sampled generation
+  quantlora export [--model PATH] --out DIR [--dtype f32|f16|bf16]
+                                       write a Hugging Face directory (config, safetensors, tokenizer)
   quantlora doctor                     list backends and what each one found
   quantlora help
 
-Environment: QUANTLORA_BACKEND=<name> forces a backend.`;
+--model takes a .gguf file or a Hugging Face directory (config.json, *.safetensors, tokenizer.json);
+without it the default model is fetched once into ~/.cache/quantlora (QUANTLORA_CACHE moves it).
+Environment: QUANTLORA_BACKEND=<name> forces a backend; QUANTLORA_MODEL, QUANTLORA_EVAL_DATA set defaults.`;
 
 function flag(args: string[], name: string): string | undefined {
   const i = args.indexOf(`--${name}`);
@@ -31,6 +43,17 @@ async function main(argv: string[]): Promise<number> {
       else printDemo(reports);
       return 0;
     }
+    case 'fetch':
+      return fetchCommand();
+    case 'eval':
+      await initBackend();
+      return evalCommand(new Args(args));
+    case 'generate':
+      await initBackend();
+      return generateCommand(new Args(args));
+    case 'export':
+      await initBackend();
+      return exportCommand(new Args(args));
     case 'doctor': {
       for (const b of backends()) {
         const line = b.available ? 'available' : `unavailable: ${b.failure}`;

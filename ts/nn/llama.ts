@@ -1,0 +1,193 @@
+// A Llama-family decoder (Llama, Mistral, Qwen2, SmolLM): token embedding, N blocks of
+// [RMSNorm -> grouped-query attention with RoPE -> residual, RMSNorm -> SwiGLU MLP -> residual],
+// a final RMSNorm and a tied or separate output head. Weights use Hugging Face names and layouts
+// (rotary 'half' style); every projection is a LinearLayer so quantized layers can replace it.
+
+import { ShapeError, ValueError, describeShape } from '../errors.js';
+import { add, affine, mul, silu } from '../ops/arithmetic.js';
+import { gather } from '../ops/gather.js';
+import { crossEntropy } from '../ops/loss.js';
+import { matmul } from '../ops/matmul.js';
+import { rmsnorm, rope, softmax } from '../ops/nn.js';
+import { concat, reshape, slice, transpose } from '../ops/shape.js';
+import { keep, tensor, tidy, type Tensor, type TensorContainer } from '../tensor.js';
+import type { LlamaConfig } from './config.js';
+import { Linear, type LinearLayer } from './linear.js';
+
+/** Where the model's float weights come from: Hugging Face names, row-major values. */
+export interface WeightSource {
+  has(name: string): boolean;
+  /** The values of `name`; throws a FormatError naming the file when it is missing or not `shape`. */
+  read(name: string, shape: readonly number[]): Float32Array;
+}
+
+export interface LlamaBlock {
+  inputNorm: Tensor;
+  q: LinearLayer; k: LinearLayer; v: LinearLayer; o: LinearLayer;
+  postNorm: Tensor;
+  gate: LinearLayer; up: LinearLayer; down: LinearLayer;
+}
+
+/** The projections of a block by their Hugging Face module names. */
+export const PROJECTIONS = {
+  q: 'self_attn.q_proj', k: 'self_attn.k_proj', v: 'self_attn.v_proj', o: 'self_attn.o_proj',
+  gate: 'mlp.gate_proj', up: 'mlp.up_proj', down: 'mlp.down_proj',
+} as const;
+export type ProjectionName = keyof typeof PROJECTIONS;
+
+/** Keys and values of earlier positions, per layer, for decoding one token at a time. */
+export class KvCache implements TensorContainer {
+  keys: (Tensor | undefined)[] = [];
+  values: (Tensor | undefined)[] = [];
+  get length(): number { return this.keys[0]?.shape[2] ?? 0; }
+
+  /** Appends k/v [batch, kvHeads, t, headDim] of layer i; returns the whole history (owned by the cache). */
+  extend(i: number, k: Tensor, v: Tensor): [Tensor, Tensor] {
+    const pk = this.keys[i];
+    const pv = this.values[i];
+    this.keys[i] = keep(pk ? concat([pk, k], 2) : k);
+    this.values[i] = keep(pv ? concat([pv, v], 2) : v);
+    pk?.dispose();
+    pv?.dispose();
+    return [this.keys[i]!, this.values[i]!];
+  }
+
+  tensors(): Tensor[] { return [...this.keys, ...this.values].filter((t): t is Tensor => !!t); }
+  dispose(): void { for (const t of this.tensors()) t.dispose(); this.keys = []; this.values = []; }
+}
+
+export class LlamaModel implements TensorContainer {
+  constructor(
+    readonly config: LlamaConfig,
+    readonly embed: Tensor,
+    readonly blocks: LlamaBlock[],
+    readonly norm: Tensor,
+    /** undefined when the head is tied to the embedding. */
+    readonly lmHead?: LinearLayer,
+  ) {}
+
+  /** Builds the model from a weight source, checking every shape against the config. */
+  static fromWeights(config: LlamaConfig, src: WeightSource): LlamaModel {
+    const c = config;
+    const t = (name: string, shape: number[]): Tensor => tensor(src.read(name, shape), shape);
+    const linear = (name: string, out: number, inp: number, bias: boolean): Linear =>
+      new Linear(t(`${name}.weight`, [out, inp]), bias ? t(`${name}.bias`, [out]) : undefined);
+    const qDim = c.numHeads * c.headDim;
+    const kvDim = c.numKvHeads * c.headDim;
+    const H = c.hiddenSize;
+    const I = c.intermediateSize;
+    const blocks: LlamaBlock[] = [];
+    for (let i = 0; i < c.numLayers; i++) {
+      const p = `model.layers.${i}`;
+      blocks.push({
+        inputNorm: t(`${p}.input_layernorm.weight`, [H]),
+        q: linear(`${p}.self_attn.q_proj`, qDim, H, c.attentionBias),
+        k: linear(`${p}.self_attn.k_proj`, kvDim, H, c.attentionBias),
+        v: linear(`${p}.self_attn.v_proj`, kvDim, H, c.attentionBias),
+        o: linear(`${p}.self_attn.o_proj`, H, qDim, false),
+        postNorm: t(`${p}.post_attention_layernorm.weight`, [H]),
+        gate: linear(`${p}.mlp.gate_proj`, I, H, false),
+        up: linear(`${p}.mlp.up_proj`, I, H, false),
+        down: linear(`${p}.mlp.down_proj`, H, I, false),
+      });
+    }
+    const embed = t('model.embed_tokens.weight', [c.vocabSize, H]);
+    const norm = t('model.norm.weight', [H]);
+    const head = c.tieWordEmbeddings ? undefined : linear('lm_head', c.vocabSize, H, false);
+    return new LlamaModel(config, embed, blocks, norm, head);
+  }
+
+  /** Every tensor under its Hugging Face name (dense weights of each projection). */
+  namedTensors(): [string, Tensor][] {
+    const out: [string, Tensor][] = [['model.embed_tokens.weight', this.embed]];
+    this.blocks.forEach((b, i) => {
+      const p = `model.layers.${i}`;
+      out.push([`${p}.input_layernorm.weight`, b.inputNorm]);
+      for (const [key, module] of Object.entries(PROJECTIONS) as [ProjectionName, string][]) {
+        const { weight, bias } = b[key].dense();
+        out.push([`${p}.${module}.weight`, weight]);
+        if (bias) out.push([`${p}.${module}.bias`, bias]);
+      }
+      out.push([`${p}.post_attention_layernorm.weight`, b.postNorm]);
+    });
+    out.push(['model.norm.weight', this.norm]);
+    if (this.lmHead) out.push(['lm_head.weight', this.lmHead.dense().weight]);
+    return out;
+  }
+
+  /** Final hidden states [batch, seq, hidden] (after the last RMSNorm) for i32 ids [batch, seq]. */
+  hidden(ids: Tensor, cache?: KvCache): Tensor {
+    if (ids.rank !== 2 || ids.dtype !== 'i32') throw new ShapeError(`LlamaModel: ids must be i32 [batch, seq], got ${ids.dtype} ${describeShape(ids.shape)}`);
+    const past = cache?.length ?? 0;
+    if (past + ids.shape[1] > this.config.maxPositions) {
+      throw new ValueError(`LlamaModel: ${past + ids.shape[1]} positions exceed the model's ${this.config.maxPositions}`);
+    }
+    let x = gather(this.embed, ids);
+    this.blocks.forEach((block, i) => {
+      const next = tidy(() => this.block(block, i, x, past, cache));
+      x.dispose(); // autograd keeps its own reference when it needs x
+      x = next;
+    });
+    const y = rmsnorm(x, this.norm, this.config.rmsNormEps);
+    x.dispose();
+    return y;
+  }
+
+  /** Logits [batch, seq, vocab]. */
+  logits(ids: Tensor, cache?: KvCache): Tensor {
+    return tidy(() => this.head(this.hidden(ids, cache)));
+  }
+
+  /** The output head applied to hidden states [..., hidden]. */
+  head(h: Tensor): Tensor {
+    return this.lmHead ? this.lmHead.forward(h) : matmul(h, this.embed, { transB: true });
+  }
+
+  /** Mean next-token NLL of ids [batch, seq] (positions 1.. predicted from their prefixes). */
+  loss(ids: Tensor): Tensor {
+    return tidy(() => {
+      const [b, s] = ids.shape;
+      const logits = this.logits(ids);
+      const pred = slice(logits, [0, 0, 0], [b, s - 1, -1]);
+      const targets = slice(ids, [0, 1], [b, s - 1]);
+      return crossEntropy(pred, targets);
+    });
+  }
+
+  private block(b: LlamaBlock, layer: number, x: Tensor, past: number, cache?: KvCache): Tensor {
+    const c = this.config;
+    const [B, T] = x.shape;
+    const D = c.headDim;
+    const groups = c.numHeads / c.numKvHeads;
+    const heads = (y: Tensor, n: number): Tensor => transpose(reshape(y, [B, T, n, D]), [0, 2, 1, 3]);
+    const h = rmsnorm(x, b.inputNorm, c.rmsNormEps);
+    const ropeOpts = { theta: c.ropeTheta, offset: past, style: 'half' as const };
+    // 1/sqrt(D) folded into q before the score matmul (the smaller tensor)
+    const q = affine(rope(heads(b.q.forward(h), c.numHeads), ropeOpts), 1 / Math.sqrt(D));
+    let k = rope(heads(b.k.forward(h), c.numKvHeads), ropeOpts);
+    let v = heads(b.v.forward(h), c.numKvHeads);
+    if (cache) [k, v] = cache.extend(layer, k, v);
+    const S = k.shape[2];
+    // grouped-query attention without copies: the query heads sharing a kv head are rows of one matmul
+    const qg = reshape(q, [B * c.numKvHeads, groups * T, D]);
+    const scores = matmul(qg, reshape(k, [B * c.numKvHeads, S, D]), { transB: true });
+    const p = softmax(reshape(scores, [B * c.numHeads, T, S]), { causal: true });
+    const o = matmul(reshape(p, [B * c.numKvHeads, groups * T, S]), reshape(v, [B * c.numKvHeads, S, D]));
+    const attn = reshape(transpose(reshape(o, [B, c.numHeads, T, D]), [0, 2, 1, 3]), [B, T, c.numHeads * D]);
+    const x1 = add(x, b.o.forward(attn));
+    const h2 = rmsnorm(x1, b.postNorm, c.rmsNormEps);
+    return add(x1, b.down.forward(mul(silu(b.gate.forward(h2)), b.up.forward(h2))));
+  }
+
+  tensors(): Tensor[] {
+    const out = new Set<Tensor>([this.embed, this.norm]);
+    for (const b of this.blocks) {
+      out.add(b.inputNorm); out.add(b.postNorm);
+      for (const key of Object.keys(PROJECTIONS) as ProjectionName[]) for (const t of b[key].tensors()) out.add(t);
+    }
+    if (this.lmHead) for (const t of this.lmHead.tensors()) out.add(t);
+    return [...out];
+  }
+
+  dispose(): void { for (const t of this.tensors()) t.dispose(); }
+}
