@@ -64,7 +64,7 @@ async function buildPackage(): Promise<void> {
     mainFields: ['module', 'main'],
   };
   await build({ ...common, entryPoints: { index: 'ts/index.ts', testing: 'ts/testing/index.ts' }, outdir: 'dist' });
-  await build({ ...common, platform: 'node', entryPoints: { cli: 'ts/cli/main.ts' }, outdir: 'dist' });
+  await build({ ...common, platform: 'node', entryPoints: { cli: 'ts/cli/main.ts', node: 'ts/node.ts', 'eval-worker': 'ts/eval/eval-worker.ts' }, outdir: 'dist' });
   chmodSync('dist/cli.js', 0o755);
   // the bundles look for the modules at new URL('./generated/...', import.meta.url)
   mkdirSync('dist/generated', { recursive: true });
@@ -74,4 +74,4 @@ async function buildPackage(): Promise<void> {
 
 buildWasm();
 if (!process.argv.includes('--wasm')) await buildPackage();
-console.log(process.argv.includes('--wasm') ? `built ${WASM_OUT}/quantlora_{simd,scalar}.wasm` : 'built wasm modules and dist/ (index.js, testing.js, cli.js, generated/, types/)');
+console.log(process.argv.includes('--wasm') ? `built ${WASM_OUT}/quantlora_{simd,scalar}.wasm` : 'built wasm modules and dist/ (index.js, node.js, testing.js, cli.js, generated/, types/)');

@@ -87,13 +87,23 @@ function writeGguf(spec: FileSpec): Uint8Array {
   return Uint8Array.from(w.out);
 }
 
-/** Positions of every u64 field (counts, lengths, dims, offsets) in a valid file, and where the header ends. */
-function u64Fields(b: Uint8Array): { at: number[]; end: number } {
+/**
+ * Positions of every u64 field in a valid file (`at`), of those that are not string lengths
+ * (`structural`: counts, array lengths, dims, offsets), and where the header ends.
+ */
+function u64Fields(b: Uint8Array): { at: number[]; structural: number[]; end: number } {
   const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
   const at: number[] = [8, 16];
+  const structural: number[] = [8, 16];
   let p = 24;
-  const u64 = () => { at.push(p); const v = Number(dv.getBigUint64(p, true)); p += 8; return v; };
-  const str = () => { p += u64(); };
+  const u64 = (isLength = false) => {
+    at.push(p);
+    if (!isLength) structural.push(p);
+    const v = Number(dv.getBigUint64(p, true));
+    p += 8;
+    return v;
+  };
+  const str = () => { const n = u64(true); p += n; };
   const SIZE = [1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8];
   const value = (t: number): void => {
     if (t === STR) str();
@@ -103,7 +113,7 @@ function u64Fields(b: Uint8Array): { at: number[]; end: number } {
   const nt = Number(dv.getBigUint64(8, true)), nkv = Number(dv.getBigUint64(16, true));
   for (let i = 0; i < nkv; i++) { str(); const t = dv.getUint32(p, true); p += 4; value(t); }
   for (let i = 0; i < nt; i++) { str(); const n = dv.getUint32(p, true); p += 4; for (let d = 0; d < n; d++) u64(); p += 4; u64(); }
-  return { at, end: p };
+  return { at, structural, end: p };
 }
 
 // ---- the synthetic file -------------------------------------------------------------------------
@@ -265,7 +275,7 @@ test('every malformed header is a FormatError naming the file, the key or tensor
   rejects(parse(file({ tensors: [t({ rel: 64 })] })), /^bad\.gguf: tensor 'a' data \[offset 160, 60 bytes\] runs past the end of the file \(156 bytes\)$/);
   rejects(parse(file({ tensors: [t({ rel: 2n ** 63n })] })), /tensor 'a' at byte 57: data offset 9223372036854775808 is too large/);
   rejects(parse(file({ tensors: [t({}), t({})] })), /tensor 'a' at byte 65: duplicate tensor name/);
-  rejects(parse(file({ tensors: [t({ name: 'x'.repeat(10) })] }).subarray(0, 40)), /tensor #0 at byte 24: tensor name of 10 bytes runs past the end of the file \(40 bytes\)/);
+  rejects(parse(file({ tensors: [t({ name: 'x'.repeat(100) })] }).subarray(0, 60)), /tensor #0 at byte 24: tensor name of 100 bytes runs past the end of the file \(60 bytes\)/);
   // lookups and reads
   const ok = parseGguf(file({ tensors: [t({}), t({ name: 'iq', type: 16, ne: [256], data: new Uint8Array(66) })] }), 'bad.gguf');
   rejects(() => ggufTensorInfo(ok, 'nope'), /no tensor named 'nope' \(the file has 2 tensors\)/);
@@ -279,18 +289,18 @@ type Mutation =
   | { kind: 'byte'; at: number; value: number }
   | { kind: 'truncate'; at: number }
   | { kind: 'u64'; field: number; value: bigint }
+  | { kind: 'count'; field: number; value: bigint }
   | { kind: 'u32'; at: number; value: number };
 
 const HUGE = [0n, 1n, 2n, 31n, 33n, 255n, 2n ** 31n, 2n ** 32n - 1n, 2n ** 32n, 2n ** 53n - 1n, 2n ** 53n, 2n ** 60n, 2n ** 63n, 2n ** 64n - 1n];
 
-function mutations(len: number, fields: number[]): fc.Arbitrary<Mutation[]> {
+function mutations(len: number, fields: number[], structural: number[]): fc.Arbitrary<Mutation[]> {
+  const u64 = fc.oneof(fc.constantFrom(...HUGE), fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }), fc.bigInt({ min: 0n, max: BigInt(len) * 2n }));
   const m: fc.Arbitrary<Mutation> = fc.oneof(
     fc.record({ kind: fc.constant('byte' as const), at: fc.nat(len - 1), value: fc.nat(255) }),
     fc.record({ kind: fc.constant('truncate' as const), at: fc.nat(len) }),
-    fc.record({
-      kind: fc.constant('u64' as const), field: fc.nat(fields.length - 1),
-      value: fc.oneof(fc.constantFrom(...HUGE), fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }), fc.bigInt({ min: 0n, max: BigInt(len) * 2n })),
-    }),
+    fc.record({ kind: fc.constant('u64' as const), field: fc.nat(fields.length - 1), value: u64 }),
+    fc.record({ kind: fc.constant('count' as const), field: fc.constantFrom(...structural), value: u64 }),
     fc.record({ kind: fc.constant('u32' as const), at: fc.nat(len - 4), value: fc.oneof(fc.nat(40), fc.nat(0xffffffff)) }),
   );
   return fc.array(m, { minLength: 1, maxLength: 3 });
@@ -303,6 +313,7 @@ function apply(base: Uint8Array, fields: number[], ms: Mutation[]): Uint8Array {
     if (m.kind === 'byte' && m.at < b.length) b[m.at] = m.value;
     else if (m.kind === 'truncate') b = b.slice(0, m.at);
     else if (m.kind === 'u64' && fields[m.field] + 8 <= b.length) dv().setBigUint64(fields[m.field], m.value, true);
+    else if (m.kind === 'count' && m.field + 8 <= b.length) dv().setBigUint64(m.field, m.value, true);
     else if (m.kind === 'u32' && m.at + 4 <= b.length) dv().setUint32(m.at, m.value, true);
   }
   return b;
@@ -320,8 +331,8 @@ function parsesOrFormatError(bytes: Uint8Array, path: string): void {
 }
 
 function fuzz(base: Uint8Array, path: string, numRuns: number): void {
-  const { at: fields } = u64Fields(base);
-  fc.assert(fc.property(mutations(base.length, fields), (ms) => parsesOrFormatError(apply(base, fields, ms), path)), {
+  const { at: fields, structural } = u64Fields(base);
+  fc.assert(fc.property(mutations(base.length, fields, structural), (ms) => parsesOrFormatError(apply(base, fields, ms), path)), {
     numRuns, seed: 20240607, includeErrorInReport: true,
   });
 }
@@ -339,11 +350,11 @@ test('fuzz: mutated headers of the real model parse or throw FormatError', { ski
   const head = new Uint8Array(2 << 20);   // header and the start of token_embd, whose data runs past the end
   const fd = openSync(modelPath!, 'r');
   try { readSync(fd, head, 0, head.length, 0); } finally { closeSync(fd); }
-  fuzz(head, 'head.gguf', 40);
+  fuzz(head, 'head.gguf', 80);
   const metaOnly = head.slice(0, u64Fields(head).end);
   new DataView(metaOnly.buffer).setBigUint64(8, 0n, true);   // no tensors: a valid file of real metadata
   assert.equal(parseGguf(metaOnly).tensors.length, 0);
-  fuzz(metaOnly, 'meta.gguf', 40);
+  fuzz(metaOnly, 'meta.gguf', 80);
 });
 
 test('the real default model: 272 llama tensors, shapes and values equal gguf-py', { skip: !modelPath && 'default model not present', timeout: 60_000 }, () => {

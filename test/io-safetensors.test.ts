@@ -123,6 +123,7 @@ test('reads a file built by hand: F16, BF16, unaligned F32 (copied) and aligned 
 
 test('empty files and zero-sized tensors are valid', () => {
   assert.equal(parseSafetensors(rawFile('{}')).entries.size, 0);
+  assert.deepEqual(parseSafetensors(rawFile('{"__metadata__":null}')).metadata, {});
   const file = parseSafetensors(encodeSafetensors([
     { name: 'e', shape: [0, 4], data: new Float32Array(0) },
     { name: 'a', shape: [], data: new Float32Array([7]) },
@@ -164,6 +165,9 @@ test('every malformed file is a FormatError naming the file, the tensor and the 
     ['end past data', rawFile(`{"w":${t('F32', [2], [0, 8])}}`, 4), /"w".*past the end of the data/],
     ['byte length', rawFile(`{"w":${t('F32', [3], [0, 8])}}`, 8), /"w".*8 bytes, but F32 \[3\] needs 12/],
     ['f16 byte length', rawFile(`{"w":${t('F16', [3], [0, 4])}}`, 4), /"w".*needs 6/],
+    ['unknown dtype', rawFile(`{"w":${t('Q4', [1], [0, 1])}}`, 1), /"w".*unknown dtype "Q4"/],
+    ['dtype not a string', rawFile(`{"w":{"dtype":32,"shape":[1],"data_offsets":[0,4]}}`, 4), /"w".*dtype is missing or not a string/],
+    ['sub-byte boundary', rawFile(`{"w":${t('F4', [3], [0, 2])}}`, 2), /"w".*F4 \[3\] does not end on a byte boundary/],
     ['negative dim', rawFile(`{"w":${t('F32', [-1, -4], [0, 16])}}`, 16), /"w".*negative dimension/],
     ['fraction dim', rawFile(`{"w":${t('F32', [1.5], [0, 4])}}`, 4), /"w".*not a non-negative integer/],
     ['huge dim', rawFile(`{"w":${t('F32', [1e300], [0, 4])}}`, 4), /"w".*not a non-negative integer/],
@@ -175,7 +179,7 @@ test('every malformed file is a FormatError naming the file, the tensor and the 
     ['tail', rawFile(`{"a":${t('F32', [1], [0, 4])}}`, 6), /bytes 4\.\.6 after the last tensor/],
     ['data without tensors', rawFile('{}', 2), /bytes 0\.\.2 after/],
     ['metadata value', rawFile('{"__metadata__":{"k":1}}'), /__metadata__ value of "k"/],
-    ['metadata null', rawFile('{"__metadata__":null}'), /__metadata__ is not an object/],
+    ['metadata array', rawFile('{"__metadata__":["k"]}'), /__metadata__ is not an object/],
   ];
   for (const [what, bytes, msg] of cases) {
     assert.throws(() => parseSafetensors(bytes, 'bad.safetensors'), (e: unknown) => {
@@ -187,12 +191,12 @@ test('every malformed file is a FormatError naming the file, the tensor and the 
   }
 });
 
-test('unsupported and unknown dtypes parse, and reading them is a FormatError naming file and tensor', () => {
+test('other dtypes parse (sub-byte ones sized in bits), and reading them is a FormatError naming file and tensor', () => {
   const header = JSON.stringify({
     ids: { dtype: 'I64', shape: [2], data_offsets: [0, 16] },
     mask: { dtype: 'U8', shape: [3], data_offsets: [16, 19] },
     d: { dtype: 'F64', shape: [1], data_offsets: [19, 27] },
-    q: { dtype: 'F4', shape: [2], data_offsets: [27, 28] }, // sub-byte: not sized, not read
+    q: { dtype: 'F4', shape: [2], data_offsets: [27, 28] }, // two 4-bit values in one byte
   });
   const file = parseSafetensors(rawFile(header, 28), 'ints.safetensors');
   for (const name of ['ids', 'mask', 'd', 'q']) {
@@ -375,4 +379,11 @@ test('fuzz: byte flips, truncation, rewritten header length and rewritten JSON n
   }), { numRuns: 600 });
 
   assert.ok(Date.now() - start < 10_000, `fuzzing took ${Date.now() - start} ms`);
+});
+
+test('the io modules in the browser bundle import nothing from node: (they fetch fs when called)', () => {
+  for (const f of ['../ts/io/safetensors.ts', '../ts/io/atomic.ts', '../ts/io/hf-config.ts']) {
+    const src = readFileSync(new URL(f, import.meta.url), 'utf8');
+    assert.doesNotMatch(src, /^import [^;]*from 'node:/m, f);
+  }
 });

@@ -21,3 +21,22 @@ export { JsBackend } from './backends/js/index.js';
 export { WasmBackend, loadWasmBackend, loadWasmBackendSync } from './backends/wasm/index.js';
 export { simdSupported } from './backends/wasm/loader.js';
 export type { WasmSource } from './backends/wasm/loader.js';
+
+// models, in-memory formats and evaluation (no file system: these run in browsers too)
+export type { LlamaConfig, LlamaFamily } from './nn/config.js';
+export { Linear } from './nn/linear.js';
+export type { LinearLayer } from './nn/linear.js';
+export { LlamaModel, KvCache, PROJECTIONS } from './nn/llama.js';
+export type { LlamaBlock, WeightSource, ProjectionName } from './nn/llama.js';
+export { generate, argmax, sample } from './nn/generate.js';
+export type { GenerateOptions } from './nn/generate.js';
+export { perplexity } from './eval/perplexity.js';
+export type { PerplexityOptions, PerplexityResult } from './eval/perplexity.js';
+export { Tokenizer } from './io/tokenizer.js';
+export { parseGguf, ggufTensor, ggufTensorInfo } from './io/gguf.js';
+export type { GgufFile, GgufTensorInfo, GgufValue } from './io/gguf.js';
+export { dequantizeGgml, GGML_TYPES } from './io/ggml.js';
+export { parseSafetensors, safetensorsTensor, encodeSafetensors } from './io/safetensors.js';
+export type { SafetensorsFile, SafetensorsEntry, SafetensorsDType, TensorToWrite } from './io/safetensors.js';
+export { parseHfConfig, toHfConfig } from './io/hf-config.js';
+export { f16ToF32, f32ToF16, bf16ToF32, f32ToBf16 } from './io/half.js';

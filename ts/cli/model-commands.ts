@@ -3,10 +3,11 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { FormatError, ValueError } from '../errors.js';
+import { defaultJobs, perplexityParallel } from '../eval/parallel.js';
 import { perplexity } from '../eval/perplexity.js';
 import { exportHf } from '../io/export-hf.js';
 import { fetchDefaultModel } from '../io/fetch-model.js';
-import { loadModel, type LoadedModel } from '../io/load-model.js';
+import { loadModel, loadTokenizer, type LoadedModel } from '../io/load-model.js';
 import type { Tokenizer } from '../io/tokenizer.js';
 import { generate } from '../nn/generate.js';
 import { getBackend } from '../registry.js';
@@ -18,8 +19,12 @@ export const DEFAULT_EVAL_DATA = '../shared/data/wikitext-2-raw/wiki.test.raw';
 
 const log = (line: string): void => { process.stderr.write(`${line}\n`); };
 
+function modelPath(args: Args): string {
+  return args.string('model') ?? process.env.QUANTLORA_MODEL ?? fetchDefaultModel(log);
+}
+
 function load(args: Args): LoadedModel & { tokenizer: Tokenizer } {
-  const path = args.string('model') ?? process.env.QUANTLORA_MODEL ?? fetchDefaultModel(log);
+  const path = modelPath(args);
   const t0 = Date.now();
   const loaded = loadModel(path);
   if (!loaded.tokenizer) throw new FormatError(`${path}: no tokenizer (a Hugging Face directory needs tokenizer.json)`);
@@ -38,8 +43,11 @@ export async function evalCommand(args: Args): Promise<number> {
   const limit = args.number('limit', { integer: true, min: 1 });
   const dataPath = resolve(args.string('data') ?? process.env.QUANTLORA_EVAL_DATA ?? DEFAULT_EVAL_DATA);
   if (!existsSync(dataPath)) throw new ValueError(`eval: data file ${dataPath} does not exist (pass --data FILE)`);
-  const { model, tokenizer, path } = load(args);
+  const jobs = args.number('jobs', { integer: true, min: 1 }) ?? defaultJobs();
+  const path = modelPath(args);
   const t0 = Date.now();
+  const tokenizer = loadTokenizer(path);
+  if (!tokenizer) throw new FormatError(`${path}: no tokenizer (a Hugging Face directory needs tokenizer.json)`);
   const ids = Int32Array.from(tokenizer.encode(readFileSync(dataPath, 'utf8'), { addBos: false }));
   log(`tokenized ${dataPath}: ${ids.length} tokens in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   const totalWindows = Math.floor(ids.length / seqlen);
@@ -54,17 +62,28 @@ export async function evalCommand(args: Args): Promise<number> {
   }
   if (first >= totalWindows) throw new ValueError(`eval: window ${first} is past the text's ${totalWindows} windows of ${seqlen} tokens`);
   const windows = Math.min(totalWindows - first, count ?? Infinity);
+  const workers = Math.min(jobs, windows);
   const bar = new Progress('eval', windows, args.has('quiet'));
+  const onWindow = (done: number, _total: number, ppl: number): void => bar.update(done, `ppl ${ppl.toFixed(3)}`);
+  const popts = { seqlen, first, limit: count, onWindow };
   const t1 = Date.now();
-  const r = await perplexity(model, ids, { seqlen, first, limit: count, onWindow: (done, _total, ppl) => bar.update(done, `ppl ${ppl.toFixed(3)}`) });
+  let r;
+  if (workers > 1) {
+    log(`evaluating ${windows} windows in ${workers} worker threads on backend ${getBackend().name}`);
+    r = await perplexityParallel(path, ids, { ...popts, jobs: workers });
+  } else {
+    const { model } = load(args);
+    r = await perplexity(model, ids, popts);
+    model.dispose();
+  }
   const seconds = (Date.now() - t1) / 1000;
   const result = {
-    model: path, data: dataPath, backend: getBackend().name, seqlen, first, windows: r.windows, totalWindows,
+    model: path, data: dataPath, backend: getBackend().name, jobs: workers, seqlen, first, windows: r.windows, totalWindows,
     totalTokens: r.totalTokens, scoredTokens: r.scoredTokens, nll: r.nll, perplexity: r.perplexity,
     seconds, tokensPerSecond: (r.windows * seqlen) / seconds, windowNll: r.windowNll,
   };
   if (args.has('json')) console.log(JSON.stringify(result));
-  else console.log(`perplexity ${r.perplexity.toFixed(4)} (mean NLL ${r.nll.toFixed(5)}) over ${r.windows} windows of ${seqlen} tokens (${r.totalTokens} tokens in the text), ${result.tokensPerSecond.toFixed(0)} tokens/s on ${result.backend}`);
+  else console.log(`perplexity ${r.perplexity.toFixed(4)} (mean NLL ${r.nll.toFixed(5)}) over ${r.windows} windows of ${seqlen} tokens (${r.totalTokens} tokens in the text), ${result.tokensPerSecond.toFixed(0)} tokens/s on ${result.backend} × ${result.jobs}`);
   return 0;
 }
 

@@ -31,15 +31,30 @@ export function loadModel(path: string): LoadedModel {
   return { model, config, tokenizer: Tokenizer.fromGguf(file.metadata, path), format: 'gguf', path };
 }
 
+/** Only the tokenizer of a model (GGUF metadata, or tokenizer.json of a Hugging Face directory). */
+export function loadTokenizer(path: string): Tokenizer | undefined {
+  if (!existsSync(path)) throw new FormatError(`${path}: no such file or directory`);
+  if (statSync(path).isDirectory()) return hfTokenizer(path);
+  return Tokenizer.fromGguf(readGguf(path).metadata, path);
+}
+
+function readJson(dir: string, name: string): unknown {
+  const p = join(dir, name);
+  try {
+    return JSON.parse(readFileSync(p, 'utf8'));
+  } catch (e) {
+    throw new FormatError(`${p}: not readable JSON (${(e as Error).message})`);
+  }
+}
+
+function hfTokenizer(dir: string): Tokenizer | undefined {
+  if (!existsSync(join(dir, 'tokenizer.json'))) return undefined;
+  const config = existsSync(join(dir, 'tokenizer_config.json')) ? readJson(dir, 'tokenizer_config.json') : undefined;
+  return Tokenizer.fromTokenizerJson(readJson(dir, 'tokenizer.json'), config, join(dir, 'tokenizer.json'));
+}
+
 function loadHfDir(dir: string): LoadedModel {
-  const json = (name: string): unknown => {
-    const p = join(dir, name);
-    try {
-      return JSON.parse(readFileSync(p, 'utf8'));
-    } catch (e) {
-      throw new FormatError(`${p}: not readable JSON (${(e as Error).message})`);
-    }
-  };
+  const json = (name: string): unknown => readJson(dir, name);
   if (!existsSync(join(dir, 'config.json'))) throw new FormatError(`${dir}: no config.json (expected a Hugging Face model directory or a .gguf file)`);
   const config = parseHfConfig(json('config.json'), join(dir, 'config.json'));
   const st = readSafetensorsDir(dir);
@@ -54,10 +69,7 @@ function loadHfDir(dir: string): LoadedModel {
   // a separate head stored although config says tied (or the reverse) is taken as the file says
   if (config.tieWordEmbeddings && st.has('lm_head.weight')) config.tieWordEmbeddings = false;
   const model = LlamaModel.fromWeights(config, src);
-  const tokenizer = existsSync(join(dir, 'tokenizer.json'))
-    ? Tokenizer.fromTokenizerJson(json('tokenizer.json'), existsSync(join(dir, 'tokenizer_config.json')) ? json('tokenizer_config.json') : undefined, join(dir, 'tokenizer.json'))
-    : undefined;
-  return { model, config, tokenizer, format: 'safetensors', path: dir };
+  return { model, config, tokenizer: hfTokenizer(dir), format: 'safetensors', path: dir };
 }
 
 function checkShape(where: string, name: string, got: readonly number[], want: readonly number[]): void {

@@ -24,7 +24,9 @@ const isolated = (pattern: string): Json => ({ type: 'Split', pattern: { Regex: 
 export function ggufPreTokenizer(pre: string): { json: Json; ignoreMerges: boolean } | undefined {
   switch (pre) {
     case 'smollm': case 'starcoder': case 'refact': case 'command-r': case 'codeshell': case 'exaone': case 'minerva-7b':
-      return { json: { type: 'Sequence', pretokenizers: [{ type: 'Digits', individual_digits: true }, byteLevel(true)] }, ignoreMerges: false };
+      // llama.cpp's \p{N} split, the same as tokenizers' Digits(individual_digits) (char::is_numeric);
+      // written as a Split because @huggingface/tokenizers (JS) implements Digits with ASCII \d only
+      return { json: { type: 'Sequence', pretokenizers: [isolated('\\p{N}'), byteLevel(true)] }, ignoreMerges: false };
     case 'gpt2': case 'gpt-2': case 'phi-2': case 'mpt': case 'olmo': case 'jais':
       return { json: byteLevel(true), ignoreMerges: false };
     case 'llama3': case 'llama-v3': case 'llama-bpe': case 'falcon3': case 'smaug-bpe': case 'dbrx':

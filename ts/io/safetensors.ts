@@ -2,12 +2,12 @@
 // length N, N bytes of UTF-8 JSON `{name: {dtype, shape, data_offsets: [begin, end]}, ...,
 // "__metadata__": {string: string}}` padded with spaces, then the data. Offsets are relative to the
 // start of the data, and the tensors must cover the data exactly: no overlaps, no gaps, no tail.
-// Everything wrong with a file is a FormatError naming the file, the tensor and the problem.
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+// Reading and writing files needs Node (see atomic.ts); parsing and encoding run anywhere.
+// Validation follows the reference implementation (safetensors 0.8); everything wrong with a file
+// is a FormatError naming the file, the tensor and the problem.
 import { FormatError, ShapeError, ValueError, describeShape } from '../errors.js';
 import { decodeBf16, decodeF16, encodeBf16, encodeF16 } from './half.js';
-import { withAtomicFile } from './atomic.js';
+import { nodeFs, nodePath, withAtomicFile } from './atomic.js';
 
 /** The dtypes we read into f32 and write. */
 export type SafetensorsDType = 'F32' | 'F16' | 'BF16';
@@ -40,13 +40,12 @@ export interface TensorToWrite {
 /** The reference implementation's limit on the header length. */
 const MAX_HEADER = 100_000_000;
 
-/** Element sizes of the dtypes the spec names. Others (sub-byte F4/F6, future ones) are accepted
- * by the parser without a size check and refused when read. */
-const DTYPE_BYTES = new Map<string, number>([
-  ['BOOL', 1], ['U8', 1], ['I8', 1], ['F8_E5M2', 1], ['F8_E4M3', 1], ['F8_E8M0', 1],
-  ['I16', 2], ['U16', 2], ['F16', 2], ['BF16', 2],
-  ['I32', 4], ['U32', 4], ['F32', 4],
-  ['I64', 8], ['U64', 8], ['F64', 8], ['C64', 8],
+/** Bits per element of every dtype the spec names (as of safetensors 0.8); others are refused. */
+const DTYPE_BITS = new Map<string, number>([
+  ['BOOL', 8], ['F4', 4], ['F6_E2M3', 6], ['F6_E3M2', 6], ['U8', 8], ['I8', 8],
+  ['F8_E5M2', 8], ['F8_E4M3', 8], ['F8_E8M0', 8], ['F8_E4M3FNUZ', 8], ['F8_E5M2FNUZ', 8],
+  ['I16', 16], ['U16', 16], ['F16', 16], ['BF16', 16],
+  ['I32', 32], ['U32', 32], ['F32', 32], ['C64', 64], ['F64', 64], ['I64', 64], ['U64', 64],
 ]);
 const WRITABLE = new Set<string>(['F32', 'F16', 'BF16']);
 
@@ -91,6 +90,7 @@ export function parseSafetensors(bytes: Uint8Array, path = '<memory>'): Safetens
   const entries = new Map<string, SafetensorsEntry>();
   for (const [name, v] of Object.entries(header)) {
     if (name === '__metadata__') {
+      if (v === null) continue; // as the reference implementation: null is no metadata
       if (typeof v !== 'object' || v === null || Array.isArray(v)) throw fail('__metadata__ is not an object');
       for (const [k, s] of Object.entries(v)) {
         if (typeof s !== 'string') throw fail(`__metadata__ value of ${JSON.stringify(k)} is ${JSON.stringify(s)}, not a string`);
@@ -101,7 +101,8 @@ export function parseSafetensors(bytes: Uint8Array, path = '<memory>'): Safetens
     const where = `tensor ${JSON.stringify(name)}`;
     if (typeof v !== 'object' || v === null || Array.isArray(v)) throw fail(`${where}: entry is not an object`);
     const { dtype, shape, data_offsets: offsets } = v as Record<string, unknown>;
-    if (typeof dtype !== 'string' || dtype === '') throw fail(`${where}: dtype is missing or not a string`);
+    if (typeof dtype !== 'string') throw fail(`${where}: dtype is missing or not a string`);
+    if (!DTYPE_BITS.has(dtype)) throw fail(`${where}: unknown dtype ${JSON.stringify(dtype)}`);
     if (!Array.isArray(shape)) throw fail(`${where}: shape is missing or not an array`);
     for (const d of shape) {
       if (typeof d === 'number' && Number.isInteger(d) && d < 0) throw fail(`${where}: shape ${JSON.stringify(shape)} has a negative dimension`);
@@ -112,10 +113,9 @@ export function parseSafetensors(bytes: Uint8Array, path = '<memory>'): Safetens
     if (!isCount(begin) || !isCount(end)) throw fail(`${where}: data_offsets ${JSON.stringify(offsets)} are not non-negative integers`);
     if (begin > end) throw fail(`${where}: data_offsets begin ${begin} > end ${end}`);
     if (end > dataLen) throw fail(`${where}: data_offsets end ${end} is past the end of the data (${dataLen} bytes)`);
-    const size = DTYPE_BYTES.get(dtype);
-    if (size !== undefined && numel(shape) * size !== end - begin) {
-      throw fail(`${where}: ${end - begin} bytes, but ${dtype} ${describeShape(shape)} needs ${numel(shape) * size}`);
-    }
+    const bits = numel(shape) * DTYPE_BITS.get(dtype)!;
+    if (bits % 8 !== 0) throw fail(`${where}: ${dtype} ${describeShape(shape)} does not end on a byte boundary`);
+    if (bits / 8 !== end - begin) throw fail(`${where}: ${end - begin} bytes, but ${dtype} ${describeShape(shape)} needs ${bits / 8}`);
     entries.set(name, { name, dtype, shape: shape.slice(), begin: dataStart + begin, end: dataStart + end });
   }
 
@@ -137,9 +137,10 @@ export function parseSafetensors(bytes: Uint8Array, path = '<memory>'): Safetens
 
 /** Reads a whole file into memory (the default model's f32 export is ~540 MB). */
 function readWhole(path: string): Uint8Array {
-  const fd = openSync(path, 'r');
+  const fs = nodeFs();
+  const fd = fs.openSync(path, 'r');
   try {
-    const size = fstatSync(fd).size;
+    const size = fs.fstatSync(fd).size;
     let buf: Uint8Array;
     try {
       buf = new Uint8Array(size);
@@ -147,13 +148,13 @@ function readWhole(path: string): Uint8Array {
       throw new FormatError(`${path}: ${size} bytes do not fit in one buffer`);
     }
     for (let off = 0; off < size;) {
-      const got = readSync(fd, buf, off, Math.min(size - off, 1 << 30), off);
+      const got = fs.readSync(fd, buf, off, Math.min(size - off, 1 << 30), off);
       if (got === 0) throw new FormatError(`${path}: file shrank while being read`);
       off += got;
     }
     return buf;
   } finally {
-    closeSync(fd);
+    fs.closeSync(fd);
   }
 }
 
@@ -222,7 +223,7 @@ function planHeader(tensors: readonly TensorToWrite[], metadata: Record<string, 
     if (!WRITABLE.has(dtype)) throw new ValueError(`${where}: dtype ${dtype} cannot be written (F32, F16, BF16)`);
     if (!Array.isArray(t.shape) || !t.shape.every(isCount)) throw new ShapeError(`${where}: shape ${JSON.stringify(t.shape)} must hold non-negative integers`);
     if (numel(t.shape) !== t.data.length) throw new ShapeError(`${where}: shape ${describeShape(t.shape)} holds ${numel(t.shape)} elements, data has ${t.data.length}`);
-    const nb = t.data.length * DTYPE_BYTES.get(dtype)!;
+    const nb = (t.data.length * DTYPE_BITS.get(dtype)!) / 8;
     parts.push(`${JSON.stringify(t.name)}:{"dtype":"${dtype}","shape":${JSON.stringify(t.shape)},"data_offsets":[${off},${off + nb}]}`);
     off += nb;
   }
@@ -318,9 +319,10 @@ const plainName = (s: unknown): s is string =>
   typeof s === 'string' && s !== '' && s !== '.' && s !== '..' && !s.includes('/') && !s.includes('\\');
 
 function shardedLookup(dir: string, indexPath: string): SafetensorsLookup {
+  const fs = nodeFs();
   let index: unknown;
   try {
-    index = JSON.parse(readFileSync(indexPath, 'utf8'));
+    index = JSON.parse(fs.readFileSync(indexPath, 'utf8'));
   } catch (e) {
     throw new FormatError(`${indexPath}: not valid JSON (${(e as Error).message})`);
   }
@@ -337,8 +339,8 @@ function shardedLookup(dir: string, indexPath: string): SafetensorsLookup {
     if (shard === undefined) throw new FormatError(`${indexPath}: no tensor ${JSON.stringify(name)}`);
     let file = shards.get(shard);
     if (!file) {
-      const p = join(dir, shard);
-      if (!existsSync(p)) throw new FormatError(`${indexPath}: shard ${shard} (holding ${JSON.stringify(name)}) is missing`);
+      const p = nodePath().join(dir, shard);
+      if (!fs.existsSync(p)) throw new FormatError(`${indexPath}: shard ${shard} (holding ${JSON.stringify(name)}) is missing`);
       file = readSafetensors(p);
       shards.set(shard, file);
     }
@@ -359,10 +361,12 @@ function shardedLookup(dir: string, indexPath: string): SafetensorsLookup {
  * `model.safetensors`. A path to a single .safetensors file works too.
  */
 export function readSafetensorsDir(dir: string): SafetensorsLookup {
-  if (existsSync(dir) && statSync(dir).isFile()) return fileLookup(readSafetensors(dir));
+  const fs = nodeFs();
+  const { join } = nodePath();
+  if (fs.existsSync(dir) && fs.statSync(dir).isFile()) return fileLookup(readSafetensors(dir));
   const indexPath = join(dir, 'model.safetensors.index.json');
-  if (existsSync(indexPath)) return shardedLookup(dir, indexPath);
+  if (fs.existsSync(indexPath)) return shardedLookup(dir, indexPath);
   const single = join(dir, 'model.safetensors');
-  if (existsSync(single)) return fileLookup(readSafetensors(single));
+  if (fs.existsSync(single)) return fileLookup(readSafetensors(single));
   throw new FormatError(`${dir}: holds neither model.safetensors nor model.safetensors.index.json`);
 }

@@ -1,0 +1,11 @@
+import { readFileSync } from 'node:fs';
+import { readGguf } from './ts/io/gguf.js';
+import { Tokenizer } from './ts/io/tokenizer.js';
+const path = process.env.HOME + '/.cache/quantlora/models/SmolLM2-135M-Instruct.Q4_1.gguf';
+const tok = Tokenizer.fromGguf(readGguf(path).metadata as Record<string, unknown>, path);
+const text = readFileSync('/work/shared/data/wikitext-2-raw/wiki.test.raw', 'utf8');
+const ids = tok.encode(text);
+const i = Number(process.argv[2]);
+console.log(JSON.stringify(ids.slice(i - 5, i + 5).map((x) => tok.idToToken(x))));
+console.log(JSON.stringify(tok.decode(ids.slice(i - 5, i + 5))), [...tok.decode(ids.slice(i-1, i + 2))].map(c=>c.codePointAt(0)!.toString(16)));
+console.log([216, 16738, 3351, 138].map((x) => tok.idToToken(x)));
