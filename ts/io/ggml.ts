@@ -74,6 +74,11 @@ function viewOf(src: Uint8Array): DataView {
   return new DataView(src.buffer, src.byteOffset, src.byteLength);
 }
 
+// reading int8 through a view is about twice as fast as sign-extending bytes
+function int8View(src: Uint8Array): Int8Array {
+  return new Int8Array(src.buffer, src.byteOffset, src.byteLength);
+}
+
 function decodeF32(src: Uint8Array, n: number, out: Float32Array): void {
   new Uint8Array(out.buffer, out.byteOffset, n * 4).set(src.subarray(0, n * 4));
 }
@@ -94,7 +99,7 @@ function decodeF64(src: Uint8Array, n: number, out: Float32Array): void {
 }
 
 function decodeI8(src: Uint8Array, n: number, out: Float32Array): void {
-  for (let i = 0; i < n; i++) out[i] = i8(src[i]);
+  out.set(int8View(src).subarray(0, n));
 }
 
 function decodeI16(src: Uint8Array, n: number, out: Float32Array): void {
@@ -180,9 +185,10 @@ function decodeQ5_1(s: Uint8Array, nb: number, out: Float32Array): void {
 
 function decodeQ8_0(s: Uint8Array, nb: number, out: Float32Array): void {
   const t = f16Table32();
+  const q = int8View(s);
   for (let b = 0, o = 0, y = 0; b < nb; b++, o += 34, y += 32) {
     const d = f16At(t, s, o);
-    for (let j = 0; j < 32; j++) out[y + j] = i8(s[o + 2 + j]) * d;
+    for (let j = 0; j < 32; j++) out[y + j] = q[o + 2 + j] * d;
   }
 }
 
@@ -289,9 +295,10 @@ function decodeQ6_K(s: Uint8Array, nb: number, out: Float32Array): void {
 // Q8_K: f32 d, int8 qs[256], int16 bsums[16] (sums, not needed to dequantize).
 function decodeQ8_K(s: Uint8Array, nb: number, out: Float32Array): void {
   const v = viewOf(s);
+  const q = int8View(s);
   for (let b = 0, o = 0, y = 0; b < nb; b++, o += 292, y += QK_K) {
     const d = v.getFloat32(o, true);
-    for (let i = 0; i < QK_K; i++) out[y + i] = d * i8(s[o + 4 + i]);
+    for (let i = 0; i < QK_K; i++) out[y + i] = d * q[o + 4 + i];
   }
 }
 

@@ -47,6 +47,11 @@ const MAX_DIMS = 4;
 
 const utf8 = new TextDecoder('utf-8');
 
+/** A key or tensor name for a message, cut short when a corrupt file makes it huge. */
+function quoted(name: string): string {
+  return `'${name.length > 80 ? `${name.slice(0, 80)}...` : name}'`;
+}
+
 class Reader {
   pos = 0;
   /** What is being read, for messages: "metadata key 'x'", "tensor 'y'". */
@@ -176,7 +181,7 @@ function readArray(r: Reader, depth: number): GgufValue[] {
 function readTensorInfo(r: Reader, index: number): { name: string; ne: number[]; type: number; rel: number } {
   r.ctx = `tensor #${index}`;
   const name = r.string('tensor name');
-  r.ctx = `tensor '${name}'`;
+  r.ctx = `tensor ${quoted(name)}`;
   const dimsAt = r.pos;
   const nDims = r.u32('dimension count');
   if (nDims < 1 || nDims > MAX_DIMS) r.fail(`has ${nDims} dimensions, expected 1 to ${MAX_DIMS}`, dimsAt);
@@ -228,7 +233,7 @@ export function parseGguf(bytes: Uint8Array, path = '<memory>'): GgufFile {
     r.ctx = `metadata entry #${i}`;
     const keyAt = r.pos;
     const key = r.string('key');
-    r.ctx = `metadata key '${key}'`;
+    r.ctx = `metadata key ${quoted(key)}`;
     if (Object.prototype.hasOwnProperty.call(metadata, key)) r.fail('duplicate key', keyAt);
     const type = r.u32('value type');
     if (key === 'general.alignment') alignAt = r.pos;
@@ -262,7 +267,7 @@ export function parseGguf(bytes: Uint8Array, path = '<memory>'): GgufFile {
     const elements = ne.reduce((a, b) => a * b, 1);
     const byteLength = (elements / info.blockSize) * info.typeSize;
     const offset = dataOffset + rel;
-    const where = `tensor '${name}' data [offset ${offset}, ${byteLength} bytes]`;
+    const where = `tensor ${quoted(name)} data [offset ${offset}, ${byteLength} bytes]`;
     if (rel % alignment !== 0) {
       throw new FormatError(`${path}: ${where} is not aligned to ${alignment} bytes (relative offset ${rel})`);
     }
@@ -283,7 +288,7 @@ interface FsLike {
 export function readGguf(path: string): GgufFile {
   const proc = (globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } }).process;
   const fs = proc?.getBuiltinModule?.('node:fs') as FsLike | undefined;
-  if (!fs) throw new FormatError(`${path}: no file system in this runtime; read the bytes yourself and call parseGguf`);
+  if (!fs) throw new FormatError(`${path}: no file system in this runtime (Node >= 20.16 has one); read the bytes yourself and call parseGguf`);
   let bytes: Uint8Array;
   try {
     bytes = fs.readFileSync(path);
