@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine (see the closing note of issue 4): rebuilds the model file from the two
-# carried halves, exports it with quantlora, evaluates quantlora's perplexity in 16 processes
-# (one window range each), and runs scripts/hf_crosscheck.py against PyTorch + transformers.
+# carried halves, exports it with quantlora, evaluates quantlora's perplexity (16 worker
+# threads), and runs scripts/hf_crosscheck.py against PyTorch + transformers.
 set -euo pipefail
 X=/root/xfer; mkdir -p $X
 [ -f .xfer1/gguf.a ] && cp .xfer1/gguf.a $X/
@@ -10,13 +10,7 @@ xz -dc .xfer2/node.xz > $X/node && chmod +x $X/node && export PATH=$X:$PATH
 node --version; nproc
 node dist/cli.js export --model $X/model.gguf --out $X/hf 2>&1 | tail -3
 node scripts/crosscheck-dump.mjs $X/model.gguf .xfer2/wiki.test.raw $X/ids.i32 $X/w0.f32 512
-n=$(( $(stat -c %s $X/ids.i32) / 4 / 512 )); jobs=${JOBS:-16}; per=$(( (n + jobs - 1) / jobs ))
-echo "windows $n, $jobs processes of $per"
-for ((j = 0; j < jobs; j++)); do
-  a=$((j * per)); b=$(( (j + 1) * per < n ? (j + 1) * per : n ))
-  [ $a -lt $b ] && node dist/cli.js eval --model $X/model.gguf --data .xfer2/wiki.test.raw --seqlen 512 --windows $a:$b --json --quiet > $X/eval-$j.json 2> $X/eval-$j.err &
-done
-wait
+node dist/cli.js eval --model $X/model.gguf --data .xfer2/wiki.test.raw --seqlen 512 --jobs ${JOBS:-16} --json > $X/eval-all.json
 python3 scripts/hf_crosscheck.py --hf $X/hf --text .xfer2/wiki.test.raw --ids $X/ids.i32 --logits $X/w0.f32 \
   --ours "$X/eval-*.json" --seqlen 512 --out $OUT/crosscheck.json
 tar czf $OUT/evals.tgz -C $X $(cd $X && ls eval-*)

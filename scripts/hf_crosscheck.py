@@ -25,7 +25,7 @@ dev = 'cuda' if torch.cuda.is_available() else 'cpu'
 
 ours_ids = np.fromfile(a.ids, dtype='<i4')
 tok = AutoTokenizer.from_pretrained(a.hf)
-text = open(a.text, encoding='utf-8').read()
+text = open(a.text, encoding='utf-8', newline='').read()  # keep CRLF as in the file
 t0 = time.time()
 hf_ids = np.array(tok(text, add_special_tokens=False)['input_ids'], dtype=np.int64)
 mismatch = next((i for i in range(min(len(hf_ids), len(ours_ids))) if hf_ids[i] != ours_ids[i]), None)

@@ -43,6 +43,8 @@ TRICKY = [
     'superscripts ²³ fractions ½¾ roman Ⅻ circled ①② full-width １２３ ＡＢＣ',
     'zero\u200bwidth\u200djoiner non\u00a0breaking\u3000ideographic\u2009thin space',
     'math ∑∫√∞≈≠ ±×÷ →⇒ ∀x∈ℝ',
+    'NEL\u0085char BOM\ufeff here\u2028line sep \u0085\u0085 \ufeff\ufeff x',
+    'digits ١٢٣ ௧௨ ๑๒ 𝟏𝟐𝟑 and ¼ cup, 10½ ft',
     'symbols !@#$%^&*()_+-=[]{}|;\':",./<>?`~',
     'repeated !!!!!!!!!! ........ ------ ====== ****',
     'code: def f(x):\n    return x**2  # square\n\tif a != b: pass\n\n',
@@ -57,7 +59,7 @@ OTHER_PRES = ['gpt-2', 'llama-bpe', 'qwen2', 'default']
 
 
 def wiki_chunks(n_bytes=30000, n_chunks=6):
-    with open(WIKI, encoding='utf-8') as f:
+    with open(WIKI, encoding='utf-8', newline='') as f:
         text = f.read(n_bytes)
     text = text[: text.rfind('\n') + 1]
     lines = text.splitlines(keepends=True)
@@ -104,7 +106,7 @@ def main():
             del llm
     out = {'llama_cpp_version': llama_cpp.__version__, 'model': os.path.basename(MODEL), 'cases': cases}
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
-    with open(OUT, 'w', encoding='utf-8') as f:
+    with open(OUT, 'w', encoding='utf-8', newline='') as f:
         json.dump(out, f, ensure_ascii=False)
     print(f'wrote {len(cases)} cases to {OUT}')
 

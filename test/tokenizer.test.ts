@@ -54,6 +54,13 @@ test('SmolLM2 GGUF: vocabulary, special ids and settings', { skip: skipModel }, 
   assert.equal(cfg.add_bos_token, false);
   assert.equal(cfg.model_max_length, 8192);
   assert.match(String(cfg.chat_template), /im_start/);
+  // add_bos on: exported as a TemplateProcessing post-processor, which HF applies and we read back
+  const withBos = Tokenizer.fromGguf({ ...metadata!, 'tokenizer.ggml.add_bos_token': true }, modelPath);
+  assert.deepEqual(withBos.encode('Hi'), [1, tok.tokenToId('Hi')]);
+  assert.deepEqual(reference(withBos)('Hi'), withBos.encode('Hi'));
+  const back = Tokenizer.fromTokenizerJson(withBos.toTokenizerJson(), withBos.toTokenizerConfig());
+  assert.equal(back.addBos, true);
+  assert.deepEqual(back.encode('Hi'), withBos.encode('Hi'));
 });
 
 for (const pre of PRES) {
@@ -91,7 +98,10 @@ test('whole WikiText-2 test file: @huggingface/tokenizers ids, round trip, speed
   const ref = reference(tok)(text);
   assert.deepEqual(ids, ref, firstDiff(ids, ref));
   assert.equal(tok.decode(ids), text);
-  const again = Tokenizer.fromTokenizerJson(JSON.parse(JSON.stringify(tok.toTokenizerJson())), tok.toTokenizerConfig());
+  // as SmolLM2's own tokenizer.json writes the digit split: Digits(individual_digits), i.e. \p{N} in Rust
+  const json = JSON.parse(JSON.stringify(tok.toTokenizerJson())) as { pre_tokenizer: { pretokenizers: unknown[] } };
+  json.pre_tokenizer.pretokenizers[0] = { type: 'Digits', individual_digits: true };
+  const again = Tokenizer.fromTokenizerJson(json, tok.toTokenizerConfig());
   assert.deepEqual(again.encode(text), ids);
 });
 
@@ -119,6 +129,18 @@ test('merges apply by rank, leftmost first on ties', () => {
   assert.deepEqual(pieces('ab<eos>ab'), ['ab', '<eos>', 'ab']);
   assert.equal(tok.decode(tok.encode('€ ok ')), '€ ok ');
   assert.equal(tok.decode([0xe2]), '\ufffd'); // id b is byte b here: a lone lead byte
+});
+
+test('NFC normalizer and user-defined (non-special) added tokens', () => {
+  const j = tinyJson([]); // id b is byte b: e + U+0301 is 65 CC 81, é is C3 A9
+  const nfc = Tokenizer.fromTokenizerJson({ ...j, normalizer: { type: 'NFC' } });
+  assert.deepEqual(nfc.encode('e\u0301'), [0xc3, 0xa9]);
+  assert.deepEqual(Tokenizer.fromTokenizerJson(j).encode('e\u0301'), [0x65, 0xcc, 0x81]);
+  const vocab = j.model as { vocab: Record<string, number> };
+  const id = Object.keys(vocab.vocab).length;
+  const user = Tokenizer.fromTokenizerJson({ ...j, model: { ...vocab, vocab: { ...vocab.vocab, '<u>': id } }, added_tokens: [{ id, content: '<u>', special: false }] });
+  assert.deepEqual(user.encode('a<u>', { special: false }), [0x61, id]); // matched even with special off
+  assert.equal(user.decode([0x61, id], { skipSpecial: true }), 'a<u>');
 });
 
 test('Split behaviors and Digits', () => {

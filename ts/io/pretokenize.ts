@@ -1,6 +1,7 @@
 // Pre-tokenization for byte-level BPE: the Hugging Face pre_tokenizer JSON (ByteLevel, Split, Digits,
 // Sequence) compiled to a function string -> pieces, the pre-tokenizers llama.cpp picks by the GGUF key
-// tokenizer.ggml.pre written as that JSON, and the GPT-2 byte <-> unicode alphabet.
+// tokenizer.ggml.pre written as that JSON, the GPT-2 byte <-> unicode alphabet, and the BPE merge
+// loop for one word (with its heap and UTF-8 helpers), which tokenizer.ts drives.
 // Patterns are kept in the Oniguruma syntax tokenizer.json uses and translated to JS regexes here.
 import { FormatError } from '../errors.js';
 
@@ -52,7 +53,10 @@ export function ggufPreTokenizer(pre: string): { json: Json; ignoreMerges: boole
 // and lacks U+0085).
 const WS = '\\t-\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000';
 
-/** Translate the constructs that differ between Oniguruma and JS: (?i:...), \s \S \d \D \w, \p{Han}. */
+/**
+ * Translate the constructs that differ between Oniguruma and JS: (?i:...) (letters, not ranges inside
+ * classes), \s \S \d \D \w, \p{Han}. What JS cannot compile (possessive or atomic groups) is a FormatError.
+ */
 export function toJsRegex(pattern: string, where: string): RegExp {
   let out = '';
   let inClass = false;
@@ -230,3 +234,95 @@ export const CHAR_TO_BYTE: Int16Array = (() => {
   BYTE_TO_CHAR.forEach((ch, b) => { t[ch.charCodeAt(0)] = b; });
   return t;
 })();
+
+// ---- the BPE merge loop ---------------------------------------------------------------------------
+
+export const PAIR = 0x200000; // pair key = left * PAIR + right (ids below 2^21)
+export const POS = 0x400000;  // heap key = rank * POS + position (words below 2^22 symbols)
+
+/**
+ * Merge one word's symbol ids (its byte tokens; sym is overwritten): the lowest-rank pair first, the leftmost on ties
+ * (as tokenizers and llama.cpp do), with a heap of candidate pairs and a linked list of live symbols.
+ * pairRank maps left * PAIR + right to the merge's rank; mergeId[rank] is the merged token.
+ */
+export function mergeWord(sym: number[], pairRank: Map<number, number>, mergeId: Int32Array): number[] {
+  const n = sym.length;
+  if (n < 2) return sym;
+  const next = new Int32Array(n), prev = new Int32Array(n);
+  for (let i = 0; i < n; i++) { next[i] = i + 1; prev[i] = i - 1; }
+  next[n - 1] = -1;
+  const heap: number[] = [];
+  const rankOf = (a: number, b: number) => pairRank.get(a * PAIR + b) ?? -1;
+  for (let i = 0; i + 1 < n; i++) {
+    const r = rankOf(sym[i], sym[i + 1]);
+    if (r >= 0) heapPush(heap, r * POS + i);
+  }
+  while (heap.length > 0) {
+    const top = heapPop(heap);
+    const rank = Math.floor(top / POS), pos = top - rank * POS;
+    const q = next[pos];
+    if (sym[pos] < 0 || q < 0 || rankOf(sym[pos], sym[q]) !== rank) continue; // stale entry
+    const id = mergeId[rank];
+    sym[pos] = id;
+    sym[q] = -1;
+    next[pos] = next[q];
+    if (next[q] >= 0) prev[next[q]] = pos;
+    if (prev[pos] >= 0) { const r = rankOf(sym[prev[pos]], id); if (r >= 0) heapPush(heap, r * POS + prev[pos]); }
+    if (next[pos] >= 0) { const r = rankOf(id, sym[next[pos]]); if (r >= 0) heapPush(heap, r * POS + pos); }
+  }
+  const out: number[] = [];
+  for (let i = 0; i >= 0; i = next[i]) out.push(sym[i]);
+  return out;
+}
+
+/** UTF-8 bytes of a string (lone surrogates as U+FFFD, as TextEncoder does). */
+export function utf8(s: string): Uint8Array {
+  const out = new Uint8Array(s.length * 3);
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    let c = s.charCodeAt(i);
+    if (c < 0x80) { out[n++] = c; continue; }
+    if (c < 0x800) { out[n++] = 0xc0 | (c >> 6); out[n++] = 0x80 | (c & 63); continue; }
+    if (c >= 0xd800 && c < 0xdc00 && i + 1 < s.length) {
+      const d = s.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d < 0xe000) {
+        c = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00);
+        i++;
+        out[n++] = 0xf0 | (c >> 18); out[n++] = 0x80 | ((c >> 12) & 63); out[n++] = 0x80 | ((c >> 6) & 63); out[n++] = 0x80 | (c & 63);
+        continue;
+      }
+    }
+    if (c >= 0xd800 && c < 0xe000) c = 0xfffd;
+    out[n++] = 0xe0 | (c >> 12); out[n++] = 0x80 | ((c >> 6) & 63); out[n++] = 0x80 | (c & 63);
+  }
+  return out.subarray(0, n);
+}
+
+function heapPush(h: number[], v: number): void {
+  let i = h.length;
+  h.push(v);
+  while (i > 0) {
+    const p = (i - 1) >> 1;
+    if (h[p] <= v) break;
+    h[i] = h[p];
+    i = p;
+  }
+  h[i] = v;
+}
+
+function heapPop(h: number[]): number {
+  const top = h[0], last = h.pop()!;
+  if (h.length > 0) {
+    let i = 0;
+    for (;;) {
+      let c = 2 * i + 1;
+      if (c >= h.length) break;
+      if (c + 1 < h.length && h[c + 1] < h[c]) c++;
+      if (h[c] >= last) break;
+      h[i] = h[c];
+      i = c;
+    }
+    h[i] = last;
+  }
+  return top;
+}

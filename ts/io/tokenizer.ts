@@ -3,15 +3,13 @@
 // encode: split out added/special tokens (longest first), NFC if asked, pre-tokenize, map each piece's
 // UTF-8 bytes to the GPT-2 alphabet and merge by rank (heap + linked list per word, cached per piece).
 import { FormatError, ValueError } from '../errors.js';
-import { BYTE_TO_CHAR, CHAR_TO_BYTE, compilePreTokenizer, ggufPreTokenizer, type PreTokenize } from './pretokenize.js';
+import { BYTE_TO_CHAR, CHAR_TO_BYTE, compilePreTokenizer, ggufPreTokenizer, mergeWord, utf8, type PreTokenize, PAIR, POS } from './pretokenize.js';
 
 type Json = Record<string, unknown>;
 
 // GGUF token types (llama.cpp's llama_token_type).
 const NORMAL = 1, UNKNOWN = 2, CONTROL = 3, USER_DEFINED = 4;
 
-const PAIR = 0x200000; // pair key = left * PAIR + right (ids below 2^21)
-const POS = 0x400000;  // heap key = rank * POS + position (words below 2^22 bytes)
 const CACHE_MAX = 1 << 18;
 
 interface Parts {
@@ -199,6 +197,7 @@ export class Tokenizer {
       if (norm.type === 'NFC') nfc = true;
       else throw new FormatError(`${where}: normalizer '${String(norm.type)}' is not supported (null or NFC)`);
     } else if (norm !== null && norm !== undefined) throw new FormatError(`${where}: normalizer is not an object`);
+    compilePreTokenizer(j.pre_tokenizer ?? null, where); // names an unsupported step before the check below
     if (!JSON.stringify(j.pre_tokenizer ?? null).includes('"ByteLevel"')) throw new FormatError(`${where}: pre_tokenizer has no ByteLevel step: not a byte-level BPE, which is all that is supported`);
     const dec = j.decoder;
     if (!isObj(dec) || dec.type !== 'ByteLevel') throw new FormatError(`${where}: decoder ${isObj(dec) ? `'${String(dec.type)}'` : 'null'} is not supported (ByteLevel)`);
@@ -239,7 +238,7 @@ export class Tokenizer {
     const mml = cfg.model_max_length;
     return new Tokenizer({
       tokens, types: tt, merges, preJson: j.pre_tokenizer ?? null, ignoreMerges: model.ignore_merges === true, nfc,
-      bosId: cfgToken('bos_token') ?? bosPost, eosId: cfgToken('eos_token') ?? eosPost,
+      bosId: bosPost ?? cfgToken('bos_token'), eosId: eosPost ?? cfgToken('eos_token'), // the ids HF adds win
       unkId: cfgToken('unk_token') ?? (unkName !== undefined && tokens.includes(unkName) ? tokens.indexOf(unkName) : undefined),
       padId: cfgToken('pad_token'),
       addBos: bosPost !== undefined || (post == null && cfg.add_bos_token === true),
@@ -284,7 +283,7 @@ export class Tokenizer {
     }
   }
 
-  /** BPE of one piece: lowest-rank pair first, leftmost on ties (as tokenizers and llama.cpp do). */
+  /** BPE of one pre-tokenized piece. */
   private bpe(piece: string): number[] {
     const bytes = utf8(piece);
     if (this.ignoreMerges) {
@@ -299,34 +298,8 @@ export class Tokenizer {
       if (id >= 0) sym.push(id);
       else if (this.unkId !== undefined) sym.push(this.unkId); // tokenizers drops the byte when there is no unk
     }
-    const n = sym.length;
-    if (n < 2) return sym;
-    if (n >= POS) throw new ValueError(`tokenizer: a pre-tokenized piece of ${n} bytes is longer than the supported ${POS - 1}`);
-    const next = new Int32Array(n), prev = new Int32Array(n);
-    for (let i = 0; i < n; i++) { next[i] = i + 1; prev[i] = i - 1; }
-    next[n - 1] = -1;
-    const heap: number[] = [];
-    const rankOf = (a: number, b: number) => this.pairRank.get(a * PAIR + b) ?? -1;
-    for (let i = 0; i + 1 < n; i++) {
-      const r = rankOf(sym[i], sym[i + 1]);
-      if (r >= 0) heapPush(heap, r * POS + i);
-    }
-    while (heap.length > 0) {
-      const top = heapPop(heap);
-      const rank = Math.floor(top / POS), pos = top - rank * POS;
-      const q = next[pos];
-      if (sym[pos] < 0 || q < 0 || rankOf(sym[pos], sym[q]) !== rank) continue; // stale entry
-      const id = this.mergeId[rank];
-      sym[pos] = id;
-      sym[q] = -1;
-      next[pos] = next[q];
-      if (next[q] >= 0) prev[next[q]] = pos;
-      if (prev[pos] >= 0) { const r = rankOf(sym[prev[pos]], id); if (r >= 0) heapPush(heap, r * POS + prev[pos]); }
-      if (next[pos] >= 0) { const r = rankOf(id, sym[next[pos]]); if (r >= 0) heapPush(heap, r * POS + pos); }
-    }
-    const out: number[] = [];
-    for (let i = 0; i >= 0; i = next[i]) out.push(sym[i]);
-    return out;
+    if (sym.length >= POS) throw new ValueError(`tokenizer: a pre-tokenized piece of ${sym.length} bytes is longer than the supported ${POS - 1}`);
+    return mergeWord(sym, this.pairRank, this.mergeId);
   }
 
   /** Token ids -> text; bytes that are not valid UTF-8 become U+FFFD. */
@@ -363,15 +336,20 @@ export class Tokenizer {
 
   private tokenName(id: number | undefined): string | null { return id === undefined ? null : this.tokens[id]; }
 
+  /** Control, unknown and user-defined tokens as tokenizers' added tokens. */
+  private addedTokens(): { id: number; entry: Json }[] {
+    const out: { id: number; entry: Json }[] = [];
+    this.types.forEach((t, id) => {
+      if (t === CONTROL || t === UNKNOWN || t === USER_DEFINED)
+        out.push({ id, entry: { content: this.tokens[id], single_word: false, lstrip: false, rstrip: false, normalized: false, special: t !== USER_DEFINED } });
+    });
+    return out;
+  }
+
   /** A Hugging Face tokenizer.json that encodes and decodes as this tokenizer does. */
   toTokenizerJson(): Record<string, unknown> {
     const vocab: Record<string, number> = {};
     for (const [t, id] of this.vocab) vocab[t] = id;
-    const added: Json[] = [];
-    this.types.forEach((t, id) => {
-      if (t === CONTROL || t === UNKNOWN || t === USER_DEFINED)
-        added.push({ id, content: this.tokens[id], single_word: false, lstrip: false, rstrip: false, normalized: false, special: t !== USER_DEFINED });
-    });
     const anySpace = this.merges.some(([a, b]) => a.includes(' ') || b.includes(' '));
     const template = (withBos: boolean, withEos: boolean) => {
       const specials: Json = {};
@@ -384,7 +362,7 @@ export class Tokenizer {
       version: '1.0',
       truncation: null,
       padding: null,
-      added_tokens: added,
+      added_tokens: this.addedTokens().map((a) => ({ id: a.id, ...a.entry })),
       normalizer: this.nfc ? { type: 'NFC' } : null,
       pre_tokenizer: this.preJson,
       post_processor: bos || eos ? template(bos, eos) : { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false },
@@ -400,11 +378,6 @@ export class Tokenizer {
 
   /** tokenizer_config.json for transformers' PreTrainedTokenizerFast. */
   toTokenizerConfig(): Record<string, unknown> {
-    const decoderMap: Json = {};
-    this.types.forEach((t, id) => {
-      if (t === CONTROL || t === UNKNOWN || t === USER_DEFINED)
-        decoderMap[String(id)] = { content: this.tokens[id], lstrip: false, normalized: false, rstrip: false, single_word: false, special: t !== USER_DEFINED };
-    });
     return {
       tokenizer_class: 'PreTrainedTokenizerFast',
       add_bos_token: this.addBos,
@@ -416,7 +389,7 @@ export class Tokenizer {
       model_max_length: this.modelMaxLength ?? 1e30,
       clean_up_tokenization_spaces: false,
       ...(this.chatTemplate !== undefined ? { chat_template: this.chatTemplate } : {}),
-      added_tokens_decoder: decoderMap,
+      added_tokens_decoder: Object.fromEntries(this.addedTokens().map((a) => [String(a.id), a.entry])),
     };
   }
 }
@@ -432,56 +405,4 @@ function alternation(strings: string[]): RegExp | undefined {
   if (strings.length === 0) return undefined;
   const sorted = [...new Set(strings)].sort((a, b) => b.length - a.length);
   return new RegExp(sorted.map((s) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')).join('|'), 'gu');
-}
-
-/** UTF-8 bytes of a string (lone surrogates as U+FFFD, as TextEncoder does). */
-function utf8(s: string): Uint8Array {
-  const out = new Uint8Array(s.length * 3);
-  let n = 0;
-  for (let i = 0; i < s.length; i++) {
-    let c = s.charCodeAt(i);
-    if (c < 0x80) { out[n++] = c; continue; }
-    if (c < 0x800) { out[n++] = 0xc0 | (c >> 6); out[n++] = 0x80 | (c & 63); continue; }
-    if (c >= 0xd800 && c < 0xdc00 && i + 1 < s.length) {
-      const d = s.charCodeAt(i + 1);
-      if (d >= 0xdc00 && d < 0xe000) {
-        c = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00);
-        i++;
-        out[n++] = 0xf0 | (c >> 18); out[n++] = 0x80 | ((c >> 12) & 63); out[n++] = 0x80 | ((c >> 6) & 63); out[n++] = 0x80 | (c & 63);
-        continue;
-      }
-    }
-    if (c >= 0xd800 && c < 0xe000) c = 0xfffd;
-    out[n++] = 0xe0 | (c >> 12); out[n++] = 0x80 | ((c >> 6) & 63); out[n++] = 0x80 | (c & 63);
-  }
-  return out.subarray(0, n);
-}
-
-function heapPush(h: number[], v: number): void {
-  let i = h.length;
-  h.push(v);
-  while (i > 0) {
-    const p = (i - 1) >> 1;
-    if (h[p] <= v) break;
-    h[i] = h[p];
-    i = p;
-  }
-  h[i] = v;
-}
-
-function heapPop(h: number[]): number {
-  const top = h[0], last = h.pop()!;
-  if (h.length > 0) {
-    let i = 0;
-    for (;;) {
-      let c = 2 * i + 1;
-      if (c >= h.length) break;
-      if (c + 1 < h.length && h[c + 1] < h[c]) c++;
-      if (h[c] >= last) break;
-      h[i] = h[c];
-      i = c;
-    }
-    h[i] = last;
-  }
-  return top;
 }
