@@ -20,6 +20,17 @@ await assertQuantizer(referenceQuantizer(formats.int(3)), generateWeights('gauss
 console.log('package OK', q.format.name, q.bytes, 'bytes; live buffers', liveBuffers());
 JS
 node use.mjs
+# quantlora/node: a tiny model directory loads, runs and exports through the installed package
+cat > model.mjs <<JS
+import { loadModel, exportHf, tidy, tensor } from 'quantlora/node';
+const { model } = loadModel('$root/test/fixtures/tiny-llama/llama-tied');
+const logits = tidy(() => model.logits(tensor(Int32Array.from([1, 2, 3]), [1, 3], 'i32')));
+if (logits.shape.join() !== '1,3,61') throw new Error('bad logits shape ' + logits.shape);
+await exportHf(model, 'exported');
+console.log('node entry OK', loadModel('exported').config.numLayers, 'layers');
+JS
+node model.mjs
+test -f node_modules/quantlora/dist/types/node.d.ts
 test -f node_modules/quantlora/dist/types/index.d.ts
 test -f node_modules/quantlora/dist/types/testing/index.d.ts
 npx --no-install quantlora doctor | grep -q "active: wasm"  # the package ships and loads its WASM modules

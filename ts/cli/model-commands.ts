@@ -24,13 +24,18 @@ function modelPath(args: Args): string {
 }
 
 function load(args: Args): LoadedModel & { tokenizer: Tokenizer } {
+  const loaded = loadAny(args);
+  if (!loaded.tokenizer) throw new FormatError(`${loaded.path}: no tokenizer (a Hugging Face directory needs tokenizer.json)`);
+  return loaded as LoadedModel & { tokenizer: Tokenizer };
+}
+
+function loadAny(args: Args): LoadedModel {
   const path = modelPath(args);
   const t0 = Date.now();
   const loaded = loadModel(path);
-  if (!loaded.tokenizer) throw new FormatError(`${path}: no tokenizer (a Hugging Face directory needs tokenizer.json)`);
   const c = loaded.config;
   log(`loaded ${path} (${loaded.format}, ${c.numLayers} layers, hidden ${c.hiddenSize}, vocab ${c.vocabSize}) in ${((Date.now() - t0) / 1000).toFixed(1)} s on backend ${getBackend().name}`);
-  return loaded as LoadedModel & { tokenizer: Tokenizer };
+  return loaded;
 }
 
 export async function fetchCommand(): Promise<number> {
@@ -122,7 +127,7 @@ export async function exportCommand(args: Args): Promise<number> {
   if (!outDir) throw new ValueError('export: --out DIR is required');
   const dtype = (args.string('dtype') ?? 'f32').toUpperCase();
   if (dtype !== 'F32' && dtype !== 'F16' && dtype !== 'BF16') throw new ValueError(`export: --dtype must be f32, f16 or bf16, got '${dtype.toLowerCase()}'`);
-  const { model, tokenizer } = load(args);
+  const { model, tokenizer } = loadAny(args);
   const files = await exportHf(model, outDir, { tokenizer, dtype });
   for (const f of files) console.log(f);
   return 0;
