@@ -1,7 +1,11 @@
 // Benchmark suites. Each suite builds its inputs on a given backend and returns the function to
 // time; the runner runs every suite on every available backend in one process.
 
-import { dequantize, dequantizeMatmul, formats, matmul, quantize, randn, type Backend, type QuantizedTensor, type Tensor } from '../ts/index.js';
+import { existsSync } from 'node:fs';
+import { basename } from 'node:path';
+import { dequantize, dequantizeMatmul, formats, matmul, quantize, randn, tensor, type Backend, type QuantizedTensor, type Tensor } from '../ts/index.js';
+import { loadModel } from '../ts/io/load-model.js';
+import { defaultModelPath } from '../ts/io/model-cache.js';
 
 export interface Work {
   /** Floating-point operations of one call (2 per multiply-add). */
@@ -89,3 +93,26 @@ export const suites: Suite[] = [
     },
   },
 ];
+
+// A whole model forward + loss (what perplexity evaluation runs per window): the default model
+// when it is in the cache (tiny fixture model in quick mode). tokens/s = tokens / mean time.
+function modelSuite(): Suite {
+  return {
+    name: 'llama forward+loss',
+    prepare(backend, quick) {
+      const path = quick || !existsSync(defaultModelPath()) ? 'test/fixtures/tiny-llama/llama-tied' : defaultModelPath();
+      const { model } = loadModel(path, { backend });
+      const tokens = quick ? 12 : 64;
+      const ids = tensor(Int32Array.from({ length: tokens }, (_, i) => (i * 7919) % model.config.vocabSize), [1, tokens], 'i32', backend);
+      const params = model.tensors().reduce((n, t) => n + t.size, 0);
+      return {
+        size: `${basename(path)}, ${tokens} tokens`,
+        run: () => consume(model.loss(ids)),
+        work: { flops: 2 * params * tokens },
+        dispose: () => { model.dispose(); ids.dispose(); },
+      };
+    },
+  };
+}
+
+suites.push(modelSuite());

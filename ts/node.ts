@@ -3,7 +3,8 @@
 
 export * from './index.js';
 export { loadModel, ggufConfig, ggufName } from './io/load-model.js';
-export type { LoadedModel } from './io/load-model.js';
+export { loadTokenizer } from './io/load-model.js';
+export type { LoadedModel, LoadOptions } from './io/load-model.js';
 export { exportHf } from './io/export-hf.js';
 export type { ExportOptions } from './io/export-hf.js';
 export { readGguf } from './io/gguf.js';

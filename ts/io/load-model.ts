@@ -5,6 +5,7 @@
 
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Backend } from '../backend.js';
 import { FormatError, describeShape } from '../errors.js';
 import type { LlamaConfig } from '../nn/config.js';
 import { LlamaModel, type WeightSource } from '../nn/llama.js';
@@ -21,13 +22,18 @@ export interface LoadedModel {
   path: string;
 }
 
+export interface LoadOptions {
+  /** Where the weights live (default: the active backend). */
+  backend?: Backend;
+}
+
 /** Reads config, tokenizer and weights from `path` (a .gguf file or a Hugging Face directory). */
-export function loadModel(path: string): LoadedModel {
+export function loadModel(path: string, opts: LoadOptions = {}): LoadedModel {
   if (!existsSync(path)) throw new FormatError(`${path}: no such file or directory`);
-  if (statSync(path).isDirectory()) return loadHfDir(path);
+  if (statSync(path).isDirectory()) return loadHfDir(path, opts);
   const file = readGguf(path);
   const config = ggufConfig(file);
-  const model = LlamaModel.fromWeights(config, ggufWeights(file, config));
+  const model = LlamaModel.fromWeights(config, ggufWeights(file, config), opts.backend);
   return { model, config, tokenizer: Tokenizer.fromGguf(file.metadata, path), format: 'gguf', path };
 }
 
@@ -53,7 +59,7 @@ function hfTokenizer(dir: string): Tokenizer | undefined {
   return Tokenizer.fromTokenizerJson(readJson(dir, 'tokenizer.json'), config, join(dir, 'tokenizer.json'));
 }
 
-function loadHfDir(dir: string): LoadedModel {
+function loadHfDir(dir: string, opts: LoadOptions): LoadedModel {
   const json = (name: string): unknown => readJson(dir, name);
   if (!existsSync(join(dir, 'config.json'))) throw new FormatError(`${dir}: no config.json (expected a Hugging Face model directory or a .gguf file)`);
   const config = parseHfConfig(json('config.json'), join(dir, 'config.json'));
@@ -68,7 +74,7 @@ function loadHfDir(dir: string): LoadedModel {
   };
   // a separate head stored although config says tied (or the reverse) is taken as the file says
   if (config.tieWordEmbeddings && st.has('lm_head.weight')) config.tieWordEmbeddings = false;
-  const model = LlamaModel.fromWeights(config, src);
+  const model = LlamaModel.fromWeights(config, src, opts.backend);
   return { model, config, tokenizer: hfTokenizer(dir), format: 'safetensors', path: dir };
 }
 

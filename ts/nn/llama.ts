@@ -10,6 +10,8 @@ import { crossEntropy } from '../ops/loss.js';
 import { matmul } from '../ops/matmul.js';
 import { rmsnorm, rope, softmax } from '../ops/nn.js';
 import { concat, reshape, slice, transpose } from '../ops/shape.js';
+import type { Backend } from '../backend.js';
+import { getBackend } from '../registry.js';
 import { keep, tensor, tidy, type Tensor, type TensorContainer } from '../tensor.js';
 import type { LlamaConfig } from './config.js';
 import { Linear, type LinearLayer } from './linear.js';
@@ -67,9 +69,9 @@ export class LlamaModel implements TensorContainer {
   ) {}
 
   /** Builds the model from a weight source, checking every shape against the config. */
-  static fromWeights(config: LlamaConfig, src: WeightSource): LlamaModel {
+  static fromWeights(config: LlamaConfig, src: WeightSource, backend: Backend = getBackend()): LlamaModel {
     const c = config;
-    const t = (name: string, shape: number[]): Tensor => tensor(src.read(name, shape), shape);
+    const t = (name: string, shape: number[]): Tensor => tensor(src.read(name, shape), shape, 'f32', backend);
     const linear = (name: string, out: number, inp: number, bias: boolean): Linear =>
       new Linear(t(`${name}.weight`, [out, inp]), bias ? t(`${name}.bias`, [out]) : undefined);
     const qDim = c.numHeads * c.headDim;
