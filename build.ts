@@ -6,7 +6,7 @@
 import { execFileSync } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { build } from 'esbuild';
 
 const WASM_OUT = 'ts/backends/wasm/generated';
@@ -52,7 +52,13 @@ function buildWasm(): void {
   }
 }
 
-async function buildPackage(): Promise<void> {
+/** The napi-rs addon (crates/node), release mode, with rustup's stable toolchain. */
+function buildNative(): string {
+  const out = execFileSync('bash', ['crates/node/build.sh'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim().split('\n');
+  return out[out.length - 1];
+}
+
+async function buildPackage(addon: string): Promise<void> {
   rmSync('dist', { recursive: true, force: true });
   const common = {
     bundle: true,
@@ -69,9 +75,19 @@ async function buildPackage(): Promise<void> {
   // the bundles look for the modules at new URL('./generated/...', import.meta.url)
   mkdirSync('dist/generated', { recursive: true });
   for (const variant of ['simd', 'scalar']) copyFileSync(join(WASM_OUT, `quantlora_${variant}.wasm`), `dist/generated/quantlora_${variant}.wasm`);
+  // the addon for this platform, where ts/backends/native/addon.ts looks in a bundle
+  mkdirSync('dist/native', { recursive: true });
+  copyFileSync(addon, join('dist/native', basename(addon)));
   run('npx', ['tsc', '-p', '.', '--emitDeclarationOnly']);
 }
 
-buildWasm();
-if (!process.argv.includes('--wasm')) await buildPackage();
-console.log(process.argv.includes('--wasm') ? `built ${WASM_OUT}/quantlora_{simd,scalar}.wasm` : 'built wasm modules and dist/ (index.js, node.js, testing.js, cli.js, generated/, types/)');
+if (process.argv.includes('--native')) {
+  console.log(`built ${buildNative()}`);
+} else if (process.argv.includes('--wasm')) {
+  buildWasm();
+  console.log(`built ${WASM_OUT}/quantlora_{simd,scalar}.wasm`);
+} else {
+  buildWasm();
+  await buildPackage(buildNative());
+  console.log('built wasm modules, the native addon and dist/ (index.js, node.js, testing.js, cli.js, generated/, native/, types/)');
+}

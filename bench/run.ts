@@ -8,6 +8,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Bench } from 'tinybench';
 import { backendByName, backends } from '../ts/index.js';
+import { numpySgemm, streamRead, type Reference } from './references.js';
 import { suites } from './suites.js';
 
 interface Row {
@@ -71,7 +72,18 @@ console.table(rows.map((r) => ({
   samples: r.samples,
 })));
 
-const report = { date: new Date().toISOString(), quick, node: process.version, platform: `${process.platform}-${process.arch}`, cpu: `${cpus()[0]?.model} x${cpus().length}`, rows };
+// outside references in the same run, and the ratios the speed goals are stated in
+const references: Reference[] = [];
+if (!filter || filter.includes('1024')) references.push(numpySgemm(quick ? 256 : 1024));
+if (!filter || filter.includes('8192')) references.push(streamRead(quick ? 64 : 512));
+for (const r of references) console.log(`${r.name}: ${Number.isNaN(r.value) ? r.note : `${r.value.toFixed(2)} ${r.unit}`}`);
+const native = (suite: string) => rows.find((r) => r.suite === suite && r.backend === 'native');
+const sgemm = references.find((r) => r.name.startsWith('numpy') && !Number.isNaN(r.value));
+if (sgemm && native('matmul f32 1024')?.gflops) console.log(`native matmul f32 1024 / numpy sgemm: ${(native('matmul f32 1024')!.gflops! / sgemm.value).toFixed(2)}x`);
+const bw = references.find((r) => r.name.startsWith('memory') && !Number.isNaN(r.value));
+if (bw && native('dequantizeMatmul nf4-dq 8192, 1 token')?.gbps) console.log(`native dequantizeMatmul 8192 1 token weight GB/s / memory bandwidth: ${(100 * native('dequantizeMatmul nf4-dq 8192, 1 token')!.gbps! / bw.value).toFixed(0)}%`);
+
+const report = { date: new Date().toISOString(), quick, node: process.version, platform: `${process.platform}-${process.arch}`, cpu: `${cpus()[0]?.model} x${cpus().length}`, rows, references };
 mkdirSync(dirname(outFile), { recursive: true });
 writeFileSync(`${outFile}.tmp`, JSON.stringify(report, null, 2));
 renameSync(`${outFile}.tmp`, outFile);

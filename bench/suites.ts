@@ -38,11 +38,11 @@ function weight(backend: Backend, rows: number, cols: number): Tensor {
 
 const nf4 = formats.nf(4, { group: 64, doubleQuant: true });
 
-function quantSuite(name: string, tokens: number): Suite {
+function quantSuite(name: string, tokens: number, size = 4096): Suite {
   return {
     name,
     prepare(backend, quick) {
-      const n = quick ? 512 : 4096;
+      const n = quick ? 512 : size;
       const w = weight(backend, n, n);
       const q = quantize(w, nf4);
       w.dispose();
@@ -83,16 +83,22 @@ export const suites: Suite[] = [
   },
   quantSuite('dequantizeMatmul nf4-dq, 1 token', 1),
   quantSuite('dequantizeMatmul nf4-dq, 64 tokens', 64),
-  {
-    name: 'matmul f32',
-    prepare(backend) {
-      const n = 512;
+  quantSuite('dequantizeMatmul nf4-dq 8192, 1 token', 1, 8192),
+  matmulSuite('matmul f32', 512),
+  matmulSuite('matmul f32 1024', 1024),
+];
+
+function matmulSuite(name: string, size: number): Suite {
+  return {
+    name,
+    prepare(backend, quick) {
+      const n = quick ? Math.min(size, 256) : size;
       const a = randn([n, n], { seed: 1 }, backend);
       const b = randn([n, n], { seed: 2 }, backend);
       return { size: `${n}x${n}x${n}`, run: () => consume(matmul(a, b)), work: { flops: 2 * n * n * n }, dispose: () => { a.dispose(); b.dispose(); } };
     },
-  },
-];
+  };
+}
 
 // A whole model forward + loss (what perplexity evaluation runs per window): the default model
 // when it is in the cache (tiny fixture model in quick mode). tokens/s = tokens / mean time.

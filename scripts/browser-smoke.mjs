@@ -51,6 +51,8 @@ try {
   await tab.waitForFunction(() => window.result !== undefined, null, { timeout: 30000 });
   const inBrowser = await tab.evaluate(() => window.result);
   if (inBrowser.error) throw new Error(`page failed: ${inBrowser.error}`);
+  // compare with Node on the same (wasm) backend; Node would otherwise pick the native addon
+  process.env.QUANTLORA_BACKEND = 'wasm';
   const q = await import(new URL('../dist/index.js', import.meta.url).href);
   const inNode = await new Function('q', `return (async () => { ${job} })()`)(q);
   const same = (a, b) => a.length === b.length && a.every((v, i) => Object.is(v, b[i]));

@@ -33,5 +33,6 @@ node model.mjs
 test -f node_modules/quantlora/dist/types/node.d.ts
 test -f node_modules/quantlora/dist/types/index.d.ts
 test -f node_modules/quantlora/dist/types/testing/index.d.ts
-npx --no-install quantlora doctor | grep -q "active: wasm"  # the package ships and loads its WASM modules
+npx --no-install quantlora doctor | grep -q "wasm .*available"   # the package ships and loads its WASM modules
+npx --no-install quantlora doctor | grep -q "active: native"      # and its native addon (dist/native)
 echo "bin OK"

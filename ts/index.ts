@@ -2,6 +2,7 @@
 
 import './backends/js/index.js';
 import './backends/wasm/index.js';
+import './backends/native/index.js';
 
 export * from './errors.js';
 export type { DType } from './dtype.js';
@@ -19,6 +20,7 @@ export type { QuantFormat } from './quant/formats.js';
 export { QuantizedTensor, quantize, dequantize, dequantizeMatmul } from './quant/api.js';
 export { JsBackend } from './backends/js/index.js';
 export { WasmBackend, loadWasmBackend, loadWasmBackendSync } from './backends/wasm/index.js';
+export { NativeBackend } from './backends/native/index.js';
 export { simdSupported } from './backends/wasm/loader.js';
 export type { WasmSource } from './backends/wasm/loader.js';
 

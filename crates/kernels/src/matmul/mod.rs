@@ -8,7 +8,8 @@
 //! built from B as stored (axpy over B rows, or dot products with B rows), so one token costs one
 //! pass over B. Batches that share B with A's batches back to back are folded into one matmul.
 //! Tile shape and block sizes were measured under V8 (tests.rs: bench_tiles, bench_blocking,
-//! bench_small_m); the x86-64 AVX2 dispatch of a later issue goes in `matmul_rows`.
+//! bench_small_m). On x86-64 with AVX2+FMA (detected once at run time), `matmul_rows` runs the same
+//! driver with x86.rs's 6x16 FMA tile and `Blocking::AVX2` instead.
 //!
 //! Differences from the reference, all within rounding: f32 accumulation (per kc = 256 slice, then
 //! summed in C), and products 0·inf / 0·NaN are not skipped (the reference skips a zero A element,
@@ -19,6 +20,10 @@ mod pack;
 mod small;
 #[cfg(test)]
 mod tests;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86;
+#[cfg(all(test, target_arch = "x86_64"))]
+mod x86_tests;
 
 use kernel::MicroKernel;
 
@@ -105,6 +110,12 @@ pub fn matmul(a: &[f32], b: &[f32], d: &MatmulDims, out: &mut [f32]) {
 /// `out` are left untouched). `out` is the whole [batch, m, n] buffer, so workers sharing one
 /// output (or each holding a full-size one) can split the rows between them.
 pub fn matmul_rows(a: &[f32], b: &[f32], d: &MatmulDims, row_start: usize, row_end: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if x86::avx2_fma() {
+            return gemm::<x86::K6x16>(a, b, d, row_start, row_end, out, &Blocking::AVX2);
+        }
+    }
     gemm::<Tile>(a, b, d, row_start, row_end, out, &Blocking::DEFAULT)
 }
 
@@ -124,6 +135,9 @@ struct Blocking {
 
 impl Blocking {
     const DEFAULT: Blocking = Blocking { kc: 256, mc: 128, nc: 2048, small_m: 64, small_m_tb: 32 };
+    /// x86-64 AVX2+FMA tile (x86::K6x16; measured in x86_tests::bench_avx2_blocking).
+    #[cfg(target_arch = "x86_64")]
+    const AVX2: Blocking = Blocking { kc: 512, mc: 96, nc: 2048, small_m: 8, small_m_tb: 4 };
 }
 
 fn gemm<K: MicroKernel>(a: &[f32], b: &[f32], d: &MatmulDims, row_start: usize, row_end: usize, out: &mut [f32], blk: &Blocking) {

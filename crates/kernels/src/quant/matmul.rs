@@ -7,6 +7,9 @@
 //!   applied, so exactly the reference's weights) into a scratch buffer, then 4-rows x 2-tokens
 //!   register tiles run over every x row. Each weight group is decoded once per call whatever x_rows is.
 //!
+//! On x86-64 with AVX2+FMA (detected at run time), x86.rs takes over: 4-bit GEMV and the panels'
+//! tiles 8 lanes wide (2/3-bit GEMV stays here).
+//!
 //! Results differ from the reference (f64 accumulation of the exact weights) only by f32
 //! reassociation and, in the GEMV path, the factored-out scale.
 
@@ -54,14 +57,35 @@ pub fn dequantize_matmul_rows(
         }
         return;
     }
-    if x_rows == 1 && f.group % 32 == 0 {
-        match f.bits {
-            4 => gemv_bits::<4>(x, p, cols, f, row_start, row_end, out),
-            3 => gemv_bits::<3>(x, p, cols, f, row_start, row_end, out),
-            _ => gemv_bits::<2>(x, p, cols, f, row_start, row_end, out),
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::matmul::x86::avx2_fma() {
+            // SAFETY: AVX2 and FMA are present; shapes checked above, cols > 0.
+            unsafe {
+                if x_rows == 1 && f.group % 32 == 0 && f.bits == 4 {
+                    super::x86::gemv4(x, p, cols, f, row_start, row_end, out);
+                } else if x_rows == 1 && f.group % 32 == 0 {
+                    gemv_portable(x, p, cols, f, row_start, row_end, out);
+                } else {
+                    super::x86::panels(x, x_rows, p, rows, cols, f, row_start, row_end, out);
+                }
+            }
+            return;
         }
+    }
+    if x_rows == 1 && f.group % 32 == 0 {
+        gemv_portable(x, p, cols, f, row_start, row_end, out);
     } else {
         panels(x, x_rows, p, rows, cols, f, row_start, row_end, out);
+    }
+}
+
+/// The one-x-row path of the 4-wide kernels (f.group % 32 == 0).
+pub(super) fn gemv_portable(x: &[f32], p: &Parts, cols: usize, f: &Format, row_start: usize, row_end: usize, out: &mut [f32]) {
+    match f.bits {
+        4 => gemv_bits::<4>(x, p, cols, f, row_start, row_end, out),
+        3 => gemv_bits::<3>(x, p, cols, f, row_start, row_end, out),
+        _ => gemv_bits::<2>(x, p, cols, f, row_start, row_end, out),
     }
 }
 
@@ -163,7 +187,7 @@ fn gemv<const BITS: u32, const NF: bool, const NB: usize>(
     }
 }
 
-fn panels(x: &[f32], x_rows: usize, p: &Parts, rows: usize, cols: usize, f: &Format, row_start: usize, row_end: usize, out: &mut [f32]) {
+pub(super) fn panels(x: &[f32], x_rows: usize, p: &Parts, rows: usize, cols: usize, f: &Format, row_start: usize, row_end: usize, out: &mut [f32]) {
     let d = Decoder::new(f);
     let rb = row_bytes(cols, f.bits);
     let gpr = groups_per_row(cols, f);

@@ -28,6 +28,10 @@ mod simd;
 mod tables;
 #[cfg(test)]
 mod tests;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+#[cfg(all(test, target_arch = "x86_64"))]
+mod x86_tests;
 
 pub use decode::dequantize;
 pub use matmul::{dequantize_matmul, dequantize_matmul_rows};

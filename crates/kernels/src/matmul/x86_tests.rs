@@ -1,0 +1,199 @@
+//! The AVX2+FMA tile against `matmul_reference` (skipped when the CPU lacks AVX2/FMA), and its
+//! benchmark: `cargo test --release bench_avx2 -- --ignored --nocapture`.
+
+use super::kernel::K4x8;
+use super::x86::{avx2_fma, K6x16};
+use super::*;
+
+fn lcg(seed: &mut u64) -> f32 {
+    *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+}
+
+fn random(len: usize, seed: &mut u64) -> Vec<f32> {
+    (0..len)
+        .map(|i| {
+            let v = lcg(seed);
+            if i % 17 == 5 { 0.0 } else if i % 29 == 3 { v * 100.0 } else { v }
+        })
+        .collect()
+}
+
+/// |got − want| ≤ 1e-5·Σ_p|a·b| per element (as tests.rs), for rows [r0, r1) of every batch;
+/// the other rows must still hold their sentinel.
+fn check(a: &[f32], b: &[f32], d: &MatmulDims, r0: usize, r1: usize, got: &[f32], what: &str) {
+    let mut want = vec![0f32; d.out_len()];
+    matmul_reference(a, b, d, &mut want);
+    let (ars, acs, brs, bcs) = d.strides();
+    for s in 0..d.batch {
+        for i in 0..d.m {
+            for j in 0..d.n {
+                let idx = (s * d.m + i) * d.n + j;
+                if i < r0 || i >= r1 {
+                    assert_eq!(got[idx].to_bits(), 12345.0f32.to_bits(), "{} {:?}: row {} outside [{}, {}) written", what, d, i, r0, r1);
+                    continue;
+                }
+                let mut mag = 0f64;
+                for p in 0..d.k {
+                    let x = a[s * d.a_batch_stride + i * ars + p * acs] as f64;
+                    let y = b[s * d.b_batch_stride + p * brs + j * bcs] as f64;
+                    mag += (x * y).abs();
+                }
+                let (g, w) = (got[idx] as f64, want[idx] as f64);
+                assert!((g - w).abs() <= 1e-5 * mag + 1e-30, "{} {:?}: element {}: got {} want {}", what, d, idx, g, w);
+            }
+        }
+    }
+}
+
+fn run_case(d: &MatmulDims, r0: usize, r1: usize, blk: &Blocking, seed: &mut u64, what: &str) {
+    let a = random(d.a_len(), seed);
+    let b = random(d.b_len(), seed);
+    let mut got = vec![12345.0f32; d.out_len()];
+    gemm::<K6x16>(&a, &b, d, r0, r1, &mut got, blk);
+    check(&a, &b, d, r0, r1.min(d.m), &got, what);
+}
+
+fn dims(batch: usize, m: usize, k: usize, n: usize, ta: bool, tb: bool) -> MatmulDims {
+    MatmulDims { batch, m, k, n, trans_a: ta, trans_b: tb, a_batch_stride: m * k, b_batch_stride: k * n }
+}
+
+const AWKWARD: &[usize] = &[1, 7, 17, 33, 100, 257];
+
+/// The packed AVX2 path (small path off) and the dispatched default, on every size combination
+/// and transpose.
+#[test]
+fn avx2_matches_reference_awkward_sizes() {
+    if !avx2_fma() {
+        eprintln!("no AVX2+FMA: skipped");
+        return;
+    }
+    let packed = Blocking { small_m: 0, small_m_tb: 0, ..Blocking::AVX2 };
+    let mut seed = 3u64;
+    for &m in AWKWARD {
+        for &k in AWKWARD {
+            for &n in AWKWARD {
+                for &(ta, tb) in &[(false, false), (false, true), (true, false), (true, true)] {
+                    let d = dims(1, m, k, n, ta, tb);
+                    run_case(&d, 0, m, &packed, &mut seed, "avx2 packed");
+                    if m <= 17 || (k == 33 && n == 100) {
+                        run_case(&d, 0, m, &Blocking::AVX2, &mut seed, "avx2 default");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Tiny blocks: many kc slices (C accumulated across them), mc and nc edges.
+#[test]
+fn avx2_tiny_blocks() {
+    if !avx2_fma() {
+        return;
+    }
+    let mut seed = 5u64;
+    for &blk in &[
+        Blocking { kc: 7, mc: 6, nc: 16, small_m: 0, small_m_tb: 0 },
+        Blocking { kc: 16, mc: 12, nc: 48, small_m: 0, small_m_tb: 0 },
+        Blocking { kc: 1, mc: 1, nc: 1, small_m: 0, small_m_tb: 0 },
+    ] {
+        for &(m, k, n) in &[(17usize, 33usize, 100usize), (100, 7, 17), (7, 257, 33), (33, 100, 257)] {
+            for &(ta, tb) in &[(false, false), (false, true), (true, false), (true, true)] {
+                run_case(&dims(1, m, k, n, ta, tb), 0, m, &blk, &mut seed, "avx2 tiny blocks");
+            }
+        }
+    }
+}
+
+/// Batches (own strides, broadcast A or B, the folded shared-B case) and row ranges.
+#[test]
+fn avx2_batches_and_rows() {
+    if !avx2_fma() {
+        return;
+    }
+    let mut seed = 9u64;
+    let packed = Blocking { small_m: 0, small_m_tb: 0, ..Blocking::AVX2 };
+    for blk in [packed, Blocking::AVX2] {
+        for &(m, k, n) in &[(100usize, 33usize, 17usize), (7, 257, 100), (257, 17, 33), (33, 100, 7)] {
+            for &(ta, tb) in &[(false, false), (false, true), (true, false), (true, true)] {
+                for &(abs, bbs) in &[(m * k, k * n), (0, k * n), (m * k, 0), (m * k + 3, k * n + 5)] {
+                    let d = MatmulDims { batch: 3, a_batch_stride: abs, b_batch_stride: bbs, ..dims(3, m, k, n, ta, tb) };
+                    run_case(&d, 0, m, &blk, &mut seed, "avx2 batch");
+                    for &(r0, r1) in &[(1usize, m - m / 3), (m / 2, m), (0, 1), (m - 1, m + 4)] {
+                        run_case(&d, r0, r1, &blk, &mut seed, "avx2 rows");
+                    }
+                }
+            }
+        }
+    }
+    // public entry points, dispatched
+    let d = MatmulDims { a_batch_stride: 0, ..dims(2, 65, 130, 70, true, false) };
+    let a = random(d.a_len(), &mut seed);
+    let b = random(d.b_len(), &mut seed);
+    let mut got = vec![12345.0f32; d.out_len()];
+    matmul_rows(&a, &b, &d, 10, 50, &mut got);
+    check(&a, &b, &d, 10, 50, &got, "matmul_rows");
+    matmul(&a, &b, &d, &mut got);
+    check(&a, &b, &d, 0, d.m, &got, "matmul");
+}
+
+#[allow(clippy::type_complexity)]
+fn gflops(m: usize, k: usize, n: usize, f: &mut dyn FnMut(&[f32], &[f32], &mut [f32])) -> f64 {
+    let mut seed = 1u64;
+    let a = random(m * k, &mut seed);
+    let b = random(k * n, &mut seed);
+    let mut out = vec![0f32; m * n];
+    let flop = 2.0 * (m * k * n) as f64;
+    f(&a, &b, &mut out);
+    let reps = ((4e9 / flop) as usize).clamp(1, 50);
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        for _ in 0..reps {
+            f(&a, &b, &mut out);
+        }
+        best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+    }
+    flop / best / 1e9
+}
+
+/// GFLOP/s single-threaded: the 4-wide K4x8 path vs the AVX2 K6x16 path.
+#[test]
+#[ignore]
+fn bench_avx2_matmul() {
+    if !avx2_fma() {
+        return;
+    }
+    for &(m, k, n, tb) in &[(1024usize, 1024usize, 1024usize, false), (512, 512, 512, false), (1024, 1024, 1024, true), (64, 576, 1536, false), (128, 576, 1536, false), (1, 4096, 4096, false)] {
+        let d = dims(1, m, k, n, false, tb);
+        let g4 = gflops(m, k, n, &mut |a, b, o| gemm::<K4x8>(a, b, &d, 0, m, o, &Blocking::DEFAULT));
+        let g8 = gflops(m, k, n, &mut |a, b, o| gemm::<K6x16>(a, b, &d, 0, m, o, &Blocking::AVX2));
+        println!("{}x{}x{} tB={}: 4-wide K4x8 {:6.2} GFLOP/s, AVX2 K6x16 {:6.2} GFLOP/s, x{:.2}", m, k, n, tb as u8, g4, g8, g8 / g4);
+    }
+}
+
+#[test]
+#[ignore]
+fn bench_avx2_blocking() {
+    if !avx2_fma() {
+        return;
+    }
+    for &(kc, mc, nc) in &[(256usize, 120usize, 2048usize), (256, 72, 2048), (384, 96, 2048), (512, 96, 2048), (128, 120, 2048), (256, 240, 4096), (384, 120, 1024)] {
+        let blk = Blocking { kc, mc, nc, ..Blocking::AVX2 };
+        for &(m, k, n) in &[(1024usize, 1024usize, 1024usize), (128, 576, 1536)] {
+            let d = dims(1, m, k, n, false, false);
+            let g = gflops(m, k, n, &mut |a, b, o| gemm::<K6x16>(a, b, &d, 0, m, o, &blk));
+            println!("kc {} mc {} nc {} {}x{}x{}: {:6.2} GFLOP/s", kc, mc, nc, m, k, n, g);
+        }
+    }
+    for &m in &[8usize, 16, 32, 64] {
+        for &small in &[0usize, 1024] {
+            for &tb in &[false, true] {
+                let blk = Blocking { small_m: small, small_m_tb: small, ..Blocking::AVX2 };
+                let d = dims(1, m, 576, 1536, false, tb);
+                let g = gflops(m, 576, 1536, &mut |a, b, o| gemm::<K6x16>(a, b, &d, 0, m, o, &blk));
+                println!("small path {} {}x576x1536 tB={}: {:6.2} GFLOP/s", small > 0, m, tb as u8, g);
+            }
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Native memory handed to JS as external ArrayBuffers (no copy).
+//!
+//! Every allocation is recorded in LIVE (data pointer -> id, bytes). Two ways free it, whichever
+//! comes first:
+//! - `release(buf)`: the ArrayBuffer is detached (napi_detach_arraybuffer: every view of it
+//!   becomes length 0, so JS can no longer reach the memory), then the memory is freed at once.
+//! - the finalizer napi runs when JS garbage-collects the ArrayBuffer (Node also runs it, later,
+//!   for a buffer that was detached). It frees the memory only if LIVE still holds the same
+//!   allocation (same pointer and same id), so a released pointer reused by a later allocation is
+//!   never freed twice.
+
+use crate::args::err;
+use napi::bindgen_prelude::{FromNapiValue, ToNapiValue, TypeName, ValidateNapiValue};
+use napi::{sys, Env, Result, ValueType};
+use std::alloc::{alloc, alloc_zeroed, dealloc, Layout};
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::ptr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+const ALIGN: usize = 64;
+
+static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
+static LIVE: Mutex<Option<HashMap<usize, (usize, usize)>>> = Mutex::new(None);
+
+fn live<R>(f: impl FnOnce(&mut HashMap<usize, (usize, usize)>) -> R) -> R {
+    let mut g = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    f(g.get_or_insert_with(HashMap::new))
+}
+
+fn layout(bytes: usize) -> Layout {
+    Layout::from_size_align(bytes.max(1), ALIGN).expect("allocation size")
+}
+
+/// A raw JS value passed through unchanged (an ArrayBuffer here).
+pub struct JsRaw(pub sys::napi_value);
+
+impl ToNapiValue for JsRaw {
+    unsafe fn to_napi_value(_env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
+        Ok(val.0)
+    }
+}
+impl FromNapiValue for JsRaw {
+    unsafe fn from_napi_value(_env: sys::napi_env, v: sys::napi_value) -> Result<Self> {
+        Ok(JsRaw(v))
+    }
+}
+impl TypeName for JsRaw {
+    fn type_name() -> &'static str {
+        "ArrayBuffer"
+    }
+    fn value_type() -> ValueType {
+        ValueType::Object
+    }
+}
+impl ValidateNapiValue for JsRaw {}
+
+unsafe extern "C" fn finalize(_env: sys::napi_env, data: *mut c_void, hint: *mut c_void) {
+    let (p, id) = (data as usize, hint as usize);
+    let bytes = live(|m| match m.get(&p) {
+        Some(&(eid, bytes)) if eid == id => {
+            m.remove(&p);
+            Some(bytes)
+        }
+        _ => None,
+    });
+    if let Some(bytes) = bytes {
+        dealloc(data as *mut u8, layout(bytes));
+    }
+}
+
+pub fn alloc_buffer(env: Env, bytes: usize, zeroed: bool) -> Result<JsRaw> {
+    let env = env.raw();
+    let mut result = ptr::null_mut();
+    if bytes == 0 {
+        // nothing to own: a plain (V8-owned) empty ArrayBuffer, not counted as an allocation
+        let mut data = ptr::null_mut();
+        let st = unsafe { sys::napi_create_arraybuffer(env, 0, &mut data, &mut result) };
+        if st != sys::Status::napi_ok {
+            return Err(err(format!("alloc: napi_create_arraybuffer failed (status {st})")));
+        }
+        return Ok(JsRaw(result));
+    }
+    let l = Layout::from_size_align(bytes, ALIGN).map_err(|_| err(format!("alloc: {bytes} bytes is too large")))?;
+    let p = unsafe { if zeroed { alloc_zeroed(l) } else { alloc(l) } };
+    if p.is_null() {
+        return Err(err(format!("alloc: out of memory allocating {bytes} bytes")));
+    }
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    live(|m| m.insert(p as usize, (id, bytes)));
+    let st = unsafe { sys::napi_create_external_arraybuffer(env, p as *mut c_void, bytes, Some(finalize), id as *mut c_void, &mut result) };
+    if st != sys::Status::napi_ok {
+        live(|m| m.remove(&(p as usize)));
+        unsafe { dealloc(p, l) };
+        return Err(err(format!(
+            "alloc: napi_create_external_arraybuffer failed (status {st}); this runtime may not allow external ArrayBuffers"
+        )));
+    }
+    Ok(JsRaw(result))
+}
+
+pub fn release_buffer(env: Env, buf: JsRaw) -> Result<()> {
+    let env = env.raw();
+    let mut is_ab = false;
+    if unsafe { sys::napi_is_arraybuffer(env, buf.0, &mut is_ab) } != sys::Status::napi_ok || !is_ab {
+        return Err(err("release: expected an ArrayBuffer returned by alloc()".into()));
+    }
+    let (mut data, mut len) = (ptr::null_mut(), 0usize);
+    if unsafe { sys::napi_get_arraybuffer_info(env, buf.0, &mut data, &mut len) } != sys::Status::napi_ok {
+        return Err(err("release: could not read the ArrayBuffer".into()));
+    }
+    if data.is_null() || len == 0 {
+        return Ok(()); // already released (detached) or empty: nothing to free
+    }
+    let p = data as usize;
+    let entry = live(|m| match m.get(&p) {
+        Some(&(id, bytes)) if bytes == len => {
+            m.remove(&p);
+            Some((id, bytes))
+        }
+        _ => None,
+    });
+    let Some((id, bytes)) = entry else {
+        return Err(err(format!("release: this ArrayBuffer ({len} bytes) was not allocated by alloc()")));
+    };
+    let st = unsafe { sys::napi_detach_arraybuffer(env, buf.0) };
+    if st != sys::Status::napi_ok {
+        // cannot cut JS off from the memory: keep it alive, the finalizer frees it after GC
+        live(|m| m.insert(p, (id, bytes)));
+        return Err(err(format!("release: napi_detach_arraybuffer failed (status {st}); the memory is left to the garbage collector")));
+    }
+    unsafe { dealloc(data as *mut u8, layout(bytes)) };
+    Ok(())
+}
+
+pub fn live_allocations() -> usize {
+    live(|m| m.len())
+}

@@ -1,0 +1,209 @@
+//! The process-wide rayon pool and the threaded matmul / dequantize-matmul.
+//!
+//! Results are bit-identical to the one-threaded kernels: every output element is computed by the
+//! same code path with the same operands in the same order, only different elements go to
+//! different threads.
+//! - matmul: the work is split into (batch, row range) units, each an independent batch-1,
+//!   non-transposed-A matmul over a contiguous slice of A and of the output. The kernel picks its
+//!   path from the row count (≤ SMALL_M rows, ≤ SMALL_M_TB with B transposed: the unpacked `small`
+//!   path; more: the packed blocked path), and both paths compute an element the same way
+//!   whatever rows it is grouped with; so a split keeps every unit in the class of the whole
+//!   problem (a blocked problem is cut only into pieces of more than SMALL_M rows). When the
+//!   kernel would fold batches that share B into one tall matmul, the split does the same. With
+//!   transA, A is transposed into a scratch buffer first (packing makes the values identical).
+//! - dequantizeMatmul: weight rows are split with `dequantize_matmul_rows`, each worker writing
+//!   only its columns of the shared output (the kernel's contract).
+//!
+//! Problems under PAR_MIN_MACS multiply-adds stay on the calling thread.
+
+use quantlora_kernels::matmul::{self as mm, MatmulDims};
+use quantlora_kernels::quant::{self, Format, Parts};
+use rayon::prelude::*;
+use std::sync::{Arc, RwLock};
+
+/// Row-count thresholds of the kernel's unpacked path (crates/kernels matmul Blocking::small_m,
+/// small_m_tb; the same in the DEFAULT and AVX2 blockings).
+const SMALL_M: usize = 64;
+const SMALL_M_TB: usize = 32;
+
+/// Below this many multiply-adds a call stays on the calling thread: the hand-off to the pool and
+/// back costs ~12-15 µs on a 2-core VM, and crates/node/bench-threads.mjs measured the 2-thread
+/// crossover there at 0.5-1M multiply-adds (matmul 32x128x128: 0.78x, 4x576x576: 1.37x;
+/// nf4 GEMV 512x512: 1.04x, 576x1536: 1.40x). QUANTLORA_PAR_MIN_MACS
+/// overrides it (read once).
+pub const PAR_MIN_MACS: usize = 1 << 20;
+
+fn par_min_macs() -> usize {
+    static V: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *V.get_or_init(|| std::env::var("QUANTLORA_PAR_MIN_MACS").ok().and_then(|s| s.parse().ok()).unwrap_or(PAR_MIN_MACS))
+}
+
+static POOL: RwLock<Option<Arc<rayon::ThreadPool>>> = RwLock::new(None);
+
+fn build(n: usize) -> Result<rayon::ThreadPool, String> {
+    let n = if n == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { n };
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .thread_name(|i| format!("quantlora-{i}"))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+pub fn pool() -> Arc<rayon::ThreadPool> {
+    if let Some(p) = POOL.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        return p.clone();
+    }
+    let mut g = POOL.write().unwrap_or_else(|e| e.into_inner());
+    if g.is_none() {
+        let env = std::env::var("QUANTLORA_THREADS").ok().and_then(|s| s.parse::<usize>().ok()).unwrap_or(0);
+        *g = Some(Arc::new(build(env).or_else(|_| build(1)).expect("thread pool")));
+    }
+    g.as_ref().unwrap().clone()
+}
+
+pub fn set_threads(n: usize) -> Result<(), String> {
+    let p = Arc::new(build(n)?);
+    *POOL.write().unwrap_or_else(|e| e.into_inner()) = Some(p);
+    Ok(())
+}
+
+pub fn threads() -> usize {
+    pool().current_num_threads()
+}
+
+/// Split [0, m) into at most `parts` ranges, each at least `min_rows` long, boundaries at
+/// multiples of `step` where possible (else anywhere); one range if nothing else fits.
+fn split_rows(m: usize, parts: usize, step: usize, min_rows: usize) -> Vec<(usize, usize)> {
+    let mut parts = parts.max(1).min(m.max(1));
+    while parts > 1 {
+        for st in [step, 1] {
+            let mut cuts = vec![0];
+            for i in 1..parts {
+                let c = (m * i / parts) / st * st;
+                if c > *cuts.last().unwrap() {
+                    cuts.push(c);
+                }
+            }
+            cuts.push(m);
+            let ranges: Vec<(usize, usize)> = cuts.windows(2).map(|w| (w[0], w[1])).filter(|r| r.1 > r.0).collect();
+            if ranges.len() > 1 && ranges.iter().all(|r| r.1 - r.0 >= min_rows) {
+                return ranges;
+            }
+        }
+        parts -= 1;
+    }
+    vec![(0, m)]
+}
+
+/// out [batch, m, n] = op(A) · op(B), threaded when large enough (bit-identical to mm::matmul).
+pub fn matmul(a: &[f32], b: &[f32], d: &MatmulDims, out: &mut [f32]) {
+    let macs = d.batch.saturating_mul(d.m).saturating_mul(d.n).saturating_mul(d.k);
+    if macs < par_min_macs() || d.m == 0 || d.n == 0 || d.k == 0 {
+        return mm::matmul(a, b, d, out);
+    }
+    let pool = pool();
+    let t = pool.current_num_threads();
+    if t <= 1 {
+        return mm::matmul(a, b, d, out);
+    }
+    // what the kernel does first: fold batches sharing B, A's batches back to back
+    let mut d = *d;
+    if d.batch > 1 && d.b_batch_stride == 0 && !d.trans_a && d.a_batch_stride == d.m * d.k {
+        d = MatmulDims { batch: 1, m: d.batch * d.m, a_batch_stride: 0, ..d };
+    }
+    let (m, k, n) = (d.m, d.k, d.n);
+    let thr = if d.trans_b { SMALL_M_TB } else { SMALL_M };
+    let parts_per_batch = t.div_ceil(d.batch);
+    let ranges = if m > thr {
+        split_rows(m, parts_per_batch, 12, thr + 1)
+    } else {
+        split_rows(m, parts_per_batch, 2, 1)
+    };
+    if d.batch == 1 && ranges.len() == 1 {
+        return mm::matmul(a, b, &d, out);
+    }
+    // A as [batch][m, k] rows (transposed into scratch when trans_a)
+    let at: Vec<f32>;
+    let (a_rows, a_stride): (&[f32], usize) = if d.trans_a {
+        let mut v = vec![0f32; d.batch * m * k];
+        pool.install(|| {
+            v.par_chunks_mut(m * k).enumerate().for_each(|(s, dst)| {
+                let src = &a[s * d.a_batch_stride..s * d.a_batch_stride + m * k];
+                for p in 0..k {
+                    for i in 0..m {
+                        dst[i * k + p] = src[p * m + i];
+                    }
+                }
+            })
+        });
+        at = v;
+        (&at[..], m * k)
+    } else {
+        (a, d.a_batch_stride)
+    };
+    let d1 = MatmulDims { batch: 1, trans_a: false, a_batch_stride: 0, b_batch_stride: 0, ..d };
+    let mut units: Vec<(usize, usize, &mut [f32])> = Vec::new();
+    for (s, ob) in out[..d.batch * m * n].chunks_mut(m * n).enumerate() {
+        let mut rest = ob;
+        let mut at_row = 0;
+        for &(r0, r1) in &ranges {
+            let (_, tail) = rest.split_at_mut((r0 - at_row) * n);
+            let (chunk, tail) = tail.split_at_mut((r1 - r0) * n);
+            units.push((s, r0, chunk));
+            rest = tail;
+            at_row = r1;
+        }
+    }
+    pool.install(|| {
+        units.into_par_iter().for_each(|(s, r0, chunk)| {
+            let rows = chunk.len() / n;
+            let ab = s * a_stride + r0 * k;
+            let bb = s * d.b_batch_stride;
+            let du = MatmulDims { m: rows, ..d1 };
+            mm::matmul(&a_rows[ab..ab + rows * k], &b[bb..bb + k * n], &du, chunk);
+        })
+    });
+}
+
+struct SendPtr(*mut f32, usize);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+/// out [x_rows, rows] = x · Wᵀ, weight rows split over the pool when large enough.
+#[allow(clippy::too_many_arguments)]
+pub fn dequantize_matmul(x: &[f32], x_rows: usize, p: &Parts, rows: usize, cols: usize, f: &Format, out: &mut [f32]) {
+    let macs = x_rows.saturating_mul(rows).saturating_mul(cols);
+    let pool = if macs < par_min_macs() || rows < 32 { None } else { Some(pool()) };
+    let t = pool.as_ref().map_or(1, |p| p.current_num_threads());
+    if t <= 1 {
+        return quant::dequantize_matmul(x, x_rows, p, rows, cols, f, out);
+    }
+    // pieces of ≥ 16 rows (the kernel's panel height), about 4 per thread for balance
+    let ranges = split_rows(rows, (t * 4).min(rows / 16).max(1), 16, 16);
+    let len = out.len();
+    let o = SendPtr(out.as_mut_ptr(), len);
+    let o = &o;
+    pool.unwrap().install(|| {
+        ranges.into_par_iter().for_each(|(r0, r1)| {
+            // SAFETY: the kernel writes only columns r0..r1 of each output row; the ranges are
+            // disjoint, so no element is touched by two workers; `out` outlives the install.
+            let out = unsafe { std::slice::from_raw_parts_mut(o.0, o.1) };
+            quant::dequantize_matmul_rows(x, x_rows, p, rows, cols, f, r0, r1, out);
+        })
+    });
+}
+
+/// Sum of x, read in 256 KiB pieces across the pool (8 independent accumulators per piece).
+pub fn stream_read(x: &[f32]) -> f64 {
+    fn piece(c: &[f32]) -> f64 {
+        let mut acc = [0f32; 8];
+        let mut it = c.chunks_exact(8);
+        for v in &mut it {
+            for i in 0..8 {
+                acc[i] += v[i];
+            }
+        }
+        acc.iter().map(|&v| v as f64).sum::<f64>() + it.remainder().iter().map(|&v| v as f64).sum::<f64>()
+    }
+    pool().install(|| x.par_chunks(1 << 16).map(piece).sum())
+}
