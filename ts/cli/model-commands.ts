@@ -48,7 +48,9 @@ export async function evalCommand(args: Args): Promise<number> {
   const limit = args.number('limit', { integer: true, min: 1 });
   const dataPath = resolve(args.string('data') ?? process.env.QUANTLORA_EVAL_DATA ?? DEFAULT_EVAL_DATA);
   if (!existsSync(dataPath)) throw new ValueError(`eval: data file ${dataPath} does not exist (pass --data FILE)`);
-  const jobs = args.number('jobs', { integer: true, min: 1 }) ?? defaultJobs();
+  // a backend that threads its own kernels (native) gets one worker; single-threaded ones one per core
+  const threaded = Number(getBackend().info().details.threads ?? 1) > 1;
+  const jobs = args.number('jobs', { integer: true, min: 1 }) ?? (threaded ? 1 : defaultJobs());
   const path = modelPath(args);
   const t0 = Date.now();
   const tokenizer = loadTokenizer(path);

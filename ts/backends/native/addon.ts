@@ -103,7 +103,8 @@ export function nativeAddonFileNames(proc: ProcessLike): string[] {
 let cached: NativeAddon | undefined;
 
 /** Loads the addon: $QUANTLORA_NATIVE_ADDON, then crates/node/ of the repository (from
- *  ts/backends/native/), then native/ next to a bundled dist/ file. Throws BackendError listing
+ *  ts/backends/native/), then native/ next to a bundled dist/ file, then the platform package
+ *  @quantlora/<platform>-<arch>[-libc] a published build would install. Throws BackendError listing
  *  every path tried and why it failed. */
 export function loadNativeAddon(): NativeAddon {
   if (cached) return cached;
@@ -149,6 +150,20 @@ export function loadNativeAddon(): NativeAddon {
       return addon;
     } catch (e) {
       failures.push(`${path}: load error: ${(e as Error).message}`);
+    }
+  }
+  // the per-platform npm packages a published build ships (napi-rs' layout): @quantlora/<triple>
+  for (const name of names) {
+    const pkg = `@quantlora/${name.replace(/^quantlora\./, '').replace(/\.node$/, '')}`;
+    try {
+      const addon = require(pkg) as NativeAddon;
+      if (typeof addon?.matmul === 'function' && typeof addon?.alloc === 'function') {
+        cached = addon;
+        return addon;
+      }
+      failures.push(`${pkg}: installed, but it is not the quantlora addon`);
+    } catch (e) {
+      failures.push(`${pkg}: ${(e as { code?: string }).code === 'MODULE_NOT_FOUND' ? 'not installed' : `load error: ${(e as Error).message}`}`);
     }
   }
   throw new BackendError(
