@@ -1,6 +1,6 @@
 // The native addon (crates/node) at the addon level: memory (alloc / release / finalizer
 // accounting / detach), every kernel against the JS reference backend on random inputs, threaded
-// matmul and dequantizeMatmul bit-identical to one thread, and argument checks that throw.
+// matmul, dequantizeMatmul and dequantize bit-identical to one thread, and argument checks that throw.
 // Skips only when the addon is not built and QUANTLORA_EXPECT_BACKENDS does not name 'native'.
 
 import assert from 'node:assert/strict';
@@ -345,7 +345,7 @@ describe('native addon', { skip }, () => {
     assert.equal(a.quantize(w, 2, 2, ...fargs(formats.nf(4)), nativeParts(2, 2, formats.nf(4))), 2);
   });
 
-  test('threaded matmul and dequantizeMatmul are bit-identical to one thread', () => {
+  test('threaded matmul, dequantizeMatmul and dequantize are bit-identical to one thread', () => {
     const a = A();
     const threads = a.info().threads;
     try {
@@ -394,6 +394,21 @@ describe('native addon', { skip }, () => {
           for (const t of [2, 3, 4]) {
             a.setThreads(t);
             bitEqual(`dequantizeMatmul ${f.name} ${xRows}x${rows}x${cols} threads=${t}`, run(), one);
+          }
+        }
+        // dequantize: row ranges over the pool from 128K elements (cuts inside double-quant blocks)
+        for (const [rows, cols] of [[1000, 512], [517, 301]]) {
+          const parts = quantizeNative(rand(rows * cols, rows + 1, 0.05), rows, cols, f);
+          const run = () => {
+            const out = new Float32Array(rows * cols);
+            a.dequantize(parts, rows, cols, ...fargs(f), out);
+            return out;
+          };
+          a.setThreads(1);
+          const one = run();
+          for (const t of [2, 3, 4]) {
+            a.setThreads(t);
+            bitEqual(`dequantize ${f.name} ${rows}x${cols} threads=${t}`, run(), one);
           }
         }
       }

@@ -1,6 +1,6 @@
 //! quantlora's Node addon: every kernel of crates/kernels (the same set, op codes and return codes
 //! as crates/wasm) over JS typed arrays, native memory exposed as external ArrayBuffers, and a
-//! process-wide rayon pool for matmul and dequantizeMatmul.
+//! process-wide rayon pool for matmul, dequantizeMatmul and dequantize.
 //!
 //! Conventions: outputs are caller-allocated typed arrays the kernel writes into; every length is
 //! checked against the shape numbers first (a view may be longer than needed: only its first
@@ -544,7 +544,7 @@ fn parts_in<'a>(p: &'a [View<u8>], lens: &[(usize, usize); 6], o: &[(usize, usiz
     }
 }
 
-/// out [rows, cols] = the dequantized weight.
+/// out [rows, cols] = the dequantized weight; threaded over weight rows.
 #[napi(catch_unwind)]
 #[allow(clippy::too_many_arguments)]
 pub fn dequantize(#[napi(ts_arg_type = "Uint8Array[]")] parts: Vec<View<u8>>, rows: f64, cols: f64, kind: u32, bits: u32, group: f64, double_quant: bool, symmetric: bool, out: View<f32>) -> Result<()> {
@@ -557,7 +557,7 @@ pub fn dequantize(#[napi(ts_arg_type = "Uint8Array[]")] parts: Vec<View<u8>>, ro
     out.need(F, "out", n)?;
     let o = [out.range(n)];
     let p = parts_in(&parts, &lens, &o);
-    quant::dequantize(&p.parts(), rows, cols, &fm, unsafe { out.output(n) });
+    pool::dequantize(&p.parts(), rows, cols, &fm, unsafe { out.output(n) });
     Ok(())
 }
 

@@ -13,6 +13,8 @@
 //!   transA, A is transposed into a scratch buffer first (packing makes the values identical).
 //! - dequantizeMatmul: weight rows are split with `dequantize_matmul_rows`, each worker writing
 //!   only its columns of the shared output (the kernel's contract).
+//! - dequantize: weight rows are split with `dequantize_rows`, each worker writing its own rows
+//!   (group scales are read by global group index, so double-quant blocks spanning a cut are fine).
 //!
 //! Problems under PAR_MIN_MACS multiply-adds stay on the calling thread.
 
@@ -190,6 +192,42 @@ pub fn dequantize_matmul(x: &[f32], x_rows: usize, p: &Parts, rows: usize, cols:
             let out = unsafe { std::slice::from_raw_parts_mut(o.0, o.1) };
             quant::dequantize_matmul_rows(x, x_rows, p, rows, cols, f, r0, r1, out);
         })
+    });
+}
+
+/// Below this many weight elements `dequantize` stays on the calling thread (at ~1 ns an element
+/// after SSE2, 128K elements is ~0.1 ms, ten hand-offs' worth). QUANTLORA_PAR_MIN_DEQ overrides it.
+pub const PAR_MIN_DEQ: usize = 1 << 17;
+
+fn par_min_deq() -> usize {
+    static V: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *V.get_or_init(|| std::env::var("QUANTLORA_PAR_MIN_DEQ").ok().and_then(|s| s.parse().ok()).unwrap_or(PAR_MIN_DEQ))
+}
+
+/// out [rows, cols] = the dequantized weight, row ranges over the pool when large enough (each
+/// range its own contiguous slice of out; every element computed as by `quant::dequantize`).
+pub fn dequantize(p: &Parts, rows: usize, cols: usize, f: &Format, out: &mut [f32]) {
+    let n = rows.saturating_mul(cols);
+    let pool = if n < par_min_deq() || rows < 2 { None } else { Some(pool()) };
+    let t = pool.as_ref().map_or(1, |p| p.current_num_threads());
+    if t <= 1 {
+        return quant::dequantize(p, rows, cols, f, out);
+    }
+    // about 4 pieces per thread, each at least 32K elements
+    let min_rows = ((1usize << 15) / cols.max(1)).max(1);
+    let ranges = split_rows(rows, (t * 4).min(rows / min_rows).max(1), 1, min_rows);
+    if ranges.len() == 1 {
+        return quant::dequantize(p, rows, cols, f, out);
+    }
+    let mut units: Vec<(usize, usize, &mut [f32])> = Vec::with_capacity(ranges.len());
+    let mut rest = &mut out[..n];
+    for &(r0, r1) in &ranges {
+        let (chunk, tail) = rest.split_at_mut((r1 - r0) * cols);
+        units.push((r0, r1, chunk));
+        rest = tail;
+    }
+    pool.unwrap().install(|| {
+        units.into_par_iter().for_each(|(r0, r1, chunk)| quant::dequantize_rows(p, rows, cols, f, r0, r1, chunk))
     });
 }
 

@@ -110,16 +110,26 @@ pub(super) fn row_scales(p: &Parts, f: &Format, r: usize, gpr: usize, scales: &m
 
 /// Dequantizes p into out[rows * cols]; bit-exact with `dequantize_reference`.
 pub fn dequantize(p: &Parts, rows: usize, cols: usize, f: &Format, out: &mut [f32]) {
-    check_parts(p, rows, cols, f);
     assert_eq!(out.len(), rows * cols);
+    dequantize_rows(p, rows, cols, f, 0, rows, out)
+}
+
+/// Weight rows [row_start, row_end) only, into out[(row_end - row_start) * cols] (row row_start
+/// first), for splitting rows across threads. Each element is computed exactly as `dequantize`
+/// does it: group g's scale is read by its global index (a double-quant block of 256 groups may
+/// span rows and ranges; its scale2 is shared, not recomputed).
+pub fn dequantize_rows(p: &Parts, rows: usize, cols: usize, f: &Format, row_start: usize, row_end: usize, out: &mut [f32]) {
+    check_parts(p, rows, cols, f);
+    assert!(row_start <= row_end && row_end <= rows);
+    assert_eq!(out.len(), (row_end - row_start) * cols);
     let d = Decoder::new(f);
     let rb = row_bytes(cols, f.bits);
     let gpr = groups_per_row(cols, f);
     let mut sz = vec![0.0f32; 2 * gpr];
     let (scales, zeros) = sz.split_at_mut(gpr);
-    for r in 0..rows {
+    for r in row_start..row_end {
         row_scales(p, f, r, gpr, scales, zeros);
-        let o = &mut out[r * cols..(r + 1) * cols];
+        let o = &mut out[(r - row_start) * cols..(r - row_start + 1) * cols];
         d.values(&p.codes[r * rb..(r + 1) * rb], 0, cols, o);
         d.scale(f.group, scales, zeros, 0, cols, o);
     }

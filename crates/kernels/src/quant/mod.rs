@@ -33,7 +33,7 @@ mod x86;
 #[cfg(all(test, target_arch = "x86_64"))]
 mod x86_tests;
 
-pub use decode::dequantize;
+pub use decode::{dequantize, dequantize_rows};
 pub use matmul::{dequantize_matmul, dequantize_matmul_rows};
 pub use quantize::quantize;
 pub use reference::{dequantize_matmul_reference, dequantize_reference, quantize_reference};

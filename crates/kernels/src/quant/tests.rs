@@ -189,6 +189,26 @@ fn dequantize_matmul_matches_reference() {
 }
 
 #[test]
+fn dequantize_rows_pieces_equal_whole() {
+    // 40 x 70 with groups of 7 or 32: 400 / 120 groups, so double-quant blocks of 256 groups span
+    // rows and the cuts below
+    let mut rng = Rng(4242);
+    for f in all_formats().into_iter().filter(|f| f.group == 32 || f.group == 7) {
+        let (rows, cols) = (40, 70);
+        let w: Vec<f32> = (0..rows * cols).map(|_| rng.normal()).collect();
+        let mut q = Owned::new(rows, cols, &f, 0);
+        quantize(&w, rows, cols, &f, q.parts_mut()).unwrap();
+        let mut whole = vec![0.0f32; rows * cols];
+        dequantize_reference(&q.parts(), rows, cols, &f, &mut whole);
+        let mut pieces = vec![-7.0f32; rows * cols];
+        for &(a, b) in &[(0usize, 3usize), (3, 3), (3, 26), (26, 37), (37, 40)] {
+            dequantize_rows(&q.parts(), rows, cols, &f, a, b, &mut pieces[a * cols..b * cols]);
+        }
+        assert!(bits_eq(&pieces, &whole), "{}", name(&f));
+    }
+}
+
+#[test]
 fn dequantize_matmul_rows_writes_only_its_rows() {
     let mut rng = Rng(777);
     for f in all_formats().into_iter().filter(|f| f.group == 32 || f.group == 7) {

@@ -154,3 +154,44 @@ fn bench_avx2_quant() {
         );
     }
 }
+
+/// The SSE2 `int_codes8` / `nf_codes16` (simd_portable.rs on x86-64) against the scalar formulas
+/// of the reference, on ties, signed zeros, clamps and huge quotients.
+#[test]
+fn sse2_code_helpers_match_scalar() {
+    use super::simd::{int_codes8, nf_codes16};
+    use super::tables::round_half_away;
+    let mut xs: Vec<f32> = vec![0.0, -0.0, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 7.5, -7.5, 8.5, -8.5, 1e30, -1e30, f32::MAX, f32::MIN, 1e-40, -1e-40, 3.4999998, -3.4999998];
+    let mut rng = Rng(99);
+    for _ in 0..4000 {
+        xs.push(rng.uni() * 10.0);
+    }
+    xs.truncate(xs.len() / 16 * 16);
+    for &s in &[1.0f64, 0.5, 0.1, 3.0, 1e-30, 1e30, f32::from_bits(1) as f64] {
+        for &(z, mq) in &[(0.0f64, 15.0f64), (7.0, 15.0), (8.0, 15.0), (1.0, 3.0), (3.0, 7.0), (15.0, 15.0)] {
+            for c in xs.chunks(8) {
+                let mut got = [0u8; 8];
+                unsafe { int_codes8(c.as_ptr(), s, z, mq, got.as_mut_ptr()) };
+                for i in 0..8 {
+                    let want = (round_half_away(c[i] as f64 / s) + z).max(0.0).min(mq) as u8;
+                    assert_eq!(got[i], want, "x {} s {} z {} maxq {}", c[i], s, z, mq);
+                }
+            }
+        }
+    }
+    for bits in [2u32, 3, 4] {
+        let t = nf_table(bits);
+        let th = &t.thresholds[..t.len - 1];
+        for &inv in &[1.0f32, 0.1, 0.37, 3.0, 1e-3] {
+            for c in xs.chunks(16) {
+                let mut got = [0u8; 16];
+                unsafe { nf_codes16(c.as_ptr(), inv, th, got.as_mut_ptr()) };
+                for i in 0..16 {
+                    let n = c[i] * inv;
+                    let want = th.iter().fold(0u8, |k, &t| k + (n > t) as u8);
+                    assert_eq!(got[i], want, "x {} inv {} bits {}", c[i], inv, bits);
+                }
+            }
+        }
+    }
+}

@@ -1,5 +1,6 @@
-//! `F32x4`: four f32 lanes, compiled to wasm `v128` when the target has `simd128` and to a plain
-//! lane array elsewhere (LLVM turns those loops into SSE/NEON). The optimized kernels are written
+//! `F32x4`: four f32 lanes, compiled to wasm `v128` when the target has `simd128`, to SSE2
+//! `__m128` on x86-64 (sse2.rs, bit-identical to the lane array) and to a plain lane array
+//! elsewhere (portable.rs). The optimized kernels are written
 //! once against this type, so host tests exercise the same code as the simd128 build.
 //! Seam for later issues: an AVX2 path would add a wider type next to this one and pick it at run
 //! time with `is_x86_feature_detected!`; the kernels' scalar references stay the oracle.
@@ -12,9 +13,17 @@
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[path = "wasm128.rs"]
 mod imp;
-#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+#[cfg(target_arch = "x86_64")]
+#[path = "sse2.rs"]
+mod imp;
+#[cfg(not(any(all(target_arch = "wasm32", target_feature = "simd128"), target_arch = "x86_64")))]
 #[path = "portable.rs"]
 mod imp;
+/// The lane-array version, compiled for tests on x86-64 too (sse2.rs must match it bit for bit).
+#[cfg(all(test, target_arch = "x86_64"))]
+#[allow(dead_code)]
+#[path = "portable.rs"]
+pub(crate) mod portable;
 
 pub use imp::{F32x4, M4};
 
