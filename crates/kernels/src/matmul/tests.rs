@@ -7,7 +7,7 @@ pub(crate) fn lcg_f32(seed: &mut u64) -> f32 {
     ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
 }
 
-fn random(len: usize, seed: &mut u64) -> Vec<f32> {
+pub(crate) fn random(len: usize, seed: &mut u64) -> Vec<f32> {
     (0..len)
         .map(|i| {
             let v = lcg_f32(seed);

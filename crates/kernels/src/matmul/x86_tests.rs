@@ -2,22 +2,10 @@
 //! benchmark: `cargo test --release bench_avx2 -- --ignored --nocapture`.
 
 use super::kernel::K4x8;
+use super::tests::random;
 use super::x86::{avx2_fma, K6x16};
 use super::*;
 
-fn lcg(seed: &mut u64) -> f32 {
-    *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-}
-
-fn random(len: usize, seed: &mut u64) -> Vec<f32> {
-    (0..len)
-        .map(|i| {
-            let v = lcg(seed);
-            if i % 17 == 5 { 0.0 } else if i % 29 == 3 { v * 100.0 } else { v }
-        })
-        .collect()
-}
 
 /// |got − want| ≤ 1e-5·Σ_p|a·b| per element (as tests.rs), for rows [r0, r1) of every batch;
 /// the other rows must still hold their sentinel.
