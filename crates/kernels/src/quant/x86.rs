@@ -3,9 +3,13 @@
 //! - `gemv4`: one x row, 4-bit codes (NF or INT), group % 32 == 0, 32 codes (16 bytes) per step.
 //!   NF: the table's 4 byte planes looked up with `vpshufb` (high nibbles in one 128-bit lane, low
 //!   nibbles in the other) and interleaved in-lane into f32 lanes; that leaves the 32 values in a
-//!   fixed shuffled order, so x is reordered to match once per call. INT: nibbles interleaved into
-//!   element order, widened to i32, converted, minus the zero point. Per-group partial sums use
-//!   FMA; the group's scale multiplies them, as in the 4-wide path.
+//!   fixed shuffled order, so x is reordered to match once per call; the codes reach both lanes
+//!   by a 128-bit broadcast load and a per-lane shift (no cross-lane insert). INT: 4 code bytes
+//!   broadcast to 8 lanes and shifted per lane (`vpsrlvd`), masked, converted, minus the zero
+//!   point (no shuffles at all). Per-group partial sums use 4 independent accumulators (started by
+//!   a multiply, so groups overlap rather than queue on FMA latency); the group's scale (computed
+//!   in the loop, not in a separate per-row pass) multiplies them into one of two row
+//!   accumulators by group parity. A software prefetch runs PF bytes ahead.
 //! - `panels`: every other case (batches, 2/3-bit, odd groups): the 4-wide path's structure (16
 //!   weight rows x 256 columns decoded once, exactly the reference's weights, by the shared
 //!   `Decoder`; 4-bit decoded with an AVX2 `vpermps` lookup into element order), then 4-rows x 2-tokens FMA tiles 8 lanes wide.
@@ -20,6 +24,8 @@ use core::arch::x86_64::*;
 /// Weight rows decoded per panel, columns per panel chunk (as matmul.rs).
 const RP: usize = 16;
 const KC: usize = 256;
+/// gemv4's software prefetch distance in code bytes.
+const PF: usize = 1024;
 
 /// The 16-entry table as two 8-lane halves.
 #[derive(Clone, Copy)]
@@ -111,11 +117,9 @@ fn shuffled_element(o: usize) -> usize {
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 unsafe fn decode32_shuffled(p: *const u8, t: &Planes) -> [__m256; 4] {
-    let v = _mm_loadu_si128(p as *const __m128i);
-    let m = _mm_set1_epi8(0x0f);
-    let hi = _mm_and_si128(_mm_srli_epi16(v, 4), m);
-    let lo = _mm_and_si128(v, m);
-    let c = _mm256_inserti128_si256(_mm256_castsi128_si256(hi), lo, 1);
+    // the 16 bytes in both 128-bit lanes (a load, no shuffle), the low lane shifted right by 4
+    let v = _mm256_broadcastsi128_si256(_mm_loadu_si128(p as *const __m128i));
+    let c = _mm256_and_si256(_mm256_srlv_epi32(v, _mm256_setr_epi32(4, 4, 4, 4, 0, 0, 0, 0)), _mm256_set1_epi8(0x0f));
     let b0 = _mm256_shuffle_epi8(t.0[0], c);
     let b1 = _mm256_shuffle_epi8(t.0[1], c);
     let b2 = _mm256_shuffle_epi8(t.0[2], c);
@@ -134,34 +138,71 @@ unsafe fn decode32_shuffled(p: *const u8, t: &Planes) -> [__m256; 4] {
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 unsafe fn blocks_dot_shuffled(cp: *const u8, xp: *const f32, nb: usize, t: &Planes) -> __m256 {
-    let mut a0 = _mm256_setzero_ps();
-    let mut a1 = _mm256_setzero_ps();
-    for b in 0..nb {
+    // 4 independent accumulators, started by a multiply: a group's sum is a short chain, so
+    // consecutive groups overlap instead of queueing on FMA latency
+    if nb == 0 {
+        return _mm256_setzero_ps();
+    }
+    let w = decode32_shuffled(cp, t);
+    let mut a = [
+        _mm256_mul_ps(w[0], _mm256_loadu_ps(xp)),
+        _mm256_mul_ps(w[1], _mm256_loadu_ps(xp.add(8))),
+        _mm256_mul_ps(w[2], _mm256_loadu_ps(xp.add(16))),
+        _mm256_mul_ps(w[3], _mm256_loadu_ps(xp.add(24))),
+    ];
+    for b in 1..nb {
         let w = decode32_shuffled(cp.add(16 * b), t);
         let xb = xp.add(32 * b);
-        a0 = _mm256_fmadd_ps(w[0], _mm256_loadu_ps(xb), a0);
-        a1 = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(xb.add(8)), a1);
-        a0 = _mm256_fmadd_ps(w[2], _mm256_loadu_ps(xb.add(16)), a0);
-        a1 = _mm256_fmadd_ps(w[3], _mm256_loadu_ps(xb.add(24)), a1);
+        for k in 0..4 {
+            a[k] = _mm256_fmadd_ps(w[k], _mm256_loadu_ps(xb.add(8 * k)), a[k]);
+        }
     }
-    _mm256_add_ps(a0, a1)
+    _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]))
 }
 
-/// Σ over nb blocks of 32 of value * x.
+/// Per-lane shifts taking element i of 8 (4 code bytes read as a little-endian u32, MSB-first
+/// nibbles: element 2j is the high nibble of byte j) to bits 0..4 (`SH`), and its bit 3 to bit 31
+/// (`SH_SIGN`, for the blend between the table's halves).
+const SH: [i32; 8] = [4, 0, 12, 8, 20, 16, 28, 24];
+const SH_SIGN: [i32; 8] = [24, 28, 16, 20, 8, 12, 0, 4];
+
+/// The 8 values of the 8 codes whose 4 bytes are at p, in element order: the u32 broadcast to
+/// every lane, shifted per lane; NF: looked up in the table's halves with `vpermps` (which reads
+/// only index bits 0..3) and blended on bit 3; INT: masked, converted, minus z. No byte shuffles.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn blocks_dot<const NF: bool>(cp: *const u8, xp: *const f32, nb: usize, t: &Table, z: __m256) -> __m256 {
-    let mut a0 = _mm256_setzero_ps();
-    let mut a1 = _mm256_setzero_ps();
-    for b in 0..nb {
-        let w = decode32::<NF>(cp.add(16 * b), t, z);
-        let xb = xp.add(32 * b);
-        a0 = _mm256_fmadd_ps(w[0], _mm256_loadu_ps(xb), a0);
-        a1 = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(xb.add(8)), a1);
-        a0 = _mm256_fmadd_ps(w[2], _mm256_loadu_ps(xb.add(16)), a0);
-        a1 = _mm256_fmadd_ps(w[3], _mm256_loadu_ps(xb.add(24)), a1);
+unsafe fn decode8<const NF: bool>(p: *const u8, t: &Table, sh: __m256i, sh_sign: __m256i, z: __m256) -> __m256 {
+    let w = _mm256_set1_epi32((p as *const i32).read_unaligned());
+    let idx = _mm256_srlv_epi32(w, sh);
+    if NF {
+        let lo = _mm256_permutevar8x32_ps(t.lo, idx);
+        let hi = _mm256_permutevar8x32_ps(t.hi, idx);
+        _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_sllv_epi32(w, sh_sign)))
+    } else {
+        _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_and_si256(idx, _mm256_set1_epi32(0xf))), z)
     }
-    _mm256_add_ps(a0, a1)
+}
+
+/// Σ over nb blocks of 32 of value * x (element order), by 8-code broadcasts.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn blocks_dot_bc<const NF: bool>(cp: *const u8, xp: *const f32, nb: usize, t: &Table, z: __m256) -> __m256 {
+    let sh = _mm256_loadu_si256(SH.as_ptr() as *const __m256i);
+    let shs = _mm256_loadu_si256(SH_SIGN.as_ptr() as *const __m256i);
+    if nb == 0 {
+        return _mm256_setzero_ps();
+    }
+    let mut a = [_mm256_setzero_ps(); 4];
+    for k in 0..4 {
+        a[k] = _mm256_mul_ps(decode8::<NF>(cp.add(4 * k), t, sh, shs, z), _mm256_loadu_ps(xp.add(8 * k)));
+    }
+    for b in 1..nb {
+        let (c, xb) = (cp.add(16 * b), xp.add(32 * b));
+        for k in 0..4 {
+            a[k] = _mm256_fmadd_ps(decode8::<NF>(c.add(4 * k), t, sh, shs, z), _mm256_loadu_ps(xb.add(8 * k)), a[k]);
+        }
+    }
+    _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]))
 }
 
 #[target_feature(enable = "avx2,fma")]
@@ -203,8 +244,6 @@ unsafe fn gemv4_k<const NF: bool, const NB: usize>(x: &[f32], p: &Parts, cols: u
     let gpr = groups_per_row(cols, f);
     let full = cols / f.group;
     let nbg = if NB > 0 { NB } else { f.group / 32 };
-    let mut srow = vec![0.0f32; gpr];
-    let mut zrow = vec![0.0f32; gpr];
     assert!(out.len() >= r1 && x.len() >= cols);
     // NF: x reordered once per call to the lane order of decode32_shuffled (whole blocks of 32)
     let pl = planes(&vals);
@@ -220,22 +259,26 @@ unsafe fn gemv4_k<const NF: bool, const NB: usize>(x: &[f32], p: &Parts, cols: u
     for r in r0..r1 {
         let row = &p.codes[r * rb..(r + 1) * rb];
         assert!(full * f.group / 2 <= row.len());
-        if NF {
-            for (gi, s) in srow.iter_mut().enumerate() {
-                *s = group_scale(p, f, r * gpr + gi);
-            }
-        } else {
-            row_scales(p, f, r, gpr, &mut srow, &mut zrow);
-        }
-        let mut acc = _mm256_setzero_ps();
+        let (mut acc, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let (cp, xp) = (row.as_ptr(), if NF { xs.as_ptr() } else { x.as_ptr() });
         for gi in 0..full {
-            let z = _mm256_set1_ps(if NF { 0.0 } else { zrow[gi] });
+            // the group's scale (and zero) computed here, overlapping the decode
+            let z = _mm256_set1_ps(if NF { 0.0 } else { group_zero(p, f, r * gpr + gi) as f32 });
             let c0 = gi * f.group;
+            // software prefetch PF bytes ahead, once per 64 code bytes (a hint: never faults)
+            if c0 % 128 == 0 {
+                _mm_prefetch::<_MM_HINT_T0>(cp.wrapping_add(c0 / 2 + PF) as *const i8);
+            }
             // the whole group lies within the row and x (asserted above)
-            let d = if NF { blocks_dot_shuffled(cp.add(c0 / 2), xp.add(c0), nbg, &pl) } else { blocks_dot::<NF>(cp.add(c0 / 2), xp.add(c0), nbg, &t, z) };
-            acc = _mm256_fmadd_ps(d, _mm256_set1_ps(srow[gi]), acc);
+            let d = if NF { blocks_dot_shuffled(cp.add(c0 / 2), xp.add(c0), nbg, &pl) } else { blocks_dot_bc::<NF>(cp.add(c0 / 2), xp.add(c0), nbg, &t, z) };
+            let sg = _mm256_set1_ps(group_scale(p, f, r * gpr + gi));
+            if gi % 2 == 0 {
+                acc = _mm256_fmadd_ps(d, sg, acc);
+            } else {
+                acc1 = _mm256_fmadd_ps(d, sg, acc1);
+            }
         }
+        acc = _mm256_add_ps(acc, acc1);
         let mut tail = 0.0f32;
         if full < gpr {
             let g = r * gpr + full;
@@ -243,7 +286,7 @@ unsafe fn gemv4_k<const NF: bool, const NB: usize>(x: &[f32], p: &Parts, cols: u
             let c0 = full * f.group;
             let nb = (cols - c0) / 32;
             assert!(c0 / 2 + nb * 16 <= row.len() && c0 + 32 * nb <= x.len());
-            let d = if NF { blocks_dot_shuffled(cp.add(c0 / 2), xp.add(c0), nb, &pl) } else { blocks_dot::<NF>(cp.add(c0 / 2), xp.add(c0), nb, &t, _mm256_set1_ps(z)) };
+            let d = if NF { blocks_dot_shuffled(cp.add(c0 / 2), xp.add(c0), nb, &pl) } else { blocks_dot_bc::<NF>(cp.add(c0 / 2), xp.add(c0), nb, &t, _mm256_set1_ps(z)) };
             acc = _mm256_fmadd_ps(d, _mm256_set1_ps(s), acc);
             let mut tt = 0.0f32;
             for c in c0 + 32 * nb..cols {

@@ -195,3 +195,38 @@ fn sse2_code_helpers_match_scalar() {
         }
     }
 }
+
+/// 8192 x 8192 NF4 double-quant g64 (and INT4 g64), one token, gemv4 on one thread: GB/s of
+/// packed code bytes, against a plain streaming read of the same bytes.
+#[test]
+#[ignore]
+fn bench_avx2_gemv4_8k() {
+    if !avx2() {
+        return;
+    }
+    let rows: usize = std::env::var("GEMV_ROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(8192);
+    let cols = 8192usize;
+    let mut rng = Rng(0x1234_5678_9abc_def0);
+    let w: Vec<f32> = (0..rows * cols).map(|_| rng.uni() * 0.05).collect();
+    let x: Vec<f32> = (0..cols).map(|_| rng.uni()).collect();
+    for f in [
+        Format { kind: Kind::Nf, bits: 4, group: 64, double_quant: true, symmetric: false },
+        Format { kind: Kind::Int, bits: 4, group: 64, double_quant: false, symmetric: false },
+    ] {
+        let mut q = Owned::new(rows, cols, &f, 0);
+        quantize(&w, rows, cols, &f, q.parts_mut()).unwrap();
+        let p = q.parts();
+        let gb = p.codes.len() as f64 / 1e9;
+        let mut out = vec![0f32; rows];
+        let t = ms(if rows < 1024 { 200 } else { 10 }, || unsafe { super::x86::gemv4(&x, &p, cols, &f, 0, rows, &mut out) });
+        let mut sink = 0u64;
+        let tr = ms(10, || {
+            let mut s = 0u64;
+            for c in p.codes.chunks_exact(8) {
+                s = s.wrapping_add(u64::from_le_bytes(c.try_into().unwrap()));
+            }
+            sink = sink.wrapping_add(s);
+        });
+        println!("gemv4 8k {:?}{}: {:.2} ms ({:.1} GB/s); read {:.1} GB/s ({})", f.kind, if f.dq() { " dq" } else { "" }, t, gb / t * 1e3, gb / tr * 1e3, sink % 2);
+    }
+}
