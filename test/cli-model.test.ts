@@ -97,6 +97,7 @@ test('eval: bad input is one typed error line, never a crash', { skip: skipModel
       [['eval', '--model', truncated, '--data', WIKI], /FormatError: .*cut\.gguf: .*tensor '[^']+'.*past the end/],
       [['eval', '--model', join(dir, 'nope.gguf')], /FormatError: .*nope\.gguf: no such file/],
       [['eval', '--model', MODEL!, '--windows', '5:2'], /ValueError: eval: --windows must be START:END/],
+      [['eval', '--model', MODEL!, '--windows', '600:602'], /ValueError: perplexity: first window 600 is outside the text's 595 windows of 512 tokens/],
       [['generate', '--model', MODEL!], /ValueError: generate: --prompt TEXT is required/],
     ];
     for (const [args, re] of cases) {

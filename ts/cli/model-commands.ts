@@ -4,7 +4,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { FormatError, ValueError } from '../errors.js';
 import { defaultJobs, perplexityParallel } from '../eval/parallel.js';
-import { perplexity } from '../eval/perplexity.js';
+import { perplexity, planWindows } from '../eval/perplexity.js';
 import { exportHf } from '../io/export-hf.js';
 import { fetchDefaultModel } from '../io/fetch-model.js';
 import { loadModel, loadTokenizer, type LoadedModel } from '../io/load-model.js';
@@ -57,8 +57,7 @@ export async function evalCommand(args: Args): Promise<number> {
   if (!tokenizer) throw new FormatError(`${path}: no tokenizer (a Hugging Face directory needs tokenizer.json)`);
   const ids = Int32Array.from(tokenizer.encode(readFileSync(dataPath, 'utf8'), { addBos: false }));
   log(`tokenized ${dataPath}: ${ids.length} tokens in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-  const totalWindows = Math.floor(ids.length / seqlen);
-  let first = 0;
+  let first: number | undefined;
   let count = limit;
   const range = args.string('windows');
   if (range !== undefined) {
@@ -67,8 +66,8 @@ export async function evalCommand(args: Args): Promise<number> {
     first = Number(m[1]);
     count = Math.min(Number(m[2]) - first, limit ?? Infinity);
   }
-  if (first >= totalWindows) throw new ValueError(`eval: window ${first} is past the text's ${totalWindows} windows of ${seqlen} tokens`);
-  const windows = Math.min(totalWindows - first, count ?? Infinity);
+  const totalWindows = Math.floor(ids.length / seqlen);
+  const { windows } = planWindows(ids.length, { seqlen, first, limit: count });
   const workers = Math.min(jobs, windows);
   const bar = new Progress('eval', windows, args.has('quiet'));
   const onWindow = (done: number, _total: number, ppl: number): void => bar.update(done, `ppl ${ppl.toFixed(3)}`);
@@ -85,7 +84,7 @@ export async function evalCommand(args: Args): Promise<number> {
   }
   const seconds = (Date.now() - t1) / 1000;
   const result = {
-    model: path, data: dataPath, backend: getBackend().name, jobs: workers, seqlen, first, windows: r.windows, totalWindows,
+    model: path, data: dataPath, backend: getBackend().name, jobs: workers, seqlen, first: r.first, windows: r.windows, totalWindows,
     totalTokens: r.totalTokens, scoredTokens: r.scoredTokens, nll: r.nll, perplexity: r.perplexity,
     seconds, tokensPerSecond: (r.windows * seqlen) / seconds, windowNll: r.windowNll,
   };

@@ -9,6 +9,7 @@ import { NonFiniteError, ValueError } from '../../errors.js';
 import { checkFormat, type QuantFormat } from '../../quant/formats.js';
 import { PART_NAMES, partLayout } from '../../quant/layout.js';
 import { registerBackend } from '../../registry.js';
+import { BINARY, DTYPE_CODE, REDUCE, UNARY } from '../kernel-codes.js';
 import { loadNativeAddon, type NativeAddon } from './addon.js';
 
 interface NativeHandle {
@@ -16,10 +17,6 @@ interface NativeHandle {
   bytes: number;
 }
 
-const UNARY: UnaryOp[] = ['neg', 'exp', 'log', 'sqrt', 'rsqrt', 'abs', 'sign', 'square', 'sigmoid', 'silu', 'siluGrad', 'relu', 'step'];
-const BINARY: BinaryOp[] = ['add', 'sub', 'mul', 'div', 'max', 'min', 'eq', 'gt'];
-const REDUCE: ReduceOp[] = ['sum', 'max'];
-const DTYPE_CODE: Record<DType, number> = { f32: 0, i32: 1, u8: 2 };
 const EMPTY = new Uint8Array(0);
 
 const f32 = (h: Handle): Float32Array => new Float32Array((h as NativeHandle).buf);

@@ -8,6 +8,7 @@ import { BackendError, NonFiniteError, ValueError } from '../../errors.js';
 import { checkFormat, type QuantFormat } from '../../quant/formats.js';
 import { PART_NAMES, partLayout } from '../../quant/layout.js';
 import { registerBackend } from '../../registry.js';
+import { BINARY, DTYPE_CODE, REDUCE, UNARY } from '../kernel-codes.js';
 import { compileWasm, compileWasmSync, defaultModuleUrl, instantiate, simdSupported, type WasmSource } from './loader.js';
 
 interface WasmHandle {
@@ -17,10 +18,6 @@ interface WasmHandle {
 
 type Fn = (...args: number[]) => number;
 
-const UNARY: UnaryOp[] = ['neg', 'exp', 'log', 'sqrt', 'rsqrt', 'abs', 'sign', 'square', 'sigmoid', 'silu', 'siluGrad', 'relu', 'step'];
-const BINARY: BinaryOp[] = ['add', 'sub', 'mul', 'div', 'max', 'min', 'eq', 'gt'];
-const REDUCE: ReduceOp[] = ['sum', 'max'];
-const DTYPE_CODE: Record<DType, number> = { f32: 0, i32: 1, u8: 2 };
 const SCRATCH_WORDS = 1024;
 const REQUIRED_EXPORTS = [
   'simd', 'alloc_bytes', 'alloc_zeroed_bytes', 'free_bytes', 'fill_f32', 'unary', 'affine', 'power', 'binary', 'reduce', 'cast',

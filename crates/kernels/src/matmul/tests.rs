@@ -198,7 +198,7 @@ fn nan_and_inf_propagate() {
 
 // ---- benchmarks: cargo test --release -- --ignored --nocapture bench_ ----
 
-fn gflops(d: &MatmulDims, f: &mut dyn FnMut(&[f32], &[f32], &mut [f32])) -> f64 {
+pub(crate) fn gflops(d: &MatmulDims, f: &mut dyn FnMut(&[f32], &[f32], &mut [f32])) -> f64 {
     let mut seed = 1u64;
     let a = random(d.a_len(), &mut seed);
     let b = random(d.b_len(), &mut seed);

@@ -2,7 +2,7 @@
 //! benchmark: `cargo test --release bench_avx2 -- --ignored --nocapture`.
 
 use super::kernel::K4x8;
-use super::tests::random;
+use super::tests::{gflops, random};
 use super::x86::{avx2_fma, K6x16};
 use super::*;
 
@@ -125,25 +125,6 @@ fn avx2_batches_and_rows() {
     check(&a, &b, &d, 0, d.m, &got, "matmul");
 }
 
-#[allow(clippy::type_complexity)]
-fn gflops(m: usize, k: usize, n: usize, f: &mut dyn FnMut(&[f32], &[f32], &mut [f32])) -> f64 {
-    let mut seed = 1u64;
-    let a = random(m * k, &mut seed);
-    let b = random(k * n, &mut seed);
-    let mut out = vec![0f32; m * n];
-    let flop = 2.0 * (m * k * n) as f64;
-    f(&a, &b, &mut out);
-    let reps = ((4e9 / flop) as usize).clamp(1, 50);
-    let mut best = f64::INFINITY;
-    for _ in 0..3 {
-        let t = std::time::Instant::now();
-        for _ in 0..reps {
-            f(&a, &b, &mut out);
-        }
-        best = best.min(t.elapsed().as_secs_f64() / reps as f64);
-    }
-    flop / best / 1e9
-}
 
 /// GFLOP/s single-threaded: the 4-wide K4x8 path vs the AVX2 K6x16 path.
 #[test]
@@ -154,8 +135,8 @@ fn bench_avx2_matmul() {
     }
     for &(m, k, n, tb) in &[(1024usize, 1024usize, 1024usize, false), (512, 512, 512, false), (1024, 1024, 1024, true), (64, 576, 1536, false), (128, 576, 1536, false), (1, 4096, 4096, false)] {
         let d = dims(1, m, k, n, false, tb);
-        let g4 = gflops(m, k, n, &mut |a, b, o| gemm::<K4x8>(a, b, &d, 0, m, o, &Blocking::DEFAULT));
-        let g8 = gflops(m, k, n, &mut |a, b, o| gemm::<K6x16>(a, b, &d, 0, m, o, &Blocking::AVX2));
+        let g4 = gflops(&d, &mut |a, b, o| gemm::<K4x8>(a, b, &d, 0, m, o, &Blocking::DEFAULT));
+        let g8 = gflops(&d, &mut |a, b, o| gemm::<K6x16>(a, b, &d, 0, m, o, &Blocking::AVX2));
         println!("{}x{}x{} tB={}: 4-wide K4x8 {:6.2} GFLOP/s, AVX2 K6x16 {:6.2} GFLOP/s, x{:.2}", m, k, n, tb as u8, g4, g8, g8 / g4);
     }
 }
@@ -170,7 +151,7 @@ fn bench_avx2_blocking() {
         let blk = Blocking { kc, mc, nc, ..Blocking::AVX2 };
         for &(m, k, n) in &[(1024usize, 1024usize, 1024usize), (128, 576, 1536)] {
             let d = dims(1, m, k, n, false, false);
-            let g = gflops(m, k, n, &mut |a, b, o| gemm::<K6x16>(a, b, &d, 0, m, o, &blk));
+            let g = gflops(&d, &mut |a, b, o| gemm::<K6x16>(a, b, &d, 0, m, o, &blk));
             println!("kc {} mc {} nc {} {}x{}x{}: {:6.2} GFLOP/s", kc, mc, nc, m, k, n, g);
         }
     }
@@ -179,7 +160,7 @@ fn bench_avx2_blocking() {
             for &tb in &[false, true] {
                 let blk = Blocking { small_m: small, small_m_tb: small, ..Blocking::AVX2 };
                 let d = dims(1, m, 576, 1536, false, tb);
-                let g = gflops(m, 576, 1536, &mut |a, b, o| gemm::<K6x16>(a, b, &d, 0, m, o, &blk));
+                let g = gflops(&d, &mut |a, b, o| gemm::<K6x16>(a, b, &d, 0, m, o, &blk));
                 println!("small path {} {}x576x1536 tB={}: {:6.2} GFLOP/s", small > 0, m, tb as u8, g);
             }
         }
