@@ -19,8 +19,9 @@ export interface ExportOptions {
 export async function exportHf(model: LlamaModel, dir: string, opts: ExportOptions = {}): Promise<string[]> {
   mkdirSync(dir, { recursive: true });
   const tensors: TensorToWrite[] = [];
-  for (const [name, t] of model.namedTensors()) {
+  for (const [name, t, owned] of model.namedTensors()) {
     tensors.push({ name, shape: [...t.shape], data: (await t.data()) as Float32Array, dtype: opts.dtype ?? 'F32' });
+    if (owned) t.dispose();
   }
   const files: string[] = [];
   const put = (name: string, write: (path: string) => void): void => {

@@ -6,13 +6,20 @@ import { add } from '../ops/arithmetic.js';
 import { matmul } from '../ops/matmul.js';
 import type { Tensor, TensorContainer } from '../tensor.js';
 
+export interface DenseWeights {
+  weight: Tensor;
+  bias?: Tensor;
+  owned?: boolean;
+}
+
 export interface LinearLayer extends TensorContainer {
   readonly inFeatures: number;
   readonly outFeatures: number;
   /** x [..., in] -> [..., out]. */
   forward(x: Tensor): Tensor;
-  /** The float weight [out, in] and bias [out] this layer computes with (for export). */
-  dense(): { weight: Tensor; bias?: Tensor };
+  /** The float weight [out, in] and bias [out] this layer computes with (for export). With
+   *  `owned`, the tensors were made for the caller (e.g. dequantized), who disposes them. */
+  dense(): DenseWeights;
   dispose(): void;
 }
 
@@ -37,7 +44,7 @@ export class Linear implements LinearLayer {
     return this.bias ? add(y, this.bias) : y;
   }
 
-  dense(): { weight: Tensor; bias?: Tensor } {
+  dense(): DenseWeights {
     return { weight: this.weight, bias: this.bias };
   }
 

@@ -99,21 +99,26 @@ export class LlamaModel implements TensorContainer {
     return new LlamaModel(config, embed, blocks, norm, head);
   }
 
-  /** Every tensor under its Hugging Face name (dense weights of each projection). */
-  namedTensors(): [string, Tensor][] {
-    const out: [string, Tensor][] = [['model.embed_tokens.weight', this.embed]];
+  /**
+   * Every tensor under its Hugging Face name, projections as dense weights (a quantized layer's
+   * dequantized weight with its adapter merged). The third element marks tensors made for the
+   * caller, who disposes them; the others belong to the model.
+   */
+  namedTensors(): [string, Tensor, boolean][] {
+    const out: [string, Tensor, boolean][] = [['model.embed_tokens.weight', this.embed, false]];
+    const dense = (name: string, layer: LinearLayer): void => {
+      const { weight, bias, owned } = layer.dense();
+      out.push([`${name}.weight`, weight, !!owned]);
+      if (bias) out.push([`${name}.bias`, bias, !!owned]);
+    };
     this.blocks.forEach((b, i) => {
       const p = `model.layers.${i}`;
-      out.push([`${p}.input_layernorm.weight`, b.inputNorm]);
-      for (const [key, module] of Object.entries(PROJECTIONS) as [ProjectionName, string][]) {
-        const { weight, bias } = b[key].dense();
-        out.push([`${p}.${module}.weight`, weight]);
-        if (bias) out.push([`${p}.${module}.bias`, bias]);
-      }
-      out.push([`${p}.post_attention_layernorm.weight`, b.postNorm]);
+      out.push([`${p}.input_layernorm.weight`, b.inputNorm, false]);
+      for (const [key, module] of Object.entries(PROJECTIONS) as [ProjectionName, string][]) dense(`${p}.${module}`, b[key]);
+      out.push([`${p}.post_attention_layernorm.weight`, b.postNorm, false]);
     });
-    out.push(['model.norm.weight', this.norm]);
-    if (this.lmHead) out.push(['lm_head.weight', this.lmHead.dense().weight]);
+    out.push(['model.norm.weight', this.norm, false]);
+    if (this.lmHead) dense('lm_head', this.lmHead);
     return out;
   }
 

@@ -1,0 +1,70 @@
+// A linear layer whose weight is a packed QuantizedTensor, with an optional LoRA branch:
+// y = x · dequantize(Q)ᵀ + b + lora(x). The quantized weight is frozen (it gets no gradient); the
+// fused dequantizeMatmul kernel computes the product without a float copy of the weight.
+
+import { noGrad } from '../autograd.js';
+import { ShapeError, describeShape } from '../errors.js';
+import { add, affine } from '../ops/arithmetic.js';
+import { dequantize, dequantizeMatmul, type QuantizedTensor } from '../quant/api.js';
+import { tidy, type Tensor } from '../tensor.js';
+import type { DenseWeights, LinearLayer } from './linear.js';
+import type { Lora } from './lora.js';
+
+export class QuantLinear implements LinearLayer {
+  readonly inFeatures: number;
+  readonly outFeatures: number;
+
+  constructor(
+    readonly weight: QuantizedTensor,
+    readonly bias?: Tensor,
+    /** The adapter; replaceable (initializers swap it), undefined for plain quantization. */
+    public lora?: Lora,
+  ) {
+    if (weight.shape.length !== 2) throw new ShapeError(`QuantLinear: weight must be [out, in], got ${describeShape(weight.shape)}`);
+    [this.outFeatures, this.inFeatures] = weight.shape;
+    if (bias && (bias.rank !== 1 || bias.shape[0] !== this.outFeatures)) {
+      throw new ShapeError(`QuantLinear: bias must be [${this.outFeatures}], got ${describeShape(bias.shape)}`);
+    }
+    if (lora && (lora.inFeatures !== this.inFeatures || lora.outFeatures !== this.outFeatures)) {
+      throw new ShapeError(`QuantLinear: a LoRA branch for [${lora.outFeatures}, ${lora.inFeatures}] does not fit a [${this.outFeatures}, ${this.inFeatures}] weight`);
+    }
+  }
+
+  /** The quantized product alone (no adapter): x · dequantize(Q)ᵀ + b. */
+  base(x: Tensor): Tensor {
+    if (x.shape[x.rank - 1] !== this.inFeatures) {
+      throw new ShapeError(`QuantLinear: input ${describeShape(x.shape)} must end in ${this.inFeatures} features`);
+    }
+    const y = dequantizeMatmul(x, this.weight);
+    return this.bias ? add(y, this.bias) : y;
+  }
+
+  forward(x: Tensor): Tensor {
+    const y = this.base(x);
+    return this.lora ? add(y, this.lora.forward(x)) : y;
+  }
+
+  /** dequantize(Q) + scaling·B'·A' (IEC merged), made for the caller. */
+  dense(): DenseWeights {
+    return noGrad(() => tidy(() => {
+      const w = dequantize(this.weight);
+      const weight = this.lora ? add(w, this.lora.delta()) : w;
+      return { weight, bias: this.bias ? affine(this.bias, 1) : undefined, owned: true };
+    }));
+  }
+
+  /** The adapter's trainable tensors (none without an adapter). */
+  parameters(): Tensor[] {
+    return this.lora?.parameters() ?? [];
+  }
+
+  tensors(): Tensor[] {
+    const out = [...this.weight.tensors(), ...(this.lora?.tensors() ?? [])];
+    if (this.bias) out.push(this.bias);
+    return out;
+  }
+
+  dispose(): void {
+    for (const t of this.tensors()) t.dispose();
+  }
+}
