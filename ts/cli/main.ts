@@ -12,7 +12,7 @@ const USAGE = `quantlora — quantize LLM linear layers to 2/3/4 bits and compen
 
 Usage:
   quantlora demo [--seed N] [--json]   quantize a random Llama-shaped layer set in every format
-  quantlora fetch                      download the default model (SmolLM2-135M-Instruct GGUF) into the cache
+  quantlora fetch                      download the default model (SmolLM2-135M-Instruct GGUF) and the calibration text into the cache
   quantlora eval [--model PATH] [--data FILE] [--seqlen N] [--limit WINDOWS] [--windows A:B]
                  [--jobs N] [--json] [--quiet]
                                        perplexity over non-overlapping windows (default: WikiText-2 test, 512)

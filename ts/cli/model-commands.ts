@@ -6,6 +6,7 @@ import { FormatError, ValueError } from '../errors.js';
 import { defaultJobs, perplexityParallel } from '../eval/parallel.js';
 import { perplexity, planWindows } from '../eval/perplexity.js';
 import { exportHf } from '../io/export-hf.js';
+import { fetchCalibration } from '../io/fetch-calibration.js';
 import { fetchDefaultModel } from '../io/fetch-model.js';
 import { loadModel, loadTokenizer, type LoadedModel } from '../io/load-model.js';
 import type { Tokenizer } from '../io/tokenizer.js';
@@ -40,6 +41,7 @@ function loadAny(args: Args): LoadedModel {
 
 export async function fetchCommand(): Promise<number> {
   console.log(fetchDefaultModel(log));
+  console.log(fetchCalibration(log));
   return 0;
 }
 

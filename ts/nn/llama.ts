@@ -130,8 +130,8 @@ export class LlamaModel implements TensorContainer {
       throw new ValueError(`LlamaModel: ${past + ids.shape[1]} positions exceed the model's ${this.config.maxPositions}`);
     }
     let x = gather(this.embed, ids);
-    this.blocks.forEach((block, i) => {
-      const next = tidy(() => this.block(block, i, x, past, cache));
+    this.blocks.forEach((_, i) => {
+      const next = tidy(() => this.blockForward(i, x, past, cache));
       x.dispose(); // autograd keeps its own reference when it needs x
       x = next;
     });
@@ -161,7 +161,9 @@ export class LlamaModel implements TensorContainer {
     });
   }
 
-  private block(b: LlamaBlock, layer: number, x: Tensor, past: number, cache?: KvCache): Tensor {
+  /** Block `layer` applied to hidden states x [batch, seq, hidden] (positions past..). */
+  blockForward(layer: number, x: Tensor, past = 0, cache?: KvCache): Tensor {
+    const b = this.blocks[layer];
     const c = this.config;
     const [B, T] = x.shape;
     const D = c.headDim;

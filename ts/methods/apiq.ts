@@ -1,0 +1,192 @@
+// ApiQ: activation-preserving initialization of the LoRA adapters (and, for INT formats, the
+// quantizer itself through learnable weight clipping). The quantized model is calibrated from the
+// first block to the last; each part is fed X_q, the activations the already-calibrated quantized
+// model produces, and trained to reproduce the full-precision model's outputs on X_fp:
+//   'layer': every projection in forward order:  min || (Q + s·BA)(X_q) - W(X_fp) ||²
+//   'block': a whole transformer block:          min || qblock(X_q) - block(X_fp) ||² + || qblock(X_q) - block(X_q) ||²
+// AdamW with two parameter groups (LWC logits lr 5e-3, LoRA lr 5e-4, weight decay 0.1). After a
+// part is trained, LWC is turned into real packed weights (Lwc.finalize) and X_q moves on.
+
+import { noGrad } from '../autograd.js';
+import { ValueError } from '../errors.js';
+import { add } from '../ops/arithmetic.js';
+import { gather } from '../ops/gather.js';
+import { matmul } from '../ops/matmul.js';
+import type { DenseWeights, LinearLayer } from '../nn/linear.js';
+import { PROJECTIONS, type LlamaModel, type ProjectionName } from '../nn/llama.js';
+import type { Lora } from '../nn/lora.js';
+import { QuantLinear } from '../nn/quant-linear.js';
+import { Lwc } from '../quant/lwc.js';
+import { keep, tensor, tidy, type Tensor } from '../tensor.js';
+import { NanGuard } from '../train/guard.js';
+import { AdamW, type ParamGroup } from '../train/optim.js';
+import { mse, trainStep } from './trainer.js';
+
+export interface ApiqOptions {
+  mode: 'layer' | 'block';
+  /** Calibration windows (token ids of one length). */
+  windows: Int32Array[];
+  /** Passes over the windows per layer/block (default 2). */
+  epochs?: number;
+  /** Learnable weight clipping (default: on for INT formats; NF formats have no clipping range). */
+  lwc?: boolean;
+  lrLwc?: number;
+  lrLora?: number;
+  weightDecay?: number;
+  clip?: number;
+  log?: (line: string) => void;
+}
+
+export interface ApiqReport {
+  /** Per calibrated part (layer or block): loss before training and after. */
+  parts: { name: string; before: number; after: number }[];
+  skippedSteps: number;
+  seconds: number;
+}
+
+const KEYS = Object.keys(PROJECTIONS) as ProjectionName[];
+
+/** A QuantLinear's stand-in while its clipping is learned: x · fakeQuant(W)ᵀ + b + lora(x). */
+class LwcLinear implements LinearLayer {
+  readonly inFeatures: number;
+  readonly outFeatures: number;
+  constructor(readonly lwc: Lwc, readonly bias: Tensor | undefined, readonly lora: Lora | undefined) {
+    [this.outFeatures, this.inFeatures] = lwc.shape;
+  }
+  forward(x: Tensor): Tensor {
+    let y = matmul(x, this.lwc.fakeQuant(), { transB: true });
+    if (this.bias) y = add(y, this.bias);
+    return this.lora ? add(y, this.lora.forward(x)) : y;
+  }
+  dense(): DenseWeights { return { weight: this.lwc.fakeQuant(), bias: this.bias, owned: true }; }
+  finalize(): QuantLinear { return new QuantLinear(this.lwc.finalize(), this.bias, this.lora); }
+  tensors(): Tensor[] { return this.lwc.tensors(); }
+  dispose(): void { this.lwc.dispose(); }
+}
+
+/** Records the input of a layer on each forward (the activations a layer is calibrated on). */
+class InputRecorder implements LinearLayer {
+  inputs: Tensor[] = [];
+  constructor(readonly inner: LinearLayer) {}
+  get inFeatures(): number { return this.inner.inFeatures; }
+  get outFeatures(): number { return this.inner.outFeatures; }
+  forward(x: Tensor): Tensor { this.inputs.push(keep(x)); return this.inner.forward(x); }
+  dense(): DenseWeights { return this.inner.dense(); }
+  tensors(): Tensor[] { return this.inner.tensors(); }
+  dispose(): void { this.inner.dispose(); }
+}
+
+/** Calibrates qm's adapters (and clipping) against fp in place; returns a report. */
+export function apiq(fp: LlamaModel, qm: LlamaModel, opts: ApiqOptions): ApiqReport {
+  const t0 = Date.now();
+  if (!opts.windows.length) throw new ValueError('apiq: no calibration windows');
+  if (opts.mode !== 'layer' && opts.mode !== 'block') throw new ValueError(`apiq: mode must be 'layer' or 'block', got '${String(opts.mode)}'`);
+  const epochs = opts.epochs ?? 2;
+  const log = opts.log ?? (() => {});
+  const guard = new NanGuard();
+  const report: ApiqReport = { parts: [], skippedSteps: 0, seconds: 0 };
+  const embed = (m: LlamaModel) => opts.windows.map((w) => keep(noGrad(() => gather(m.embed, tensor(w, [1, w.length], 'i32', m.embed.backend)))));
+  let xfp = embed(fp);
+  let xq = embed(qm);
+
+  for (let i = 0; i < qm.blocks.length; i++) {
+    const qb = qm.blocks[i];
+    const quantKeys = KEYS.filter((k) => qb[k] instanceof QuantLinear);
+    // swap in LWC stand-ins where clipping is learned
+    for (const k of quantKeys) {
+      const layer = qb[k] as QuantLinear;
+      const useLwc = (opts.lwc ?? layer.weight.format.kind === 'int') && layer.weight.format.kind === 'int';
+      if (useLwc) {
+        const w = fp.blocks[i][k].dense();
+        qb[k] = new LwcLinear(new Lwc(w.weight, layer.weight.format), layer.bias, layer.lora);
+        if (w.owned) w.weight.dispose();
+        layer.weight.dispose();
+      }
+    }
+    const yfp = xfp.map((x) => keep(noGrad(() => fp.blockForward(i, x))));
+    if (opts.mode === 'block') {
+      const yfpq = xq.map((x) => keep(noGrad(() => fp.blockForward(i, x))));
+      const groups = paramGroups(quantKeys.map((k) => qb[k]), opts);
+      if (groups.length) {
+        const part = calibrate(`block ${i}`, groups, xq.map((x, j) => () => {
+          const y = qm.blockForward(i, x);
+          return add(mse(y, yfp[j]), mse(y, yfpq[j]));
+        }), epochs, guard, opts);
+        report.parts.push(part);
+        log(`apiq block ${i}: loss ${part.before.toExponential(3)} -> ${part.after.toExponential(3)}`);
+      }
+      for (const t of yfpq) t.dispose();
+    } else {
+      for (const k of quantKeys) {
+        // this layer's inputs: in the fp model on X_fp, in the (partly calibrated) quantized block on X_q
+        const fpIn = recordInputs(fp, i, k, xfp);
+        const qIn = recordInputs(qm, i, k, xq);
+        const fpLayer = fp.blocks[i][k];
+        const targets = fpIn.map((x) => keep(noGrad(() => fpLayer.forward(x))));
+        const layer = qm.blocks[i][k];
+        const groups = paramGroups([layer], opts);
+        if (groups.length) {
+          const part = calibrate(`layer ${i}.${k}`, groups, qIn.map((x, j) => () => mse(layer.forward(x), targets[j])), epochs, guard, opts);
+          report.parts.push(part);
+          log(`apiq layer ${i}.${k}: loss ${part.before.toExponential(3)} -> ${part.after.toExponential(3)}`);
+        }
+        for (const t of [...fpIn, ...qIn, ...targets]) t.dispose();
+        if (layer instanceof LwcLinear) finalizeLayer(qm, i, k);
+      }
+    }
+    for (const k of quantKeys) if (qb[k] instanceof LwcLinear) finalizeLayer(qm, i, k);
+    const nextQ = xq.map((x) => keep(noGrad(() => qm.blockForward(i, x))));
+    for (const t of [...xq, ...xfp]) t.dispose();
+    xq = nextQ;
+    xfp = yfp;
+  }
+  for (const t of [...xq, ...xfp]) t.dispose();
+  report.skippedSteps = guard.skipped.length;
+  report.seconds = (Date.now() - t0) / 1000;
+  return report;
+}
+
+function finalizeLayer(qm: LlamaModel, i: number, k: ProjectionName): void {
+  const stand = qm.blocks[i][k] as LwcLinear;
+  qm.blocks[i][k] = stand.finalize();
+  stand.dispose();
+}
+
+function paramGroups(layers: LinearLayer[], opts: ApiqOptions): ParamGroup[] {
+  const wd = opts.weightDecay ?? 0.1;
+  const lwc = layers.flatMap((l) => (l instanceof LwcLinear ? l.lwc.params() : []));
+  const lora = layers.flatMap((l) => {
+    const branch = l instanceof LwcLinear ? l.lora : l instanceof QuantLinear ? l.lora : undefined;
+    return branch?.parameters() ?? [];
+  });
+  const groups: ParamGroup[] = [];
+  if (lwc.length) groups.push({ params: lwc, lr: opts.lrLwc ?? 5e-3, weightDecay: wd });
+  if (lora.length) groups.push({ params: lora, lr: opts.lrLora ?? 5e-4, weightDecay: wd });
+  return groups;
+}
+
+/** Trains one part; loss before/after measured over all windows without updates. */
+function calibrate(name: string, groups: ParamGroup[], losses: (() => Tensor)[], epochs: number, guard: NanGuard, opts: ApiqOptions): { name: string; before: number; after: number } {
+  const meanLoss = () => noGrad(() => losses.reduce((s, f) => s + tidy(() => f().dataSync()[0]), 0) / losses.length);
+  const before = meanLoss();
+  const opt = new AdamW(groups);
+  try {
+    for (let e = 0; e < epochs; e++) for (const f of losses) trainStep(opt, [f], { guard, clip: opts.clip });
+  } finally {
+    opt.dispose();
+  }
+  return { name, before, after: meanLoss() };
+}
+
+/** Inputs of projection k of block i for each x (the block run without gradients, recorded). */
+function recordInputs(m: LlamaModel, i: number, k: ProjectionName, xs: Tensor[]): Tensor[] {
+  const block = m.blocks[i];
+  const rec = new InputRecorder(block[k]);
+  block[k] = rec;
+  try {
+    for (const x of xs) noGrad(() => tidy(() => { m.blockForward(i, x); }));
+  } finally {
+    block[k] = rec.inner;
+  }
+  return rec.inputs;
+}
