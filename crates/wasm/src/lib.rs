@@ -284,3 +284,19 @@ pub fn dequantize_matmul(x: usize, x_rows: usize, parts_ptr: usize, rows: usize,
     let l = quant::part_lengths(rows, cols, &f);
     unsafe { quant::dequantize_matmul(s(x, x_rows * cols), x_rows, &parts(parts_ptr, &l), rows, cols, &f, m(out, x_rows * rows)) }
 }
+
+// ---- ICQ ----
+
+/// out[g] = ICQ's τ (nf) or clip ratio (int) of each group (crates/kernels quant/icq.rs).
+/// Returns -1, or the index of the first non-finite weight.
+#[wasm_bindgen]
+#[allow(clippy::too_many_arguments)]
+pub fn icq_search(w: usize, rows: usize, cols: usize, kind: u32, bits: u32, group: usize, double_quant: bool, symmetric: bool, lambda: f64, n: usize, sigma: f64, clip_low: f64, clip_high: f64, clip_points: usize, out: usize) -> i32 {
+    let f = format(kind, bits, group, double_quant, symmetric);
+    let p = quant::IcqParams { lambda, n, sigma, clip_low, clip_high, clip_points };
+    let groups = rows * quant::groups_per_row(cols, &f);
+    match unsafe { quant::icq_search(s(w, rows * cols), rows, cols, &f, &p, m(out, groups)) } {
+        Ok(()) => -1,
+        Err(i) => i as i32,
+    }
+}

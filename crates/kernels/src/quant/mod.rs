@@ -19,6 +19,7 @@
 #[cfg(test)]
 mod bench;
 mod decode;
+mod icq;
 mod matmul;
 #[cfg(test)]
 mod owned;
@@ -34,6 +35,7 @@ mod x86;
 mod x86_tests;
 
 pub use decode::{dequantize, dequantize_rows};
+pub use icq::{icq_search, icq_search_reference, IcqParams, ICQ_TIE};
 pub use matmul::{dequantize_matmul, dequantize_matmul_rows};
 pub use quantize::quantize;
 pub use reference::{dequantize_matmul_reference, dequantize_reference, quantize_reference};
