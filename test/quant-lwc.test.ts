@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import * as q from '../ts/index.js';
 import { gaussianArray } from '../ts/tensor.js';
 import { Lwc, lwcFakeQuant, LWC_EPS } from '../ts/quant/lwc.js';
+import { unpackCodes } from '../ts/quant/packing.js';
 import { roundHalfAway, type QuantFormat } from '../ts/quant/formats.js';
 import { AdamW } from '../ts/train/optim.js';
 import { assignHost } from '../ts/train/tensors.js';
@@ -139,6 +140,11 @@ test('lwc: finalize() dequantizes to fakeQuant() bit for bit, on every backend',
         assert.equal(qt.format, s.f);
         const dq = q.dequantize(qt).dataSync() as Float32Array;
         assert.deepEqual(new Uint32Array(dq.buffer), new Uint32Array(fq.buffer), `${name} ${s.f.name} [${rows}, ${cols}]`);
+        if (sym) {
+          // clipped symmetric groups use code maxq (one step above +zero): decoded like any other
+          const codes = unpackCodes(qt.codes.dataSync() as Uint8Array, rows, cols, bits);
+          assert.ok(codes.includes(2 ** bits - 1), `${s.f.name}: code maxq is exercised`);
+        }
         // and the same packed parts on every backend as on js
         const ref = new Lwc(q.tensor(s.w, [rows, cols], 'f32', js), s.f);
         assignHost(ref.u, s.u);

