@@ -127,7 +127,7 @@ test('Lora.create: kaiming A within ±1/√in, B zero, IEC scalars zero, so the 
   assert.ok(l.forward(x).dataSync().every((v) => v === 0));
   assert.equal(l.parameters().length, 4);
   const g = Lora.create(64, 32, { rank: 8, init: 'gaussian', seed: 3 }, q.getBackend());
-  const gv = g.a.dataSync();
+  const gv = g.a.dataSync() as Float32Array;
   const std = Math.sqrt(gv.reduce((s, v) => s + v * v, 0) / gv.length);
   assert.ok(Math.abs(std - 1 / 8) < 0.02, `gaussian std ${std}`);
   assert.throws(() => Lora.create(8, 4, { rank: 5 }, q.getBackend()), q.ValueError);

@@ -6,7 +6,9 @@ import { QuantloraError } from '../errors.js';
 import { backends, getBackend, initBackend } from '../registry.js';
 import { Args } from './args.js';
 import { printDemo, runDemo } from './demo.js';
+import { experimentCommand } from './experiment.js';
 import { evalCommand, exportCommand, fetchCommand, generateCommand } from './model-commands.js';
+import { quantizeCommand } from './quantize.js';
 
 const USAGE = `quantlora — quantize LLM linear layers to 2/3/4 bits and compensate with LoRA
 
@@ -21,6 +23,20 @@ Usage:
                                        greedy (temperature 0, the default) or sampled generation
   quantlora export [--model PATH] --out DIR [--dtype f32|f16|bf16]
                                        write a Hugging Face directory (config, safetensors, tokenizer)
+  quantlora quantize --out DIR [--model PATH] [--format nf|int] [--bits 2|3|4] [--group 64]
+                     [--symmetric] [--no-double-quant] [--icq]
+                     [--init none|kaiming|gaussian|loftq|apiq-layer|apiq-block] [--rank 16] [--alpha A]
+                     [--iec] [--loftq-iters 5] [--apiq-epochs 2] [--rilq-steps N] [--rilq-loss hidden|logits]
+                     [--gt-weight 0.5] [--finetune-steps N] [--lr LR] [--accumulate N] [--patience N]
+                     [--checkpoint FILE] [--calib FILE] [--calib-windows 32] [--calib-seqlen 512]
+                     [--merged] [--eval WINDOWS] [--json]
+                                       quantize + initialize + compensate; writes the packed model
+                                       (model.quantlora.safetensors), PEFT adapters (adapter/) and
+                                       with --merged the merged Hugging Face model (merged/)
+  quantlora experiment [--preset small|paper|tiny] [--model PATH] [--eval-windows N] [--only KEYS]
+                       [--out results] [--name NAME] [--fresh]
+                                       the methods' results table: results/NAME.{json,md,svg};
+                                       resumes an interrupted run unless --fresh
   quantlora doctor                     list backends and what each one found
   quantlora help
 
@@ -55,6 +71,12 @@ async function main(argv: string[]): Promise<number> {
     case 'export':
       await initBackend();
       return exportCommand(new Args(args));
+    case 'quantize':
+      await initBackend();
+      return quantizeCommand(new Args(args));
+    case 'experiment':
+      await initBackend();
+      return experimentCommand(new Args(args));
     case 'doctor': {
       for (const b of backends()) {
         const line = b.available ? 'available' : `unavailable: ${b.failure}`;

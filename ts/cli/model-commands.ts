@@ -24,7 +24,8 @@ function modelPath(args: Args): string {
   return args.string('model') ?? process.env.QUANTLORA_MODEL ?? fetchDefaultModel(log);
 }
 
-function load(args: Args): LoadedModel & { tokenizer: Tokenizer } {
+/** Loads --model (or the default model) with its tokenizer, logging what was loaded. */
+export function loadForCommand(args: Args): LoadedModel & { tokenizer: Tokenizer } {
   const loaded = loadAny(args);
   if (!loaded.tokenizer) throw new FormatError(`${loaded.path}: no tokenizer (a Hugging Face directory needs tokenizer.json)`);
   return loaded as LoadedModel & { tokenizer: Tokenizer };
@@ -80,7 +81,7 @@ export async function evalCommand(args: Args): Promise<number> {
     log(`evaluating ${windows} windows in ${workers} worker threads on backend ${getBackend().name}`);
     r = await perplexityParallel(path, ids, { ...popts, jobs: workers });
   } else {
-    const { model } = load(args);
+    const { model } = loadForCommand(args);
     r = await perplexity(model, ids, popts);
     model.dispose();
   }
@@ -98,7 +99,7 @@ export async function evalCommand(args: Args): Promise<number> {
 export async function generateCommand(args: Args): Promise<number> {
   const prompt = args.string('prompt');
   if (prompt === undefined) throw new ValueError('generate: --prompt TEXT is required');
-  const { model, tokenizer } = load(args);
+  const { model, tokenizer } = loadForCommand(args);
   const text = args.has('chat') ? `<|im_start|>user\n${prompt}<|im_end|>\n<|im_start|>assistant\n` : prompt;
   const ids = tokenizer.encode(text);
   const out: number[] = [];

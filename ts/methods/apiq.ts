@@ -85,7 +85,7 @@ export function apiq(fp: LlamaModel, qm: LlamaModel, opts: ApiqOptions): ApiqRep
   const log = opts.log ?? (() => {});
   const guard = new NanGuard();
   const report: ApiqReport = { parts: [], skippedSteps: 0, seconds: 0 };
-  const embed = (m: LlamaModel) => opts.windows.map((w) => keep(noGrad(() => gather(m.embed, tensor(w, [1, w.length], 'i32', m.embed.backend)))));
+  const embed = (m: LlamaModel) => opts.windows.map((w) => frozen(() => gather(m.embed, tensor(w, [1, w.length], 'i32', m.embed.backend))));
   let xfp = embed(fp);
   let xq = embed(qm);
 
@@ -103,9 +103,9 @@ export function apiq(fp: LlamaModel, qm: LlamaModel, opts: ApiqOptions): ApiqRep
         layer.weight.dispose();
       }
     }
-    const yfp = xfp.map((x) => keep(noGrad(() => fp.blockForward(i, x))));
+    const yfp = xfp.map((x) => frozen(() => fp.blockForward(i, x)));
     if (opts.mode === 'block') {
-      const yfpq = xq.map((x) => keep(noGrad(() => fp.blockForward(i, x))));
+      const yfpq = xq.map((x) => frozen(() => fp.blockForward(i, x)));
       const groups = paramGroups(quantKeys.map((k) => qb[k]), opts);
       if (groups.length) {
         const part = calibrate(`block ${i}`, groups, xq.map((x, j) => () => {
@@ -122,7 +122,7 @@ export function apiq(fp: LlamaModel, qm: LlamaModel, opts: ApiqOptions): ApiqRep
         const fpIn = recordInputs(fp, i, k, xfp);
         const qIn = recordInputs(qm, i, k, xq);
         const fpLayer = fp.blocks[i][k];
-        const targets = fpIn.map((x) => keep(noGrad(() => fpLayer.forward(x))));
+        const targets = fpIn.map((x) => frozen(() => fpLayer.forward(x)));
         const layer = qm.blocks[i][k];
         const groups = paramGroups([layer], opts);
         if (groups.length) {
@@ -135,7 +135,7 @@ export function apiq(fp: LlamaModel, qm: LlamaModel, opts: ApiqOptions): ApiqRep
       }
     }
     for (const k of quantKeys) if (qb[k] instanceof LwcLinear) finalizeLayer(qm, i, k);
-    const nextQ = xq.map((x) => keep(noGrad(() => qm.blockForward(i, x))));
+    const nextQ = xq.map((x) => frozen(() => qm.blockForward(i, x)));
     for (const t of [...xq, ...xfp]) t.dispose();
     xq = nextQ;
     xfp = yfp;
@@ -144,6 +144,11 @@ export function apiq(fp: LlamaModel, qm: LlamaModel, opts: ApiqOptions): ApiqRep
   report.skippedSteps = guard.skipped.length;
   report.seconds = (Date.now() - t0) / 1000;
   return report;
+}
+
+/** fn's result without a graph, owned by the caller (every intermediate freed). */
+function frozen(fn: () => Tensor): Tensor {
+  return keep(noGrad(() => tidy(fn)));
 }
 
 function finalizeLayer(qm: LlamaModel, i: number, k: ProjectionName): void {

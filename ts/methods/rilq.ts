@@ -15,7 +15,7 @@ import { slice } from '../ops/shape.js';
 import type { LlamaModel } from '../nn/llama.js';
 import { keep, tensor, tidy, type Tensor } from '../tensor.js';
 import { loadCheckpoint, saveCheckpoint } from '../train/checkpoint.js';
-import { NanGuard } from '../train/guard.js';
+import { NanGuard, type GuardState } from '../train/guard.js';
 import { AdamW } from '../train/optim.js';
 import { constantLr, cosineLr } from '../train/schedule.js';
 import { assignHost, readF32 } from '../train/tensors.js';
@@ -74,7 +74,7 @@ export function rilq(fp: LlamaModel, qm: LlamaModel, opts: RilqOptions): Trainin
   const gt = opts.gtWeight ?? 0.5;
   if (!(gt >= 0 && gt <= 1)) throw new ValueError(`rilq: gtWeight must be in [0, 1], got ${gt}`);
   if (kind !== 'hidden' && kind !== 'logits') throw new ValueError(`rilq: loss must be 'hidden' or 'logits', got '${String(kind)}'`);
-  const target = (w: Int32Array): Tensor => keep(noGrad(() => (kind === 'hidden' ? fp.hidden(ids(w, fp)) : fp.logits(ids(w, fp)))));
+  const target = (w: Int32Array): Tensor => keep(noGrad(() => tidy(() => (kind === 'hidden' ? fp.hidden(ids(w, fp)) : fp.logits(ids(w, fp))))));
   const all = [...opts.data.train, ...opts.data.validation];
   const targets = new Map(all.map((w) => [w, target(w)]));
   const loss = (w: Int32Array): Tensor => tidy(() => {
@@ -120,11 +120,11 @@ export function trainAdapters(name: string, qm: LlamaModel, loss: (w: Int32Array
 
   if (opts.checkpoint && existsSync(opts.checkpoint)) {
     const ck = loadCheckpoint(opts.checkpoint, { tensors: named, optimizer: opt });
-    const meta = ck.meta as { step: number; bestStep: number; bestLoss: number; stale: number; trainLoss: number[]; validation: { step: number; loss: number }[]; guard: NanGuard; best?: number[][] };
+    const meta = ck.meta as { step: number; bestStep: number; bestLoss: number; stale: number; trainLoss: number[]; validation: { step: number; loss: number }[]; guard: GuardState; best?: number[][] };
     step = meta.step;
     Object.assign(report, { bestStep: meta.bestStep, bestLoss: meta.bestLoss ?? Infinity, trainLoss: meta.trainLoss, validation: meta.validation, resumedFrom: step });
     stale = meta.stale;
-    Object.assign(guard, meta.guard);
+    guard.loadState(meta.guard);
     best = meta.best?.map((b) => Float32Array.from(b));
     log(`${name}: resumed from ${opts.checkpoint} at step ${step}`);
   } else if (validation.length) {
@@ -153,7 +153,7 @@ export function trainAdapters(name: string, qm: LlamaModel, loss: (w: Int32Array
       if (opts.checkpoint && step % (opts.checkpointEvery ?? 50) === 0 && step < opts.steps) {
         saveCheckpoint(opts.checkpoint, { tensors: named, optimizer: opt, meta: {
           step, bestStep: report.bestStep, bestLoss: Number.isFinite(report.bestLoss) ? report.bestLoss : null, stale, trainLoss: report.trainLoss,
-          validation: report.validation, guard: { lrScale: guard.lrScale, consecutive: guard.consecutive, checked: guard.checked, skipped: guard.skipped },
+          validation: report.validation, guard: guard.state(),
           best: best?.map((b) => Array.from(b)),
         } });
       }

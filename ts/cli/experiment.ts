@@ -1,0 +1,97 @@
+// `quantlora experiment`: reproduces the methods' results table from scratch. Loads the model,
+// the evaluation text (WikiText-2 test) and the calibration text (State of the Union), runs every
+// row of the preset (ts/methods/experiment.ts), and writes after each row (so an interrupted run
+// resumes where it stopped): results/<name>.json, results/<name>.md, results/<name>.svg.
+
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { ValueError } from '../errors.js';
+import { perplexity } from '../eval/perplexity.js';
+import { writeFileAtomic } from '../io/atomic.js';
+import { fetchCalibration } from '../io/fetch-calibration.js';
+import type { LlamaModel } from '../nn/llama.js';
+import { getBackend } from '../registry.js';
+import { codeEntropy } from '../quant/icq.js';
+import { calibrationWindows } from '../methods/calibration.js';
+import { experimentRows, markdownTable, PRESETS, svgPlot, type RowResult } from '../methods/experiment.js';
+import { runMethod } from '../methods/pipeline.js';
+import { quantLayers } from '../methods/quantize-model.js';
+import type { Args } from './args.js';
+import { DEFAULT_EVAL_DATA, loadForCommand } from './model-commands.js';
+
+const log = (line: string): void => { process.stderr.write(`${line}\n`); };
+
+/** Mean code entropy per block over every quantized layer of a model. */
+function meanEntropy(m: LlamaModel): number {
+  let sum = 0;
+  let blocks = 0;
+  for (const { layer } of quantLayers(m)) {
+    const e = codeEntropy(layer.weight);
+    sum += e.mean * e.perGroup.length;
+    blocks += e.perGroup.length;
+  }
+  return sum / blocks;
+}
+
+export async function experimentCommand(args: Args): Promise<number> {
+  const presetName = args.string('preset') ?? 'small';
+  const preset = PRESETS[presetName];
+  if (!preset) throw new ValueError(`experiment: --preset must be one of ${Object.keys(PRESETS).join(', ')}, got '${presetName}'`);
+  const p = { ...preset };
+  const evalWindows = args.number('eval-windows', { integer: true, min: 1 });
+  if (evalWindows) p.evalWindows = evalWindows;
+  const name = args.string('name') ?? `issue6-${p.name}`;
+  const outDir = resolve(args.string('out') ?? 'results');
+  const only = args.string('only')?.split(',');
+  const dataPath = resolve(args.string('data') ?? process.env.QUANTLORA_EVAL_DATA ?? DEFAULT_EVAL_DATA);
+  if (!existsSync(dataPath)) throw new ValueError(`experiment: evaluation text ${dataPath} does not exist (pass --data FILE)`);
+  const calibPath = args.string('calib') ?? fetchCalibration(log);
+  if (!existsSync(calibPath)) throw new ValueError(`experiment: calibration text ${calibPath} does not exist (pass --calib FILE)`);
+
+  const { model: fp, tokenizer } = loadForCommand(args);
+  const evalIds = Int32Array.from(tokenizer.encode(readFileSync(dataPath, 'utf8')));
+  // enough calibration text for the windows (about 4 characters per token, with room)
+  const need = (p.calib.count + p.calib.validation) * p.calib.seqlen * 40;
+  const calibIds = tokenizer.encode(readFileSync(calibPath, 'utf8').slice(0, need));
+  const data = calibrationWindows(calibIds, { count: p.calib.count, seqlen: p.calib.seqlen, validation: p.calib.validation, seed: 1 });
+
+  mkdirSync(outDir, { recursive: true });
+  const jsonPath = join(outDir, `${name}.json`);
+  const previous: RowResult[] = existsSync(jsonPath) && !args.has('fresh') ? (JSON.parse(readFileSync(jsonPath, 'utf8')).rows as RowResult[]) : [];
+  const results = new Map(previous.map((r) => [r.key, r]));
+  const rows = experimentRows(p).filter((r) => !only || only.includes(r.key) || r.key === 'fp');
+  const save = () => {
+    const ordered = experimentRows(p).map((r) => results.get(r.key)).filter((r): r is RowResult => !!r);
+    const doc = { preset: p, backend: getBackend().name, model: fp.config, evalData: dataPath, calibData: calibPath, date: new Date().toISOString(), rows: ordered };
+    writeFileAtomic(jsonPath, JSON.stringify(doc, null, 1));
+    writeFileAtomic(join(outDir, `${name}.md`), markdownTable(ordered, p));
+    writeFileAtomic(join(outDir, `${name}.svg`), svgPlot(ordered, p));
+  };
+  const evalOpts = { seqlen: p.evalSeqlen, limit: p.evalWindows };
+  for (const row of rows) {
+    if (results.has(row.key)) { log(`experiment: ${row.key} done earlier (${results.get(row.key)!.perplexity.toFixed(3)})`); continue; }
+    const t0 = Date.now();
+    log(`experiment: ${row.key} (${row.label}, ${row.bits} bits)`);
+    let result: RowResult;
+    if (!row.spec) {
+      const ppl = await perplexity(fp, evalIds, evalOpts);
+      result = { ...row, perplexity: ppl.perplexity, evalWindows: ppl.windows, seconds: (Date.now() - t0) / 1000 };
+    } else {
+      const { model, report } = runMethod(fp, row.spec, data, log);
+      try {
+        const entropy = row.spec.init === 'none' ? meanEntropy(model) : undefined;
+        const ppl = await perplexity(model, evalIds, evalOpts);
+        result = { ...row, perplexity: ppl.perplexity, evalWindows: ppl.windows, entropy, seconds: (Date.now() - t0) / 1000, details: report };
+      } finally {
+        model.dispose();
+      }
+    }
+    log(`experiment: ${row.key}: perplexity ${result.perplexity.toFixed(3)} (${result.seconds.toFixed(0)} s)`);
+    results.set(row.key, result);
+    save();
+  }
+  save();
+  process.stdout.write(markdownTable([...results.values()], p));
+  fp.dispose();
+  return 0;
+}
