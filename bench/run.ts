@@ -40,6 +40,8 @@ const rows: Row[] = [];
 
 for (const suite of suites.filter((s) => !filter || s.name.includes(filter))) {
   for (const name of names) {
+    const skip = suite.skip?.(name, quick);
+    if (skip) { console.error(`${suite.name} [${name}] skipped: ${skip}`); continue; }
     const backend = backendByName(name);
     const prepared = suite.prepare(backend, quick);
     const bench = new Bench({ name: suite.name, time, iterations: 3, warmupIterations: 1, warmupTime: 0 });

@@ -6,6 +6,7 @@ import { basename } from 'node:path';
 import { dequantize, dequantizeMatmul, formats, matmul, quantize, randn, tensor, type Backend, type QuantizedTensor, type Tensor } from '../ts/index.js';
 import { loadModel } from '../ts/io/load-model.js';
 import { defaultModelPath } from '../ts/io/model-cache.js';
+import { methodSuites } from './method-suites.js';
 
 export interface Work {
   /** Floating-point operations of one call (2 per multiply-add). */
@@ -24,6 +25,8 @@ export interface Prepared {
 
 export interface Suite {
   name: string;
+  /** A reason to skip this backend (printed), or undefined to run it. */
+  skip?: (backend: string, quick: boolean) => string | undefined;
   prepare: (backend: Backend, quick: boolean) => Prepared;
 }
 
@@ -122,3 +125,4 @@ function modelSuite(): Suite {
 }
 
 suites.push(modelSuite());
+suites.push(...methodSuites);

@@ -184,9 +184,13 @@ export function tidy<T>(fn: () => T): T {
   let result: T;
   try {
     result = fn();
-  } finally {
+  } catch (e) {
+    // a throwing fn returns nothing: everything it made is garbage
     scopes.pop();
+    for (const t of scope) t.dispose();
+    throw e;
   }
+  scopes.pop();
   if (result instanceof Promise) throw new ValueError('tidy(fn): fn must be synchronous (it returned a Promise)');
   const returned = new Set<Tensor>();
   collectTensors(result, returned);
