@@ -112,4 +112,11 @@ export interface Backend {
   dequantize(q: QuantHandles, rows: number, cols: number, f: QuantFormat): Handle;
   /** x [xRows, cols] · Wᵀ with W = dequantize(q) of shape [rows, cols]; returns [xRows, rows]. */
   dequantizeMatmul(x: Handle, xRows: number, q: QuantHandles, rows: number, cols: number, f: QuantFormat): Handle;
+
+  // optional: the long kernels off the JS thread (the native backend has them). Same results as
+  // the synchronous kernels; inputs must not change until the promise settles (whether freeing one
+  // meanwhile is safe is up to the backend: native defers the free). ts/ops/async.ts picks them.
+  matmulAsync?(a: Handle, b: Handle, d: MatmulDims): Promise<Handle>;
+  dequantizeMatmulAsync?(x: Handle, xRows: number, q: QuantHandles, rows: number, cols: number, f: QuantFormat): Promise<Handle>;
+  dequantizeAsync?(q: QuantHandles, rows: number, cols: number, f: QuantFormat): Promise<Handle>;
 }

@@ -80,11 +80,9 @@ export function dequantize(q: QuantizedTensor): Tensor {
   return out(q.backend, q.backend.dequantize(q.handles(), q.rows, q.cols, q.format), q.shape);
 }
 
-/**
- * x [..., in] · dequantize(q)ᵀ for q of shape [out, in] -> [..., out], without materializing the
- * float weight. Differentiable with respect to x (the quantized weight is frozen).
- */
-export function dequantizeMatmul(x: Tensor, q: QuantizedTensor): Tensor {
+/** The checks of dequantizeMatmul(x, q) and its kernel sizes: weight [rows, cols], xRows rows of
+ *  x, output shape (shared with ops/async.ts). */
+export function dequantizeMatmulPlan(x: Tensor, q: QuantizedTensor): { rows: number; cols: number; xRows: number; shape: number[] } {
   expectDType('dequantizeMatmul', x, 'f32', 'x');
   if (q.shape.length !== 2) throw new ShapeError(`dequantizeMatmul: the quantized weight must be [out, in], got ${describeShape(q.shape)}`);
   if (x.backend !== q.backend) throw new ShapeError(`dequantizeMatmul: x lives on '${x.backend.name}', the weight on '${q.backend.name}'`);
@@ -92,9 +90,17 @@ export function dequantizeMatmul(x: Tensor, q: QuantizedTensor): Tensor {
   if (x.rank < 1 || x.shape[x.rank - 1] !== cols) {
     throw new ShapeError(`dequantizeMatmul: x ${describeShape(x.shape)} must end in the weight's input size ${cols} (weight ${describeShape(q.shape)})`);
   }
-  const xRows = x.size / cols;
+  return { rows, cols, xRows: x.size / cols, shape: [...x.shape.slice(0, -1), rows] };
+}
+
+/**
+ * x [..., in] · dequantize(q)ᵀ for q of shape [out, in] -> [..., out], without materializing the
+ * float weight. Differentiable with respect to x (the quantized weight is frozen).
+ */
+export function dequantizeMatmul(x: Tensor, q: QuantizedTensor): Tensor {
+  const { rows, cols, xRows, shape } = dequantizeMatmulPlan(x, q);
   const be = x.backend;
-  const y = out(be, be.dequantizeMatmul(x.handle, xRows, q.handles(), rows, cols, q.format), [...x.shape.slice(0, -1), rows]);
+  const y = out(be, be.dequantizeMatmul(x.handle, xRows, q.handles(), rows, cols, q.format), shape);
   // dx = dy · W. TODO(issue 6): a fused kernel for this product instead of a temporary float W.
   return record('dequantizeMatmul', [x], y, (g) => {
     const w = dequantize(q);

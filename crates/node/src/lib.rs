@@ -12,6 +12,7 @@ mod args;
 mod icq;
 mod mem;
 mod pool;
+mod tasks;
 
 use args::{bytes_as, disjoint, dims, err, prod, size, with_bytes_mut, View};
 use mem::JsRaw;

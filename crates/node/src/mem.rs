@@ -8,6 +8,11 @@
 //!   for a buffer that was detached). It frees the memory only if LIVE still holds the same
 //!   allocation (same pointer and same id), so a released pointer reused by a later allocation is
 //!   never freed twice.
+//!
+//! Async tasks (tasks.rs) pin the allocations they read or write (`pin`): while pinned, release()
+//! still detaches the buffer at once, and the finalizer still runs, but the memory itself is freed
+//! only when the last pin is dropped (after the task has finished with it). Such a deferred
+//! allocation still counts in live_allocations() until it is freed.
 
 use crate::args::err;
 use napi::bindgen_prelude::{FromNapiValue, ToNapiValue, TypeName, ValidateNapiValue};
@@ -27,6 +32,60 @@ static LIVE: Mutex<Option<HashMap<usize, (usize, usize)>>> = Mutex::new(None);
 fn live<R>(f: impl FnOnce(&mut HashMap<usize, (usize, usize)>) -> R) -> R {
     let mut g = LIVE.lock().unwrap_or_else(|e| e.into_inner());
     f(g.get_or_insert_with(HashMap::new))
+}
+
+/// Pinned allocations: data pointer -> (pins, Some(bytes) once release()/the finalizer has run and
+/// the free waits for the last pin). Locked after LIVE when both are held.
+static PINNED: Mutex<Option<HashMap<usize, (usize, Option<usize>)>>> = Mutex::new(None);
+
+fn pinned<R>(f: impl FnOnce(&mut HashMap<usize, (usize, Option<usize>)>) -> R) -> R {
+    let mut g = PINNED.lock().unwrap_or_else(|e| e.into_inner());
+    f(g.get_or_insert_with(HashMap::new))
+}
+
+/// Keeps the allocation at a data pointer from being freed while it lives (see the module doc).
+pub struct Pin(usize);
+
+/// Pins the live allocation whose data pointer is p; None when alloc() did not make it (or it
+/// was released already).
+pub fn pin(p: usize) -> Option<Pin> {
+    live(|m| {
+        m.contains_key(&p).then(|| {
+            pinned(|q| q.entry(p).or_insert((0, None)).0 += 1);
+            Pin(p)
+        })
+    })
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        let free = pinned(|q| {
+            let e = q.get_mut(&self.0)?;
+            e.0 -= 1;
+            if e.0 == 0 {
+                q.remove(&self.0).and_then(|e| e.1)
+            } else {
+                None
+            }
+        });
+        if let Some(bytes) = free {
+            unsafe { dealloc(self.0 as *mut u8, layout(bytes)) };
+        }
+    }
+}
+
+/// Frees an allocation already taken out of LIVE, or leaves it to the last pin.
+fn free_or_defer(p: usize, bytes: usize) {
+    let deferred = pinned(|q| match q.get_mut(&p) {
+        Some(e) => {
+            e.1 = Some(bytes);
+            true
+        }
+        None => false,
+    });
+    if !deferred {
+        unsafe { dealloc(p as *mut u8, layout(bytes)) };
+    }
 }
 
 fn layout(bytes: usize) -> Layout {
@@ -66,7 +125,7 @@ unsafe extern "C" fn finalize(_env: sys::napi_env, data: *mut c_void, hint: *mut
         _ => None,
     });
     if let Some(bytes) = bytes {
-        dealloc(data as *mut u8, layout(bytes));
+        free_or_defer(data as usize, bytes);
     }
 }
 
@@ -130,10 +189,10 @@ pub fn release_buffer(env: Env, buf: JsRaw) -> Result<()> {
         live(|m| m.insert(p, (id, bytes)));
         return Err(err(format!("release: napi_detach_arraybuffer failed (status {st}); the memory is left to the garbage collector")));
     }
-    unsafe { dealloc(data as *mut u8, layout(bytes)) };
+    free_or_defer(p, bytes);
     Ok(())
 }
 
 pub fn live_allocations() -> usize {
-    live(|m| m.len())
+    live(|m| m.len()) + pinned(|q| q.values().filter(|e| e.1.is_some()).count())
 }

@@ -82,6 +82,18 @@ export interface NativeAddon {
   dequantize(parts: NativeParts, rows: number, cols: number, kind: number, bits: number, group: number, doubleQuant: boolean, symmetric: boolean, out: Float32Array): void;
   /** out [xRows, rows] = x [xRows, cols] · Wᵀ; split over the thread pool by weight rows when large. */
   dequantizeMatmul(x: Float32Array, xRows: number, parts: NativeParts, rows: number, cols: number, kind: number, bits: number, group: number, doubleQuant: boolean, symmetric: boolean, out: Float32Array): void;
+
+  // ---- async (crates/node/src/tasks.rs): the same kernels on a libuv worker thread, which hands
+  // the work to the thread pool; the promise resolves (to undefined) once out is written, with the
+  // bits the synchronous kernel would write. Argument errors reject the promise (with the
+  // synchronous kernel's message, named <kernel>Async) instead of throwing; a panic rejects too.
+  // Memory made by alloc() is used in place and pinned: release() of a buffer a task uses
+  // detaches it at once but frees it only when the task is done (liveAllocations() counts it
+  // until then). Other typed arrays are copied (inputs at the call, out when the task resolves).
+  // Until the promise settles, do not write the inputs or read out.
+  matmulAsync(a: Float32Array, b: Float32Array, batch: number, m: number, k: number, n: number, transA: boolean, transB: boolean, aBatchStride: number, bBatchStride: number, out: Float32Array): Promise<void>;
+  dequantizeMatmulAsync(x: Float32Array, xRows: number, parts: NativeParts, rows: number, cols: number, kind: number, bits: number, group: number, doubleQuant: boolean, symmetric: boolean, out: Float32Array): Promise<void>;
+  dequantizeAsync(parts: NativeParts, rows: number, cols: number, kind: number, bits: number, group: number, doubleQuant: boolean, symmetric: boolean, out: Float32Array): Promise<void>;
 }
 
 interface ProcessLike {

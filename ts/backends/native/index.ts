@@ -227,6 +227,33 @@ export class NativeBackend implements Backend {
     this.addon.dequantizeMatmul(f32(x).subarray(0, xRows * cols), xRows, this.parts(q), rows, cols, ...this.formatArgs(f), f32(o));
     return o;
   }
+
+  // ---- async (inference only: ts/ops/async.ts) ----
+  // The kernel runs off the JS thread on the pool; the promise resolves to the new output handle.
+  // Freeing an input while the promise is pending is safe (the addon defers the free until the
+  // kernel is done) and does not change the result; writing an input meanwhile does.
+
+  private async settle(o: NativeHandle, run: Promise<void>): Promise<Handle> {
+    try {
+      await run;
+    } catch (e) {
+      this.free(o);
+      throw e;
+    }
+    return o;
+  }
+  async matmulAsync(a: Handle, b: Handle, d: MatmulDims): Promise<Handle> {
+    const o = this.out('f32', d.batch * d.m * d.n);
+    return this.settle(o, this.addon.matmulAsync(f32(a), f32(b), d.batch, d.m, d.k, d.n, d.transA, d.transB, d.aBatchStride, d.bBatchStride, f32(o)));
+  }
+  async dequantizeMatmulAsync(x: Handle, xRows: number, q: QuantHandles, rows: number, cols: number, f: QuantFormat): Promise<Handle> {
+    const o = this.out('f32', xRows * rows);
+    return this.settle(o, this.addon.dequantizeMatmulAsync(f32(x).subarray(0, xRows * cols), xRows, this.parts(q), rows, cols, ...this.formatArgs(f), f32(o)));
+  }
+  async dequantizeAsync(q: QuantHandles, rows: number, cols: number, f: QuantFormat): Promise<Handle> {
+    const o = this.out('f32', rows * cols);
+    return this.settle(o, this.addon.dequantizeAsync(this.parts(q), rows, cols, ...this.formatArgs(f), f32(o)));
+  }
 }
 
 registerBackend('native', () => new NativeBackend(loadNativeAddon()), 20);
