@@ -480,3 +480,47 @@ describe('native addon', { skip }, () => {
     close('affine after errors', out, [3, 5, 7, 9], 0);
   });
 });
+
+describe('native addon: matmul split in rows and columns', { skip }, () => {
+  // crates/node/src/pool.rs cuts a matmul into a 2-D grid (mm::split_grid: row and column pieces
+  // at the kernel's tile multiples) once rows alone cannot feed the threads; every element must
+  // still equal the one-thread result bit for bit, on every kernel (AVX-512, AVX2, portable).
+  test('2-D split matmul is bit-identical to one thread', () => {
+    const a = A();
+    const threads = a.info().threads;
+    try {
+      const cases: [number, number, number, number, boolean, boolean, number, number][] = [
+        // batch, m, k, n, transA, transB, aBatchStride, bBatchStride
+        [1, 96, 256, 1000, false, false, 0, 0], // few rows, wide: mostly column pieces
+        [1, 257, 300, 515, false, false, 0, 0], // square-ish with tails in both directions
+        [1, 200, 513, 333, false, true, 0, 0],
+        [1, 150, 280, 400, true, false, 0, 0],
+        [1, 131, 260, 277, true, true, 0, 0],
+        [1, 13, 1024, 2000, false, false, 0, 0], // rows past the few-row path, columns only
+        [1, 9, 700, 1500, true, true, 0, 0],
+        [1, 4, 1024, 1100, false, false, 0, 0], // the few-row path: whole rows only
+        [4, 12, 256, 600, false, false, 12 * 256, 0], // batches folded into one 48-row matmul, then a grid
+        [3, 70, 200, 300, false, false, 70 * 200, 200 * 300], // own batches, a grid each
+        [2, 100, 128, 300, true, true, 100 * 128, 128 * 300],
+      ];
+      for (const [batch, m, k, n, tA, tB, sa, sb] of cases) {
+        const x = rand(sa * (batch - 1) + m * k, 3 * m + k);
+        const y = rand(sb * (batch - 1) + k * n, 5 * n + 1);
+        const run = () => {
+          const out = new Float32Array(batch * m * n).fill(NaN);
+          a.matmul(x, y, batch, m, k, n, tA, tB, sa, sb, out);
+          return out;
+        };
+        a.setThreads(1);
+        const one = run();
+        assert.ok(one.every(Number.isFinite), `matmul ${batch}x${m}x${k}x${n}: every element written`);
+        for (const t of [2, 3, 5, 8, 16]) {
+          a.setThreads(t);
+          bitEqual(`2-D matmul ${batch}x${m}x${k}x${n} tA=${tA} tB=${tB} threads=${t}`, run(), one);
+        }
+      }
+    } finally {
+      a.setThreads(threads);
+    }
+  });
+});

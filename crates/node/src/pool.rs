@@ -3,14 +3,14 @@
 //! Results are bit-identical to the one-threaded kernels: every output element is computed by the
 //! same code path with the same operands in the same order, only different elements go to
 //! different threads.
-//! - matmul: the work is split into (batch, row range) units, each an independent batch-1,
-//!   non-transposed-A matmul over a contiguous slice of A and of the output. The kernel picks its
-//!   path from the row count (≤ SMALL_M rows, ≤ SMALL_M_TB with B transposed: the unpacked `small`
-//!   path; more: the packed blocked path), and both paths compute an element the same way
-//!   whatever rows it is grouped with; so a split keeps every unit in the class of the whole
-//!   problem (a blocked problem is cut only into pieces of more than SMALL_M rows). When the
-//!   kernel would fold batches that share B into one tall matmul, the split does the same. With
-//!   transA, A is transposed into a scratch buffer first (packing makes the values identical).
+//! - matmul: batches that share B are folded into one tall matmul first (as the kernel does),
+//!   then every batch's output is cut into rectangles by `mm::split_grid`: rows and columns (a
+//!   2-D grid, so a square problem gives every thread a piece) at multiples of the micro-kernel's
+//!   tile (`mm::plan`: 12x32 AVX-512, 6x16 AVX2, 4x8 elsewhere), or only whole row pairs when the
+//!   whole problem takes the kernel's unpacked few-rows path. Each rectangle is written by
+//!   `mm::matmul_block`, which runs the path `mm::matmul` takes for the whole problem (not one
+//!   picked from the piece's size) and computes each element by the same FMA chain per kc slice
+//!   wherever the element falls (transposes are absorbed by packing, as in one call).
 //! - dequantizeMatmul: weight rows are split with `dequantize_matmul_rows`, each worker writing
 //!   only its columns of the shared output (the kernel's contract).
 //! - dequantize: weight rows are split with `dequantize_rows`, each worker writing its own rows
@@ -22,11 +22,6 @@ use quantlora_kernels::matmul::{self as mm, MatmulDims};
 use quantlora_kernels::quant::{self, Format, Parts};
 use rayon::prelude::*;
 use std::sync::{Arc, RwLock};
-
-/// Row-count thresholds of the kernel's unpacked path (crates/kernels matmul Blocking::small_m,
-/// small_m_tb; the same in the DEFAULT and AVX2 blockings).
-const SMALL_M: usize = 64;
-const SMALL_M_TB: usize = 32;
 
 /// Below this many multiply-adds a call stays on the calling thread: the hand-off to the pool and
 /// back costs ~12-15 µs on a 2-core VM, and crates/node/bench-threads.mjs measured the 2-thread
@@ -113,56 +108,21 @@ pub fn matmul(a: &[f32], b: &[f32], d: &MatmulDims, out: &mut [f32]) {
     if d.batch > 1 && d.b_batch_stride == 0 && !d.trans_a && d.a_batch_stride == d.m * d.k {
         d = MatmulDims { batch: 1, m: d.batch * d.m, a_batch_stride: 0, ..d };
     }
-    let (m, k, n) = (d.m, d.k, d.n);
-    let thr = if d.trans_b { SMALL_M_TB } else { SMALL_M };
-    let parts_per_batch = t.div_ceil(d.batch);
-    let ranges = if m > thr {
-        split_rows(m, parts_per_batch, 12, thr + 1)
-    } else {
-        split_rows(m, parts_per_batch, 2, 1)
-    };
-    if d.batch == 1 && ranges.len() == 1 {
+    let rects = mm::split_grid(d.m, d.n, &mm::plan(&d), t.div_ceil(d.batch));
+    if d.batch == 1 && rects.len() <= 1 {
         return mm::matmul(a, b, &d, out);
     }
-    // A as [batch][m, k] rows (transposed into scratch when trans_a)
-    let at: Vec<f32>;
-    let (a_rows, a_stride): (&[f32], usize) = if d.trans_a {
-        let mut v = vec![0f32; d.batch * m * k];
-        pool.install(|| {
-            v.par_chunks_mut(m * k).enumerate().for_each(|(s, dst)| {
-                let src = &a[s * d.a_batch_stride..s * d.a_batch_stride + m * k];
-                for p in 0..k {
-                    for i in 0..m {
-                        dst[i * k + p] = src[p * m + i];
-                    }
-                }
-            })
-        });
-        at = v;
-        (&at[..], m * k)
-    } else {
-        (a, d.a_batch_stride)
-    };
-    let d1 = MatmulDims { batch: 1, trans_a: false, a_batch_stride: 0, b_batch_stride: 0, ..d };
-    let mut units: Vec<(usize, usize, &mut [f32])> = Vec::new();
-    for (s, ob) in out[..d.batch * m * n].chunks_mut(m * n).enumerate() {
-        let mut rest = ob;
-        let mut at_row = 0;
-        for &(r0, r1) in &ranges {
-            let (_, tail) = rest.split_at_mut((r0 - at_row) * n);
-            let (chunk, tail) = tail.split_at_mut((r1 - r0) * n);
-            units.push((s, r0, chunk));
-            rest = tail;
-            at_row = r1;
-        }
-    }
+    assert!(a.len() >= d.a_len() && b.len() >= d.b_len() && out.len() >= d.out_len(), "matmul: buffers too short");
+    let units: Vec<(usize, (usize, usize, usize, usize))> = (0..d.batch).flat_map(|s| rects.iter().map(move |&r| (s, r))).collect();
+    let o = SendPtr(out.as_mut_ptr(), out.len());
+    let o = &o;
+    let d = &d;
     pool.install(|| {
-        units.into_par_iter().for_each(|(s, r0, chunk)| {
-            let rows = chunk.len() / n;
-            let ab = s * a_stride + r0 * k;
-            let bb = s * d.b_batch_stride;
-            let du = MatmulDims { m: rows, ..d1 };
-            mm::matmul(&a_rows[ab..ab + rows * k], &b[bb..bb + k * n], &du, chunk);
+        units.into_par_iter().for_each(|(s, (r0, r1, j0, j1))| {
+            // SAFETY: `out` (exclusively borrowed for this call) holds d.out_len() floats; the
+            // rectangles of one batch are disjoint (split_grid) and batches are disjoint, so no
+            // element is written by two workers and none is read by another.
+            unsafe { mm::matmul_block(a, b, d, s, r0, r1, j0, j1, o.0) }
         })
     });
 }

@@ -9,7 +9,10 @@
 //! pass over B. Batches that share B with A's batches back to back are folded into one matmul.
 //! Tile shape and block sizes were measured under V8 (tests.rs: bench_tiles, bench_blocking,
 //! bench_small_m). On x86-64 with AVX2+FMA (detected once at run time), `matmul_rows` runs the same
-//! driver with x86.rs's 6x16 FMA tile and `Blocking::AVX2` instead.
+//! driver with x86.rs's 6x16 FMA tile and `Blocking::AVX2` instead; with AVX-512F (and the cargo
+//! feature `avx512`, which needs Rust ≥ 1.89) x86_512.rs's 12x32 tile and `Blocking::AVX512`.
+//! `plan` and `matmul_block` let a caller split one matmul over threads in rows and columns with
+//! every element bit-identical to the one-call result.
 //!
 //! Differences from the reference, all within rounding: f32 accumulation (per kc = 256 slice, then
 //! summed in C), and products 0·inf / 0·NaN are not skipped (the reference skips a zero A element,
@@ -24,6 +27,10 @@ mod tests;
 pub(crate) mod x86;
 #[cfg(all(test, target_arch = "x86_64"))]
 mod x86_tests;
+#[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+pub(crate) mod x86_512;
+#[cfg(all(test, target_arch = "x86_64", feature = "avx512"))]
+mod x86_512_tests;
 
 use kernel::MicroKernel;
 
@@ -108,18 +115,162 @@ pub fn matmul(a: &[f32], b: &[f32], d: &MatmulDims, out: &mut [f32]) {
 
 /// Like `matmul` but only writes output rows [row_start, row_end) of every batch (other rows of
 /// `out` are left untouched). `out` is the whole [batch, m, n] buffer, so workers sharing one
-/// output (or each holding a full-size one) can split the rows between them.
+/// output (or each holding a full-size one) can split the rows between them. The unpacked or
+/// packed path is picked from the row count of the range (see `matmul_block` for a split whose
+/// pieces all go the whole problem's way).
 pub fn matmul_rows(a: &[f32], b: &[f32], d: &MatmulDims, row_start: usize, row_end: usize, out: &mut [f32]) {
+    match active() {
+        #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+        Active::Avx512 => gemm::<x86_512::K12x32>(a, b, d, row_start, row_end, out, &Blocking::AVX512),
+        #[cfg(target_arch = "x86_64")]
+        Active::Avx2 => gemm::<x86::K6x16>(a, b, d, row_start, row_end, out, &Blocking::AVX2),
+        Active::Portable => gemm::<Tile>(a, b, d, row_start, row_end, out, &Blocking::DEFAULT),
+    }
+}
+
+/// How the dispatched `matmul` runs a problem; what a caller splitting it over threads needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulPlan {
+    /// The unpacked `small` path (few rows): `matmul_block` then takes only whole output rows.
+    pub small: bool,
+    /// Tile rows and columns of the micro-kernel in use (row / column cuts at multiples of these
+    /// keep every tile whole; any cut is bit-identical anyway, see `matmul_block`).
+    pub mr: usize,
+    pub nr: usize,
+    /// "avx512 12x32", "avx2 6x16" or "simd128 4x8".
+    pub kernel: &'static str,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Active {
+    #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+    Avx512,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    Portable,
+}
+
+#[inline]
+fn active() -> Active {
+    #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+    {
+        if x86_512::avx512() {
+            return Active::Avx512;
+        }
+    }
     #[cfg(target_arch = "x86_64")]
     {
         if x86::avx2_fma() {
-            return gemm::<x86::K6x16>(a, b, d, row_start, row_end, out, &Blocking::AVX2);
+            return Active::Avx2;
         }
     }
-    gemm::<Tile>(a, b, d, row_start, row_end, out, &Blocking::DEFAULT)
+    Active::Portable
 }
 
-/// The micro-kernel the optimized matmul uses (measured: see tests::bench_tiles).
+/// Whether `matmul` would fold the batches of `d` into one tall matmul (B shared by every batch,
+/// A's batches back to back).
+fn folds(d: &MatmulDims) -> bool {
+    d.batch > 1 && d.b_batch_stride == 0 && !d.trans_a && d.a_batch_stride == d.m * d.k
+}
+
+fn plan_with(d: &MatmulDims, blk: &Blocking, mr: usize, nr: usize, kernel: &'static str) -> MatmulPlan {
+    let m = if folds(d) { d.batch * d.m } else { d.m };
+    let small = d.k > 0 && m <= if d.trans_b { blk.small_m_tb } else { blk.small_m };
+    MatmulPlan { small, mr, nr, kernel }
+}
+
+/// The plan of `matmul(a, b, d, ..)` on this CPU.
+pub fn plan(d: &MatmulDims) -> MatmulPlan {
+    match active() {
+        #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+        Active::Avx512 => plan_with(d, &Blocking::AVX512, 12, 32, "avx512 12x32"),
+        #[cfg(target_arch = "x86_64")]
+        Active::Avx2 => plan_with(d, &Blocking::AVX2, 6, 16, "avx2 6x16"),
+        Active::Portable => plan_with(d, &Blocking::DEFAULT, Tile::MR, Tile::NR, "simd128 4x8"),
+    }
+}
+
+/// Writes rows [r0, r1) × columns [j0, j1) of batch `s` of the output, bit-identical to what
+/// `matmul(a, b, d, out)` writes there: the path (unpacked or packed) is the whole problem's
+/// (`plan(d)`), and the packed path computes every element the same way whatever tile, block or
+/// range it falls in (each kernel lane runs one FMA chain per kc slice, kc slices start at p = 0
+/// whatever the range). So workers may cover the output with disjoint rectangles in any split.
+/// On the unpacked path the columns must be all of [0, n).
+///
+/// # Safety
+/// `out` points to d.out_len() writable floats; no other thread reads or writes the rectangle
+/// while this runs (other threads may write other elements of `out`).
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn matmul_block(a: &[f32], b: &[f32], d: &MatmulDims, s: usize, r0: usize, r1: usize, j0: usize, j1: usize, out: *mut f32) {
+    match active() {
+        #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+        Active::Avx512 => block::<x86_512::K12x32>(a, b, d, s, r0, r1, j0, j1, out, &Blocking::AVX512),
+        #[cfg(target_arch = "x86_64")]
+        Active::Avx2 => block::<x86::K6x16>(a, b, d, s, r0, r1, j0, j1, out, &Blocking::AVX2),
+        Active::Portable => block::<Tile>(a, b, d, s, r0, r1, j0, j1, out, &Blocking::DEFAULT),
+    }
+}
+
+/// Cuts one batch's output [m, n] into at most `parts` rectangles (r0, r1, j0, j1) for
+/// `matmul_block` workers, covering it exactly once. The unpacked path: whole rows, cut at even
+/// rows. The packed path: a grid of row pieces (cuts at multiples of plan.mr) × column pieces
+/// (multiples of plan.nr), the grid whose largest piece costs least, counting its multiply-adds
+/// (rows·cols) and its packing of A and B ((rows + cols)·16, each packed element about 16 lanes of
+/// FMA), so square problems get square-ish pieces rather than thin row strips.
+pub fn split_grid(m: usize, n: usize, plan: &MatmulPlan, parts: usize) -> Vec<(usize, usize, usize, usize)> {
+    let parts = parts.max(1);
+    if m == 0 || n == 0 {
+        return vec![];
+    }
+    let cuts = |len: usize, step: usize, pieces: usize| -> Vec<(usize, usize)> {
+        let units = (len + step - 1) / step;
+        let pieces = pieces.min(units).max(1);
+        (0..pieces)
+            .map(|i| ((units * i / pieces * step).min(len), (units * (i + 1) / pieces * step).min(len)))
+            .filter(|r| r.1 > r.0)
+            .collect()
+    };
+    if plan.small {
+        return cuts(m, 2, parts).into_iter().map(|(r0, r1)| (r0, r1, 0, n)).collect();
+    }
+    let (mp, np) = ((m + plan.mr - 1) / plan.mr, (n + plan.nr - 1) / plan.nr);
+    let mut best = (usize::MAX, 0, 1, 1);
+    for pr in 1..=parts.min(mp) {
+        let pc = (parts / pr).min(np).max(1);
+        let rows = ((mp + pr - 1) / pr * plan.mr).min(m);
+        let cols = ((np + pc - 1) / pc * plan.nr).min(n);
+        let cost = rows * cols + 16 * (rows + cols);
+        if cost < best.0 || (cost == best.0 && pr * pc < best.1) {
+            best = (cost, pr * pc, pr, pc);
+        }
+    }
+    let (rows, cols) = (cuts(m, plan.mr, best.2), cuts(n, plan.nr, best.3));
+    let mut out = Vec::with_capacity(rows.len() * cols.len());
+    for &(r0, r1) in &rows {
+        for &(j0, j1) in &cols {
+            out.push((r0, r1, j0, j1));
+        }
+    }
+    out
+}
+
+/// `matmul_block` with a given kernel and blocking.
+#[allow(clippy::too_many_arguments)]
+unsafe fn block<K: MicroKernel>(
+    a: &[f32], b: &[f32], d: &MatmulDims, s: usize, r0: usize, r1: usize, j0: usize, j1: usize, out: *mut f32, blk: &Blocking,
+) {
+    assert!(a.len() >= d.a_len() && b.len() >= d.b_len(), "matmul_block: a or b too short");
+    assert!(s < d.batch && r0 <= r1 && r1 <= d.m && j0 <= j1 && j1 <= d.n, "matmul_block: range out of bounds");
+    if r0 == r1 || j0 == j1 {
+        return;
+    }
+    let small = plan_with(d, blk, K::MR, K::NR, "").small;
+    assert!(!small || (j0 == 0 && j1 == d.n), "matmul_block: the unpacked path takes whole rows");
+    let mut bufs = Buffers::default();
+    gemm_batch::<K>(a, b, d, s, r0, r1, j0, j1, out, small, blk, &mut bufs);
+}
+
+/// Which micro-kernel the optimized matmul uses off x86-64 (measured: see tests::bench_tiles).
 type Tile = kernel::K4x8;
 
 /// Cache blocking: kc×NR B panels stay in L1, the mc×kc A block in L2, the kc×nc B block in L3.
@@ -138,6 +289,9 @@ impl Blocking {
     /// x86-64 AVX2+FMA tile (x86::K6x16; measured in x86_tests::bench_avx2_blocking).
     #[cfg(target_arch = "x86_64")]
     const AVX2: Blocking = Blocking { kc: 512, mc: 96, nc: 2048, small_m: 8, small_m_tb: 4 };
+    /// x86-64 AVX-512F tile (x86_512::K12x32; x86_512_tests::bench_avx512_blocking).
+    #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+    const AVX512: Blocking = Blocking { kc: 384, mc: 144, nc: 2048, small_m: 8, small_m_tb: 4 };
 }
 
 fn gemm<K: MicroKernel>(a: &[f32], b: &[f32], d: &MatmulDims, row_start: usize, row_end: usize, out: &mut [f32], blk: &Blocking) {
@@ -148,27 +302,47 @@ fn gemm<K: MicroKernel>(a: &[f32], b: &[f32], d: &MatmulDims, row_start: usize, 
     }
     let mut d = *d;
     // B shared by every batch and A's batches back to back: one matmul with batch·m rows
-    if d.batch > 1 && d.b_batch_stride == 0 && !d.trans_a && d.a_batch_stride == d.m * d.k && row_start == 0 && row_end == d.m {
+    if folds(&d) && row_start == 0 && row_end == d.m {
         d = MatmulDims { batch: 1, m: d.batch * d.m, ..d };
         return gemm::<K>(a, b, &d, 0, d.m, out, blk);
     }
+    let rows = row_end - row_start;
+    let small = d.k > 0 && rows <= if d.trans_b { blk.small_m_tb } else { blk.small_m };
+    let mut bufs = Buffers::default();
+    let o = out.as_mut_ptr();
+    for s in 0..d.batch {
+        // SAFETY: `out` is borrowed exclusively and holds out_len() floats (checked).
+        unsafe { gemm_batch::<K>(a, b, &d, s, row_start, row_end, 0, d.n, o, small, blk, &mut bufs) };
+    }
+}
+
+/// Rows [r0, r1) × columns [j0, j1) of batch s (ranges within bounds, non-empty).
+///
+/// # Safety
+/// `out` holds d.out_len() floats and the rectangle is this call's alone.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_batch<K: MicroKernel>(
+    a: &[f32], b: &[f32], d: &MatmulDims, s: usize, r0: usize, r1: usize, j0: usize, j1: usize, out: *mut f32,
+    small: bool, blk: &Blocking, bufs: &mut Buffers,
+) {
     let (m, k, n) = (d.m, d.k, d.n);
     let (ars, acs, brs, bcs) = d.strides();
-    let rows = row_end - row_start;
-    let mut bufs = Buffers::default();
-    for s in 0..d.batch {
-        let a_s = &a[s * d.a_batch_stride..s * d.a_batch_stride + m * k];
-        let b_s = &b[s * d.b_batch_stride..s * d.b_batch_stride + k * n];
-        let c_s = &mut out[s * m * n..(s + 1) * m * n];
-        if k == 0 {
-            for v in &mut c_s[row_start * n..row_end * n] {
-                *v = 0.0;
+    let a_s = &a[s * d.a_batch_stride..s * d.a_batch_stride + m * k];
+    let b_s = &b[s * d.b_batch_stride..s * d.b_batch_stride + k * n];
+    let c_s = out.add(s * m * n);
+    if k == 0 {
+        for i in r0..r1 {
+            for j in j0..j1 {
+                *c_s.add(i * n + j) = 0.0;
             }
-        } else if rows <= if d.trans_b { blk.small_m_tb } else { blk.small_m } {
-            small::small_m(a_s, ars, acs, b_s, brs, bcs, k, n, row_start, row_end, c_s, &mut bufs.a);
-        } else {
-            blocked::<K>(a_s, ars, acs, b_s, brs, bcs, k, n, row_start, row_end, c_s, blk, &mut bufs);
         }
+    } else if small {
+        debug_assert!(j0 == 0 && j1 == n);
+        // the rows' own slice of the output, A from row r0 on (A(r0 + r, p) = a[r0·ars + r·ars + p·acs])
+        let c = std::slice::from_raw_parts_mut(c_s.add(r0 * n), (r1 - r0) * n);
+        small::small_m(&a_s[r0 * ars..], ars, acs, b_s, brs, bcs, k, n, 0, r1 - r0, c, &mut bufs.a);
+    } else {
+        blocked::<K>(a_s, ars, acs, b_s, brs, bcs, k, n, r0, r1, j0, j1, c_s, blk, bufs);
     }
 }
 
@@ -178,27 +352,28 @@ struct Buffers {
     b: Vec<f32>,
 }
 
+/// # Safety
+/// `cp` holds rows [0, r1) of an [m, n] output and the rectangle [r0, r1) × [j0, j1) is the caller's.
 #[allow(clippy::too_many_arguments)]
-fn blocked<K: MicroKernel>(
+unsafe fn blocked<K: MicroKernel>(
     a: &[f32], ars: usize, acs: usize, b: &[f32], brs: usize, bcs: usize, k: usize, n: usize,
-    r0: usize, r1: usize, c: &mut [f32], blk: &Blocking, bufs: &mut Buffers,
+    r0: usize, r1: usize, j0: usize, j1: usize, cp: *mut f32, blk: &Blocking, bufs: &mut Buffers,
 ) {
     let (mr, nr) = (K::MR, K::NR);
     let kc_max = blk.kc.min(k);
     let mc_max = (blk.mc / mr * mr).max(mr).min((r1 - r0 + mr - 1) / mr * mr);
-    let nc_max = (blk.nc / nr * nr).max(nr).min((n + nr - 1) / nr * nr);
+    let nc_max = (blk.nc / nr * nr).max(nr).min((j1 - j0 + nr - 1) / nr * nr);
     if bufs.a.len() < mc_max * kc_max {
         bufs.a.resize(mc_max * kc_max, 0.0);
     }
     if bufs.b.len() < nc_max * kc_max {
         bufs.b.resize(nc_max * kc_max, 0.0);
     }
-    let mut edge = [0f32; 16 * 16];
-    assert!(mr * nr <= edge.len() && c.len() >= r1 * n);
-    let cp = c.as_mut_ptr();
-    let mut jc = 0;
-    while jc < n {
-        let nc = nc_max.min(n - jc);
+    let mut edge = [0f32; 16 * 64];
+    assert!(mr * nr <= edge.len() && j1 <= n);
+    let mut jc = j0;
+    while jc < j1 {
+        let nc = nc_max.min(j1 - jc);
         let mut pc = 0;
         while pc < k {
             let kc = kc_max.min(k - pc);
@@ -217,7 +392,9 @@ fn blocked<K: MicroKernel>(
                         let rows = mr.min(mc - ir);
                         let ap = bufs.a[ir * kc..].as_ptr();
                         // SAFETY: the packed panels hold kc*mr and kc*nr floats (asserted by the
-                        // slicing above); the C tile lies inside rows < r1 ≤ c.len()/n, cols < n.
+                        // slicing above); the C tile lies inside rows < r1, cols < j1 ≤ n, which
+                        // the caller owns.
+                        #[allow(unused_unsafe)] // needed before Rust 1.65's unsafe_op_in_unsafe_fn change
                         unsafe {
                             let ct = cp.add((ic + ir) * n + jc + jr);
                             if rows == mr && cols == nr {

@@ -290,3 +290,110 @@ fn bench_small_m() {
         }
     }
 }
+
+/// Shapes for the split tests: packed and unpacked, every transpose, tails of every tile width,
+/// folded batches (B shared), own batches, broadcast A, k = 0.
+pub(crate) const SPLIT_SHAPES: &[(usize, usize, usize, usize, bool, bool, Option<usize>, Option<usize>)] = &[
+    (1, 257, 300, 129, false, false, None, None),
+    (1, 100, 64, 1000, false, false, None, None),
+    (1, 200, 513, 96, false, true, None, None),
+    (1, 150, 280, 200, true, false, None, None),
+    (1, 131, 260, 77, true, true, None, None),
+    (1, 13, 100, 333, false, false, None, None),
+    (1, 64, 200, 300, false, false, None, None),
+    (1, 31, 100, 70, false, true, None, None),
+    (1, 5, 37, 90, true, false, None, None),
+    (1, 7, 0, 50, false, false, None, None),
+    (4, 40, 96, 128, false, false, None, Some(0)),
+    (4, 3, 50, 90, false, true, None, Some(0)),
+    (3, 70, 100, 90, false, false, None, None),
+    (3, 20, 120, 100, true, true, None, None),
+    (2, 100, 64, 130, false, false, Some(0), None),
+];
+
+/// Every rectangle `split_grid` makes (for many part counts), run one by one through `blk_fn`,
+/// covers the output exactly once and gives, bit for bit, what `whole` gives (the pool's split:
+/// folded batches first, as `matmul` does).
+#[allow(clippy::type_complexity)]
+pub(crate) fn check_grid(
+    plan_fn: &dyn Fn(&MatmulDims) -> MatmulPlan,
+    whole: &dyn Fn(&[f32], &[f32], &MatmulDims, &mut [f32]),
+    blk_fn: &dyn Fn(&[f32], &[f32], &MatmulDims, usize, usize, usize, usize, usize, *mut f32),
+    what: &str,
+) {
+    let mut seed = 77u64;
+    for &(batch, m, k, n, ta, tb, abs, bbs) in SPLIT_SHAPES {
+        let d0 = dims(batch, m, k, n, ta, tb, abs, bbs);
+        let a = random(d0.a_len(), &mut seed);
+        let b = random(d0.b_len(), &mut seed);
+        let mut want = vec![0f32; d0.out_len()];
+        whole(&a, &b, &d0, &mut want);
+        let d = if folds(&d0) { MatmulDims { batch: 1, m: d0.batch * d0.m, a_batch_stride: 0, ..d0 } } else { d0 };
+        let plan = plan_fn(&d);
+        assert_eq!(plan, plan_fn(&d0), "{}: plan of the folded problem", what);
+        for parts in [1usize, 2, 3, 4, 5, 7, 8, 12, 16, 17, 32] {
+            let mut got = vec![12345.0f32; d.out_len()];
+            let mut hits = vec![0u8; d.out_len()];
+            let rects = split_grid(d.m, d.n, &plan, parts);
+            assert!(rects.len() <= parts.max(1), "{}: {} rectangles for {} parts", what, rects.len(), parts);
+            for s in 0..d.batch {
+                for &(r0, r1, j0, j1) in &rects {
+                    if !plan.small {
+                        assert!(r0 % plan.mr == 0 && j0 % plan.nr == 0, "{}: cut off the tile grid", what);
+                    }
+                    blk_fn(&a, &b, &d, s, r0, r1, j0, j1, got.as_mut_ptr());
+                    for i in r0..r1 {
+                        for j in j0..j1 {
+                            hits[(s * d.m + i) * d.n + j] += 1;
+                        }
+                    }
+                }
+            }
+            assert!(hits.iter().all(|&h| h == 1), "{} {:?} parts {}: rectangles do not cover the output once", what, d0, parts);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(g.to_bits(), w.to_bits(), "{} {:?} parts {} ({} rects): element {} got {} want {}", what, d0, parts, rects.len(), i, g, w);
+            }
+        }
+    }
+}
+
+/// The public split (`plan`, `split_grid`, `matmul_block` on whatever kernel this CPU runs) is
+/// bit-identical to `matmul`; and the portable 4x8 kernel's, forced.
+#[test]
+fn split_grid_blocks_bit_identical_to_matmul() {
+    // SAFETY (closures below): `o` is a live buffer of d.out_len() floats; one block at a time.
+    check_grid(&plan, &|a, b, d, o| matmul(a, b, d, o), &|a, b, d, s, r0, r1, j0, j1, o| unsafe { matmul_block(a, b, d, s, r0, r1, j0, j1, o) }, "dispatched");
+    let blk = Blocking::DEFAULT;
+    check_grid(
+        &|d| plan_with(d, &blk, Tile::MR, Tile::NR, ""),
+        &|a, b, d, o| gemm::<Tile>(a, b, d, 0, d.m, o, &blk),
+        &|a, b, d, s, r0, r1, j0, j1, o| unsafe { block::<Tile>(a, b, d, s, r0, r1, j0, j1, o, &blk) },
+        "portable 4x8",
+    );
+    // small blocks: many kc slices and nc / mc edges inside a piece
+    let tiny = Blocking { kc: 7, mc: 8, nc: 16, ..Blocking::DEFAULT };
+    check_grid(
+        &|d| plan_with(d, &tiny, Tile::MR, Tile::NR, ""),
+        &|a, b, d, o| gemm::<Tile>(a, b, d, 0, d.m, o, &tiny),
+        &|a, b, d, s, r0, r1, j0, j1, o| unsafe { block::<Tile>(a, b, d, s, r0, r1, j0, j1, o, &tiny) },
+        "portable 4x8 tiny blocks",
+    );
+}
+
+#[test]
+fn split_grid_shapes() {
+    let plan = MatmulPlan { small: false, mr: 12, nr: 32, kernel: "" };
+    // square: a 4x4 grid for 16 threads rather than 16 (or 15) row strips
+    let g = split_grid(1024, 1024, &plan, 16);
+    assert_eq!(g.len(), 16);
+    assert!(g.iter().all(|r| r.1 - r.0 < 1024 && r.3 - r.2 < 1024), "{:?}", g);
+    // few rows: columns only
+    let g = split_grid(12, 4096, &plan, 8);
+    assert_eq!(g.len(), 8);
+    assert!(g.iter().all(|r| (r.0, r.1) == (0, 12)), "{:?}", g);
+    // unpacked: row pairs, whole columns
+    let small = MatmulPlan { small: true, ..plan };
+    assert_eq!(split_grid(7, 100, &small, 8), vec![(0, 2, 0, 100), (2, 4, 0, 100), (4, 6, 0, 100), (6, 7, 0, 100)]);
+    assert_eq!(split_grid(1, 100, &small, 8), vec![(0, 1, 0, 100)]);
+    assert!(split_grid(0, 100, &plan, 4).is_empty());
+}

@@ -2,14 +2,14 @@
 //! benchmark: `cargo test --release bench_avx2 -- --ignored --nocapture`.
 
 use super::kernel::K4x8;
-use super::tests::{gflops, random};
+use super::tests::{check_grid, gflops, random};
 use super::x86::{avx2_fma, K6x16};
 use super::*;
 
 
 /// |got − want| ≤ 1e-5·Σ_p|a·b| per element (as tests.rs), for rows [r0, r1) of every batch;
 /// the other rows must still hold their sentinel.
-fn check(a: &[f32], b: &[f32], d: &MatmulDims, r0: usize, r1: usize, got: &[f32], what: &str) {
+pub(super) fn check(a: &[f32], b: &[f32], d: &MatmulDims, r0: usize, r1: usize, got: &[f32], what: &str) {
     let mut want = vec![0f32; d.out_len()];
     matmul_reference(a, b, d, &mut want);
     let (ars, acs, brs, bcs) = d.strides();
@@ -42,11 +42,11 @@ fn run_case(d: &MatmulDims, r0: usize, r1: usize, blk: &Blocking, seed: &mut u64
     check(&a, &b, d, r0, r1.min(d.m), &got, what);
 }
 
-fn dims(batch: usize, m: usize, k: usize, n: usize, ta: bool, tb: bool) -> MatmulDims {
+pub(super) fn dims(batch: usize, m: usize, k: usize, n: usize, ta: bool, tb: bool) -> MatmulDims {
     MatmulDims { batch, m, k, n, trans_a: ta, trans_b: tb, a_batch_stride: m * k, b_batch_stride: k * n }
 }
 
-const AWKWARD: &[usize] = &[1, 7, 17, 33, 100, 257];
+pub(super) const AWKWARD: &[usize] = &[1, 7, 17, 33, 100, 257];
 
 /// The packed AVX2 path (small path off) and the dispatched default, on every size combination
 /// and transpose.
@@ -125,6 +125,23 @@ fn avx2_batches_and_rows() {
     check(&a, &b, &d, 0, d.m, &got, "matmul");
 }
 
+/// The AVX2 kernel under the pool's 2-D split (tests::check_grid): bit-identical to one call.
+#[test]
+fn avx2_split_grid_bit_identical() {
+    if !avx2_fma() {
+        eprintln!("no AVX2+FMA: skipped");
+        return;
+    }
+    for blk in [Blocking::AVX2, Blocking { kc: 7, mc: 12, nc: 32, ..Blocking::AVX2 }] {
+        check_grid(
+            &|d| plan_with(d, &blk, 6, 16, ""),
+            &|a, b, d, o| gemm::<K6x16>(a, b, d, 0, d.m, o, &blk),
+            // SAFETY: `o` is a live buffer of d.out_len() floats; one block at a time.
+            &|a, b, d, s, r0, r1, j0, j1, o| unsafe { block::<K6x16>(a, b, d, s, r0, r1, j0, j1, o, &blk) },
+            "avx2",
+        );
+    }
+}
 
 /// GFLOP/s single-threaded: the 4-wide K4x8 path vs the AVX2 K6x16 path.
 #[test]
