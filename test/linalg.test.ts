@@ -155,6 +155,49 @@ for (const name of available) {
   });
 }
 
+// Spectra the engine's CholeskyQR must survive: 0.5^i spans 1e-7 within one panel (shifted passes),
+// an exact rank below rank + oversample (numerically rank-deficient panels).
+const STEEP = withSpectrum(120, 80, Array.from({ length: 80 }, (_, i) => 0.5 ** i), 21);
+const RANK7 = withSpectrum(120, 80, [9, 7, 5, 3, 2, 1, 0.5], 23);
+
+for (const name of available) {
+  test(`truncatedSvd on ${name}: ill-conditioned and rank-deficient panels`, () => {
+    const be = q.backendByName(name);
+    const before = q.liveBuffers(be);
+    for (const [label, m] of [['0.5^i spectrum', STEEP], ['rank 7', RANK7]] as const) {
+      const a = q.tensor(Float32Array.from(m.data), [m.rows, m.cols], 'f32', be);
+      const exact = svdSmall(matrix64(m.rows, m.cols, a.dataSync()));
+      const r = 10;
+      const { u, s, v } = truncatedSvd(a, r, { seed: 4 });
+      for (let i = 0; i < r; i++) assert.ok(Math.abs(s[i] - exact.s[i]) <= 2e-5 * exact.s[0], `${label} s[${i}]: ${s[i]} vs ${exact.s[i]}`);
+      const uh = host(u), vh = host(v);
+      assert.ok(maxOrthError(uh) <= 1e-5 && maxOrthError(vh) <= 1e-5, `${label}: orthogonality ${maxOrthError(uh)} ${maxOrthError(vh)}`);
+      const k = label === 'rank 7' ? 7 : 6; // directions well above the float32 floor
+      const firstK = (x: Matrix64) => matrix64(x.rows, k, Array.from({ length: x.rows * k }, (_, i) => x.data[Math.floor(i / k) * x.cols + (i % k)]));
+      assert.ok(subspaceSin(firstK(uh), firstK(exact.u)) <= 2e-6, `${label}: u subspace angle ${subspaceSin(firstK(uh), firstK(exact.u))}`);
+      assert.ok(subspaceSin(firstK(vh), firstK(exact.v)) <= 2e-6, `${label}: v subspace angle ${subspaceSin(firstK(vh), firstK(exact.v))}`);
+      for (const t of [a, u, v]) t.dispose();
+    }
+    assert.equal(q.liveBuffers(be), before, 'truncatedSvd leaked tensors');
+  });
+}
+
+test('truncatedSvd: a warm start (start columns) reaches the same subspace with fewer power iterations', () => {
+  const be = q.getBackend();
+  const before = q.liveBuffers(be);
+  const a = q.tensor(Float32Array.from(KNOWN.data), [70, 40], 'f32', be);
+  const exact = svdSmall(matrix64(70, 40, a.dataSync()));
+  const r = 6;
+  const cold = truncatedSvd(a, r, { seed: 2 });
+  const warm = truncatedSvd(a, r, { seed: 3, start: cold.v, powerIters: 1 });
+  for (let i = 0; i < r; i++) assert.ok(Math.abs(warm.s[i] - exact.s[i]) <= 2e-5 * exact.s[0], `s[${i}]: ${warm.s[i]} vs ${exact.s[i]}`);
+  const firstR = (x: Matrix64) => matrix64(x.rows, r, Array.from({ length: x.rows * r }, (_, k) => x.data[Math.floor(k / r) * x.cols + (k % r)]));
+  assert.ok(subspaceSin(firstR(exact.v), host(warm.v)) <= 2e-6, `v subspace angle ${subspaceSin(firstR(exact.v), host(warm.v))}`);
+  assert.throws(() => truncatedSvd(a, r, { start: cold.u }), q.ShapeError); // [70, r]: not [n, c]
+  for (const t of [a, cold.u, cold.v, warm.u, warm.v]) t.dispose();
+  assert.equal(q.liveBuffers(be), before);
+});
+
 test('truncatedSvd agrees across backends (values and signs)', () => {
   const results = available.map((name) => {
     const be = q.backendByName(name);
