@@ -115,6 +115,24 @@ for (const f of fmts) {
       return q.dequantizeMatmul(t(b, [tokens, c], i + 60), q.quantize(w, f));
     }));
 }
+// ICQ: the searched τ / clip ratio and every part bit-exact (a short grid keeps the js side fast),
+// dequantize with τ bit-exact, the fused product with τ and its x gradient within tolerance
+const icqGrid = { n: 12, clipPoints: 13 };
+for (const f of fmts) {
+  add(`quantizeIcq ${f.name}`, 0, (b) =>
+    ([[1, 1], [3, 70], [9, 129]] as [number, number][]).flatMap(([r, c], i) => {
+      const qt = q.quantizeIcq(q.tensor(generateWeights(i % 2 ? 'heavyTailed' : 'gaussian', r, c, i + 80), [r, c], 'f32', b), f, icqGrid);
+      return [...qt.tensors().map((p) => (p.dtype === 'f32' ? p : q.cast(p, 'f32'))), q.dequantize(qt)];
+    }));
+}
+add('quantizeIcq default grid nf4-g64-dq and int4-g64-asym', 0, (b) => {
+  const w = q.tensor(generateWeights('gaussian', 32, 200, 90), [32, 200], 'f32', b);
+  return [q.formats.nf(4), q.formats.int(4)].flatMap((f) => q.quantizeIcq(w, f).tensors().map((p) => (p.dtype === 'f32' ? p : q.cast(p, 'f32'))));
+});
+add('dequantizeMatmul with ICQ τ, and its gradient in x', 1e-4, (b) => {
+  const qt = q.quantizeIcq(t(b, [7, 45], 91), q.formats.nf(3, { group: 16 }), icqGrid);
+  return withGrads(b, (x) => q.dequantizeMatmul(x, qt), [t(b, [2, 3, 45], 92)]);
+});
 add('dequantizeMatmul gradient in x', 1e-4, (b) => {
   const qt = q.quantize(t(b, [6, 40], 70), q.formats.nf(4, { group: 16 }));
   return withGrads(b, (x) => q.dequantizeMatmul(x, qt), [t(b, [2, 3, 40], 71)]);

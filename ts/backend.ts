@@ -40,6 +40,9 @@ export interface RopeParams {
   inverse: boolean;
 }
 
+/** ICQ search parameters (defaults in ts/quant/icq.ts DEFAULT_ICQ). */
+export interface IcqSearchParams { lambda: number; n: number; sigma: number; clipLow: number; clipHigh: number; clipPoints: number }
+
 /** Handles of a quantized weight's parts; which exist depends on the format. */
 export interface QuantHandles {
   codes: Handle;
@@ -112,6 +115,9 @@ export interface Backend {
   dequantize(q: QuantHandles, rows: number, cols: number, f: QuantFormat): Handle;
   /** x [xRows, cols] · Wᵀ with W = dequantize(q) of shape [rows, cols]; returns [xRows, rows]. */
   dequantizeMatmul(x: Handle, xRows: number, q: QuantHandles, rows: number, cols: number, f: QuantFormat): Handle;
+  /** ICQ's entropy search (ts/quant/icq.ts, formats.ts "ICQ"): f32 per group, τ (nf) or clip
+   *  ratio (int); bit-identical on every backend. Throws NonFiniteError on NaN/Inf weights. */
+  icqSearch(w: Handle, rows: number, cols: number, f: QuantFormat, params: IcqSearchParams): Handle;
 
   // optional: the long kernels off the JS thread (the native backend has them). Same results as
   // the synchronous kernels; inputs must not change until the promise settles (whether freeing one

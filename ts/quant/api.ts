@@ -5,14 +5,19 @@
 import type { QuantHandles } from '../backend.js';
 import { record } from '../autograd.js';
 import { FormatError, ShapeError, describeShape } from '../errors.js';
+import { add, mul } from '../ops/arithmetic.js';
+import { cast } from '../ops/cast.js';
+import { gather } from '../ops/gather.js';
 import { matmul } from '../ops/matmul.js';
-import { reshape } from '../ops/shape.js';
+import { sum } from '../ops/reduce.js';
+import { broadcastTo, concat, reshape, slice } from '../ops/shape.js';
 import { expectDType, out } from '../ops/util.js';
-import { fromHandle, type Tensor, type TensorContainer } from '../tensor.js';
-import type { QuantFormat } from './formats.js';
-import { storageBytes } from './reference.js';
+import { fromHandle, tensor, zeros, type Tensor, type TensorContainer } from '../tensor.js';
+import { dynamicMap } from './doublequant.js';
+import { DOUBLE_QUANT_BLOCK, type QuantFormat } from './formats.js';
+import { groupsPerRow, storageBytes } from './reference.js';
 import { unpackCodes } from './packing.js';
-import { partLayout, type PartName } from './layout.js';
+import { PART_NAMES, partLayout, type PartName } from './layout.js';
 
 export class QuantizedTensor implements TensorContainer {
   readonly rows: number;
@@ -31,11 +36,12 @@ export class QuantizedTensor implements TensorContainer {
   /** Packed codes (u8): each row an MSB-first bit stream of `bits`-bit codes, padded to a byte. */
   get codes(): Tensor { return this.parts.codes; }
   /** Storage size of every part, in bytes. */
-  get bytes(): number { return storageBytes(this.rows, this.cols, this.format); }
+  get bytes(): number { return storageBytes(this.rows, this.cols, this.format, !!this.parts.offsetCodes); }
 
+  /** Handles of the parts the backend kernels read (not NF-ICQ's offset parts, composed in TS). */
   handles(): QuantHandles {
     const h: Record<string, object> = {};
-    for (const [k, t] of Object.entries(this.parts)) if (t) h[k] = t.handle;
+    for (const k of PART_NAMES) if (this.parts[k]) h[k] = this.parts[k]!.handle;
     return h as unknown as QuantHandles;
   }
 
@@ -77,7 +83,40 @@ export function quantize(w: Tensor, format: QuantFormat): QuantizedTensor {
 
 /** The float tensor the codes stand for. */
 export function dequantize(q: QuantizedTensor): Tensor {
-  return out(q.backend, q.backend.dequantize(q.handles(), q.rows, q.cols, q.format), q.shape);
+  const w = out(q.backend, q.backend.dequantize(q.handles(), q.rows, q.cols, q.format), q.shape);
+  if (!q.parts.offsetCodes) return w;
+  return reshape(add(reshape(w, [q.rows, q.cols]), expandGroups(offsetValues(q), q.cols, q.format.group)), q.shape);
+}
+
+// ---- NF-ICQ's τ (formats.ts, "ICQ"), composed from ops on the weight's backend ----
+
+/** v [rows, groupsPerRow] spread over each group's elements: [rows, cols]. */
+export function expandGroups(v: Tensor, cols: number, group: number): Tensor {
+  const rows = v.size / Math.ceil(cols / group);
+  const gpr = Math.ceil(cols / group);
+  const full = reshape(broadcastTo(reshape(v, [rows, gpr, 1]), [rows, gpr, group]), [rows, gpr * group]);
+  return gpr * group === cols ? full : slice(full, [0, 0], [rows, cols]);
+}
+
+/** x [n, cols] summed within each group of columns: [n, groupsPerRow] (the last group partial). */
+export function groupSums(x: Tensor, cols: number, group: number): Tensor {
+  const n = x.size / cols;
+  const gpr = Math.ceil(cols / group);
+  const x2 = reshape(x, [n, cols]);
+  const padded = gpr * group === cols ? x2 : concat([x2, zeros([n, gpr * group - cols], 'f32', x.backend)], 1);
+  return sum(reshape(padded, [n, gpr, group]), 2);
+}
+
+/** The decoded τ of an NF-ICQ tensor, [rows, groupsPerRow]: f32(map[offsetCodes[g]] · offset2[g / 256]). */
+export function offsetValues(q: QuantizedTensor): Tensor {
+  const gpr = groupsPerRow(q.cols, q.format);
+  const groups = q.rows * gpr;
+  const blocks = Math.ceil(groups / DOUBLE_QUANT_BLOCK);
+  const map = tensor(dynamicMap(), [256, 1], 'f32', q.backend);
+  let v = gather(map, cast(q.parts.offsetCodes!, 'i32'));
+  if (blocks * DOUBLE_QUANT_BLOCK !== groups) v = concat([v, zeros([blocks * DOUBLE_QUANT_BLOCK - groups, 1], 'f32', q.backend)], 0);
+  const scaled = reshape(mul(reshape(v, [blocks, DOUBLE_QUANT_BLOCK]), reshape(q.parts.offset2!, [blocks, 1])), [blocks * DOUBLE_QUANT_BLOCK]);
+  return reshape(blocks * DOUBLE_QUANT_BLOCK === groups ? scaled : slice(scaled, [0], [groups]), [q.rows, gpr]);
 }
 
 /** The checks of dequantizeMatmul(x, q) and its kernel sizes: weight [rows, cols], xRows rows of
@@ -102,8 +141,12 @@ export function dequantizeMatmul(x: Tensor, q: QuantizedTensor): Tensor {
   const be = x.backend;
   const y = out(be, be.dequantizeMatmul(x.handle, xRows, q.handles(), rows, cols, q.format), shape);
   // dx = dy · W. TODO(issue 6): a fused kernel for this product instead of a temporary float W.
-  return record('dequantizeMatmul', [x], y, (g) => {
-    const w = dequantize(q);
+  const yCodes = record('dequantizeMatmul', [x], y, (g) => {
+    const w = out(be, be.dequantize(q.handles(), rows, cols, q.format), [rows, cols]); // without τ: its term below has its own gradient
     return [reshape(matmul(reshape(g, [-1, rows]), w), [...g.shape.slice(0, -1), cols])];
   });
+  if (!q.parts.offsetCodes) return yCodes;
+  // NF-ICQ: x · (W + τ spread over groups)ᵀ = x · Wᵀ + groupSums(x) · τᵀ (differentiable ops)
+  const tauTerm = matmul(groupSums(x, cols, q.format.group), offsetValues(q), { transB: true });
+  return add(yCodes, reshape(tauTerm, shape));
 }

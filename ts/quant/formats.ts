@@ -55,6 +55,34 @@
 //   quantize(dequantize(q)) reproduce q.
 //   round() is round-half-away-from-zero everywhere (roundHalfAway below): it is symmetric,
 //   round(-x) = -round(x), which the argument above needs.
+//
+// ICQ (IR-QLoRA's information calibration, ts/quant/icq.ts; kernel crates/kernels quant/icq.rs):
+// per group, the candidate whose code histogram has the highest entropy. Candidates are tried in
+// order; S = sum over codes (in code order) of c·ln(c), c·ln(c) tabulated with lnInt (+, -, *, /
+// only: identical bits in JS and Rust); a candidate replaces the best only when S < S_best - 1e-9·n
+// (entropy up by more than 1e-9 nats), so the earliest of (near-)equal candidates wins and float
+// summation noise never decides. Parameters λ = 0.1, n = 100, σ = 0.54109, clip [0.9, 1.1] x 101.
+//   NF: τ0 = the lower median (element (n-1)/2 of the group sorted with -0 before +0), A0 = max
+//     |w - τ0| (float64); candidate j = 0..2n: τ = f32(τ0 + f·A0), f = λ·σ·((j - n) / n); the
+//     candidate's codes are the NF codes (above) of f32(w - τ). Stored: the codes, absmax and
+//     double quantization (if any) of w - τ exactly as quantize() makes them, plus τ itself:
+//       offsetCodes  u8   one per group          8-bit code of τ (bnb's signed dynamic map)
+//       offset2      f32  ceil(groups / 256)     absmax of each block of 256 τ (no mean offset)
+//     τ_decoded = f32(map[code] · offset2[g / 256]); dequantize = f32(f32(c[code] · absmax) +
+//     τ_decoded). The backend kernels never see τ: dequantize adds it, dequantizeMatmul adds
+//     groupSums(x) · τᵀ (api.ts). storageBytes grows by 1 per group + 4 per 256 groups.
+//   INT: candidates p = 1, then f32(lo + (hi - lo)·k / (points - 1)), k = 0..points-1. With the
+//     group's standard scale s and zero point z (computed from w as above), the candidate's codes
+//     are q = clamp(round(f32(w / p) / s) + z, 0, top), top = maxq (asymmetric) or 2·z (symmetric,
+//     the end of its grid, so clipping never reaches the unused code maxq): the group's range
+//     scaled by p. Stored as
+//     standard INT parts with scale f32(s·p) and zero z, so dequantize is unchanged.
+//     Why not "the standard quantizer on w / p, then scale·p": that quantizer recomputes the
+//     range from w / p, so in exact arithmetic it gives the plain codes for every p (the search
+//     would be a no-op); test/quant-icq.test.ts shows it. For p <= 1 our definition equals the
+//     standard quantizer on clamp(f32(w / p), lo, hi) (symmetric: ±absmax; bit-exact, tested); for p > 1 the range
+//     exceeds the data and no input to the standard kernel expresses it, so quantizeIcq writes
+//     the INT codes with the reference above on the host (one pass; the search is the kernel).
 
 import { FormatError } from '../errors.js';
 

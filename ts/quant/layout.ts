@@ -6,7 +6,9 @@ import { DOUBLE_QUANT_BLOCK, type QuantFormat } from './formats.js';
 import { rowBytes } from './packing.js';
 import { groupsPerRow } from './reference.js';
 
-export type PartName = 'codes' | 'scales' | 'zeros' | 'scaleCodes' | 'scale2' | 'scaleOffset';
+export type PartName = 'codes' | 'scales' | 'zeros' | 'scaleCodes' | 'scale2' | 'scaleOffset' | 'offsetCodes' | 'offset2';
+/** The parts the backend quantize/dequantize kernels see, in their order (NF-ICQ's offset parts are
+ *  composed in TS, see api.ts). */
 export const PART_NAMES: readonly PartName[] = ['codes', 'scales', 'zeros', 'scaleCodes', 'scale2', 'scaleOffset'];
 
 export interface PartSpec {
@@ -29,4 +31,11 @@ export function partLayout(rows: number, cols: number, f: QuantFormat): Partial<
   }
   if (f.kind === 'int' && !f.symmetric) out.zeros = spec([groups], 'u8');
   return out;
+}
+
+/** NF-ICQ's extra parts (formats.ts, "ICQ"): τ's 8-bit code per group and its absmax per 256 groups. */
+export function offsetLayout(rows: number, cols: number, f: QuantFormat): { offsetCodes: PartSpec; offset2: PartSpec } {
+  const groups = rows * groupsPerRow(cols, f);
+  const blocks = Math.ceil(groups / DOUBLE_QUANT_BLOCK);
+  return { offsetCodes: { shape: [groups], dtype: 'u8', size: groups }, offset2: { shape: [blocks], dtype: 'f32', size: blocks } };
 }

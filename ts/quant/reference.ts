@@ -29,12 +29,13 @@ export function groupsPerRow(cols: number, f: QuantFormat): number {
   return Math.ceil(cols / f.group);
 }
 
-/** Bytes of all parts of a [rows, cols] weight in format f. */
-export function storageBytes(rows: number, cols: number, f: QuantFormat): number {
+/** Bytes of all parts of a [rows, cols] weight in format f (`offsets`: with NF-ICQ's τ parts). */
+export function storageBytes(rows: number, cols: number, f: QuantFormat, offsets = false): number {
   const groups = rows * groupsPerRow(cols, f);
   const scaleBytes = f.doubleQuant ? groups + 4 * Math.ceil(groups / DOUBLE_QUANT_BLOCK) + 4 : 4 * groups;
   const zeroBytes = f.kind === 'int' && !f.symmetric ? groups : 0;
-  return rows * rowBytes(cols, f.bits) + scaleBytes + zeroBytes;
+  const offsetBytes = offsets ? groups + 4 * Math.ceil(groups / DOUBLE_QUANT_BLOCK) : 0;
+  return rows * rowBytes(cols, f.bits) + scaleBytes + zeroBytes + offsetBytes;
 }
 
 /** Calls fn for every group of a [rows, cols] weight: its index g, its row, its columns [begin, end). */
@@ -48,7 +49,7 @@ export function forEachGroup(rows: number, cols: number, f: QuantFormat, fn: (g:
 // Float32 rounding toward zero (for non-negative x): see "INT" in formats.ts for why.
 const F32_BOX = new Float32Array(1);
 const U32_BOX = new Uint32Array(F32_BOX.buffer);
-function f32TowardZero(x: number): number {
+export function f32TowardZero(x: number): number {
   F32_BOX[0] = x;
   if (F32_BOX[0] > x) U32_BOX[0] -= 1; // rounded up: step back one ulp
   return F32_BOX[0];

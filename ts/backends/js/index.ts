@@ -1,10 +1,11 @@
 // The JS reference backend: every kernel in plain TypeScript over typed arrays. It is the oracle
 // that every other backend is tested against, so each kernel is written for clarity.
 
-import type { Backend, BackendInfo, Handle, MatmulDims, QuantHandles, RopeParams } from '../../backend.js';
+import type { Backend, BackendInfo, Handle, IcqSearchParams, MatmulDims, QuantHandles, RopeParams } from '../../backend.js';
 import { allocArray, type AnyTypedArray, type DType } from '../../dtype.js';
 import type { QuantFormat } from '../../quant/formats.js';
 import { dequantizeMatmulRows, dequantizeRows, quantizeRows, type QuantParts } from '../../quant/reference.js';
+import { icqSearchRows } from '../../quant/icq.js';
 import { registerBackend } from '../../registry.js';
 import { affine, binary, cast, pow, reduce, unary } from './elementwise.js';
 import { gather, scatterAddRows, strided, writeStrided } from './layout.js';
@@ -118,6 +119,9 @@ export class JsBackend implements Backend {
   }
   dequantizeMatmul(x: Handle, xRows: number, q: QuantHandles, rows: number, cols: number, f: QuantFormat): Handle {
     return this.own(dequantizeMatmulRows(x as F, xRows, q as unknown as QuantParts, rows, cols, f));
+  }
+  icqSearch(w: Handle, rows: number, cols: number, f: QuantFormat, params: IcqSearchParams): Handle {
+    return this.own(icqSearchRows(w as F, rows, cols, f, params));
   }
 }
 

@@ -82,6 +82,10 @@ export interface NativeAddon {
   dequantize(parts: NativeParts, rows: number, cols: number, kind: number, bits: number, group: number, doubleQuant: boolean, symmetric: boolean, out: Float32Array): void;
   /** out [xRows, rows] = x [xRows, cols] · Wᵀ; split over the thread pool by weight rows when large. */
   dequantizeMatmul(x: Float32Array, xRows: number, parts: NativeParts, rows: number, cols: number, kind: number, bits: number, group: number, doubleQuant: boolean, symmetric: boolean, out: Float32Array): void;
+  /** ICQ search: out[g] = τ (nf) or clip ratio (int) per group; params = [lambda, n, sigma,
+   *  clipLow, clipHigh, clipPoints]; rows split over the pool. Returns -1, or the index of the
+   *  first non-finite weight. */
+  icqSearch(w: Float32Array, rows: number, cols: number, kind: number, bits: number, group: number, doubleQuant: boolean, symmetric: boolean, params: number[], out: Float32Array): number;
 
   // ---- async (crates/node/src/tasks.rs): the same kernels on a libuv worker thread, which hands
   // the work to the thread pool; the promise resolves (to undefined) once out is written, with the

@@ -3,7 +3,7 @@
 // live in native memory (ArrayBuffers the addon allocates); JS reads them through views without
 // copies; dispose() releases them at once, a finalizer covers what is never disposed.
 
-import type { Backend, BackendInfo, BinaryOp, Handle, MatmulDims, QuantHandles, ReduceOp, RopeParams, UnaryOp } from '../../backend.js';
+import type { Backend, BackendInfo, BinaryOp, Handle, IcqSearchParams, MatmulDims, QuantHandles, ReduceOp, RopeParams, UnaryOp } from '../../backend.js';
 import { BYTES_PER_ELEMENT, type AnyTypedArray, type DType } from '../../dtype.js';
 import { NonFiniteError, ValueError } from '../../errors.js';
 import { checkFormat, type QuantFormat } from '../../quant/formats.js';
@@ -225,6 +225,18 @@ export class NativeBackend implements Backend {
   dequantizeMatmul(x: Handle, xRows: number, q: QuantHandles, rows: number, cols: number, f: QuantFormat): Handle {
     const o = this.out('f32', xRows * rows);
     this.addon.dequantizeMatmul(f32(x).subarray(0, xRows * cols), xRows, this.parts(q), rows, cols, ...this.formatArgs(f), f32(o));
+    return o;
+  }
+  icqSearch(w: Handle, rows: number, cols: number, f: QuantFormat, p: IcqSearchParams): Handle {
+    checkFormat('icqSearch', f);
+    const o = this.out('f32', rows * Math.ceil(cols / f.group));
+    const params = [p.lambda, p.n, p.sigma, p.clipLow, p.clipHigh, p.clipPoints];
+    const bad = this.addon.icqSearch(f32(w).subarray(0, rows * cols), rows, cols, ...this.formatArgs(f), params, f32(o));
+    if (bad >= 0) {
+      const v = f32(w)[bad];
+      this.free(o);
+      throw new NonFiniteError(`icqSearch: expected finite weights, got ${v} at row ${Math.floor(bad / cols)}, col ${bad % cols} of [${rows}, ${cols}]`);
+    }
     return o;
   }
 

@@ -2,7 +2,7 @@
 // are single calls taking byte offsets, and JS views are re-created after memory grows. The SIMD
 // build is used where the runtime supports simd128, the scalar build elsewhere.
 
-import type { Backend, BackendInfo, BinaryOp, Handle, MatmulDims, QuantHandles, ReduceOp, RopeParams, UnaryOp } from '../../backend.js';
+import type { Backend, BackendInfo, BinaryOp, Handle, IcqSearchParams, MatmulDims, QuantHandles, ReduceOp, RopeParams, UnaryOp } from '../../backend.js';
 import { BYTES_PER_ELEMENT, type AnyTypedArray, type DType } from '../../dtype.js';
 import { BackendError, NonFiniteError, ValueError } from '../../errors.js';
 import { checkFormat, type QuantFormat } from '../../quant/formats.js';
@@ -22,7 +22,7 @@ const SCRATCH_WORDS = 1024;
 const REQUIRED_EXPORTS = [
   'simd', 'alloc_bytes', 'alloc_zeroed_bytes', 'free_bytes', 'fill_f32', 'unary', 'affine', 'power', 'binary', 'reduce', 'cast',
   'strided', 'write_strided', 'gather', 'scatter_add_rows', 'matmul', 'rmsnorm', 'rmsnorm_backward', 'rope', 'softmax',
-  'softmax_backward', 'cross_entropy', 'cross_entropy_backward', 'quantize', 'dequantize', 'dequantize_matmul',
+  'softmax_backward', 'cross_entropy', 'cross_entropy_backward', 'quantize', 'dequantize', 'dequantize_matmul', 'icq_search',
 ];
 
 export class WasmBackend implements Backend {
@@ -259,6 +259,17 @@ export class WasmBackend implements Backend {
   dequantizeMatmul(x: Handle, xRows: number, q: QuantHandles, rows: number, cols: number, f: QuantFormat): Handle {
     const o = this.out('f32', xRows * rows);
     this.fn.dequantize_matmul((x as WasmHandle).ptr, xRows, this.partsList(q), rows, cols, ...this.formatArgs(f), o.ptr);
+    return o;
+  }
+  icqSearch(w: Handle, rows: number, cols: number, f: QuantFormat, p: IcqSearchParams): Handle {
+    checkFormat('icqSearch', f);
+    const o = this.out('f32', rows * Math.ceil(cols / f.group));
+    const bad = this.fn.icq_search((w as WasmHandle).ptr, rows, cols, ...this.formatArgs(f), p.lambda, p.n, p.sigma, p.clipLow, p.clipHigh, p.clipPoints, o.ptr);
+    if (bad >= 0) {
+      const v = this.view(w as WasmHandle, 'f32', rows * cols)[bad];
+      this.free(o);
+      throw new NonFiniteError(`icqSearch: expected finite weights, got ${v} at row ${Math.floor(bad / cols)}, col ${bad % cols} of [${rows}, ${cols}]`);
+    }
     return o;
   }
 }

@@ -11,9 +11,10 @@
 //! in S (~1e-16 relative) can never decide; mathematically equal entropies are ties.
 //!
 //! Two versions: `icq_search_reference` evaluates every candidate on every element (the spec,
-//! line by line); `icq_search` sorts each group once and finds the histogram by binary search
-//! (codes are monotone in w for a fixed candidate: every step is a monotone float operation), so
-//! a candidate costs O(codes · log group) instead of O(group). Both give identical histograms.
+//! line by line); `icq_search` sorts each group once and finds the histogram from the code
+//! boundaries in the sorted group (codes are monotone in w for a fixed candidate: every step is a
+//! monotone float operation), walking each boundary from where the previous candidate left it, so
+//! a candidate costs O(codes) code evaluations instead of O(group). Both give identical histograms.
 
 use super::reference::scale_to_unit;
 use super::tables::{f32_toward_zero, nf_table, round_half_away, NfTable};
@@ -108,7 +109,8 @@ fn median_and_range(sorted: &[f32]) -> (f32, f64) {
     (tau0, a0)
 }
 
-/// The INT group's standard scale and zero point (reference.ts quantizeInt) from lo <= 0 <= hi.
+/// The INT group's standard scale and zero point (reference.ts quantizeInt) from lo <= 0 <= hi,
+/// and the largest code a clipped value takes: maxq, or 2·zero for symmetric (its grid's end).
 fn int_scale_zero(lo: f64, hi: f64, f: &Format) -> (f64, f64, f64) {
     let maxq = ((1u32 << f.bits) - 1) as f64;
     let half = ((1u32 << (f.bits - 1)) - 1) as f64;
@@ -117,15 +119,15 @@ fn int_scale_zero(lo: f64, hi: f64, f: &Format) -> (f64, f64, f64) {
         scale = 1.0;
     }
     let zero = if f.symmetric { half } else { round_half_away(-lo / scale as f64).max(0.0).min(maxq) };
-    (scale as f64, zero, maxq)
+    (scale as f64, zero, if f.symmetric { 2.0 * half } else { maxq })
 }
 
 /// The INT ICQ code of x for clip ratio p: the standard rule applied to f32(x / p) with the
-/// group's own scale and zero point.
+/// group's own scale and zero point, clamped to [0, top].
 #[inline(always)]
-fn int_code(x: f32, p: f32, s: f64, z: f64, maxq: f64) -> u32 {
+fn int_code(x: f32, p: f32, s: f64, z: f64, top: f64) -> u32 {
     let v = (x as f64 / p as f64) as f32;
-    (round_half_away(v as f64 / s) + z).max(0.0).min(maxq) as u32
+    (round_half_away(v as f64 / s) + z).max(0.0).min(top) as u32
 }
 
 /// The NF code of x for offset τ, with m = absmax of the shifted group and inv = f32(1 / m).
@@ -186,15 +188,16 @@ fn int_block_reference(w: &[f32], f: &Format, p: &IcqParams, table: &[f64]) -> f
         lo = lo.min(x as f64);
         hi = hi.max(x as f64);
     }
-    let (s, z, maxq) = int_scale_zero(lo, hi, f);
+    let (s, z, top) = int_scale_zero(lo, hi, f);
+    let len = 1usize << f.bits;
     let (mut best, mut best_s) = (1.0f32, f64::INFINITY);
     for i in 0..=p.clip_points {
         let pr = clip_candidate(i, p);
         let mut counts = [0u32; 16];
         for &x in w {
-            counts[int_code(x, pr, s, z, maxq) as usize] += 1;
+            counts[int_code(x, pr, s, z, top) as usize] += 1;
         }
-        let sc = score(&counts[..maxq as usize + 1], table);
+        let sc = score(&counts[..len], table);
         if sc < best_s - ICQ_TIE * w.len() as f64 {
             best_s = sc;
             best = pr;
@@ -205,17 +208,32 @@ fn int_block_reference(w: &[f32], f: &Format, p: &IcqParams, table: &[f64]) -> f
 
 // ---- optimized: sort once, histogram by binary search ----
 
-/// counts[k] for k in 0..len from a monotone code function over sorted values: `le(k, from)` is
-/// the number of sorted values whose code is <= k (searching from index `from`).
+/// counts[k] for k in 0..len from a monotone code function over sorted values (`code_le(x, k)`:
+/// code(x) <= k, true then false along `sorted`). bounds[k] holds the number of values with code
+/// <= k for the previous candidate and is walked to this one's: consecutive candidates move τ or p
+/// by a tiny step, so a boundary moves by a few elements, usually none (any start is correct;
+/// a far one only costs a longer walk).
 #[inline(always)]
-fn counts_from(sorted: &[f32], len: usize, counts: &mut [u32; 16], code_le: impl Fn(f32, usize) -> bool) {
+fn walk_counts(sorted: &[f32], len: usize, bounds: &mut [usize; 16], counts: &mut [u32; 16], code_le: impl Fn(f32, usize) -> bool) {
+    let n = sorted.len();
     let mut prev = 0usize;
     for k in 0..len - 1 {
-        let at = prev + sorted[prev..].partition_point(|&x| code_le(x, k));
+        let mut at = bounds[k];
+        if at < n && code_le(sorted[at], k) {
+            at += 1;
+            while at < n && code_le(sorted[at], k) {
+                at += 1;
+            }
+        } else {
+            while at > 0 && !code_le(sorted[at - 1], k) {
+                at -= 1;
+            }
+        }
+        bounds[k] = at;
         counts[k] = (at - prev) as u32;
         prev = at;
     }
-    counts[len - 1] = (sorted.len() - prev) as u32;
+    counts[len - 1] = (n - prev) as u32;
 }
 
 fn nf_block(w: &[f32], t: &NfTable, p: &IcqParams, table: &[f64], buf: &mut Vec<f32>) -> f32 {
@@ -226,6 +244,7 @@ fn nf_block(w: &[f32], t: &NfTable, p: &IcqParams, table: &[f64], buf: &mut Vec<
     let th = &t.thresholds;
     let (mut best, mut best_s) = (tau0, f64::INFINITY);
     let mut counts = [0u32; 16];
+    let mut bounds = [sorted.len() / 2; 16];
     for j in 0..=2 * p.n {
         let tau = nf_candidate(tau0, a0, j, p);
         // f32(x - τ) is monotone in x: the absmax is at an end of the sorted group
@@ -235,7 +254,7 @@ fn nf_block(w: &[f32], t: &NfTable, p: &IcqParams, table: &[f64], buf: &mut Vec<
             counts[t.zero_code as usize] = w.len() as u32;
         } else {
             let inv = (1.0 / m as f64) as f32;
-            counts_from(sorted, t.len, &mut counts, |x, k| nf_unit(x, tau, m, inv) <= th[k]);
+            walk_counts(sorted, t.len, &mut bounds, &mut counts, |x, k| nf_unit(x, tau, m, inv) <= th[k]);
         }
         let s = score(&counts[..t.len], table);
         if s < best_s - ICQ_TIE * w.len() as f64 {
@@ -251,13 +270,14 @@ fn int_block(w: &[f32], f: &Format, p: &IcqParams, table: &[f64], buf: &mut Vec<
     let sorted = &buf[..];
     let lo = (sorted[0] as f64).min(0.0);
     let hi = (sorted[sorted.len() - 1] as f64).max(0.0);
-    let (s, z, maxq) = int_scale_zero(lo, hi, f);
-    let len = maxq as usize + 1;
+    let (s, z, top) = int_scale_zero(lo, hi, f);
+    let len = 1usize << f.bits;
     let (mut best, mut best_s) = (1.0f32, f64::INFINITY);
     let mut counts = [0u32; 16];
+    let mut bounds = [sorted.len() / 2; 16];
     for i in 0..=p.clip_points {
         let pr = clip_candidate(i, p);
-        counts_from(sorted, len, &mut counts, |x, k| int_code(x, pr, s, z, maxq) <= k as u32);
+        walk_counts(sorted, len, &mut bounds, &mut counts, |x, k| int_code(x, pr, s, z, top) <= k as u32);
         let sc = score(&counts[..len], table);
         if sc < best_s - ICQ_TIE * w.len() as f64 {
             best_s = sc;
