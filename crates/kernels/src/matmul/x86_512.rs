@@ -5,12 +5,18 @@
 //! MR rows × 32 columns: 2·MR zmm accumulators + 2 B vectors, A broadcast from memory (embedded
 //! `{1to16}` broadcasts), of 32 zmm registers; one `vfmadd231ps` per accumulator per k step.
 //! K12x32 is the one `matmul` uses (24 accumulators: 12 FMAs in flight per port hide the 4-cycle
-//! latency; 14 loads per 24 FMAs); K14x32 (28 accumulators) is kept for the benchmark.
+//! latency; 14 loads per 24 FMAs); K14x32 and K6x64 are kept for the benchmark. Measured on a
+//! 16-core AVX-512 Xeon VM, one thread, 1024³ GFLOP/s (two runs): AVX2 K6x16 76 / 56, K12x32
+//! 140 / 112, K14x32 142 / 116, K6x64 132 / 115; with B transposed K12x32 124 / 94, K14x32
+//! 99 / 102; 128x576x1536: K12x32 112, K14x32 80, K6x64 82. So 12x32.
 //! Packing, blocking and edge tiles are the generic driver's (`gemm::<K12x32>`).
 //!
 //! Numerics as the AVX2 tile: every lane runs the same FMA chain from zero over one kc slice, then
 //! the slice sum is stored (first slice) or added to C, so an element's value does not depend on
 //! which tile, lane or thread computed it (what the pool's bit-identity rests on).
+
+// the intrinsics are newer than the crate's MSRV, which is why this file sits behind `avx512`
+#![allow(clippy::incompatible_msrv, clippy::needless_range_loop)]
 
 use super::kernel::MicroKernel;
 use core::arch::x86_64::*;
