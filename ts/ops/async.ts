@@ -34,15 +34,18 @@ export type AsyncOp = 'matmul' | 'dequantizeMatmul' | 'dequantize';
 
 /**
  * Work (multiply-adds; weight elements for dequantize) from which the 'auto' mode hands a kernel
- * to a worker thread. Measured by bench/async-line.ts (native backend, 2-core VM, 2 pool threads;
- * medians, sync call vs awaiting the async call, output alloc/free included; see bench/README.md
- * "Async kernels: where the line is"):
- * THRESHOLD_NUMBERS
+ * to a worker thread. bench/async-line.ts measured (native backend, 2-core VM, 2 pool threads,
+ * medians, sync call vs awaiting the async call, output alloc/free included; bench/README.md
+ * "Async kernels: where the line is") a hand-off of ~25-35 µs (more on a loaded machine):
+ *   matmul    256x256x256 (2^24): 501 vs 537 µs, +7%;  128x256x256: +12%;  512³: +2%
+ *   GEMV nf4  1x2048x2048 (2^22): 431 vs 461 µs, +7%;  1x1024²: +19%;      1x4096²: +4%
+ *   dequantize nf4 1024x1024 (2^20): 630 vs 610 µs (noise); 512x512: +17%
+ * i.e. async from ~0.4-0.5 ms of work, where the hand-off is under 10%.
  */
 export const ASYNC_MIN_MACS: Readonly<Record<AsyncOp, number>> = {
   matmul: 1 << 24,
-  dequantizeMatmul: 1 << 24,
-  dequantize: 1 << 22,
+  dequantizeMatmul: 1 << 22,
+  dequantize: 1 << 20,
 };
 
 const hasAsync = (be: Backend, op: AsyncOp): boolean =>
