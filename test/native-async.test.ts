@@ -278,6 +278,19 @@ describe('tensor-level async helpers (ts/ops/async.ts)', { skip }, () => {
     }
   });
 
+  test('a weight with parts composed in TS (NF-ICQ offsets) takes the sync op, same result', async () => {
+    const b = be();
+    const w = q.tensor(gaussianArray(512 * 256, 1, 0.05), [512, 256], 'f32', b);
+    const qt = q.quantizeIcq(w, formats.nf(4, { group: 64, doubleQuant: true }));
+    assert.ok(qt.parts.offsetCodes, 'NF-ICQ has offset parts');
+    const x = q.tensor(gaussianArray(3 * 256, 2), [3, 256], 'f32', b);
+    assert.equal(q.dequantizeMatmulAsyncDecision(x, qt, { mode: 'async' }), 'sync');
+    const got = await q.dequantizeMatmulAsync(x, qt, { mode: 'async' });
+    bitEqual('NF-ICQ dequantizeMatmulAsync', (await got.data()) as Float32Array, (await q.dequantizeMatmul(x, qt).data()) as Float32Array);
+    const d = await q.dequantizeAsync(qt, { mode: 'async' });
+    bitEqual('NF-ICQ dequantizeAsync', (await d.data()) as Float32Array, (await q.dequantize(qt).data()) as Float32Array);
+  });
+
   test('backends without async kernels always run sync; results are never tracked by tidy', async () => {
     const js = new JsBackend();
     const x = q.tensor(gaussianArray(2048 * 2048, 1), [2048, 2048], 'f32', js);
