@@ -11,7 +11,11 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { fetchCalibration } from '../io/fetch-calibration.js';
 import type { LlamaModel } from '../nn/llama.js';
 import { getBackend } from '../registry.js';
+import { dequantize } from '../quant/api.js';
 import { codeEntropy } from '../quant/icq.js';
+import { square, sub } from '../ops/arithmetic.js';
+import { sum } from '../ops/reduce.js';
+import { tidy } from '../tensor.js';
 import { calibrationWindows } from '../methods/calibration.js';
 import { experimentRows, markdownTable, PRESETS, svgPlot, type RowResult } from '../methods/experiment.js';
 import { runMethod } from '../methods/pipeline.js';
@@ -21,16 +25,24 @@ import { DEFAULT_EVAL_DATA, loadForCommand } from './model-commands.js';
 
 const log = (line: string): void => { process.stderr.write(`${line}\n`); };
 
-/** Mean code entropy per block over every quantized layer of a model. */
-function meanEntropy(m: LlamaModel): number {
-  let sum = 0;
+/** Over every quantized layer of m: mean code entropy per block (bits) and the relative squared
+ *  error of the dequantized weights against fp's, sum ||W - deq(Q)||² / sum ||W||². */
+function quantStats(m: LlamaModel, fp: LlamaModel): { entropy: number; weightError: number } {
+  let entropy = 0;
   let blocks = 0;
-  for (const { layer } of quantLayers(m)) {
+  let err = 0;
+  let norm = 0;
+  for (const { site, layer } of quantLayers(m)) {
     const e = codeEntropy(layer.weight);
-    sum += e.mean * e.perGroup.length;
+    entropy += e.mean * e.perGroup.length;
     blocks += e.perGroup.length;
+    const w = fp.blocks[site.block][site.key].dense().weight;
+    tidy(() => {
+      err += sum(square(sub(dequantize(layer.weight), w))).dataSync()[0];
+      norm += sum(square(w)).dataSync()[0];
+    });
   }
-  return sum / blocks;
+  return { entropy: entropy / blocks, weightError: err / norm };
 }
 
 export async function experimentCommand(args: Args): Promise<number> {
@@ -79,9 +91,9 @@ export async function experimentCommand(args: Args): Promise<number> {
     } else {
       const { model, report } = runMethod(fp, row.spec, data, log);
       try {
-        const entropy = row.spec.init === 'none' ? meanEntropy(model) : undefined;
+        const stats = row.spec.init === 'none' ? quantStats(model, fp) : undefined;
         const ppl = await perplexity(model, evalIds, evalOpts);
-        result = { ...row, perplexity: ppl.perplexity, evalWindows: ppl.windows, entropy, seconds: (Date.now() - t0) / 1000, details: report };
+        result = { ...row, perplexity: ppl.perplexity, evalWindows: ppl.windows, ...stats, seconds: (Date.now() - t0) / 1000, details: report };
       } finally {
         model.dispose();
       }

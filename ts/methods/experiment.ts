@@ -46,6 +46,8 @@ export interface RowResult extends Row {
   evalWindows: number;
   /** Mean code entropy per quantization block (bits), for plain and ICQ quantizers. */
   entropy?: number;
+  /** sum ||W - deq(Q)||² / sum ||W||² over the quantized layers (plain and ICQ quantizers). */
+  weightError?: number;
   seconds: number;
   details?: unknown;
 }
@@ -103,9 +105,13 @@ export function markdownTable(results: RowResult[], p: Preset): string {
   }
   const ent = main.filter((r) => r.entropy !== undefined);
   if (ent.length) {
-    lines.push('', 'Mean code entropy per block (bits; the maximum is the bit width):', '', `| quantizer | ${p.bits.map((b) => `${b}-bit`).join(' | ')} |`, `| --- | ${p.bits.map(() => '---:').join(' | ')} |`);
+    lines.push('', 'The quantizers alone: mean code entropy per block (bits; at most the bit width) / relative squared weight error:', '',
+      `| quantizer | ${p.bits.map((b) => `${b}-bit`).join(' | ')} |`, `| --- | ${p.bits.map(() => '---:').join(' | ')} |`);
     for (const label of [...new Set(ent.map((r) => r.label))]) {
-      lines.push(`| ${label} | ${p.bits.map((b) => fmt(ent.find((r) => r.label === label && r.bits === b)?.entropy, 3)).join(' | ')} |`);
+      lines.push(`| ${label} | ${p.bits.map((b) => {
+        const r = ent.find((x) => x.label === label && x.bits === b);
+        return r ? `${fmt(r.entropy, 3)} / ${r.weightError !== undefined ? r.weightError.toExponential(2) : '—'}` : '—';
+      }).join(' | ')} |`);
     }
   }
   const sweep = results.filter((r) => r.group === 'rank sweep');
