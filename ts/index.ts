@@ -48,3 +48,38 @@ export { encodePeft, applyPeft, ADAPTER_CONFIG, ADAPTER_WEIGHTS } from './io/ada
 export type { PeftAdapter, PeftExportOptions } from './io/adapters.js';
 export { encodePacked, decodePacked, PACKED_VERSION } from './io/packed.js';
 export type { PackedLoadOptions } from './io/packed.js';
+
+// quantized layers, adapters and the methods (checkpoint files, PEFT and packed files: quantlora/node)
+export { QuantLinear } from './nn/quant-linear.js';
+export { Lora, groupMean, groupMeanMatrix } from './nn/lora.js';
+export type { LoraOptions, LoraInit } from './nn/lora.js';
+export type { DenseWeights } from './nn/linear.js';
+export { Lwc, lwcFakeQuant, LWC_EPS, LWC_INIT } from './quant/lwc.js';
+export type { LwcOptions } from './quant/lwc.js';
+export { truncatedSvd, svdSmall, matrix64, householderQr } from './linalg/index.js';
+export type { TruncatedSvd, TruncatedSvdOptions, Matrix64, Svd64 } from './linalg/index.js';
+export { AdamW, Adam } from './train/optim.js';
+export type { ParamGroup, GroupSettings, Gradients, OptimizerState } from './train/optim.js';
+export { constantLr, cosineLr } from './train/schedule.js';
+export type { LrAt, ScheduleOptions, CosineOptions } from './train/schedule.js';
+export { clipGradNorm, gradNorm } from './train/clip.js';
+export { NanGuard } from './train/guard.js';
+export type { GuardOptions, GuardState } from './train/guard.js';
+export { TrainingDivergedError, CheckpointError } from './train/errors.js';
+export type { SkippedStep } from './train/errors.js';
+export { parseCheckpoint, restoreTensors } from './train/checkpoint.js';
+export type { LoadedCheckpoint, CheckpointContents, NamedTensors } from './train/checkpoint.js';
+export { loftqInit } from './methods/loftq.js';
+export type { LoftqOptions, LoftqResult } from './methods/loftq.js';
+export { quantizeModel, rtnLayers, layerSites, quantLayers, adapterParameters, setTraining } from './methods/quantize-model.js';
+export type { LayerFactory, LayerSite, RtnOptions } from './methods/quantize-model.js';
+export { apiq } from './methods/apiq.js';
+export type { ApiqOptions, ApiqReport } from './methods/apiq.js';
+export { rilq, finetune, trainAdapters } from './methods/rilq.js';
+export type { RilqOptions, AdapterTrainingOptions, TrainingReport } from './methods/rilq.js';
+export { calibrationWindows } from './methods/calibration.js';
+export type { CalibrationSet, CalibrationOptions } from './methods/calibration.js';
+export { runMethod, methodName, INIT_KINDS } from './methods/pipeline.js';
+export type { MethodSpec, MethodReport, InitKind } from './methods/pipeline.js';
+export { experimentRows, markdownTable, svgPlot, PRESETS } from './methods/experiment.js';
+export type { Preset, Row, RowResult } from './methods/experiment.js';

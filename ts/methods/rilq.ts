@@ -6,7 +6,6 @@
 // early stopping that restores the best adapters, atomic checkpoints and resume.
 // finetune() is the same loop with the plain causal-LM loss and no full-precision model.
 
-import { existsSync } from 'node:fs';
 import { noGrad } from '../autograd.js';
 import { ValueError } from '../errors.js';
 import { add, affine } from '../ops/arithmetic.js';
@@ -14,6 +13,7 @@ import { crossEntropy } from '../ops/loss.js';
 import { slice } from '../ops/shape.js';
 import type { LlamaModel } from '../nn/llama.js';
 import { keep, tensor, tidy, type Tensor } from '../tensor.js';
+import { nodeFs } from '../io/atomic.js';
 import { loadCheckpoint, saveCheckpoint } from '../train/checkpoint.js';
 import { NanGuard, type GuardState } from '../train/guard.js';
 import { AdamW } from '../train/optim.js';
@@ -118,7 +118,7 @@ export function trainAdapters(name: string, qm: LlamaModel, loss: (w: Int32Array
   const validate = (): number => noGrad(() => validation.reduce((s, w) => s + tidy(() => readF32(loss(w), name)[0]), 0) / validation.length);
   const snapshot = () => params.map((p) => readF32(p, name));
 
-  if (opts.checkpoint && existsSync(opts.checkpoint)) {
+  if (opts.checkpoint && nodeFs().existsSync(opts.checkpoint)) {
     const ck = loadCheckpoint(opts.checkpoint, { tensors: named, optimizer: opt });
     const meta = ck.meta as { step: number; bestStep: number; bestLoss: number; stale: number; trainLoss: number[]; validation: { step: number; loss: number }[]; guard: GuardState; best?: number[][] };
     step = meta.step;
