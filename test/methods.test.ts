@@ -15,6 +15,7 @@ import { apiq } from '../ts/methods/apiq.js';
 import { calibrationWindows } from '../ts/methods/calibration.js';
 import { adapterParameters, quantLayers, quantizeModel, rtnLayers } from '../ts/methods/quantize-model.js';
 import { finetune, rilq } from '../ts/methods/rilq.js';
+import { testModelPath } from './model-file.js';
 
 const FIXTURE = 'test/fixtures/tiny-llama/llama-tied';
 const fpModel = (): LlamaModel => loadModel(FIXTURE).model;
@@ -111,6 +112,38 @@ test('finetune: the causal-LM loss falls on the training windows; IEC scalars tr
   const betas = quantLayers(qm).map(({ layer }) => layer.lora!.iec!.betaA.dataSync()[0]);
   assert.ok(betas.some((b) => b !== 0), 'βA moved');
   assert.throws(() => finetune(quantizeModel(fp, rtnLayers({ format: q.formats.nf(4, { group: 16 }) })), { data, steps: 1 }), q.ValueError);
+  fp.dispose();
+  qm.dispose();
+});
+
+test('instruction data: JSON Lines parsed (Alpaca or prompt/response), prompt masked, finetuning learns the responses', async () => {
+  const { parseInstructions, encodeExample, IGNORE_LABEL } = await import('../ts/methods/instructions.js');
+  const ex = parseInstructions('{"instruction":"Add","input":"2 and 2","output":"4"}\n\n{"prompt":"Hi","response":"Hello"}\n', 'x.jsonl');
+  assert.deepEqual(ex, [{ prompt: 'Add\n\n2 and 2', response: '4' }, { prompt: 'Hi', response: 'Hello' }]);
+  assert.throws(() => parseInstructions('{"prompt":"a"}\n', 'x.jsonl'), (e: Error) => e instanceof q.FormatError && e.message.includes('x.jsonl:1'));
+  assert.throws(() => parseInstructions('not json', 'y.jsonl'), (e: Error) => e instanceof q.FormatError && e.message.includes('y.jsonl:1'));
+  const path = testModelPath();
+  if (path) {
+    const { tokenizer } = loadModel(path);
+    const { ids, labels } = encodeExample(tokenizer!, ex[1], 64);
+    const firstScored = labels.findIndex((l) => l !== IGNORE_LABEL);
+    assert.ok(firstScored > 3, 'the prompt is masked');
+    assert.equal(tokenizer!.decode(Array.from(ids.subarray(firstScored))), 'Hello<|im_end|>\n');
+    assert.deepEqual(labels.subarray(firstScored), ids.subarray(firstScored));
+  }
+  // finetuning with labels only learns the labelled positions: a fixed "answer" after random prompts
+  const fp = fpModel();
+  const qm = quantizeModel(fp, rtnLayers({ format: q.formats.nf(4, { group: 16 }), lora: { rank: 4 } }));
+  const next = q.rng(5);
+  const labels = new Map<Int32Array, Int32Array>();
+  const make = () => {
+    const w = Int32Array.from({ length: 16 }, (_, i) => (i < 10 ? 3 + Math.floor(next() * 50) : 40 + (i % 3)));
+    labels.set(w, Int32Array.from(w, (v, i) => (i < 10 ? -100 : v)));
+    return w;
+  };
+  const data = { seqlen: 16, train: Array.from({ length: 6 }, make), validation: Array.from({ length: 2 }, make), labels };
+  const r = finetune(qm, { data, steps: 20, lr: 2e-2, evalEvery: 10 });
+  assert.ok(r.bestLoss < r.validation[0].loss * 0.7, `masked validation loss ${r.validation[0].loss} -> ${r.bestLoss}`);
   fp.dispose();
   qm.dispose();
 });

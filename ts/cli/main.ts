@@ -27,7 +27,7 @@ Usage:
                      [--symmetric] [--no-double-quant] [--icq]
                      [--init none|kaiming|gaussian|loftq|apiq-layer|apiq-block] [--rank 16] [--alpha A]
                      [--iec] [--loftq-iters 5] [--apiq-epochs 2] [--rilq-steps N] [--rilq-loss hidden|logits]
-                     [--gt-weight 0.5] [--finetune-steps N] [--lr LR] [--accumulate N] [--patience N]
+                     [--gt-weight 0.5] [--finetune-steps N] [--finetune-data FILE(.jsonl)] [--lr LR] [--accumulate N] [--patience N]
                      [--checkpoint FILE] [--calib FILE] [--calib-windows 32] [--calib-seqlen 512]
                      [--merged] [--eval WINDOWS] [--json]
                                        quantize + initialize + compensate; writes the packed model

@@ -11,6 +11,7 @@ import { exportHf } from '../io/export-hf.js';
 import { fetchCalibration } from '../io/fetch-calibration.js';
 import { savePacked } from '../io/packed.js';
 import { calibrationWindows } from '../methods/calibration.js';
+import { instructionSet, parseInstructions } from '../methods/instructions.js';
 import { INIT_KINDS, methodName, runMethod, type InitKind, type MethodSpec } from '../methods/pipeline.js';
 import { formats } from '../quant/formats.js';
 import type { Args } from './args.js';
@@ -59,7 +60,7 @@ export async function quantizeCommand(args: Args): Promise<number> {
   const seqlen = args.number('calib-seqlen', { integer: true, min: 2 }) ?? 512;
   const count = args.number('calib-windows', { integer: true, min: 1 }) ?? 32;
   const { model: fp, tokenizer } = loadForCommand(args);
-  const needsData = spec.init.startsWith('apiq') || spec.rilq || spec.finetune;
+  const needsData = spec.init.startsWith('apiq') || spec.rilq || (spec.finetune && !args.string('finetune-data'));
   let data;
   if (needsData) {
     const calibPath = args.string('calib') ?? fetchCalibration(log);
@@ -67,8 +68,18 @@ export async function quantizeCommand(args: Args): Promise<number> {
     const ids = tokenizer.encode(readFileSync(calibPath, 'utf8').slice(0, (count + 8) * seqlen * 40));
     data = calibrationWindows(ids, { count, seqlen, validation: spec.rilq || spec.finetune ? Math.max(1, Math.floor(count / 8)) : 0, seed: spec.seed });
   }
+  // finetuning data: --finetune-data FILE (.jsonl: instruction examples; otherwise plain text windows)
+  const ftPath = args.string('finetune-data');
+  let ftData;
+  if (ftPath) {
+    if (!existsSync(ftPath)) throw new ValueError(`quantize: finetuning data ${ftPath} does not exist`);
+    const text = readFileSync(ftPath, 'utf8');
+    ftData = ftPath.endsWith('.jsonl')
+      ? instructionSet(tokenizer, parseInstructions(text, ftPath), { validation: Math.max(1, Math.floor(count / 8)), maxTokens: seqlen, seed: spec.seed })
+      : calibrationWindows(tokenizer.encode(text), { count, seqlen, validation: Math.max(1, Math.floor(count / 8)), seed: spec.seed });
+  }
   log(`quantize: ${methodName(spec)} (${spec.format.name}${spec.init !== 'none' ? `, rank ${spec.rank}` : ''})`);
-  const { model, report } = runMethod(fp, spec, data, log);
+  const { model, report } = runMethod(fp, spec, data, log, ftData);
   mkdirSync(out, { recursive: true });
   await savePacked(model, join(out, 'model.quantlora.safetensors'));
   if (spec.init !== 'none' || spec.rilq || spec.finetune) await exportPeft(model, join(out, 'adapter'), { baseModel: args.string('model') ?? 'HuggingFaceTB/SmolLM2-135M-Instruct' });

@@ -6,9 +6,13 @@ import { ValueError } from '../errors.js';
 import { rng } from '../tensor.js';
 
 export interface CalibrationSet {
+  /** Window length (the longest example for instruction data). */
   seqlen: number;
   train: Int32Array[];
   validation: Int32Array[];
+  /** Per window, the ids to predict (-100 where the loss skips a position, e.g. a prompt);
+   *  without an entry a window predicts its own next tokens. */
+  labels?: Map<Int32Array, Int32Array>;
 }
 
 export interface CalibrationOptions {

@@ -62,8 +62,9 @@ function quantizerOf(s: MethodSpec): (w: Tensor, f: QuantFormat) => QuantizedTen
   return s.icq ? (w, f) => quantizeIcq(w, f) : quantize;
 }
 
-/** Builds the quantized, compensated model; `fp` is not changed. */
-export function runMethod(fp: LlamaModel, spec: MethodSpec, data: CalibrationSet | undefined, log: (line: string) => void = () => {}): { model: LlamaModel; report: MethodReport } {
+/** Builds the quantized, compensated model; `fp` is not changed. Finetuning uses `finetuneData`
+ *  when given (text windows or instruction examples), else the calibration data. */
+export function runMethod(fp: LlamaModel, spec: MethodSpec, data: CalibrationSet | undefined, log: (line: string) => void = () => {}, finetuneData?: CalibrationSet): { model: LlamaModel; report: MethodReport } {
   const t0 = Date.now();
   if (!INIT_KINDS.includes(spec.init)) throw new ValueError(`method: init must be one of ${INIT_KINDS.join(', ')}, got '${String(spec.init)}'`);
   const needsAdapter = spec.init !== 'none' || !!spec.rilq || !!spec.finetune;
@@ -84,13 +85,13 @@ export function runMethod(fp: LlamaModel, spec: MethodSpec, data: CalibrationSet
     };
     const model = quantizeModel(fp, factory, { seed: spec.seed });
     report.loftqErrors = errs[0].map((_, i) => errs.reduce((s, e) => s + e[i], 0) / errs.length);
-    return finish(fp, model, spec, data, report, t0, log);
+    return finish(fp, model, spec, data, report, t0, log, finetuneData);
   }
   const model = quantizeModel(fp, factory, { seed: spec.seed });
-  return finish(fp, model, spec, data, report, t0, log);
+  return finish(fp, model, spec, data, report, t0, log, finetuneData);
 }
 
-function finish(fp: LlamaModel, model: LlamaModel, spec: MethodSpec, data: CalibrationSet | undefined, report: MethodReport, t0: number, log: (line: string) => void): { model: LlamaModel; report: MethodReport } {
+function finish(fp: LlamaModel, model: LlamaModel, spec: MethodSpec, data: CalibrationSet | undefined, report: MethodReport, t0: number, log: (line: string) => void, finetuneData?: CalibrationSet): { model: LlamaModel; report: MethodReport } {
   report.quantizeSeconds = (Date.now() - t0) / 1000;
   const need = (what: string): CalibrationSet => {
     if (!data) throw new ValueError(`method: ${what} needs calibration data`);
@@ -101,7 +102,7 @@ function finish(fp: LlamaModel, model: LlamaModel, spec: MethodSpec, data: Calib
       report.apiq = apiq(fp, model, { ...spec.apiq, mode: spec.init === 'apiq-layer' ? 'layer' : 'block', windows: need(spec.init).train, log });
     }
     if (spec.rilq) report.rilq = rilq(fp, model, { ...spec.rilq, data: need('rilq'), log });
-    if (spec.finetune) report.finetune = finetune(model, { ...spec.finetune, data: need('finetune'), log });
+    if (spec.finetune) report.finetune = finetune(model, { ...spec.finetune, data: finetuneData ?? need('finetune'), log });
   } catch (e) {
     model.dispose();
     throw e;

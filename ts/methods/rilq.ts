@@ -63,9 +63,10 @@ export interface TrainingReport {
 
 const ids = (w: Int32Array, m: LlamaModel) => tensor(w, [1, w.length], 'i32', m.embed.backend);
 
-function lmLoss(m: LlamaModel, logits: Tensor, w: Int32Array): Tensor {
+/** Next-token loss of a window (labels, when given, say what to predict; -100 is skipped). */
+function lmLoss(m: LlamaModel, logits: Tensor, w: Int32Array, labels?: Int32Array): Tensor {
   const T = w.length;
-  return crossEntropy(slice(logits, [0, 0, 0], [1, T - 1, -1]), slice(ids(w, m), [0, 1], [1, T - 1]));
+  return crossEntropy(slice(logits, [0, 0, 0], [1, T - 1, -1]), slice(ids(labels ?? w, m), [0, 1], [1, T - 1]));
 }
 
 /** RILQ on qm (in place) against fp. */
@@ -81,7 +82,7 @@ export function rilq(fp: LlamaModel, qm: LlamaModel, opts: RilqOptions): Trainin
     const h = qm.hidden(ids(w, qm));
     const logits = kind === 'logits' || gt > 0 ? qm.head(h) : undefined;
     const disc = mse(kind === 'hidden' ? h : logits!, targets.get(w)!);
-    return gt > 0 ? add(affine(disc, 1 - gt), affine(lmLoss(qm, logits!, w), gt)) : disc;
+    return gt > 0 ? add(affine(disc, 1 - gt), affine(lmLoss(qm, logits!, w, opts.data.labels?.get(w)), gt)) : disc;
   });
   try {
     return trainAdapters('rilq', qm, loss, opts);
@@ -90,9 +91,10 @@ export function rilq(fp: LlamaModel, qm: LlamaModel, opts: RilqOptions): Trainin
   }
 }
 
-/** LoRA finetuning of qm's adapters on the causal-LM loss of the windows. */
+/** LoRA finetuning of qm's adapters on the causal-LM loss of the windows (text, or instruction
+ *  examples whose labels mask the prompt: methods/instructions.ts). */
 export function finetune(qm: LlamaModel, opts: AdapterTrainingOptions): TrainingReport {
-  return trainAdapters('finetune', qm, (w) => tidy(() => lmLoss(qm, qm.logits(ids(w, qm)), w)), opts);
+  return trainAdapters('finetune', qm, (w) => tidy(() => lmLoss(qm, qm.logits(ids(w, qm)), w, opts.data.labels?.get(w))), opts);
 }
 
 /** The shared loop: steps over the training windows in order (cycling), validation, best restore. */
