@@ -129,7 +129,29 @@ unsafe extern "C" fn finalize(_env: sys::napi_env, data: *mut c_void, hint: *mut
     }
 }
 
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+extern "C" {
+    fn mallopt(param: i32, value: i32) -> i32;
+}
+
+/// glibc raises its mmap threshold each time a large mmapped block is freed (up to 32 MiB), after
+/// which tensor-sized buffers come from the heap and freed ones are kept, not returned: a training
+/// or evaluation loop that frees everything it allocates still grew by ~1 GB per model pass. A
+/// fixed threshold (128 KiB, glibc's default start) keeps big buffers mmapped, so release() gives
+/// the memory back to the system at once.
+fn fix_malloc_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        const M_MMAP_THRESHOLD: i32 = -3;
+        ONCE.call_once(|| unsafe {
+            mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+        });
+    }
+}
+
 pub fn alloc_buffer(env: Env, bytes: usize, zeroed: bool) -> Result<JsRaw> {
+    fix_malloc_threshold();
     let env = env.raw();
     let mut result = ptr::null_mut();
     if bytes == 0 {
