@@ -4,9 +4,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as q from '../ts/index.js';
-import { gaussianArray } from '../ts/tensor.js';
+import { fromHandle, gaussianArray } from '../ts/tensor.js';
 import { generateWeights } from '../ts/testing/index.js';
 import { PART_NAMES } from '../ts/quant/layout.js';
+import type { NativeAddon } from '../ts/backends/native/addon.js';
 
 type B = q.Backend;
 interface Case {
@@ -115,6 +116,17 @@ for (const f of fmts) {
       return q.dequantizeMatmul(t(b, [tokens, c], i + 60), q.quantize(w, f));
     }));
 }
+// the fused backward dx = dy · W (Backend.dequantizeMatmulT) directly, and as dequantizeMatmul's x
+// gradient: odd token counts, partial groups, columns past a 32/64-column boundary
+for (const f of fmts) {
+  add(`dequantizeMatmulT ${f.name} (and the x gradient of dequantizeMatmul)`, 1e-4, (b) =>
+    [[1, 3, 70], [7, 9, 129], [13, 40, 300]].flatMap(([tokens, r, c], i) => {
+      const qt = q.quantize(q.tensor(generateWeights('gaussian', r, c, i + 100), [r, c], 'f32', b), f);
+      const dy = t(b, [tokens, r], i + 110);
+      const dx = fromHandle(b, b.dequantizeMatmulT(dy.handle, tokens, qt.handles(), r, c, f), [tokens, c], 'f32');
+      return [dx, ...withGrads(b, (x) => q.dequantizeMatmul(x, qt), [t(b, [2, tokens, c], i + 120)]).slice(1)];
+    }));
+}
 // ICQ: the searched τ / clip ratio and every part bit-exact (a short grid keeps the js side fast),
 // dequantize with τ bit-exact, the fused product with τ and its x gradient within tolerance
 const icqGrid = { n: 12, clipPoints: 13 };
@@ -143,6 +155,32 @@ test('every expected backend is available', () => {
   for (const name of expected) {
     const s = status.find((x) => x.name === name);
     assert.ok(s?.available, `backend '${name}' is not available: ${s?.failure ?? 'not registered'}`);
+  }
+});
+
+test('native dequantizeMatmulT: split over threads by output columns, bit-identical to one thread', { skip: !others.includes('native') && 'no native backend' }, () => {
+  const b = q.backendByName('native');
+  const addon = (b as unknown as { addon: NativeAddon }).addon;
+  const threads = addon.info().threads;
+  try {
+    for (const f of [q.formats.nf(2), q.formats.nf(3, { group: 7 }), q.formats.int(4, { group: 32 }), q.formats.int(2, { group: 100, symmetric: true })]) {
+      for (const [tokens, r, c] of [[128, 96, 1536], [7, 333, 1000], [64, 256, 257]]) {
+        q.tidy(() => {
+          const qt = q.quantize(q.tensor(generateWeights('gaussian', r, c, r + c), [r, c], 'f32', b), f);
+          const dy = t(b, [tokens, r], tokens);
+          const run = () => fromHandle(b, b.dequantizeMatmulT(dy.handle, tokens, qt.handles(), r, c, f), [tokens, c], 'f32').dataSync();
+          addon.setThreads(1);
+          const one = run();
+          for (const n of [2, 3, 4]) {
+            addon.setThreads(n);
+            const got = run();
+            assert.ok(got.every((v, i) => Object.is(v, one[i])), `${f.name} ${tokens}x${r}x${c}: ${n} threads differ from one`);
+          }
+        });
+      }
+    }
+  } finally {
+    addon.setThreads(threads);
   }
 });
 

@@ -115,6 +115,9 @@ export interface Backend {
   dequantize(q: QuantHandles, rows: number, cols: number, f: QuantFormat): Handle;
   /** x [xRows, cols] · Wᵀ with W = dequantize(q) of shape [rows, cols]; returns [xRows, rows]. */
   dequantizeMatmul(x: Handle, xRows: number, q: QuantHandles, rows: number, cols: number, f: QuantFormat): Handle;
+  /** dy [n, rows] · W with W = dequantize(q) of shape [rows, cols]; returns [n, cols] (the
+   *  backward of dequantizeMatmul in x, without a float copy of W). */
+  dequantizeMatmulT(dy: Handle, n: number, q: QuantHandles, rows: number, cols: number, f: QuantFormat): Handle;
   /** ICQ's entropy search (ts/quant/icq.ts, formats.ts "ICQ"): f32 per group, τ (nf) or clip
    *  ratio (int); bit-identical on every backend. Throws NonFiniteError on NaN/Inf weights. */
   icqSearch(w: Handle, rows: number, cols: number, f: QuantFormat, params: IcqSearchParams): Handle;

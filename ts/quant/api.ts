@@ -140,10 +140,11 @@ export function dequantizeMatmul(x: Tensor, q: QuantizedTensor): Tensor {
   const { rows, cols, xRows, shape } = dequantizeMatmulPlan(x, q);
   const be = x.backend;
   const y = out(be, be.dequantizeMatmul(x.handle, xRows, q.handles(), rows, cols, q.format), shape);
-  // dx = dy · W. TODO(issue 6): a fused kernel for this product instead of a temporary float W.
+  // dx = dy · W by the fused kernel (each weight row decoded once, no float copy of W); W without
+  // τ: NF-ICQ's term below has its own gradient
   const yCodes = record('dequantizeMatmul', [x], y, (g) => {
-    const w = out(be, be.dequantize(q.handles(), rows, cols, q.format), [rows, cols]); // without τ: its term below has its own gradient
-    return [reshape(matmul(reshape(g, [-1, rows]), w), [...g.shape.slice(0, -1), cols])];
+    const gRows = g.size / rows;
+    return [out(be, be.dequantizeMatmulT(g.handle, gRows, q.handles(), rows, cols, q.format), [...g.shape.slice(0, -1), cols])];
   });
   if (!q.parts.offsetCodes) return yCodes;
   // NF-ICQ: x · (W + τ spread over groups)ᵀ = x · Wᵀ + groupSums(x) · τᵀ (differentiable ops)

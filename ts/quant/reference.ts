@@ -208,6 +208,26 @@ export function dequantizeMatmulRows(x: Float32Array, xRows: number, p: QuantPar
 }
 
 /** The effective per-group scale (nf: absmax after double-quant decode; int: step), one per group. */
+/** dx [n, cols] = dy [n, rows] · W (the backward of dequantizeMatmulRows): each weight row
+ *  decoded once, sums in float64 (JS numbers), rounded to f32 at the end. */
+export function dequantizeMatmulTRows(dy: Float32Array, n: number, p: QuantParts, rows: number, cols: number, f: QuantFormat): Float32Array {
+  checkParts('dequantizeMatmulTRows', p, rows, cols, f);
+  if (!Number.isInteger(n) || n < 0 || dy.length !== n * rows) {
+    throw new ShapeError(`dequantizeMatmulTRows: expected dy of ${n} rows of ${rows} (${n * rows} values), got ${dy.length} values`);
+  }
+  const acc = new Float64Array(n * cols);
+  const w = new Float32Array(cols);
+  for (let r = 0; r < rows; r++) {
+    decodeRow(p, r, cols, f, w);
+    for (let i = 0; i < n; i++) {
+      const d = dy[i * rows + r];
+      const off = i * cols;
+      for (let c = 0; c < cols; c++) acc[off + c] += d * w[c];
+    }
+  }
+  return Float32Array.from(acc);
+}
+
 export function groupScales(p: QuantParts, rows: number, cols: number, f: QuantFormat): Float32Array {
   checkParts('groupScales', p, rows, cols, f);
   const out = new Float32Array(rows * groupsPerRow(cols, f));

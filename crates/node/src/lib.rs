@@ -12,6 +12,7 @@ mod args;
 mod icq;
 mod mem;
 mod pool;
+mod quant_grad;
 mod tasks;
 
 use args::{bytes_as, disjoint, dims, err, prod, size, with_bytes_mut, View};

@@ -155,6 +155,38 @@ pub fn dequantize_matmul(x: &[f32], x_rows: usize, p: &Parts, rows: usize, cols:
     });
 }
 
+/// dx [n, cols] = dy [n, rows] · W (the backward of dequantizeMatmul), output columns split over
+/// the pool when large enough: each worker owns a range of columns of dx (cut at multiples of 32,
+/// whole code bytes for every width) and decodes only W[:, range]; every element of dx is the
+/// kernel's fixed chain over r = 0..rows (`dequantize_matmul_t_cols`), so the result is
+/// bit-identical to one thread whatever the split (tested in the kernel crate and in
+/// test/parity.test.ts).
+pub fn dequantize_matmul_t(dy: &[f32], n: usize, p: &Parts, rows: usize, cols: usize, f: &Format, out: &mut [f32]) {
+    let macs = n.saturating_mul(rows).saturating_mul(cols);
+    let pool = if macs < par_min_macs() || cols < 64 { None } else { Some(pool()) };
+    let t = pool.as_ref().map_or(1, |p| p.current_num_threads());
+    if t <= 1 {
+        return quant::dequantize_matmul_t(dy, n, p, rows, cols, f, out);
+    }
+    // pieces of whole 32-column units, at least 2 units, about 4 per thread, cut at 64 columns
+    let units = (cols + 31) / 32;
+    let ranges: Vec<(usize, usize)> =
+        split_rows(units, (t * 4).min(units / 2).max(1), 2, 2).into_iter().map(|(u0, u1)| (u0 * 32, (u1 * 32).min(cols))).collect();
+    if ranges.len() == 1 {
+        return quant::dequantize_matmul_t(dy, n, p, rows, cols, f, out);
+    }
+    let o = SendPtr(out.as_mut_ptr(), out.len());
+    let o = &o;
+    pool.unwrap().install(|| {
+        ranges.into_par_iter().for_each(|(c0, c1)| {
+            // SAFETY: the kernel writes only columns c0..c1 of each row of out; the ranges are
+            // disjoint, so no element is touched by two workers; `out` outlives the install.
+            let out = unsafe { std::slice::from_raw_parts_mut(o.0, o.1) };
+            quant::dequantize_matmul_t_cols(dy, n, p, rows, cols, f, c0, c1, out);
+        })
+    });
+}
+
 /// Below this many weight elements `dequantize` stays on the calling thread (at ~1 ns an element
 /// after SSE2, 128K elements is ~0.1 ms, ten hand-offs' worth). QUANTLORA_PAR_MIN_DEQ overrides it.
 pub const PAR_MIN_DEQ: usize = 1 << 17;

@@ -285,6 +285,15 @@ pub fn dequantize_matmul(x: usize, x_rows: usize, parts_ptr: usize, rows: usize,
     unsafe { quant::dequantize_matmul(s(x, x_rows * cols), x_rows, &parts(parts_ptr, &l), rows, cols, &f, m(out, x_rows * rows)) }
 }
 
+/// out [n, cols] = dy [n, rows] · W (the backward of dequantize_matmul), W never materialized.
+#[wasm_bindgen]
+#[allow(clippy::too_many_arguments)]
+pub fn dequantize_matmul_t(dy: usize, n: usize, parts_ptr: usize, rows: usize, cols: usize, kind: u32, bits: u32, group: usize, double_quant: bool, symmetric: bool, out: usize) {
+    let f = format(kind, bits, group, double_quant, symmetric);
+    let l = quant::part_lengths(rows, cols, &f);
+    unsafe { quant::dequantize_matmul_t(s(dy, n * rows), n, &parts(parts_ptr, &l), rows, cols, &f, m(out, n * cols)) }
+}
+
 // ---- ICQ ----
 
 /// out[g] = ICQ's τ (nf) or clip ratio (int) of each group (crates/kernels quant/icq.rs).

@@ -4,7 +4,7 @@
 import type { Backend, BackendInfo, Handle, IcqSearchParams, MatmulDims, QuantHandles, RopeParams } from '../../backend.js';
 import { allocArray, type AnyTypedArray, type DType } from '../../dtype.js';
 import type { QuantFormat } from '../../quant/formats.js';
-import { dequantizeMatmulRows, dequantizeRows, quantizeRows, type QuantParts } from '../../quant/reference.js';
+import { dequantizeMatmulRows, dequantizeMatmulTRows, dequantizeRows, quantizeRows, type QuantParts } from '../../quant/reference.js';
 import { icqSearchRows } from '../../quant/icq.js';
 import { registerBackend } from '../../registry.js';
 import { affine, binary, cast, pow, reduce, unary } from './elementwise.js';
@@ -119,6 +119,9 @@ export class JsBackend implements Backend {
   }
   dequantizeMatmul(x: Handle, xRows: number, q: QuantHandles, rows: number, cols: number, f: QuantFormat): Handle {
     return this.own(dequantizeMatmulRows(x as F, xRows, q as unknown as QuantParts, rows, cols, f));
+  }
+  dequantizeMatmulT(dy: Handle, n: number, q: QuantHandles, rows: number, cols: number, f: QuantFormat): Handle {
+    return this.own(dequantizeMatmulTRows((dy as F).subarray(0, n * rows), n, q as unknown as QuantParts, rows, cols, f));
   }
   icqSearch(w: Handle, rows: number, cols: number, f: QuantFormat, params: IcqSearchParams): Handle {
     return this.own(icqSearchRows(w as F, rows, cols, f, params));

@@ -82,6 +82,9 @@ export interface NativeAddon {
   dequantize(parts: NativeParts, rows: number, cols: number, kind: number, bits: number, group: number, doubleQuant: boolean, symmetric: boolean, out: Float32Array): void;
   /** out [xRows, rows] = x [xRows, cols] · Wᵀ; split over the thread pool by weight rows when large. */
   dequantizeMatmul(x: Float32Array, xRows: number, parts: NativeParts, rows: number, cols: number, kind: number, bits: number, group: number, doubleQuant: boolean, symmetric: boolean, out: Float32Array): void;
+  /** out [n, cols] = dy [n, rows] · W (dequantizeMatmul's backward, W never materialized); split
+   *  over the thread pool by output columns when large (bit-identical to one thread). */
+  dequantizeMatmulT(dy: Float32Array, n: number, parts: NativeParts, rows: number, cols: number, kind: number, bits: number, group: number, doubleQuant: boolean, symmetric: boolean, out: Float32Array): void;
   /** ICQ search: out[g] = τ (nf) or clip ratio (int) per group; params = [lambda, n, sigma,
    *  clipLow, clipHigh, clipPoints]; rows split over the pool. Returns -1, or the index of the
    *  first non-finite weight. */

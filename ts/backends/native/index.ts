@@ -227,6 +227,11 @@ export class NativeBackend implements Backend {
     this.addon.dequantizeMatmul(f32(x).subarray(0, xRows * cols), xRows, this.parts(q), rows, cols, ...this.formatArgs(f), f32(o));
     return o;
   }
+  dequantizeMatmulT(dy: Handle, n: number, q: QuantHandles, rows: number, cols: number, f: QuantFormat): Handle {
+    const o = this.out('f32', n * cols);
+    this.addon.dequantizeMatmulT(f32(dy).subarray(0, n * rows), n, this.parts(q), rows, cols, ...this.formatArgs(f), f32(o));
+    return o;
+  }
   icqSearch(w: Handle, rows: number, cols: number, f: QuantFormat, p: IcqSearchParams): Handle {
     checkFormat('icqSearch', f);
     const o = this.out('f32', rows * Math.ceil(cols / f.group));

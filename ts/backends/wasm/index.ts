@@ -22,7 +22,7 @@ const SCRATCH_WORDS = 1024;
 const REQUIRED_EXPORTS = [
   'simd', 'alloc_bytes', 'alloc_zeroed_bytes', 'free_bytes', 'fill_f32', 'unary', 'affine', 'power', 'binary', 'reduce', 'cast',
   'strided', 'write_strided', 'gather', 'scatter_add_rows', 'matmul', 'rmsnorm', 'rmsnorm_backward', 'rope', 'softmax',
-  'softmax_backward', 'cross_entropy', 'cross_entropy_backward', 'quantize', 'dequantize', 'dequantize_matmul', 'icq_search',
+  'softmax_backward', 'cross_entropy', 'cross_entropy_backward', 'quantize', 'dequantize', 'dequantize_matmul', 'dequantize_matmul_t', 'icq_search',
 ];
 
 export class WasmBackend implements Backend {
@@ -259,6 +259,11 @@ export class WasmBackend implements Backend {
   dequantizeMatmul(x: Handle, xRows: number, q: QuantHandles, rows: number, cols: number, f: QuantFormat): Handle {
     const o = this.out('f32', xRows * rows);
     this.fn.dequantize_matmul((x as WasmHandle).ptr, xRows, this.partsList(q), rows, cols, ...this.formatArgs(f), o.ptr);
+    return o;
+  }
+  dequantizeMatmulT(dy: Handle, n: number, q: QuantHandles, rows: number, cols: number, f: QuantFormat): Handle {
+    const o = this.out('f32', n * cols);
+    this.fn.dequantize_matmul_t((dy as WasmHandle).ptr, n, this.partsList(q), rows, cols, ...this.formatArgs(f), o.ptr);
     return o;
   }
   icqSearch(w: Handle, rows: number, cols: number, f: QuantFormat, p: IcqSearchParams): Handle {

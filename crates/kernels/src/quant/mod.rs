@@ -21,6 +21,7 @@ mod bench;
 mod decode;
 mod icq;
 mod matmul;
+mod matmul_t;
 #[cfg(test)]
 mod owned;
 mod quantize;
@@ -37,6 +38,7 @@ mod x86_tests;
 pub use decode::{dequantize, dequantize_rows};
 pub use icq::{icq_search, icq_search_reference, IcqParams, ICQ_TIE};
 pub use matmul::{dequantize_matmul, dequantize_matmul_rows};
+pub use matmul_t::{dequantize_matmul_t, dequantize_matmul_t_cols, dequantize_matmul_t_reference};
 pub use quantize::quantize;
 pub use reference::{dequantize_matmul_reference, dequantize_reference, quantize_reference};
 pub use tables::{nf_table, NfTable, DOUBLE_QUANT_BLOCK, DYNAMIC_MAP, DYNAMIC_ZERO_CODE};
