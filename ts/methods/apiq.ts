@@ -7,7 +7,7 @@
 // AdamW with two parameter groups (LWC logits lr 5e-3, LoRA lr 5e-4, weight decay 0.1). After a
 // part is trained, LWC is turned into real packed weights (Lwc.finalize) and X_q moves on.
 
-import { noGrad } from '../autograd.js';
+import { isGradEnabled, noGrad } from '../autograd.js';
 import { ValueError } from '../errors.js';
 import { add } from '../ops/arithmetic.js';
 import { gather } from '../ops/gather.js';
@@ -53,24 +53,38 @@ class LwcLinear implements LinearLayer {
   constructor(readonly lwc: Lwc, readonly bias: Tensor | undefined, readonly lora: Lora | undefined) {
     [this.outFeatures, this.inFeatures] = lwc.shape;
   }
+  private cached: Tensor | undefined;
+  /** The fake-quantized weight; passes without gradients (recording, loss before/after) reuse one
+   *  copy, and any pass with gradients (a training step changes the logits) drops it. */
+  private weight(): Tensor {
+    if (isGradEnabled()) { this.drop(); return this.lwc.fakeQuant(); }
+    this.cached ??= keep(this.lwc.fakeQuant());
+    return this.cached;
+  }
+  private drop(): void { this.cached?.dispose(); this.cached = undefined; }
   forward(x: Tensor): Tensor {
-    let y = matmul(x, this.lwc.fakeQuant(), { transB: true });
+    let y = matmul(x, this.weight(), { transB: true });
     if (this.bias) y = add(y, this.bias);
     return this.lora ? add(y, this.lora.forward(x)) : y;
   }
   dense(): DenseWeights { return { weight: this.lwc.fakeQuant(), bias: this.bias, owned: true }; }
   finalize(): QuantLinear { return new QuantLinear(this.lwc.finalize(), this.bias, this.lora); }
   tensors(): Tensor[] { return this.lwc.tensors(); }
-  dispose(): void { this.lwc.dispose(); }
+  dispose(): void { this.drop(); this.lwc.dispose(); }
 }
 
-/** Records the input of a layer on each forward (the activations a layer is calibrated on). */
+/** Records the input of a layer on each forward (the activations a layer is calibrated on); the
+ *  last recorder of a pass stops the pass. */
 class InputRecorder implements LinearLayer {
   inputs: Tensor[] = [];
-  constructor(readonly inner: LinearLayer) {}
+  constructor(readonly inner: LinearLayer, readonly stop = false) {}
   get inFeatures(): number { return this.inner.inFeatures; }
   get outFeatures(): number { return this.inner.outFeatures; }
-  forward(x: Tensor): Tensor { this.inputs.push(keep(x)); return this.inner.forward(x); }
+  forward(x: Tensor): Tensor {
+    this.inputs.push(keep(x));
+    if (this.stop) throw new Captured();
+    return this.inner.forward(x);
+  }
   dense(): DenseWeights { return this.inner.dense(); }
   tensors(): Tensor[] { return this.inner.tensors(); }
   dispose(): void { this.inner.dispose(); }
@@ -117,22 +131,27 @@ export function apiq(fp: LlamaModel, qm: LlamaModel, opts: ApiqOptions): ApiqRep
       }
       for (const t of yfpq) t.dispose();
     } else {
-      for (const k of quantKeys) {
-        // this layer's inputs: in the fp model on X_fp, in the (partly calibrated) quantized block on X_q
-        const fpIn = recordInputs(fp, i, k, xfp);
-        const qIn = recordInputs(qm, i, k, xq);
-        const fpLayer = fp.blocks[i][k];
-        const targets = fpIn.map((x) => frozen(() => fpLayer.forward(x)));
-        const layer = qm.blocks[i][k];
-        const groups = paramGroups([layer], opts);
-        if (groups.length) {
-          const part = calibrate(`layer ${i}.${k}`, groups, qIn.map((x, j) => () => mse(layer.forward(x), targets[j])), epochs, guard, opts);
-          report.parts.push(part);
-          log(`apiq layer ${i}.${k}: loss ${part.before.toExponential(3)} -> ${part.after.toExponential(3)}`);
+      // targets of every layer from one pass of the fp block on X_fp
+      const fpIn = recordInputs(fp, i, quantKeys, xfp);
+      const targets = new Map(quantKeys.map((k) => [k, fpIn.get(k)!.map((x) => frozen(() => fp.blocks[i][k].forward(x)))]));
+      for (const t of [...fpIn.values()].flat()) t.dispose();
+      // layers that read the same activation share one recording of the (partly calibrated) block on X_q
+      for (const group of SHARED_INPUT.map((g) => g.filter((k) => quantKeys.includes(k))).filter((g) => g.length)) {
+        const qIn = recordInputs(qm, i, [group[0]], xq).get(group[0])!;
+        for (const k of group) {
+          const layer = qm.blocks[i][k];
+          const tk = targets.get(k)!;
+          const groups = paramGroups([layer], opts);
+          if (groups.length) {
+            const part = calibrate(`layer ${i}.${k}`, groups, qIn.map((x, j) => () => mse(layer.forward(x), tk[j])), epochs, guard, opts);
+            report.parts.push(part);
+            log(`apiq layer ${i}.${k}: loss ${part.before.toExponential(3)} -> ${part.after.toExponential(3)}`);
+          }
+          if (layer instanceof LwcLinear) finalizeLayer(qm, i, k);
         }
-        for (const t of [...fpIn, ...qIn, ...targets]) t.dispose();
-        if (layer instanceof LwcLinear) finalizeLayer(qm, i, k);
+        for (const t of qIn) t.dispose();
       }
+      for (const t of [...targets.values()].flat()) t.dispose();
     }
     for (const k of quantKeys) if (qb[k] instanceof LwcLinear) finalizeLayer(qm, i, k);
     const nextQ = xq.map((x) => frozen(() => qm.blockForward(i, x)));
@@ -183,15 +202,28 @@ function calibrate(name: string, groups: ParamGroup[], losses: (() => Tensor)[],
   return { name, before, after: meanLoss() };
 }
 
-/** Inputs of projection k of block i for each x (the block run without gradients, recorded). */
-function recordInputs(m: LlamaModel, i: number, k: ProjectionName, xs: Tensor[]): Tensor[] {
+/** Layers of a block that read the same activation (in forward order). */
+const SHARED_INPUT: ProjectionName[][] = [['q', 'k', 'v'], ['o'], ['gate', 'up'], ['down']];
+
+/** Thrown by a recorder once every wanted input of a pass is captured (the rest of the block is skipped). */
+class Captured extends Error {}
+
+/** Inputs of the given projections of block i for each x (the block run without gradients). */
+function recordInputs(m: LlamaModel, i: number, keys: ProjectionName[], xs: Tensor[]): Map<ProjectionName, Tensor[]> {
   const block = m.blocks[i];
-  const rec = new InputRecorder(block[k]);
-  block[k] = rec;
+  const last = keys.reduce((a, k) => Math.max(a, KEYS.indexOf(k)), 0);
+  const recs = new Map(keys.map((k) => [k, new InputRecorder(block[k], KEYS.indexOf(k) === last)]));
+  for (const [k, r] of recs) block[k] = r;
   try {
-    for (const x of xs) noGrad(() => tidy(() => { m.blockForward(i, x); }));
+    for (const x of xs) {
+      try {
+        noGrad(() => tidy(() => { m.blockForward(i, x); }));
+      } catch (e) {
+        if (!(e instanceof Captured)) throw e;
+      }
+    }
   } finally {
-    block[k] = rec.inner;
+    for (const [k, r] of recs) block[k] = r.inner;
   }
-  return rec.inputs;
+  return new Map([...recs].map(([k, r]) => [k, r.inputs]));
 }
