@@ -69,7 +69,7 @@ impl Drop for Pin {
             }
         });
         if let Some(bytes) = free {
-            unsafe { dealloc(self.0 as *mut u8, layout(bytes)) };
+            unsafe { raw_free(self.0 as *mut u8, bytes) };
         }
     }
 }
@@ -84,7 +84,7 @@ fn free_or_defer(p: usize, bytes: usize) {
         None => false,
     });
     if !deferred {
-        unsafe { dealloc(p as *mut u8, layout(bytes)) };
+        unsafe { raw_free(p as *mut u8, bytes) };
     }
 }
 
@@ -129,29 +129,39 @@ unsafe extern "C" fn finalize(_env: sys::napi_env, data: *mut c_void, hint: *mut
     }
 }
 
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-extern "C" {
-    fn mallopt(param: i32, value: i32) -> i32;
+/// Tensors of MMAP_MIN bytes or more get their own anonymous mapping (zeroed, page aligned) and go
+/// back to the system the moment they are freed. Through malloc they would not: glibc raises its
+/// mmap threshold each time a large mapped block is freed, after which tensor-sized buffers come
+/// from the heap and freed ones stay with the process (an evaluation loop that frees everything it
+/// allocates grew by ~1 GB per model pass). Smaller ones, and the kernels' own scratch vectors,
+/// keep using malloc.
+#[cfg(unix)]
+const MMAP_MIN: usize = 256 * 1024;
+
+unsafe fn raw_alloc(bytes: usize, zeroed: bool) -> *mut u8 {
+    #[cfg(unix)]
+    {
+        if bytes >= MMAP_MIN {
+            let p = libc::mmap(ptr::null_mut(), bytes, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
+            return if p == libc::MAP_FAILED { ptr::null_mut() } else { p as *mut u8 };
+        }
+    }
+    let l = layout(bytes);
+    if zeroed { alloc_zeroed(l) } else { alloc(l) }
 }
 
-/// glibc raises its mmap threshold each time a large mmapped block is freed (up to 32 MiB), after
-/// which tensor-sized buffers come from the heap and freed ones are kept, not returned: a training
-/// or evaluation loop that frees everything it allocates still grew by ~1 GB per model pass. A
-/// fixed threshold (128 KiB, glibc's default start) keeps big buffers mmapped, so release() gives
-/// the memory back to the system at once.
-fn fix_malloc_threshold() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+unsafe fn raw_free(p: *mut u8, bytes: usize) {
+    #[cfg(unix)]
     {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        const M_MMAP_THRESHOLD: i32 = -3;
-        ONCE.call_once(|| unsafe {
-            mallopt(M_MMAP_THRESHOLD, 128 * 1024);
-        });
+        if bytes >= MMAP_MIN {
+            libc::munmap(p as *mut c_void, bytes);
+            return;
+        }
     }
+    dealloc(p, layout(bytes))
 }
 
 pub fn alloc_buffer(env: Env, bytes: usize, zeroed: bool) -> Result<JsRaw> {
-    fix_malloc_threshold();
     let env = env.raw();
     let mut result = ptr::null_mut();
     if bytes == 0 {
@@ -163,8 +173,8 @@ pub fn alloc_buffer(env: Env, bytes: usize, zeroed: bool) -> Result<JsRaw> {
         }
         return Ok(JsRaw(result));
     }
-    let l = Layout::from_size_align(bytes, ALIGN).map_err(|_| err(format!("alloc: {bytes} bytes is too large")))?;
-    let p = unsafe { if zeroed { alloc_zeroed(l) } else { alloc(l) } };
+    Layout::from_size_align(bytes, ALIGN).map_err(|_| err(format!("alloc: {bytes} bytes is too large")))?;
+    let p = unsafe { raw_alloc(bytes, zeroed) };
     if p.is_null() {
         return Err(err(format!("alloc: out of memory allocating {bytes} bytes")));
     }
@@ -173,7 +183,7 @@ pub fn alloc_buffer(env: Env, bytes: usize, zeroed: bool) -> Result<JsRaw> {
     let st = unsafe { sys::napi_create_external_arraybuffer(env, p as *mut c_void, bytes, Some(finalize), id as *mut c_void, &mut result) };
     if st != sys::Status::napi_ok {
         live(|m| m.remove(&(p as usize)));
-        unsafe { dealloc(p, l) };
+        unsafe { raw_free(p, bytes) };
         return Err(err(format!(
             "alloc: napi_create_external_arraybuffer failed (status {st}); this runtime may not allow external ArrayBuffers"
         )));
