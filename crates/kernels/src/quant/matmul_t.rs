@@ -30,8 +30,6 @@ const RP: usize = 64;
 /// decoded panel (RP * KC f32, 16 KiB) stays in L1. bench_matmul_t (AVX2, one thread) put 64 x 64
 /// ahead of 32 x 128 and 16 x 256 at 512 tokens, level at 128.
 const KC: usize = 64;
-/// Tokens per register tile on the 4-wide path.
-const TT: usize = 4;
 
 /// dx [n, cols] = dy [n, rows] · W (W = dequantize(p), [rows, cols]).
 pub fn dequantize_matmul_t(dy: &[f32], n: usize, p: &Parts, rows: usize, cols: usize, f: &Format, out: &mut [f32]) {
@@ -110,9 +108,33 @@ fn zero_cols(out: &mut [f32], n: usize, cols: usize, kc: usize, nc: usize) {
     }
 }
 
+/// What a path brings to the shared loops (`drive`, `chunk`): how it decodes a row segment, its
+/// register tiles, and the step of a lone column. The loops themselves are the same on every path.
+trait Lanes {
+    /// Tokens per register tile (1 to 6).
+    const TT: usize;
+    /// Columns per vector.
+    const W: usize;
+    /// `Decoder::values`: the table values of the codes of elements [c0, c0 + n) of a row.
+    unsafe fn values(&self, d: &Decoder, row: &[u8], c0: usize, n: usize, out: &mut [f32]);
+    /// NT tokens (dy stride rows, out stride cols) x NV vectors of W columns, over np panel rows:
+    /// accumulators loaded from out, one multiply-add per panel row, stored back.
+    unsafe fn tile<const NT: usize, const NV: usize>(w: *const f32, dy: *const f32, rows: usize, out: *mut f32, cols: usize, np: usize);
+    /// acc + w * d for a lone column, rounded as a lane of `tile` rounds it.
+    unsafe fn step(acc: f32, w: f32, d: f32) -> f32;
+}
+
 /// The 4-wide path (SSE2 lanes on x86-64, simd128 on wasm32, lane arrays elsewhere).
 pub(super) fn portable(dy: &[f32], n: usize, p: &Parts, rows: usize, cols: usize, f: &Format, c0: usize, c1: usize, out: &mut [f32]) {
-    let d = Decoder::new(f);
+    // SAFETY: the 4-wide path needs no CPU feature; `chunk` asserts the bounds its tiles rely on.
+    unsafe { drive(&Portable, &Decoder::new(f), dy, n, p, rows, cols, f, c0, c1, out) }
+}
+
+/// Columns [c0, c1) in chunks of KC; per chunk, panels of RP weight rows decoded (scales
+/// applied) into a buffer, then `chunk` over each panel.
+/// # Safety: the CPU features `L` needs are present.
+#[inline(always)]
+unsafe fn drive<L: Lanes>(lanes: &L, d: &Decoder, dy: &[f32], n: usize, p: &Parts, rows: usize, cols: usize, f: &Format, c0: usize, c1: usize, out: &mut [f32]) {
     let rb = row_bytes(cols, f.bits);
     let gpr = groups_per_row(cols, f);
     let mut wbuf = vec![0.0f32; RP * KC];
@@ -129,131 +151,149 @@ pub(super) fn portable(dy: &[f32], n: usize, p: &Parts, rows: usize, cols: usize
                 let r = r0 + k;
                 let w = &mut wbuf[k * KC..k * KC + nc];
                 chunk_scales(p, f, r, gpr, kc, nc, scales, zeros);
-                d.values(&p.codes[r * rb..(r + 1) * rb], kc, nc, w);
+                lanes.values(d, &p.codes[r * rb..(r + 1) * rb], kc, nc, w);
                 d.scale(f.group, scales, zeros, kc, nc, w);
             }
-            chunk(&wbuf, np, dy, n, rows, r0, out, cols, kc, nc);
+            chunk::<L>(&wbuf, np, dy, n, rows, r0, out, cols, kc, nc);
             r0 += np;
         }
         kc += nc;
     }
 }
 
-/// out[i, kc + j] += sum over k < np of dy[i, r0 + k] * w[k][j], every token i, j < nc.
-fn chunk(w: &[f32], np: usize, dy: &[f32], n: usize, rows: usize, r0: usize, out: &mut [f32], cols: usize, kc: usize, nc: usize) {
+/// out[i, kc + j] += sum over k < np of dy[i, r0 + k] * w[k][j], every token i, j < nc: tiles of
+/// L::TT tokens x 2 then 1 vectors, the last columns one at a time (the same chain as a lane).
+/// # Safety: the CPU features `L` needs are present.
+#[inline(always)]
+unsafe fn chunk<L: Lanes>(w: &[f32], np: usize, dy: &[f32], n: usize, rows: usize, r0: usize, out: &mut [f32], cols: usize, kc: usize, nc: usize) {
     assert!(np >= 1 && nc >= 1 && w.len() >= (np - 1) * KC + nc && dy.len() >= (n - 1) * rows + r0 + np && out.len() >= (n - 1) * cols + kc + nc);
-    let (n8, n4) = (nc / 8 * 8, nc / 4 * 4);
+    let (n2, n1) = (nc / (2 * L::W) * (2 * L::W), nc / L::W * L::W);
     let mut t = 0;
     while t < n {
-        let nt = TT.min(n - t);
-        // SAFETY: every access is within the bounds asserted above (tiles cover tokens t..t + nt,
-        // columns j..j + 8 or + 4 <= nc, panel rows < np).
-        unsafe {
-            let (dp, op) = (dy.as_ptr().add(t * rows + r0), out.as_mut_ptr().add(t * cols + kc));
-            let mut j = 0;
-            while j < n8 {
-                let (wp, o) = (w.as_ptr().add(j), op.add(j));
-                match nt {
-                    1 => tile::<1, 2>(wp, dp, rows, o, cols, np),
-                    2 => tile::<2, 2>(wp, dp, rows, o, cols, np),
-                    3 => tile::<3, 2>(wp, dp, rows, o, cols, np),
-                    _ => tile::<4, 2>(wp, dp, rows, o, cols, np),
+        let nt = L::TT.min(n - t);
+        // every access below is within the bounds asserted above (tiles cover tokens t..t + nt,
+        // columns j..j + 2W or + W <= nc, panel rows < np)
+        let (dp, op) = (dy.as_ptr().add(t * rows + r0), out.as_mut_ptr().add(t * cols + kc));
+        let mut j = 0;
+        while j < n2 {
+            tiles::<L, 2>(nt, w.as_ptr().add(j), dp, rows, op.add(j), cols, np);
+            j += 2 * L::W;
+        }
+        if j < n1 {
+            tiles::<L, 1>(nt, w.as_ptr().add(j), dp, rows, op.add(j), cols, np);
+            j += L::W;
+        }
+        for jj in j..nc {
+            for a in 0..nt {
+                let o = op.add(a * cols + jj);
+                let mut s = *o;
+                for k in 0..np {
+                    s = L::step(s, *w.get_unchecked(k * KC + jj), *dp.add(a * rows + k));
                 }
-                j += 8;
-            }
-            if j < n4 {
-                let (wp, o) = (w.as_ptr().add(j), op.add(j));
-                match nt {
-                    1 => tile::<1, 1>(wp, dp, rows, o, cols, np),
-                    2 => tile::<2, 1>(wp, dp, rows, o, cols, np),
-                    3 => tile::<3, 1>(wp, dp, rows, o, cols, np),
-                    _ => tile::<4, 1>(wp, dp, rows, o, cols, np),
-                }
-                j += 4;
-            }
-            // the last columns one at a time: the same chain as a lane (acc + dy * w)
-            for jj in j..nc {
-                for a in 0..nt {
-                    let o = op.add(a * cols + jj);
-                    let mut s = *o;
-                    for k in 0..np {
-                        s += *w.get_unchecked(k * KC + jj) * *dp.add(a * rows + k);
-                    }
-                    *o = s;
-                }
+                *o = s;
             }
         }
         t += nt;
     }
 }
 
-/// NT tokens (dy stride rows, out stride cols) x NV vectors of 4 columns, over np panel rows.
+/// `L::tile::<nt, NV>` for a run-time nt from 1 to L::TT.
 #[inline(always)]
-unsafe fn tile<const NT: usize, const NV: usize>(w: *const f32, dy: *const f32, rows: usize, out: *mut f32, cols: usize, np: usize) {
-    let mut a = [[V::zero(); NV]; NT];
-    for t in 0..NT {
-        for v in 0..NV {
-            a[t][v] = V::load(out.add(t * cols + 4 * v));
-        }
+unsafe fn tiles<L: Lanes, const NV: usize>(nt: usize, w: *const f32, dy: *const f32, rows: usize, out: *mut f32, cols: usize, np: usize) {
+    match nt.min(L::TT) {
+        1 => L::tile::<1, NV>(w, dy, rows, out, cols, np),
+        2 => L::tile::<2, NV>(w, dy, rows, out, cols, np),
+        3 => L::tile::<3, NV>(w, dy, rows, out, cols, np),
+        4 => L::tile::<4, NV>(w, dy, rows, out, cols, np),
+        5 => L::tile::<5, NV>(w, dy, rows, out, cols, np),
+        _ => L::tile::<6, NV>(w, dy, rows, out, cols, np),
     }
-    for k in 0..np {
-        let mut wv = [V::zero(); NV];
-        for v in 0..NV {
-            wv[v] = V::load(w.add(k * KC + 4 * v));
+}
+
+/// `V` lanes: `Decoder::values`, mul then add.
+struct Portable;
+
+impl Lanes for Portable {
+    const TT: usize = 4;
+    const W: usize = 4;
+
+    #[inline(always)]
+    unsafe fn values(&self, d: &Decoder, row: &[u8], c0: usize, n: usize, out: &mut [f32]) {
+        d.values(row, c0, n, out)
+    }
+
+    #[inline(always)]
+    unsafe fn tile<const NT: usize, const NV: usize>(w: *const f32, dy: *const f32, rows: usize, out: *mut f32, cols: usize, np: usize) {
+        let mut a = [[V::zero(); NV]; NT];
+        for t in 0..NT {
+            for v in 0..NV {
+                a[t][v] = V::load(out.add(t * cols + 4 * v));
+            }
+        }
+        for k in 0..np {
+            let mut wv = [V::zero(); NV];
+            for v in 0..NV {
+                wv[v] = V::load(w.add(k * KC + 4 * v));
+            }
+            for t in 0..NT {
+                let d = V::splat(*dy.add(t * rows + k));
+                for v in 0..NV {
+                    a[t][v] = a[t][v].add(wv[v].mul(d));
+                }
+            }
         }
         for t in 0..NT {
-            let d = V::splat(*dy.add(t * rows + k));
             for v in 0..NV {
-                a[t][v] = a[t][v].add(wv[v].mul(d));
+                a[t][v].store(out.add(t * cols + 4 * v));
             }
         }
     }
-    for t in 0..NT {
-        for v in 0..NV {
-            a[t][v].store(out.add(t * cols + 4 * v));
-        }
+
+    #[inline(always)]
+    unsafe fn step(acc: f32, w: f32, d: f32) -> f32 {
+        acc + w * d
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 pub(super) mod avx2 {
     use super::super::decode::Decoder;
-    use super::super::{groups_per_row, read_code, Format, Parts};
-    use super::{chunk_scales, zero_cols, KC, RP};
-    use crate::packing::row_bytes;
+    use super::super::{read_code, Format, Parts};
+    use super::{drive, Lanes, KC};
     use core::arch::x86_64::*;
-
-    /// Tokens per register tile: 6 x 2 vectors of 8 = 12 accumulators, 2 weight vectors, 1 broadcast.
-    const TT: usize = 6;
 
     /// # Safety: AVX2 and FMA present; shapes checked by the caller (dequantize_matmul_t_cols).
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn run(dy: &[f32], n: usize, p: &Parts, rows: usize, cols: usize, f: &Format, c0: usize, c1: usize, out: &mut [f32]) {
         let d = Decoder::new(f);
-        let (lo, hi) = (_mm256_loadu_ps(d.vals.as_ptr()), _mm256_loadu_ps(d.vals.as_ptr().add(8)));
-        let rb = row_bytes(cols, f.bits);
-        let gpr = groups_per_row(cols, f);
-        let mut wbuf = vec![0.0f32; RP * KC];
-        let mut sz = vec![0.0f32; 2 * gpr];
-        let (scales, zeros) = sz.split_at_mut(gpr);
-        let mut kc = c0;
-        while kc < c1 {
-            let nc = KC.min(c1 - kc);
-            zero_cols(out, n, cols, kc, nc);
-            let mut r0 = 0;
-            while r0 < rows {
-                let np = RP.min(rows - r0);
-                for k in 0..np {
-                    let r = r0 + k;
-                    let w = &mut wbuf[k * KC..k * KC + nc];
-                    chunk_scales(p, f, r, gpr, kc, nc, scales, zeros);
-                    values(&d, lo, hi, &p.codes[r * rb..(r + 1) * rb], kc, nc, w);
-                    d.scale(f.group, scales, zeros, kc, nc, w);
-                }
-                chunk(&wbuf, np, dy, n, rows, r0, out, cols, kc, nc);
-                r0 += np;
-            }
-            kc += nc;
+        let lanes = Avx2 { lo: _mm256_loadu_ps(d.vals.as_ptr()), hi: _mm256_loadu_ps(d.vals.as_ptr().add(8)) };
+        drive(&lanes, &d, dy, n, p, rows, cols, f, c0, c1, out)
+    }
+
+    /// 8 lanes with FMA: the decoder's table in two halves for `values`; 6 tokens x 2 vectors =
+    /// 12 accumulators, 2 weight vectors, 1 broadcast.
+    struct Avx2 {
+        lo: __m256,
+        hi: __m256,
+    }
+
+    impl Lanes for Avx2 {
+        const TT: usize = 6;
+        const W: usize = 8;
+
+        #[inline(always)]
+        unsafe fn values(&self, d: &Decoder, row: &[u8], c0: usize, n: usize, out: &mut [f32]) {
+            values(d, self.lo, self.hi, row, c0, n, out)
+        }
+
+        #[inline(always)]
+        unsafe fn tile<const NT: usize, const NV: usize>(w: *const f32, dy: *const f32, rows: usize, out: *mut f32, cols: usize, np: usize) {
+            tile::<NT, NV>(w, dy, rows, out, cols, np)
+        }
+
+        #[inline(always)]
+        unsafe fn step(acc: f32, w: f32, d: f32) -> f32 {
+            fma_ss(acc, w, d)
         }
     }
 
@@ -288,54 +328,6 @@ pub(super) mod avx2 {
         }
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn chunk(w: &[f32], np: usize, dy: &[f32], n: usize, rows: usize, r0: usize, out: &mut [f32], cols: usize, kc: usize, nc: usize) {
-        assert!(np >= 1 && nc >= 1 && w.len() >= (np - 1) * KC + nc && dy.len() >= (n - 1) * rows + r0 + np && out.len() >= (n - 1) * cols + kc + nc);
-        let (n16, n8) = (nc / 16 * 16, nc / 8 * 8);
-        let mut t = 0;
-        while t < n {
-            let nt = TT.min(n - t);
-            let (dp, op) = (dy.as_ptr().add(t * rows + r0), out.as_mut_ptr().add(t * cols + kc));
-            let mut j = 0;
-            while j < n16 {
-                let (wp, o) = (w.as_ptr().add(j), op.add(j));
-                match nt {
-                    1 => tile::<1, 2>(wp, dp, rows, o, cols, np),
-                    2 => tile::<2, 2>(wp, dp, rows, o, cols, np),
-                    3 => tile::<3, 2>(wp, dp, rows, o, cols, np),
-                    4 => tile::<4, 2>(wp, dp, rows, o, cols, np),
-                    5 => tile::<5, 2>(wp, dp, rows, o, cols, np),
-                    _ => tile::<6, 2>(wp, dp, rows, o, cols, np),
-                }
-                j += 16;
-            }
-            if j < n8 {
-                let (wp, o) = (w.as_ptr().add(j), op.add(j));
-                match nt {
-                    1 => tile::<1, 1>(wp, dp, rows, o, cols, np),
-                    2 => tile::<2, 1>(wp, dp, rows, o, cols, np),
-                    3 => tile::<3, 1>(wp, dp, rows, o, cols, np),
-                    4 => tile::<4, 1>(wp, dp, rows, o, cols, np),
-                    5 => tile::<5, 1>(wp, dp, rows, o, cols, np),
-                    _ => tile::<6, 1>(wp, dp, rows, o, cols, np),
-                }
-                j += 8;
-            }
-            // the last columns one at a time: the same chain as a lane (one FMA per step)
-            for jj in j..nc {
-                for a in 0..nt {
-                    let o = op.add(a * cols + jj);
-                    let mut s = _mm_set_ss(*o);
-                    for k in 0..np {
-                        s = _mm_fmadd_ss(_mm_set_ss(*w.get_unchecked(k * KC + jj)), _mm_set_ss(*dp.add(a * rows + k)), s);
-                    }
-                    *o = _mm_cvtss_f32(s);
-                }
-            }
-            t += nt;
-        }
-    }
-
     /// NT tokens x NV vectors of 8 columns over np panel rows: acc = fma(w, dy, acc).
     #[target_feature(enable = "avx2,fma")]
     #[inline]
@@ -364,24 +356,21 @@ pub(super) mod avx2 {
             }
         }
     }
+
+    /// acc + w * d, one rounding (a lane of `tile`).
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn fma_ss(acc: f32, w: f32, d: f32) -> f32 {
+        _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(w), _mm_set_ss(d), _mm_set_ss(acc)))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::owned::Owned;
-    use super::super::tests::all_formats;
+    use super::super::tests::{all_formats, Rng};
     use super::super::*;
     use super::*;
-
-    struct Rng(u64);
-    impl Rng {
-        fn uni(&mut self) -> f32 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            (self.0 >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        }
-    }
 
     fn bits_eq(a: &[f32], b: &[f32]) -> bool {
         a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())

@@ -4,7 +4,8 @@
 use super::tables::{f32_toward_zero, nf_table};
 use super::*;
 
-struct Rng(u64);
+/// xorshift64: the quant tests' (and their siblings') random numbers.
+pub(super) struct Rng(pub(super) u64);
 impl Rng {
     fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
@@ -13,7 +14,7 @@ impl Rng {
         self.0
     }
     /// uniform in [-1, 1)
-    fn uni(&mut self) -> f32 {
+    pub(super) fn uni(&mut self) -> f32 {
         (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
     }
     /// roughly normal

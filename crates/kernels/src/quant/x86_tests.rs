@@ -2,21 +2,11 @@
 //! their benchmark: `cargo test --release bench_avx2_quant -- --ignored --nocapture`.
 
 use super::owned::Owned;
-use super::tests::all_formats;
+use super::tests::{all_formats, Rng};
 use super::*;
 
 fn avx2() -> bool {
     crate::matmul::x86::avx2_fma()
-}
-
-struct Rng(u64);
-impl Rng {
-    fn uni(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
 }
 
 const AWKWARD: &[usize] = &[1, 7, 17, 33, 100, 257];
