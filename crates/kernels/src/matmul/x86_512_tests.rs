@@ -8,7 +8,7 @@ use super::tests::{check_grid, gflops, random};
 use super::x86::K6x16;
 use super::x86_512::alt::{K14x32, K6x64};
 use super::x86_512::{avx512, K12x32};
-use super::x86_tests::{check, dims, AWKWARD};
+use super::x86_tests::{batches_and_rows, check_entry_points, dims, run_case, AWKWARD, TRANSPOSES};
 use super::*;
 
 fn skip(what: &str) -> bool {
@@ -19,16 +19,7 @@ fn skip(what: &str) -> bool {
     true
 }
 
-fn run_case<K: MicroKernel>(d: &MatmulDims, r0: usize, r1: usize, blk: &Blocking, seed: &mut u64, what: &str) {
-    let a = random(d.a_len(), seed);
-    let b = random(d.b_len(), seed);
-    let mut got = vec![12345.0f32; d.out_len()];
-    gemm::<K>(&a, &b, d, r0, r1, &mut got, blk);
-    check(&a, &b, d, r0, r1.min(d.m), &got, what);
-}
-
 const PACKED: Blocking = Blocking { small_m: 0, small_m_tb: 0, ..Blocking::AVX512 };
-const TRANSPOSES: &[(bool, bool)] = &[(false, false), (false, true), (true, false), (true, true)];
 
 /// K12x32 packed (small path off) and dispatched on every awkward size combination and transpose.
 #[test]
@@ -103,29 +94,13 @@ fn avx512_batches_and_rows() {
     }
     let mut seed = 9u64;
     for blk in [PACKED, Blocking::AVX512] {
-        for &(m, k, n) in &[(100usize, 33usize, 17usize), (7, 257, 100), (257, 17, 33), (33, 100, 7)] {
-            for &(ta, tb) in TRANSPOSES {
-                for &(abs, bbs) in &[(m * k, k * n), (0, k * n), (m * k, 0), (m * k + 3, k * n + 5)] {
-                    let d = MatmulDims { batch: 3, a_batch_stride: abs, b_batch_stride: bbs, ..dims(3, m, k, n, ta, tb) };
-                    run_case::<K12x32>(&d, 0, m, &blk, &mut seed, "avx512 batch");
-                    for &(r0, r1) in &[(1usize, m - m / 3), (m / 2, m), (0, 1), (m - 1, m + 4)] {
-                        run_case::<K12x32>(&d, r0, r1, &blk, &mut seed, "avx512 rows");
-                    }
-                }
-            }
-        }
+        batches_and_rows::<K12x32>(&blk, &mut seed, "avx512");
     }
     // the public entry points dispatch to it
     let d = MatmulDims { a_batch_stride: 0, ..dims(2, 65, 130, 70, true, false) };
     assert_eq!(plan(&d).kernel, "avx512 12x32");
     assert_eq!((plan(&d).mr, plan(&d).nr), (K12x32::MR, K12x32::NR));
-    let a = random(d.a_len(), &mut seed);
-    let b = random(d.b_len(), &mut seed);
-    let mut got = vec![12345.0f32; d.out_len()];
-    matmul_rows(&a, &b, &d, 10, 50, &mut got);
-    check(&a, &b, &d, 10, 50, &got, "matmul_rows");
-    matmul(&a, &b, &d, &mut got);
-    check(&a, &b, &d, 0, d.m, &got, "matmul");
+    check_entry_points(&mut seed);
 }
 
 /// The AVX-512 kernel under the pool's 2-D split (tests::check_grid): bit-identical to one call.

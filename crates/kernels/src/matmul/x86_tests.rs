@@ -1,7 +1,7 @@
 //! The AVX2+FMA tile against `matmul_reference` (skipped when the CPU lacks AVX2/FMA), and its
 //! benchmark: `cargo test --release bench_avx2 -- --ignored --nocapture`.
 
-use super::kernel::K4x8;
+use super::kernel::{MicroKernel, K4x8};
 use super::tests::{check_grid, gflops, random};
 use super::x86::{avx2_fma, K6x16};
 use super::*;
@@ -34,12 +34,40 @@ pub(super) fn check(a: &[f32], b: &[f32], d: &MatmulDims, r0: usize, r1: usize, 
     }
 }
 
-fn run_case(d: &MatmulDims, r0: usize, r1: usize, blk: &Blocking, seed: &mut u64, what: &str) {
+/// One gemm::<K> over rows [r0, r1) of random a, b, checked by `check`.
+pub(super) fn run_case<K: MicroKernel>(d: &MatmulDims, r0: usize, r1: usize, blk: &Blocking, seed: &mut u64, what: &str) {
     let a = random(d.a_len(), seed);
     let b = random(d.b_len(), seed);
     let mut got = vec![12345.0f32; d.out_len()];
-    gemm::<K6x16>(&a, &b, d, r0, r1, &mut got, blk);
+    gemm::<K>(&a, &b, d, r0, r1, &mut got, blk);
     check(&a, &b, d, r0, r1.min(d.m), &got, what);
+}
+
+/// Batches (own strides, broadcast A or B, the folded shared-B case) and row ranges, K under blk.
+pub(super) fn batches_and_rows<K: MicroKernel>(blk: &Blocking, seed: &mut u64, what: &str) {
+    for &(m, k, n) in &[(100usize, 33usize, 17usize), (7, 257, 100), (257, 17, 33), (33, 100, 7)] {
+        for &(ta, tb) in TRANSPOSES {
+            for &(abs, bbs) in &[(m * k, k * n), (0, k * n), (m * k, 0), (m * k + 3, k * n + 5)] {
+                let d = MatmulDims { batch: 3, a_batch_stride: abs, b_batch_stride: bbs, ..dims(3, m, k, n, ta, tb) };
+                run_case::<K>(&d, 0, m, blk, seed, &format!("{} batch", what));
+                for &(r0, r1) in &[(1usize, m - m / 3), (m / 2, m), (0, 1), (m - 1, m + 4)] {
+                    run_case::<K>(&d, r0, r1, blk, seed, &format!("{} rows", what));
+                }
+            }
+        }
+    }
+}
+
+/// The public entry points (matmul_rows, matmul), dispatched to whatever kernel the CPU picks.
+pub(super) fn check_entry_points(seed: &mut u64) {
+    let d = MatmulDims { a_batch_stride: 0, ..dims(2, 65, 130, 70, true, false) };
+    let a = random(d.a_len(), seed);
+    let b = random(d.b_len(), seed);
+    let mut got = vec![12345.0f32; d.out_len()];
+    matmul_rows(&a, &b, &d, 10, 50, &mut got);
+    check(&a, &b, &d, 10, 50, &got, "matmul_rows");
+    matmul(&a, &b, &d, &mut got);
+    check(&a, &b, &d, 0, d.m, &got, "matmul");
 }
 
 pub(super) fn dims(batch: usize, m: usize, k: usize, n: usize, ta: bool, tb: bool) -> MatmulDims {
@@ -47,6 +75,7 @@ pub(super) fn dims(batch: usize, m: usize, k: usize, n: usize, ta: bool, tb: boo
 }
 
 pub(super) const AWKWARD: &[usize] = &[1, 7, 17, 33, 100, 257];
+pub(super) const TRANSPOSES: &[(bool, bool)] = &[(false, false), (false, true), (true, false), (true, true)];
 
 /// The packed AVX2 path (small path off) and the dispatched default, on every size combination
 /// and transpose.
@@ -61,11 +90,11 @@ fn avx2_matches_reference_awkward_sizes() {
     for &m in AWKWARD {
         for &k in AWKWARD {
             for &n in AWKWARD {
-                for &(ta, tb) in &[(false, false), (false, true), (true, false), (true, true)] {
+                for &(ta, tb) in TRANSPOSES {
                     let d = dims(1, m, k, n, ta, tb);
-                    run_case(&d, 0, m, &packed, &mut seed, "avx2 packed");
+                    run_case::<K6x16>(&d, 0, m, &packed, &mut seed, "avx2 packed");
                     if m <= 17 || (k == 33 && n == 100) {
-                        run_case(&d, 0, m, &Blocking::AVX2, &mut seed, "avx2 default");
+                        run_case::<K6x16>(&d, 0, m, &Blocking::AVX2, &mut seed, "avx2 default");
                     }
                 }
             }
@@ -86,8 +115,8 @@ fn avx2_tiny_blocks() {
         Blocking { kc: 1, mc: 1, nc: 1, small_m: 0, small_m_tb: 0 },
     ] {
         for &(m, k, n) in &[(17usize, 33usize, 100usize), (100, 7, 17), (7, 257, 33), (33, 100, 257)] {
-            for &(ta, tb) in &[(false, false), (false, true), (true, false), (true, true)] {
-                run_case(&dims(1, m, k, n, ta, tb), 0, m, &blk, &mut seed, "avx2 tiny blocks");
+            for &(ta, tb) in TRANSPOSES {
+                run_case::<K6x16>(&dims(1, m, k, n, ta, tb), 0, m, &blk, &mut seed, "avx2 tiny blocks");
             }
         }
     }
@@ -102,27 +131,9 @@ fn avx2_batches_and_rows() {
     let mut seed = 9u64;
     let packed = Blocking { small_m: 0, small_m_tb: 0, ..Blocking::AVX2 };
     for blk in [packed, Blocking::AVX2] {
-        for &(m, k, n) in &[(100usize, 33usize, 17usize), (7, 257, 100), (257, 17, 33), (33, 100, 7)] {
-            for &(ta, tb) in &[(false, false), (false, true), (true, false), (true, true)] {
-                for &(abs, bbs) in &[(m * k, k * n), (0, k * n), (m * k, 0), (m * k + 3, k * n + 5)] {
-                    let d = MatmulDims { batch: 3, a_batch_stride: abs, b_batch_stride: bbs, ..dims(3, m, k, n, ta, tb) };
-                    run_case(&d, 0, m, &blk, &mut seed, "avx2 batch");
-                    for &(r0, r1) in &[(1usize, m - m / 3), (m / 2, m), (0, 1), (m - 1, m + 4)] {
-                        run_case(&d, r0, r1, &blk, &mut seed, "avx2 rows");
-                    }
-                }
-            }
-        }
+        batches_and_rows::<K6x16>(&blk, &mut seed, "avx2");
     }
-    // public entry points, dispatched
-    let d = MatmulDims { a_batch_stride: 0, ..dims(2, 65, 130, 70, true, false) };
-    let a = random(d.a_len(), &mut seed);
-    let b = random(d.b_len(), &mut seed);
-    let mut got = vec![12345.0f32; d.out_len()];
-    matmul_rows(&a, &b, &d, 10, 50, &mut got);
-    check(&a, &b, &d, 10, 50, &got, "matmul_rows");
-    matmul(&a, &b, &d, &mut got);
-    check(&a, &b, &d, 0, d.m, &got, "matmul");
+    check_entry_points(&mut seed);
 }
 
 /// The AVX2 kernel under the pool's 2-D split (tests::check_grid): bit-identical to one call.
