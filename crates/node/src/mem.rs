@@ -134,14 +134,49 @@ unsafe extern "C" fn finalize(_env: sys::napi_env, data: *mut c_void, hint: *mut
 /// mmap threshold each time a large mapped block is freed, after which tensor-sized buffers come
 /// from the heap and freed ones stay with the process (an evaluation loop that frees everything it
 /// allocates grew by ~1 GB per model pass). Smaller ones, and the kernels' own scratch vectors,
-/// keep using malloc.
+/// keep using malloc. Freed mappings are pooled for reuse up to a cap (Pool below).
 #[cfg(unix)]
 const MMAP_MIN: usize = 256 * 1024;
+
+/// Freed mappings kept for reuse by the next allocation of the same size (evaluation and training
+/// allocate the same shapes over and over; a fresh mapping costs a page fault per 4 KiB on first
+/// touch), up to POOL_CAP bytes in all; beyond that they are unmapped.
+#[cfg(unix)]
+struct Pool {
+    free: HashMap<usize, Vec<usize>>,
+    bytes: usize,
+}
+
+#[cfg(unix)]
+static POOL: Mutex<Option<Pool>> = Mutex::new(None);
+
+#[cfg(unix)]
+fn pool_cap() -> usize {
+    static CAP: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CAP.get_or_init(|| std::env::var("QUANTLORA_POOL_MB").ok().and_then(|s| s.parse::<usize>().ok()).unwrap_or(256) << 20)
+}
+
+#[cfg(unix)]
+fn with_pool<R>(f: impl FnOnce(&mut Pool) -> R) -> R {
+    let mut g = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    f(g.get_or_insert_with(|| Pool { free: HashMap::new(), bytes: 0 }))
+}
 
 unsafe fn raw_alloc(bytes: usize, zeroed: bool) -> *mut u8 {
     #[cfg(unix)]
     {
         if bytes >= MMAP_MIN {
+            let reused = with_pool(|pool| {
+                let p = pool.free.get_mut(&bytes).and_then(|v| v.pop())?;
+                pool.bytes -= bytes;
+                Some(p)
+            });
+            if let Some(p) = reused {
+                if zeroed {
+                    ptr::write_bytes(p as *mut u8, 0, bytes);
+                }
+                return p as *mut u8;
+            }
             let p = libc::mmap(ptr::null_mut(), bytes, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
             return if p == libc::MAP_FAILED { ptr::null_mut() } else { p as *mut u8 };
         }
@@ -154,7 +189,17 @@ unsafe fn raw_free(p: *mut u8, bytes: usize) {
     #[cfg(unix)]
     {
         if bytes >= MMAP_MIN {
-            libc::munmap(p as *mut c_void, bytes);
+            let kept = with_pool(|pool| {
+                if pool.bytes + bytes > pool_cap() {
+                    return false;
+                }
+                pool.free.entry(bytes).or_default().push(p as usize);
+                pool.bytes += bytes;
+                true
+            });
+            if !kept {
+                libc::munmap(p as *mut c_void, bytes);
+            }
             return;
         }
     }
