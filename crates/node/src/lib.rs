@@ -294,28 +294,37 @@ pub fn scatter_add_rows(grad: View<f32>, count: f64, dim: f64, ids: View<i32>, r
 
 // ---- linear algebra ----
 
-/// out [batch, m, n] = op(a) · op(b) per batch; threaded over the pool when large.
-#[napi(catch_unwind)]
+/// The matmul's dims from its JS arguments, and the lengths a, b and out must have (a and b:
+/// the last batch's offset plus one matrix; nothing when batch is 0). Used by matmul and
+/// matmulAsync (tasks.rs).
 #[allow(clippy::too_many_arguments)]
-pub fn matmul(a: View<f32>, b: View<f32>, batch: f64, m: f64, k: f64, n: f64, trans_a: bool, trans_b: bool, a_batch_stride: f64, b_batch_stride: f64, out: View<f32>) -> Result<()> {
-    const F: &str = "matmul";
+fn matmul_dims(f: &str, batch: f64, m: f64, k: f64, n: f64, trans_a: bool, trans_b: bool, a_batch_stride: f64, b_batch_stride: f64) -> Result<(mm::MatmulDims, [usize; 3])> {
     let d = mm::MatmulDims {
-        batch: size(F, "batch", batch)?,
-        m: size(F, "m", m)?,
-        k: size(F, "k", k)?,
-        n: size(F, "n", n)?,
+        batch: size(f, "batch", batch)?,
+        m: size(f, "m", m)?,
+        k: size(f, "k", k)?,
+        n: size(f, "n", n)?,
         trans_a,
         trans_b,
-        a_batch_stride: size(F, "aBatchStride", a_batch_stride)?,
-        b_batch_stride: size(F, "bBatchStride", b_batch_stride)?,
+        a_batch_stride: size(f, "aBatchStride", a_batch_stride)?,
+        b_batch_stride: size(f, "bBatchStride", b_batch_stride)?,
     };
     let len = |stride: usize, x: usize, y: usize| -> Result<usize> {
         if d.batch == 0 {
             return Ok(0);
         }
-        prod(F, &[stride, d.batch - 1])?.checked_add(prod(F, &[x, y])?).ok_or_else(|| err(format!("{F}: size overflows")))
+        prod(f, &[stride, d.batch - 1])?.checked_add(prod(f, &[x, y])?).ok_or_else(|| err(format!("{f}: size overflows")))
     };
-    let (na, nb, no) = (len(d.a_batch_stride, d.m, d.k)?, len(d.b_batch_stride, d.k, d.n)?, prod(F, &[d.batch, d.m, d.n])?);
+    let lens = [len(d.a_batch_stride, d.m, d.k)?, len(d.b_batch_stride, d.k, d.n)?, prod(f, &[d.batch, d.m, d.n])?];
+    Ok((d, lens))
+}
+
+/// out [batch, m, n] = op(a) · op(b) per batch; threaded over the pool when large.
+#[napi(catch_unwind)]
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(a: View<f32>, b: View<f32>, batch: f64, m: f64, k: f64, n: f64, trans_a: bool, trans_b: bool, a_batch_stride: f64, b_batch_stride: f64, out: View<f32>) -> Result<()> {
+    const F: &str = "matmul";
+    let (d, [na, nb, no]) = matmul_dims(F, batch, m, k, n, trans_a, trans_b, a_batch_stride, b_batch_stride)?;
     a.need(F, "a", na)?;
     b.need(F, "b", nb)?;
     out.need(F, "out", no)?;

@@ -30,11 +30,11 @@
 //! kernel would have produced.
 
 use crate::args::{err, prod, size, Elem, View};
-use crate::{check_parts, format, mem, part_bytes, pool};
+use crate::{check_parts, format, matmul_dims, mem, part_bytes, pool};
 use napi::bindgen_prelude::{AsyncTask, FromNapiValue, TypeName, ValidateNapiValue};
 use napi::{sys, Env, Error, Result, Status, Task, ValueType};
 use napi_derive::napi;
-use quantlora_kernels::{matmul as mm, quant};
+use quantlora_kernels::quant;
 use std::mem::{align_of, size_of};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
@@ -303,24 +303,7 @@ impl Task for Kernel {
 pub fn matmul_async(a: Arg<f32>, b: Arg<f32>, batch: f64, m: f64, k: f64, n: f64, trans_a: bool, trans_b: bool, a_batch_stride: f64, b_batch_stride: f64, out: Arg<f32>) -> AsyncTask<Kernel> {
     const F: &str = "matmulAsync";
     Kernel::new(F, || {
-        let d = mm::MatmulDims {
-            batch: size(F, "batch", batch)?,
-            m: size(F, "m", m)?,
-            k: size(F, "k", k)?,
-            n: size(F, "n", n)?,
-            trans_a,
-            trans_b,
-            a_batch_stride: size(F, "aBatchStride", a_batch_stride)?,
-            b_batch_stride: size(F, "bBatchStride", b_batch_stride)?,
-        };
-        // the lengths the synchronous matmul checks (lib.rs)
-        let len = |stride: usize, x: usize, y: usize| -> Result<usize> {
-            if d.batch == 0 {
-                return Ok(0);
-            }
-            prod(F, &[stride, d.batch - 1])?.checked_add(prod(F, &[x, y])?).ok_or_else(|| err(format!("{F}: size overflows")))
-        };
-        let (na, nb, no) = (len(d.a_batch_stride, d.m, d.k)?, len(d.b_batch_stride, d.k, d.n)?, prod(F, &[d.batch, d.m, d.n])?);
+        let (d, [na, nb, no]) = matmul_dims(F, batch, m, k, n, trans_a, trans_b, a_batch_stride, b_batch_stride)?;
         let (av, al) = a.get(F, "a")?;
         let (bv, bl) = b.get(F, "b")?;
         let (ov, ol) = out.get(F, "out")?;
