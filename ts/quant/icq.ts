@@ -17,7 +17,7 @@ import { quantizeBlockwise8, scaleToUnit } from './doublequant.js';
 import { checkFormat, DOUBLE_QUANT_BLOCK, roundHalfAway, type QuantFormat } from './formats.js';
 import { offsetLayout, partLayout, type PartName } from './layout.js';
 import { packCodes, unpackCodes } from './packing.js';
-import { f32TowardZero, forEachGroup, groupsPerRow, type QuantParts } from './reference.js';
+import { forEachGroup, groupsPerRow, intScaleZero, type QuantParts } from './reference.js';
 
 const f32 = Math.fround;
 
@@ -91,15 +91,11 @@ export function clipCandidate(i: number, p: IcqParams): number {
   return f32(p.clipLow + ((p.clipHigh - p.clipLow) * (i - 1)) / (p.clipPoints - 1));
 }
 
-/** The standard INT scale and zero point of a group with range lo <= 0 <= hi (reference.ts), and
- *  the largest code a clipped value takes (maxq; symmetric: 2·zero, the end of its grid). */
-function intScaleZero(lo: number, hi: number, f: QuantFormat): { s: number; z: number; top: number } {
-  const maxq = (1 << f.bits) - 1;
-  const half = (1 << (f.bits - 1)) - 1;
-  let s = f.symmetric ? f32TowardZero(Math.max(hi, -lo) / half) : f32TowardZero((hi - lo) / maxq);
-  if (s === 0) s = 1;
-  const z = f.symmetric ? half : Math.min(Math.max(roundHalfAway(-lo / s), 0), maxq);
-  return { s, z, top: f.symmetric ? 2 * half : maxq };
+/** The standard INT scale and zero point of the group w[begin, end) (reference.ts), and the
+ *  largest code a clipped value takes (maxq; symmetric: 2·zero, the end of its grid). */
+function intGrid(w: ArrayLike<number>, begin: number, end: number, f: QuantFormat): { s: number; z: number; top: number } {
+  const { scale, zero } = intScaleZero(w, begin, end, f);
+  return { s: scale, z: zero, top: f.symmetric ? 2 * ((1 << (f.bits - 1)) - 1) : (1 << f.bits) - 1 };
 }
 
 /** INT ICQ code of x for clip ratio p: the standard rule on f32(x / p) with the group's scale,
@@ -167,7 +163,7 @@ function nfBlock(sorted: Float32Array, t: NfTable, p: IcqParams, table: Float64A
 
 function intBlock(sorted: Float32Array, f: QuantFormat, p: IcqParams, table: Float64Array, counts: Uint32Array): number {
   const n = sorted.length;
-  const { s, z, top } = intScaleZero(Math.min(sorted[0], 0), Math.max(sorted[n - 1], 0), f);
+  const { s, z, top } = intGrid(sorted, 0, n, f);
   const len = 1 << f.bits;
   let best = 1;
   let bestS = Infinity;
@@ -217,13 +213,7 @@ export function quantizeIntIcqRows(w: Float32Array, rows: number, cols: number, 
   const zeros = f.symmetric ? undefined : new Uint8Array(groups);
   forEachGroup(rows, cols, f, (g, r, begin, end) => {
     const off = r * cols;
-    let lo = 0;
-    let hi = 0;
-    for (let c = begin; c < end; c++) {
-      lo = Math.min(lo, w[off + c]);
-      hi = Math.max(hi, w[off + c]);
-    }
-    const { s, z, top } = intScaleZero(lo, hi, f);
+    const { s, z, top } = intGrid(w, off + begin, off + end, f);
     for (let c = begin; c < end; c++) codes[off + c] = intCode(w[off + c], clip[g], s, z, top);
     scales[g] = s * clip[g]; // the Float32Array store rounds: f32(s·p)
     if (zeros) zeros[g] = z;

@@ -75,9 +75,27 @@ function quantizeNf(w: Float32Array, rows: number, cols: number, f: QuantFormat)
   return { codes, ...doubleQuantize(absmax) };
 }
 
-function quantizeInt(w: Float32Array, rows: number, cols: number, f: QuantFormat): QuantParts {
+/** The INT scale and zero point of the group w[begin, end), its range widened to include 0:
+ *  symmetric max|w| / (2^(bits-1) - 1) with zero 2^(bits-1) - 1, else (hi - lo) / (2^bits - 1)
+ *  with zero round(-lo / scale) in [0, 2^bits - 1]; the scale rounded toward zero to f32, 1 for
+ *  an all-zero group. */
+export function intScaleZero(w: ArrayLike<number>, begin: number, end: number, f: QuantFormat): { scale: number; zero: number } {
   const maxq = (1 << f.bits) - 1;
   const half = (1 << (f.bits - 1)) - 1;
+  let lo = 0;
+  let hi = 0;
+  for (let i = begin; i < end; i++) {
+    lo = Math.min(lo, w[i]);
+    hi = Math.max(hi, w[i]);
+  }
+  let scale = f.symmetric ? f32TowardZero(Math.max(hi, -lo) / half) : f32TowardZero((hi - lo) / maxq);
+  if (scale === 0) scale = 1;
+  const zero = f.symmetric ? half : Math.min(Math.max(roundHalfAway(-lo / scale), 0), maxq);
+  return { scale, zero };
+}
+
+function quantizeInt(w: Float32Array, rows: number, cols: number, f: QuantFormat): QuantParts {
+  const maxq = (1 << f.bits) - 1;
   const rb = rowBytes(cols, f.bits);
   const codes = new Uint8Array(rows * rb);
   const groups = rows * groupsPerRow(cols, f);
@@ -85,15 +103,7 @@ function quantizeInt(w: Float32Array, rows: number, cols: number, f: QuantFormat
   const zeros = f.symmetric ? undefined : new Uint8Array(groups);
   forEachGroup(rows, cols, f, (g, r, begin, end) => {
     const off = r * cols;
-    let lo = 0;
-    let hi = 0;
-    for (let c = begin; c < end; c++) {
-      lo = Math.min(lo, w[off + c]);
-      hi = Math.max(hi, w[off + c]);
-    }
-    let scale = f.symmetric ? f32TowardZero(Math.max(hi, -lo) / half) : f32TowardZero((hi - lo) / maxq);
-    if (scale === 0) scale = 1;
-    const zero = f.symmetric ? half : Math.min(Math.max(roundHalfAway(-lo / scale), 0), maxq);
+    const { scale, zero } = intScaleZero(w, off + begin, off + end, f);
     scales[g] = scale;
     if (zeros) zeros[g] = zero;
     for (let c = begin; c < end; c++) {
