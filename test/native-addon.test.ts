@@ -5,23 +5,15 @@
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { loadNativeAddon, type NativeAddon } from '../ts/backends/native/addon.js';
+import type { NativeAddon } from '../ts/backends/native/addon.js';
+import { nativeAddonForTests } from './native-helper.js';
 import { JsBackend } from '../ts/backends/js/index.js';
 import type { BinaryOp, Handle, QuantHandles, ReduceOp, UnaryOp } from '../ts/backend.js';
 import { formats, type QuantFormat } from '../ts/quant/formats.js';
 import { PART_NAMES, partLayout } from '../ts/quant/layout.js';
 import { gaussianArray } from '../ts/tensor.js';
 
-const expectNative = (process.env.QUANTLORA_EXPECT_BACKENDS ?? '').split(',').includes('native');
-let addon: NativeAddon | undefined;
-let loadError = '';
-try {
-  addon = loadNativeAddon();
-} catch (e) {
-  loadError = (e as Error).message;
-}
-if (!addon && expectNative) throw new Error(`QUANTLORA_EXPECT_BACKENDS names native, but the addon did not load: ${loadError}`);
-const skip = addon ? false : `native addon not built (bash crates/node/build.sh): ${loadError.split('\n')[0]}`;
+const { addon, skip } = nativeAddonForTests();
 const A = (): NativeAddon => addon!;
 
 const js = new JsBackend();

@@ -6,7 +6,8 @@
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { loadNativeAddon, type NativeAddon } from '../ts/backends/native/addon.js';
+import type { NativeAddon } from '../ts/backends/native/addon.js';
+import { nativeAddonForTests } from './native-helper.js';
 import { NativeBackend } from '../ts/backends/native/index.js';
 import { JsBackend } from '../ts/backends/js/index.js';
 import { formats, type QuantFormat } from '../ts/quant/formats.js';
@@ -14,19 +15,7 @@ import { PART_NAMES, partLayout } from '../ts/quant/layout.js';
 import { gaussianArray } from '../ts/tensor.js';
 import * as q from '../ts/index.js';
 
-const expectNative = (process.env.QUANTLORA_EXPECT_BACKENDS ?? '').split(',').includes('native');
-let addon: NativeAddon | undefined;
-let loadError = '';
-try {
-  addon = loadNativeAddon();
-} catch (e) {
-  loadError = (e as Error).message;
-}
-if (!addon && expectNative) throw new Error(`QUANTLORA_EXPECT_BACKENDS names native, but the addon did not load: ${loadError}`);
-if (addon && typeof addon.matmulAsync !== 'function' && expectNative) throw new Error('the native addon has no matmulAsync: rebuild it (bash crates/node/build.sh)');
-const skip = !addon
-  ? `native addon not built (bash crates/node/build.sh): ${loadError.split('\n')[0]}`
-  : typeof addon.matmulAsync !== 'function' ? 'native addon predates the async kernels (rebuild: bash crates/node/build.sh)' : false;
+const { addon, skip } = nativeAddonForTests('matmulAsync');
 if (skip) console.log(`# native-async: skipped: ${skip}`);
 const A = (): NativeAddon => addon!;
 
