@@ -75,7 +75,7 @@ export function experimentRows(p: Preset): Row[] {
     add(`int${b}-apiq-block-rilq`, 'RILQ on ApiQ-block', b, { format: int(b), init: 'apiq-block', rank: p.rank, apiq, rilq: rilq() });
   }
   const low = Math.min(...p.bits) as 2 | 3 | 4;
-  for (const r of p.ranks) {
+  for (const r of p.ranks.filter((r) => r !== p.rank)) { // the main rows are the sweep's rank p.rank
     add(`nf${low}-rilq-r${r}`, `RILQ r${r}`, low, { format: nf(low), init: 'kaiming', rank: r, rilq: rilq() }, 'rank sweep', r);
     add(`nf${low}-loftq-r${r}`, `LoftQ r${r}`, low, { format: nf(low), init: 'loftq', rank: r, loftqIters: 5 }, 'rank sweep', r);
   }
@@ -118,11 +118,13 @@ export function markdownTable(results: RowResult[], p: Preset): string {
   }
   const sweep = results.filter((r) => r.group === 'rank sweep');
   if (sweep.length) {
-    const ranks = [...new Set(sweep.map((r) => r.rank!))].sort((a, b) => a - b);
-    lines.push('', `Rank sweep at ${sweep[0].bits} bits:`, '', `| method | ${ranks.map((r) => `r${r}`).join(' | ')} |`, `| --- | ${ranks.map(() => '---:').join(' | ')} |`);
-    for (const m of ['RILQ', 'LoftQ']) {
-      lines.push(`| ${m} | ${ranks.map((r) => fmt(sweep.find((x) => x.label === `${m} r${r}`)?.perplexity)).join(' | ')} |`);
-    }
+    const low = sweep[0].bits;
+    const ranks = [...new Set([...sweep.map((r) => r.rank!), p.rank])].sort((a, b) => a - b);
+    // rank p.rank is the main table's row at the same bits
+    const main0 = { RILQ: 'RILQ on NF RTN', LoftQ: 'LoftQ (NF)' } as const;
+    const at = (m: 'RILQ' | 'LoftQ', r: number) => (r === p.rank ? main.find((x) => x.label === main0[m] && x.bits === low) : sweep.find((x) => x.label === `${m} r${r}`))?.perplexity;
+    lines.push('', `Rank sweep at ${low} bits:`, '', `| method | ${ranks.map((r) => `r${r}`).join(' | ')} |`, `| --- | ${ranks.map(() => '---:').join(' | ')} |`);
+    for (const m of ['RILQ', 'LoftQ'] as const) lines.push(`| ${m} | ${ranks.map((r) => fmt(at(m, r))).join(' | ')} |`);
   }
   const ft = results.filter((r) => r.group === 'finetune');
   if (ft.length) {
