@@ -4,11 +4,11 @@
 //! `cargo test --release --features avx512 bench_avx512 -- --ignored --nocapture`.
 
 use super::kernel::{MicroKernel, K4x8};
-use super::tests::{check_grid, gflops, random};
+use super::tests::{gflops, random};
 use super::x86::K6x16;
 use super::x86_512::alt::{K14x32, K6x64};
 use super::x86_512::{avx512, K12x32};
-use super::x86_tests::{batches_and_rows, check_entry_points, dims, run_case, AWKWARD, TRANSPOSES};
+use super::x86_tests::{awkward_sizes, batches_and_rows, check_entry_points, dims, run_case, split_grid_bit_identical, tiny_blocks, TRANSPOSES};
 use super::*;
 
 fn skip(what: &str) -> bool {
@@ -27,20 +27,7 @@ fn avx512_matches_reference_awkward_sizes() {
     if skip("avx512_matches_reference_awkward_sizes") {
         return;
     }
-    let mut seed = 3u64;
-    for &m in AWKWARD {
-        for &k in AWKWARD {
-            for &n in AWKWARD {
-                for &(ta, tb) in TRANSPOSES {
-                    let d = dims(1, m, k, n, ta, tb);
-                    run_case::<K12x32>(&d, 0, m, &PACKED, &mut seed, "avx512 12x32 packed");
-                    if m <= 17 || (k == 33 && n == 100) {
-                        run_case::<K12x32>(&d, 0, m, &Blocking::AVX512, &mut seed, "avx512 12x32 default");
-                    }
-                }
-            }
-        }
-    }
+    awkward_sizes::<K12x32>(&PACKED, &Blocking::AVX512, "avx512 12x32");
 }
 
 /// The other tiles (benchmark candidates) on edge shapes: tails in m of every residue of 14 and
@@ -63,27 +50,20 @@ fn avx512_alt_tiles_match_reference() {
     }
 }
 
-/// Tiny blocks: many kc slices (C accumulated across them), mc and nc edges.
+/// Tiny blocks: many kc slices (C accumulated across them), mc and nc edges; every tile.
 #[test]
 fn avx512_tiny_blocks() {
     if skip("avx512_tiny_blocks") {
         return;
     }
-    let mut seed = 5u64;
-    for &blk in &[
+    let blks = [
         Blocking { kc: 7, mc: 12, nc: 32, small_m: 0, small_m_tb: 0 },
         Blocking { kc: 16, mc: 24, nc: 96, small_m: 0, small_m_tb: 0 },
         Blocking { kc: 1, mc: 1, nc: 1, small_m: 0, small_m_tb: 0 },
-    ] {
-        for &(m, k, n) in &[(17usize, 33usize, 100usize), (100, 7, 17), (7, 257, 33), (33, 100, 257)] {
-            for &(ta, tb) in TRANSPOSES {
-                let d = dims(1, m, k, n, ta, tb);
-                run_case::<K12x32>(&d, 0, m, &blk, &mut seed, "avx512 tiny blocks");
-                run_case::<K14x32>(&d, 0, m, &blk, &mut seed, "avx512 14x32 tiny blocks");
-                run_case::<K6x64>(&d, 0, m, &blk, &mut seed, "avx512 6x64 tiny blocks");
-            }
-        }
-    }
+    ];
+    tiny_blocks::<K12x32>(&blks, "avx512 12x32");
+    tiny_blocks::<K14x32>(&blks, "avx512 14x32");
+    tiny_blocks::<K6x64>(&blks, "avx512 6x64");
 }
 
 /// Batches (own strides, broadcast A or B, the folded shared-B case) and row ranges.
@@ -103,20 +83,14 @@ fn avx512_batches_and_rows() {
     check_entry_points(&mut seed);
 }
 
-/// The AVX-512 kernel under the pool's 2-D split (tests::check_grid): bit-identical to one call.
+/// The AVX-512 kernel under the pool's 2-D split: bit-identical to one call.
 #[test]
 fn avx512_split_grid_bit_identical() {
     if skip("avx512_split_grid_bit_identical") {
         return;
     }
     for blk in [Blocking::AVX512, Blocking { kc: 7, mc: 24, nc: 64, ..Blocking::AVX512 }] {
-        check_grid(
-            &|d| plan_with(d, &blk, 12, 32, ""),
-            &|a, b, d, o| gemm::<K12x32>(a, b, d, 0, d.m, o, &blk),
-            // SAFETY: `o` is a live buffer of d.out_len() floats; one block at a time.
-            &|a, b, d, s, r0, r1, j0, j1, o| unsafe { block::<K12x32>(a, b, d, s, r0, r1, j0, j1, o, &blk) },
-            "avx512",
-        );
+        split_grid_bit_identical::<K12x32>(&blk, "avx512");
     }
 }
 

@@ -77,24 +77,18 @@ pub(super) fn dims(batch: usize, m: usize, k: usize, n: usize, ta: bool, tb: boo
 pub(super) const AWKWARD: &[usize] = &[1, 7, 17, 33, 100, 257];
 pub(super) const TRANSPOSES: &[(bool, bool)] = &[(false, false), (false, true), (true, false), (true, true)];
 
-/// The packed AVX2 path (small path off) and the dispatched default, on every size combination
-/// and transpose.
-#[test]
-fn avx2_matches_reference_awkward_sizes() {
-    if !avx2_fma() {
-        eprintln!("no AVX2+FMA: skipped");
-        return;
-    }
-    let packed = Blocking { small_m: 0, small_m_tb: 0, ..Blocking::AVX2 };
+/// K with `packed` (small path off) and with `default` on every awkward size combination and
+/// transpose (the default only where it differs: small m, one larger shape).
+pub(super) fn awkward_sizes<K: MicroKernel>(packed: &Blocking, default: &Blocking, what: &str) {
     let mut seed = 3u64;
     for &m in AWKWARD {
         for &k in AWKWARD {
             for &n in AWKWARD {
                 for &(ta, tb) in TRANSPOSES {
                     let d = dims(1, m, k, n, ta, tb);
-                    run_case::<K6x16>(&d, 0, m, &packed, &mut seed, "avx2 packed");
+                    run_case::<K>(&d, 0, m, packed, &mut seed, &format!("{} packed", what));
                     if m <= 17 || (k == 33 && n == 100) {
-                        run_case::<K6x16>(&d, 0, m, &Blocking::AVX2, &mut seed, "avx2 default");
+                        run_case::<K>(&d, 0, m, default, &mut seed, &format!("{} default", what));
                     }
                 }
             }
@@ -103,23 +97,50 @@ fn avx2_matches_reference_awkward_sizes() {
 }
 
 /// Tiny blocks: many kc slices (C accumulated across them), mc and nc edges.
+pub(super) fn tiny_blocks<K: MicroKernel>(blks: &[Blocking], what: &str) {
+    let mut seed = 5u64;
+    for blk in blks {
+        for &(m, k, n) in &[(17usize, 33usize, 100usize), (100, 7, 17), (7, 257, 33), (33, 100, 257)] {
+            for &(ta, tb) in TRANSPOSES {
+                run_case::<K>(&dims(1, m, k, n, ta, tb), 0, m, blk, &mut seed, &format!("{} tiny blocks", what));
+            }
+        }
+    }
+}
+
+/// K under blk and the pool's 2-D split (tests::check_grid): bit-identical to one call.
+pub(super) fn split_grid_bit_identical<K: MicroKernel>(blk: &Blocking, what: &str) {
+    check_grid(
+        &|d| plan_with(d, blk, K::MR, K::NR, ""),
+        &|a, b, d, o| gemm::<K>(a, b, d, 0, d.m, o, blk),
+        // SAFETY: `o` is a live buffer of d.out_len() floats; one block at a time.
+        &|a, b, d, s, r0, r1, j0, j1, o| unsafe { block::<K>(a, b, d, s, r0, r1, j0, j1, o, blk) },
+        what,
+    );
+}
+
+/// The packed AVX2 path (small path off) and the dispatched default, on every size combination
+/// and transpose.
+#[test]
+fn avx2_matches_reference_awkward_sizes() {
+    if !avx2_fma() {
+        eprintln!("no AVX2+FMA: skipped");
+        return;
+    }
+    awkward_sizes::<K6x16>(&Blocking { small_m: 0, small_m_tb: 0, ..Blocking::AVX2 }, &Blocking::AVX2, "avx2");
+}
+
 #[test]
 fn avx2_tiny_blocks() {
     if !avx2_fma() {
         return;
     }
-    let mut seed = 5u64;
-    for &blk in &[
+    let blks = [
         Blocking { kc: 7, mc: 6, nc: 16, small_m: 0, small_m_tb: 0 },
         Blocking { kc: 16, mc: 12, nc: 48, small_m: 0, small_m_tb: 0 },
         Blocking { kc: 1, mc: 1, nc: 1, small_m: 0, small_m_tb: 0 },
-    ] {
-        for &(m, k, n) in &[(17usize, 33usize, 100usize), (100, 7, 17), (7, 257, 33), (33, 100, 257)] {
-            for &(ta, tb) in TRANSPOSES {
-                run_case::<K6x16>(&dims(1, m, k, n, ta, tb), 0, m, &blk, &mut seed, "avx2 tiny blocks");
-            }
-        }
-    }
+    ];
+    tiny_blocks::<K6x16>(&blks, "avx2");
 }
 
 /// Batches (own strides, broadcast A or B, the folded shared-B case) and row ranges.
@@ -136,7 +157,7 @@ fn avx2_batches_and_rows() {
     check_entry_points(&mut seed);
 }
 
-/// The AVX2 kernel under the pool's 2-D split (tests::check_grid): bit-identical to one call.
+/// The AVX2 kernel under the pool's 2-D split: bit-identical to one call.
 #[test]
 fn avx2_split_grid_bit_identical() {
     if !avx2_fma() {
@@ -144,13 +165,7 @@ fn avx2_split_grid_bit_identical() {
         return;
     }
     for blk in [Blocking::AVX2, Blocking { kc: 7, mc: 12, nc: 32, ..Blocking::AVX2 }] {
-        check_grid(
-            &|d| plan_with(d, &blk, 6, 16, ""),
-            &|a, b, d, o| gemm::<K6x16>(a, b, d, 0, d.m, o, &blk),
-            // SAFETY: `o` is a live buffer of d.out_len() floats; one block at a time.
-            &|a, b, d, s, r0, r1, j0, j1, o| unsafe { block::<K6x16>(a, b, d, s, r0, r1, j0, j1, o, &blk) },
-            "avx2",
-        );
+        split_grid_bit_identical::<K6x16>(&blk, "avx2");
     }
 }
 
