@@ -266,8 +266,7 @@ unsafe fn block<K: MicroKernel>(
     }
     let small = plan_with(d, blk, K::MR, K::NR, "").small;
     assert!(!small || (j0 == 0 && j1 == d.n), "matmul_block: the unpacked path takes whole rows");
-    let mut bufs = Buffers::default();
-    gemm_batch::<K>(a, b, d, s, r0, r1, j0, j1, out, small, blk, &mut bufs);
+    with_buffers(|bufs| gemm_batch::<K>(a, b, d, s, r0, r1, j0, j1, out, small, blk, bufs));
 }
 
 /// Which micro-kernel the optimized matmul uses off x86-64 (measured: see tests::bench_tiles).
@@ -310,12 +309,13 @@ fn gemm<K: MicroKernel>(a: &[f32], b: &[f32], d: &MatmulDims, row_start: usize, 
     }
     let rows = row_end - row_start;
     let small = d.k > 0 && rows <= if d.trans_b { blk.small_m_tb } else { blk.small_m };
-    let mut bufs = Buffers::default();
     let o = out.as_mut_ptr();
-    for s in 0..d.batch {
-        // SAFETY: `out` is borrowed exclusively and holds out_len() floats (checked).
-        unsafe { gemm_batch::<K>(a, b, &d, s, row_start, row_end, 0, d.n, o, small, blk, &mut bufs) };
-    }
+    with_buffers(|bufs| {
+        for s in 0..d.batch {
+            // SAFETY: `out` is borrowed exclusively and holds out_len() floats (checked).
+            unsafe { gemm_batch::<K>(a, b, &d, s, row_start, row_end, 0, d.n, o, small, blk, bufs) };
+        }
+    });
 }
 
 /// Rows [r0, r1) × columns [j0, j1) of batch s (ranges within bounds, non-empty).
@@ -352,6 +352,22 @@ unsafe fn gemm_batch<K: MicroKernel>(
 struct Buffers {
     a: Vec<f32>,
     b: Vec<f32>,
+}
+
+std::thread_local! {
+    /// Each thread's packing buffers, kept between calls: a fresh 3 MiB B panel per call and per
+    /// thread meant page faults and unmaps on every matmul (through the addon, 1024³ on 16 threads
+    /// took ~5 ms where the kernel needs ~2.5). Packing writes every element it uses (zero padding
+    /// included), so reused contents never leak into results.
+    static BUFFERS: core::cell::RefCell<Buffers> = core::cell::RefCell::new(Buffers::default());
+}
+
+/// Runs f with this thread's packing buffers (fresh ones if a caller up the stack holds them).
+fn with_buffers<R>(f: impl FnOnce(&mut Buffers) -> R) -> R {
+    BUFFERS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bufs) => f(&mut bufs),
+        Err(_) => f(&mut Buffers::default()),
+    })
 }
 
 /// # Safety
