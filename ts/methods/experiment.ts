@@ -88,7 +88,7 @@ export function experimentRows(p: Preset): Row[] {
   return rows;
 }
 
-const fmt = (v: number | undefined, d = 2): string => (v === undefined || !Number.isFinite(v) ? '—' : v.toFixed(d));
+const fmt = (v: number | undefined, d = 2): string => (v === undefined || !Number.isFinite(v) ? '—' : Math.abs(v) >= 1e4 ? v.toExponential(2) : v.toFixed(d));
 
 /** The Markdown table: one line per method, a column per bit width; then the sweeps. */
 export function markdownTable(results: RowResult[], p: Preset): string {
