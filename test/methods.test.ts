@@ -147,3 +147,33 @@ test('instruction data: JSON Lines parsed (Alpaca or prompt/response), prompt ma
   fp.dispose();
   qm.dispose();
 });
+
+test('apiq checkpoint: a run stopped after block 0 resumes to the same packed weights and adapters', () => {
+  const fp = fpModel();
+  const format = q.formats.int(2, { group: 16 });
+  const data = calibrationWindows(stream(4000, 6), { count: 3, seqlen: 16, seed: 4 });
+  const make = () => quantizeModel(fp, rtnLayers({ format, lora: { rank: 4, seed: 2 } }));
+  const snapshot = (m: LlamaModel) => quantLayers(m).flatMap(({ layer }) => [...layer.weight.tensors(), ...layer.parameters()].map((t) => Array.from(t.dataSync())));
+  const dir = mkdtempSync(join(tmpdir(), 'ql-apiq-'));
+  try {
+    const straight = make();
+    apiq(fp, straight, { mode: 'layer', windows: data.train, epochs: 2, lrLora: 5e-3 });
+    const ck = join(dir, 'apiq.safetensors');
+    const stopped = make();
+    assert.throws(() => apiq(fp, stopped, { mode: 'layer', windows: data.train, epochs: 2, lrLora: 5e-3, checkpoint: ck,
+      log: (line) => { if (line.startsWith('apiq layer 1.')) throw new Error('interrupted'); } }), /interrupted/);
+    const resumed = make();
+    const r = apiq(fp, resumed, { mode: 'layer', windows: data.train, epochs: 2, lrLora: 5e-3, checkpoint: ck });
+    assert.equal(r.resumedFrom, 1);
+    assert.equal(r.parts.length, 14, 'the report covers both blocks');
+    const a = snapshot(straight);
+    const b = snapshot(resumed);
+    assert.equal(a.length, b.length);
+    a.forEach((v, i) => assert.deepEqual(b[i], v, `tensor ${i}`));
+    assert.throws(() => apiq(fp, make(), { mode: 'block', windows: data.train, checkpoint: ck }), q.ValueError);
+    for (const m of [straight, stopped, resumed]) m.dispose();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  fp.dispose();
+});

@@ -42,7 +42,7 @@ export function specFromArgs(args: Args): MethodSpec {
     alpha: args.number('alpha', { min: 0 }),
     iec: args.has('iec'),
     loftqIters: args.number('loftq-iters', { integer: true, min: 1 }),
-    apiq: { epochs: args.number('apiq-epochs', { integer: true, min: 1 }) ?? 2 },
+    apiq: { epochs: args.number('apiq-epochs', { integer: true, min: 1 }) ?? 2, checkpoint: args.string('checkpoint') && `${args.string('checkpoint')}.apiq` },
     rilq: rilqSteps ? {
       steps: rilqSteps, loss: lossKind, gtWeight: args.number('gt-weight', { min: 0, max: 1 }) ?? 0.5,
       lr: args.number('lr', { min: 0 }) ?? 1e-4, accumulate: args.number('accumulate', { integer: true, min: 1 }),

@@ -18,8 +18,12 @@ import type { Lora } from '../nn/lora.js';
 import { QuantLinear } from '../nn/quant-linear.js';
 import { Lwc } from '../quant/lwc.js';
 import { keep, tensor, tidy, type Tensor } from '../tensor.js';
-import { NanGuard } from '../train/guard.js';
+import { nodeFs } from '../io/atomic.js';
+import { readCheckpoint, restoreTensors, saveCheckpoint } from '../train/checkpoint.js';
+import { NanGuard, type GuardState } from '../train/guard.js';
+import { assignHost, readF32 } from '../train/tensors.js';
 import { AdamW, type ParamGroup } from '../train/optim.js';
+import { namedAdapters } from './quantize-model.js';
 import { mse, trainStep } from './trainer.js';
 
 export interface ApiqOptions {
@@ -34,6 +38,8 @@ export interface ApiqOptions {
   lrLora?: number;
   weightDecay?: number;
   clip?: number;
+  /** Write a checkpoint here after every block; resume from it when it exists. */
+  checkpoint?: string;
   log?: (line: string) => void;
 }
 
@@ -41,6 +47,8 @@ export interface ApiqReport {
   /** Per calibrated part (layer or block): loss before training and after. */
   parts: { name: string; before: number; after: number }[];
   skippedSteps: number;
+  /** The first block of this run when it resumed from a checkpoint. */
+  resumedFrom?: number;
   seconds: number;
 }
 
@@ -102,21 +110,61 @@ export function apiq(fp: LlamaModel, qm: LlamaModel, opts: ApiqOptions): ApiqRep
   const embed = (m: LlamaModel) => opts.windows.map((w) => frozen(() => gather(m.embed, tensor(w, [1, w.length], 'i32', m.embed.backend))));
   let xfp = embed(fp);
   let xq = embed(qm);
+  // the learned clipping logits of finalized layers (host copies), for checkpoints
+  const learned = new Map<string, Float32Array>();
+  const name = (i: number, k: ProjectionName) => `model.layers.${i}.${PROJECTIONS[k]}`;
+  const useLwc = (layer: QuantLinear) => (opts.lwc ?? layer.weight.format.kind === 'int') && layer.weight.format.kind === 'int';
+  const standIn = (i: number, k: ProjectionName, logits?: { u: Float32Array; l?: Float32Array }) => {
+    const qb = qm.blocks[i];
+    const layer = qb[k] as QuantLinear;
+    const w = fp.blocks[i][k].dense();
+    const lwc = new Lwc(w.weight, layer.weight.format);
+    if (w.owned) w.weight.dispose();
+    if (logits) { assignHost(lwc.u, logits.u); if (lwc.l && logits.l) assignHost(lwc.l, logits.l); }
+    qb[k] = new LwcLinear(lwc, layer.bias, layer.lora);
+    layer.weight.dispose();
+  };
+  const finalize = (i: number, k: ProjectionName) => {
+    const stand = qm.blocks[i][k] as LwcLinear;
+    learned.set(`${name(i, k)}.lwc_u`, readF32(stand.lwc.u, 'apiq'));
+    if (stand.lwc.l) learned.set(`${name(i, k)}.lwc_l`, readF32(stand.lwc.l, 'apiq'));
+    qm.blocks[i][k] = stand.finalize();
+    stand.dispose();
+  };
+  let start = 0;
+  if (opts.checkpoint && nodeFs().existsSync(opts.checkpoint)) {
+    const ck = readCheckpoint(opts.checkpoint);
+    const meta = ck.meta as { mode: string; block: number; windows: number; guard: GuardState; parts: ApiqReport['parts'] };
+    if (meta.mode !== opts.mode || meta.windows !== opts.windows.length || !(meta.block >= 0 && meta.block <= qm.blocks.length)) {
+      throw new ValueError(`apiq: checkpoint ${opts.checkpoint} is for mode '${meta.mode}', ${meta.windows} windows, ${meta.block} blocks; this run is '${opts.mode}' with ${opts.windows.length} windows`);
+    }
+    start = meta.block;
+    for (let i = 0; i < start; i++) {
+      for (const k of KEYS.filter((k) => qm.blocks[i][k] instanceof QuantLinear)) {
+        const u = ck.tensors.get(`${name(i, k)}.lwc_u`);
+        if (!u) continue;
+        standIn(i, k, { u: u.data, l: ck.tensors.get(`${name(i, k)}.lwc_l`)?.data });
+        finalize(i, k);
+      }
+    }
+    restoreTensors(ck, namedAdapters(qm, start), { strict: false });
+    guard.loadState(meta.guard);
+    report.parts = meta.parts;
+    report.resumedFrom = start;
+    for (let i = 0; i < start; i++) {
+      const nf = xfp.map((x) => frozen(() => fp.blockForward(i, x)));
+      const nq = xq.map((x) => frozen(() => qm.blockForward(i, x)));
+      for (const t of [...xfp, ...xq]) t.dispose();
+      [xfp, xq] = [nf, nq];
+    }
+    log(`apiq: resumed from ${opts.checkpoint} at block ${start}`);
+  }
 
-  for (let i = 0; i < qm.blocks.length; i++) {
+  for (let i = start; i < qm.blocks.length; i++) {
     const qb = qm.blocks[i];
     const quantKeys = KEYS.filter((k) => qb[k] instanceof QuantLinear);
     // swap in LWC stand-ins where clipping is learned
-    for (const k of quantKeys) {
-      const layer = qb[k] as QuantLinear;
-      const useLwc = (opts.lwc ?? layer.weight.format.kind === 'int') && layer.weight.format.kind === 'int';
-      if (useLwc) {
-        const w = fp.blocks[i][k].dense();
-        qb[k] = new LwcLinear(new Lwc(w.weight, layer.weight.format), layer.bias, layer.lora);
-        if (w.owned) w.weight.dispose();
-        layer.weight.dispose();
-      }
-    }
+    for (const k of quantKeys) if (useLwc(qb[k] as QuantLinear)) standIn(i, k);
     const yfp = xfp.map((x) => frozen(() => fp.blockForward(i, x)));
     if (opts.mode === 'block') {
       const yfpq = xq.map((x) => frozen(() => fp.blockForward(i, x)));
@@ -147,17 +195,27 @@ export function apiq(fp: LlamaModel, qm: LlamaModel, opts: ApiqOptions): ApiqRep
             report.parts.push(part);
             log(`apiq layer ${i}.${k}: loss ${part.before.toExponential(3)} -> ${part.after.toExponential(3)}`);
           }
-          if (layer instanceof LwcLinear) finalizeLayer(qm, i, k);
+          if (layer instanceof LwcLinear) finalize(i, k);
         }
         for (const t of qIn) t.dispose();
       }
       for (const t of [...targets.values()].flat()) t.dispose();
     }
-    for (const k of quantKeys) if (qb[k] instanceof LwcLinear) finalizeLayer(qm, i, k);
+    for (const k of quantKeys) if (qb[k] instanceof LwcLinear) finalize(i, k);
     const nextQ = xq.map((x) => frozen(() => qm.blockForward(i, x)));
     for (const t of [...xq, ...xfp]) t.dispose();
     xq = nextQ;
     xfp = yfp;
+    if (opts.checkpoint) {
+      const be = qm.embed.backend;
+      const logits = [...learned].map(([n, v]) => [n, tensor(v, [v.length], 'f32', be)] as [string, Tensor]);
+      try {
+        saveCheckpoint(opts.checkpoint, { tensors: new Map([...logits, ...namedAdapters(qm, i + 1)]), meta: {
+          mode: opts.mode, block: i + 1, windows: opts.windows.length, guard: guard.state(), parts: report.parts } });
+      } finally {
+        for (const [, t] of logits) t.dispose();
+      }
+    }
   }
   for (const t of [...xq, ...xfp]) t.dispose();
   report.skippedSteps = guard.skipped.length;
@@ -168,12 +226,6 @@ export function apiq(fp: LlamaModel, qm: LlamaModel, opts: ApiqOptions): ApiqRep
 /** fn's result without a graph, owned by the caller (every intermediate freed). */
 function frozen(fn: () => Tensor): Tensor {
   return keep(noGrad(() => tidy(fn)));
-}
-
-function finalizeLayer(qm: LlamaModel, i: number, k: ProjectionName): void {
-  const stand = qm.blocks[i][k] as LwcLinear;
-  qm.blocks[i][k] = stand.finalize();
-  stand.dispose();
 }
 
 function paramGroups(layers: LinearLayer[], opts: ApiqOptions): ParamGroup[] {

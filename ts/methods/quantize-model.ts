@@ -87,6 +87,17 @@ export function quantLayers(model: LlamaModel): { site: LayerSite; layer: QuantL
   });
 }
 
+/** The adapter tensors of a model (of blocks before `upToBlock`) under checkpoint names:
+ *  `<module>.lora_A`, `.lora_B`, `.iec_betaA`, `.iec_betaB`. */
+export function namedAdapters(model: LlamaModel, upToBlock = Infinity): Map<string, Tensor> {
+  const names = ['lora_A', 'lora_B', 'iec_betaA', 'iec_betaB'];
+  const out = new Map<string, Tensor>();
+  for (const { site, layer } of quantLayers(model)) {
+    if (site.block < upToBlock) layer.parameters().forEach((p, j) => out.set(`${site.name}.${names[j]}`, p));
+  }
+  return out;
+}
+
 /** Every trainable adapter tensor of a model. */
 export function adapterParameters(model: LlamaModel): Tensor[] {
   return quantLayers(model).flatMap(({ layer }) => layer.parameters());

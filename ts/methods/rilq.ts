@@ -20,7 +20,7 @@ import { AdamW } from '../train/optim.js';
 import { constantLr, cosineLr } from '../train/schedule.js';
 import { assignHost, readF32 } from '../train/tensors.js';
 import type { CalibrationSet } from './calibration.js';
-import { adapterParameters, quantLayers, setTraining } from './quantize-model.js';
+import { adapterParameters, namedAdapters, setTraining } from './quantize-model.js';
 import { mse, trainStep } from './trainer.js';
 
 export interface AdapterTrainingOptions {
@@ -112,7 +112,7 @@ export function trainAdapters(name: string, qm: LlamaModel, loss: (w: Int32Array
   const sched = (opts.schedule ?? 'constant') === 'cosine' ? cosineLr({ warmup: opts.warmup }) : constantLr({ warmup: opts.warmup });
   const opt = new AdamW([{ params, lr: opts.lr ?? 1e-4, weightDecay: opts.weightDecay ?? 0 }]);
   const guard = new NanGuard();
-  const named = new Map(quantLayers(qm).flatMap(({ site, layer }) => layer.parameters().map((p, j) => [`${site.name}.${['lora_A', 'lora_B', 'iec_betaA', 'iec_betaB'][j]}`, p] as [string, Tensor])));
+  const named = namedAdapters(qm);
   const report: TrainingReport = { steps: 0, trainLoss: [], validation: [], bestStep: 0, bestLoss: Infinity, skippedSteps: 0, seconds: 0 };
   let best: Float32Array[] | undefined;
   let stale = 0;
