@@ -74,7 +74,7 @@ test('rilq: validation loss falls, the best adapters are restored, a resumed run
   const fp = fpModel();
   const format = q.formats.nf(2, { group: 16 });
   const data = calibrationWindows(stream(4000, 3), { count: 8, seqlen: 24, validation: 2, seed: 2 });
-  const make = () => quantizeModel(fp, rtnLayers({ format, lora: { rank: 4, seed: 5 } }));
+  const make = () => quantizeModel(fp, rtnLayers({ format, lora: { rank: 4, seed: 5, dropout: 0.1 } }));
   const opts = { data, steps: 12, lr: 3e-3, evalEvery: 4, accumulate: 2 };
   const a = make();
   const r = rilq(fp, a, opts);

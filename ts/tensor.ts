@@ -285,16 +285,24 @@ export function ones(shape: readonly number[], backend: Backend = getBackend()):
   return full(shape, 1, backend);
 }
 
-/** Small seeded generator (mulberry32) so runs are reproducible. */
-export function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
+/** Small seeded generator (mulberry32) so runs are reproducible; `state` can be saved and restored. */
+export class Rng {
+  state: number;
+  constructor(seed: number) { this.state = seed >>> 0; }
+  /** Uniform in [0, 1). */
+  next(): number {
+    this.state = (this.state + 0x6d2b79f5) >>> 0;
+    let t = this.state;
     t = Math.imul(t ^ (t >>> 15), t | 1);
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  }
+}
+
+/** rng(seed)() draws uniforms in [0, 1) from a fresh Rng. */
+export function rng(seed: number): () => number {
+  const r = new Rng(seed);
+  return () => r.next();
 }
 
 /** Fills a Float32Array with normal samples (Box-Muller) from a seeded generator. */

@@ -20,7 +20,7 @@ import { AdamW } from '../train/optim.js';
 import { constantLr, cosineLr } from '../train/schedule.js';
 import { assignHost, readF32 } from '../train/tensors.js';
 import type { CalibrationSet } from './calibration.js';
-import { adapterParameters, namedAdapters, setTraining } from './quantize-model.js';
+import { adapterParameters, namedAdapters, quantLayers, setTraining } from './quantize-model.js';
 import { mse, trainStep } from './trainer.js';
 
 export interface AdapterTrainingOptions {
@@ -122,11 +122,12 @@ export function trainAdapters(name: string, qm: LlamaModel, loss: (w: Int32Array
 
   if (opts.checkpoint && nodeFs().existsSync(opts.checkpoint)) {
     const ck = loadCheckpoint(opts.checkpoint, { tensors: named, optimizer: opt });
-    const meta = ck.meta as { step: number; bestStep: number; bestLoss: number; stale: number; trainLoss: number[]; validation: { step: number; loss: number }[]; guard: GuardState; best?: number[][] };
+    const meta = ck.meta as { step: number; bestStep: number; bestLoss: number; stale: number; trainLoss: number[]; validation: { step: number; loss: number }[]; guard: GuardState; best?: number[][]; dropout?: (number | null)[] };
     step = meta.step;
     Object.assign(report, { bestStep: meta.bestStep, bestLoss: meta.bestLoss ?? Infinity, trainLoss: meta.trainLoss, validation: meta.validation, resumedFrom: step });
     stale = meta.stale;
     guard.loadState(meta.guard);
+    quantLayers(qm).forEach(({ layer }, i) => { if (layer.lora && meta.dropout?.[i] !== undefined) layer.lora.dropRng.state = meta.dropout[i]!; });
     best = meta.best?.map((b) => Float32Array.from(b));
     log(`${name}: resumed from ${opts.checkpoint} at step ${step}`);
   } else if (validation.length) {
@@ -155,7 +156,7 @@ export function trainAdapters(name: string, qm: LlamaModel, loss: (w: Int32Array
       if (opts.checkpoint && step % (opts.checkpointEvery ?? 50) === 0 && step < opts.steps) {
         saveCheckpoint(opts.checkpoint, { tensors: named, optimizer: opt, meta: {
           step, bestStep: report.bestStep, bestLoss: Number.isFinite(report.bestLoss) ? report.bestLoss : null, stale, trainLoss: report.trainLoss,
-          validation: report.validation, guard: guard.state(),
+          validation: report.validation, guard: guard.state(), dropout: quantLayers(qm).map(({ layer }) => layer.lora?.dropRng.state ?? null),
           best: best?.map((b) => Array.from(b)),
         } });
       }

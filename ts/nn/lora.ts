@@ -18,7 +18,7 @@ import { mean } from '../ops/reduce.js';
 import { reshape } from '../ops/shape.js';
 import type { Backend } from '../backend.js';
 import { noGrad } from '../autograd.js';
-import { gaussianArray, ones, rng, tensor, tidy, type Tensor, type TensorContainer } from '../tensor.js';
+import { gaussianArray, ones, rng, Rng, tensor, tidy, type Tensor, type TensorContainer } from '../tensor.js';
 
 export type LoraInit = 'kaiming' | 'gaussian';
 
@@ -46,7 +46,8 @@ export class Lora implements TensorContainer {
   readonly dropout: number;
   /** Dropout applies only while training is set (by the trainers). */
   training = false;
-  private dropRng: () => number;
+  /** Dropout's generator (its state goes into training checkpoints). */
+  readonly dropRng: Rng;
 
   constructor(
     /** [rank, in] */
@@ -65,7 +66,7 @@ export class Lora implements TensorContainer {
     this.dropout = opts.dropout ?? 0;
     if (!(this.dropout >= 0 && this.dropout < 1)) throw new ValueError(`Lora: dropout must be in [0, 1), got ${this.dropout}`);
     if (!(this.alpha > 0) || !Number.isFinite(this.alpha)) throw new ValueError(`Lora: alpha must be a positive number, got ${this.alpha}`);
-    this.dropRng = rng((opts.seed ?? 0) ^ 0x5eed);
+    this.dropRng = new Rng((opts.seed ?? 0) ^ 0x5eed);
   }
 
   /** A fresh branch for a [out, in] layer: A initialized, B = 0, IEC scalars 0. */
@@ -138,7 +139,7 @@ export class Lora implements TensorContainer {
   private drop(x: Tensor): Tensor {
     const keepP = 1 - this.dropout;
     const mask = new Float32Array(x.size);
-    for (let i = 0; i < mask.length; i++) mask[i] = this.dropRng() < keepP ? 1 / keepP : 0;
+    for (let i = 0; i < mask.length; i++) mask[i] = this.dropRng.next() < keepP ? 1 / keepP : 0;
     return mul(x, tensor(mask, x.shape, 'f32', x.backend));
   }
 
