@@ -79,12 +79,10 @@ export function experimentRows(p: Preset): Row[] {
     add(`nf${low}-rilq-r${r}`, `RILQ r${r}`, low, { format: nf(low), init: 'kaiming', rank: r, rilq: rilq() }, 'rank sweep', r);
     add(`nf${low}-loftq-r${r}`, `LoftQ r${r}`, low, { format: nf(low), init: 'loftq', rank: r, loftqIters: 5 }, 'rank sweep', r);
   }
-  const high = Math.max(...p.bits) as 2 | 3 | 4;
   const ft = { steps: p.finetuneSteps, lr: 2e-4, schedule: 'cosine' as const, evalEvery: Math.max(1, Math.floor(p.finetuneSteps / 4)) };
   for (const iec of [false, true]) {
     add(`nf${low}-finetune${iec ? '-iec' : ''}`, `finetune, IEC ${iec ? 'on' : 'off'}`, low, { format: nf(low), init: 'kaiming', rank: p.rank, iec, finetune: ft }, 'finetune');
   }
-  void high;
   return rows;
 }
 

@@ -74,20 +74,18 @@ export function runMethod(fp: LlamaModel, spec: MethodSpec, data: CalibrationSet
   const quantizer = quantizerOf(spec);
   const report: MethodReport = { quantizeSeconds: 0, seconds: 0 };
   let factory: LayerFactory = rtnLayers({ format: spec.format, lora, quantizer });
+  const loftqErrors: number[][] = [];
   if (spec.init === 'loftq') {
-    const errs: number[][] = [];
     factory = (w, bias, site) => {
       const r = loftqInit(w, { format: spec.format, rank, iters: spec.loftqIters ?? 5, scaling: alpha / rank, quantizer: (x) => quantizer(x, spec.format), seed: site.seed });
-      errs.push(r.errors);
+      loftqErrors.push(r.errors);
       const be = w.backend;
       const iec = spec.iec ? { betaA: tensor([0], [1], 'f32', be).requireGrad(), betaB: tensor([0], [1], 'f32', be).requireGrad() } : undefined;
       return new QuantLinear(r.q, bias, new Lora(r.a.requireGrad(), r.b.requireGrad(), { alpha, seed: site.seed }, iec));
     };
-    const model = quantizeModel(fp, factory, { seed: spec.seed });
-    report.loftqErrors = errs[0].map((_, i) => errs.reduce((s, e) => s + e[i], 0) / errs.length);
-    return finish(fp, model, spec, data, report, t0, log, finetuneData);
   }
   const model = quantizeModel(fp, factory, { seed: spec.seed });
+  if (loftqErrors.length) report.loftqErrors = loftqErrors[0].map((_, i) => loftqErrors.reduce((s, e) => s + e[i], 0) / loftqErrors.length);
   return finish(fp, model, spec, data, report, t0, log, finetuneData);
 }
 
