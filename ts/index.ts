@@ -3,6 +3,7 @@
 import './backends/js/index.js';
 import './backends/wasm/index.js';
 import './backends/native/index.js';
+import './backends/gpu/index.js';
 
 export * from './errors.js';
 export type { DType } from './dtype.js';
@@ -23,6 +24,7 @@ export * from './ops/async.js';
 export { JsBackend } from './backends/js/index.js';
 export { WasmBackend, loadWasmBackend, loadWasmBackendSync } from './backends/wasm/index.js';
 export { NativeBackend } from './backends/native/index.js';
+export { GpuBackend } from './backends/gpu/index.js';
 export { simdSupported } from './backends/wasm/loader.js';
 export type { WasmSource } from './backends/wasm/loader.js';
 

@@ -9,6 +9,7 @@
 //! bug surfaces as a JS exception, never as an abort.
 
 mod args;
+mod gpu;
 mod icq;
 mod mem;
 mod pool;

@@ -1,0 +1,461 @@
+//! The GPU device (wgpu): adapter selection, device-resident buffers behind u32 ids with a
+//! size-keyed pool, compute pipelines built from WGSL text, and command batching (every kernel
+//! is recorded into one pending command encoder; it is submitted when a read needs the results,
+//! when the batch is full, or on flush()).
+//!
+//! Every kernel follows one binding convention: binding 0 is the kernel's parameters (a
+//! `var<storage, read> P: array<u32>` slice of one shared parameter buffer), bindings 1.. are the
+//! buffers in the order the caller lists them. Shapes and the dispatch size are decided by the
+//! caller (ts/backends/gpu); this file knows nothing about kernels.
+//!
+//! Ordering. queue.write_buffer runs before the next submit's commands, so an upload may only go
+//! into a buffer no pending command uses: a buffer freed while a batch is pending waits in
+//! `deferred` and enters the pool only after that batch is submitted. The parameter buffer is
+//! written once per batch, just before its submit.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+pub type Res<T> = std::result::Result<T, String>;
+
+/// Dispatches per batch before a submit (keeps latency bounded and the parameter buffer small).
+const MAX_BATCH: u32 = 2048;
+/// Bytes of parameters per batch.
+const PARAMS_BYTES: u64 = 1 << 20;
+
+pub struct Selection {
+    pub backends: Option<String>,
+    pub adapter: Option<String>,
+    pub allow_software: bool,
+}
+
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub features: wgpu::Features,
+    pub limits: wgpu::Limits,
+    errors: Arc<Mutex<Vec<String>>>,
+    pipelines: Vec<(wgpu::ComputePipeline, wgpu::BindGroupLayout)>,
+    modules: HashMap<String, wgpu::ShaderModule>,
+    buffers: Vec<Option<(wgpu::Buffer, u64)>>,
+    free_ids: Vec<u32>,
+    live: usize,
+    pool: HashMap<u64, Vec<wgpu::Buffer>>,
+    pool_bytes: u64,
+    pool_cap: u64,
+    deferred: Vec<(wgpu::Buffer, u64)>,
+    params: wgpu::Buffer,
+    param_align: u64,
+    batch: Option<Batch>,
+    pub dispatches: u64,
+    pub submits: u64,
+}
+
+struct Batch {
+    enc: wgpu::CommandEncoder,
+    pass: Option<wgpu::ComputePass<'static>>,
+    host: Vec<u8>,
+    count: u32,
+}
+
+fn parse_backends(s: &str) -> Res<wgpu::Backends> {
+    let mut b = wgpu::Backends::empty();
+    for part in s.split(',').map(|p| p.trim().to_ascii_lowercase()).filter(|p| !p.is_empty()) {
+        b |= match part.as_str() {
+            "vulkan" | "vk" => wgpu::Backends::VULKAN,
+            "gl" | "gles" | "opengl" => wgpu::Backends::GL,
+            "metal" => wgpu::Backends::METAL,
+            "dx12" | "d3d12" => wgpu::Backends::DX12,
+            "all" => wgpu::Backends::all(),
+            other => return Err(format!("unknown GPU backend '{other}' (expected vulkan, gl, metal, dx12 or all)")),
+        };
+    }
+    if b.is_empty() {
+        return Err("empty GPU backend list".into());
+    }
+    Ok(b)
+}
+
+fn rank(t: wgpu::DeviceType) -> u32 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+fn round4(bytes: u64) -> u64 {
+    (bytes.max(4) + 3) & !3
+}
+
+impl Gpu {
+    pub fn new(sel: &Selection) -> Res<Gpu> {
+        let backends = match &sel.backends {
+            Some(s) => parse_backends(s)?,
+            None => wgpu::Backends::PRIMARY,
+        };
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = backends;
+        let instance = wgpu::Instance::new(desc);
+        let all = pollster::block_on(instance.enumerate_adapters(backends));
+        if all.is_empty() {
+            return Err(format!("no GPU adapter found (backends {backends:?}; is a Vulkan driver installed?)"));
+        }
+        let names: Vec<String> = all.iter().map(|a| { let i = a.get_info(); format!("{} [{:?}, {:?}]", i.name, i.backend, i.device_type) }).collect();
+        let want = sel.adapter.as_ref().map(|s| s.to_ascii_lowercase());
+        let mut cands: Vec<wgpu::Adapter> = all
+            .into_iter()
+            .filter(|a| {
+                let i = a.get_info();
+                want.as_ref().map_or(true, |w| i.name.to_ascii_lowercase().contains(w.as_str()))
+                    && (sel.allow_software || i.device_type != wgpu::DeviceType::Cpu)
+            })
+            .collect();
+        cands.sort_by_key(|a| rank(a.get_info().device_type));
+        let adapter = cands.into_iter().next().ok_or_else(|| {
+            format!(
+                "no usable GPU adapter among: {}{}{}",
+                names.join("; "),
+                sel.adapter.as_ref().map(|a| format!(" (asked for a name containing '{a}')")).unwrap_or_default(),
+                if sel.allow_software { "" } else { " (software adapters need QUANTLORA_GPU_SOFTWARE=1)" }
+            )
+        })?;
+        let info = adapter.get_info();
+        let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SHADER_F64 | wgpu::Features::SUBGROUP;
+        let features = adapter.features() & wanted;
+        let limits = adapter.limits();
+        let mut dd = wgpu::DeviceDescriptor::default();
+        dd.label = Some("quantlora");
+        dd.required_features = features;
+        dd.required_limits = limits.clone();
+        let (device, queue) = pollster::block_on(adapter.request_device(&dd)).map_err(|e| format!("requesting a device from {}: {e}", info.name))?;
+        let errors: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            sink.lock().unwrap_or_else(|p| p.into_inner()).push(e.to_string());
+        }));
+        let params = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("params"),
+            size: PARAMS_BYTES,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let pool_cap = std::env::var("QUANTLORA_GPU_POOL_MB").ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(1024) << 20;
+        let param_align = (limits.min_storage_buffer_offset_alignment as u64).max(4);
+        Ok(Gpu {
+            device,
+            queue,
+            info,
+            features,
+            limits,
+            errors,
+            pipelines: Vec::new(),
+            modules: HashMap::new(),
+            buffers: Vec::new(),
+            free_ids: Vec::new(),
+            live: 0,
+            pool: HashMap::new(),
+            pool_bytes: 0,
+            pool_cap,
+            deferred: Vec::new(),
+            params,
+            param_align,
+            batch: None,
+            dispatches: 0,
+            submits: 0,
+        })
+    }
+
+    /// Errors the device reported since the last check (validation, out of memory), as one Err.
+    pub fn check(&self, what: &str) -> Res<()> {
+        let mut e = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        if e.is_empty() {
+            return Ok(());
+        }
+        let all = e.drain(..).collect::<Vec<_>>().join("; ");
+        Err(format!("{what}: the GPU device reported: {all}"))
+    }
+
+    // ---- buffers ----
+
+    pub fn live(&self) -> usize {
+        self.live
+    }
+
+    fn create(&mut self, size: u64) -> Res<wgpu::Buffer> {
+        if size > self.limits.max_buffer_size || size > self.limits.max_storage_buffer_binding_size as u64 {
+            return Err(format!(
+                "a {size}-byte buffer exceeds this adapter's limits (max buffer {} bytes, max storage binding {} bytes)",
+                self.limits.max_buffer_size, self.limits.max_storage_buffer_binding_size
+            ));
+        }
+        if let Some(b) = self.pool.get_mut(&size).and_then(|v| v.pop()) {
+            self.pool_bytes -= size;
+            return Ok(b);
+        }
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        }))
+    }
+
+    fn insert(&mut self, b: wgpu::Buffer, bytes: u64) -> u32 {
+        self.live += 1;
+        match self.free_ids.pop() {
+            Some(id) => {
+                self.buffers[id as usize] = Some((b, bytes));
+                id
+            }
+            None => {
+                self.buffers.push(Some((b, bytes)));
+                (self.buffers.len() - 1) as u32
+            }
+        }
+    }
+
+    pub fn buffer(&self, id: u32) -> Res<(&wgpu::Buffer, u64)> {
+        match self.buffers.get(id as usize) {
+            Some(Some((b, n))) => Ok((b, *n)),
+            _ => Err(format!("GPU buffer {id} does not exist (freed already?)")),
+        }
+    }
+
+    /// A new buffer of `bytes` (rounded up to 4); zeroed in order with the pending kernels.
+    pub fn alloc(&mut self, bytes: u64, zeroed: bool) -> Res<u32> {
+        let size = round4(bytes);
+        let b = self.create(size)?;
+        if zeroed {
+            let batch = self.batch()?;
+            batch.pass = None;
+            batch.enc.clear_buffer(&b, 0, None);
+        }
+        Ok(self.insert(b, bytes))
+    }
+
+    pub fn upload(&mut self, data: &[u8]) -> Res<u32> {
+        let size = round4(data.len() as u64);
+        let b = self.create(size)?;
+        if !data.is_empty() {
+            let whole = data.len() & !3;
+            if whole > 0 {
+                self.queue.write_buffer(&b, 0, &data[..whole]);
+            }
+            if whole < data.len() {
+                let mut tail = [0u8; 4];
+                tail[..data.len() - whole].copy_from_slice(&data[whole..]);
+                self.queue.write_buffer(&b, whole as u64, &tail);
+            }
+        }
+        Ok(self.insert(b, data.len() as u64))
+    }
+
+    pub fn free(&mut self, id: u32) -> Res<()> {
+        let slot = self.buffers.get_mut(id as usize).ok_or_else(|| format!("GPU buffer {id} does not exist"))?;
+        let (b, bytes) = slot.take().ok_or_else(|| format!("GPU buffer {id} was freed already"))?;
+        self.free_ids.push(id);
+        self.live -= 1;
+        let size = round4(bytes);
+        if self.batch.is_some() {
+            self.deferred.push((b, size));
+        } else {
+            self.to_pool(b, size);
+        }
+        Ok(())
+    }
+
+    fn to_pool(&mut self, b: wgpu::Buffer, size: u64) {
+        if self.pool_bytes + size <= self.pool_cap {
+            self.pool.entry(size).or_default().push(b);
+            self.pool_bytes += size;
+        } else {
+            b.destroy();
+        }
+    }
+
+    // ---- pipelines ----
+
+    /// Compiles `entry` of the WGSL `source` (modules cached by `module_key`) with override
+    /// constants; returns the pipeline's index.
+    pub fn pipeline(&mut self, module_key: &str, source: &str, entry: &str, constants: &[(String, f64)]) -> Res<u32> {
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        if !self.modules.contains_key(module_key) {
+            let m = self.device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(module_key), source: wgpu::ShaderSource::Wgsl(source.into()) });
+            self.modules.insert(module_key.to_string(), m);
+        }
+        let module = &self.modules[module_key];
+        let consts: Vec<(&str, f64)> = constants.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let p = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: None,
+            module,
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions { constants: &consts, ..Default::default() },
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            self.modules.remove(module_key);
+            return Err(format!("compiling GPU kernel {module_key}:{entry}: {e}"));
+        }
+        let layout = p.get_bind_group_layout(0);
+        self.pipelines.push((p, layout));
+        Ok((self.pipelines.len() - 1) as u32)
+    }
+
+    // ---- batching ----
+
+    fn batch(&mut self) -> Res<&mut Batch> {
+        if self.batch.is_none() {
+            let enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("batch") });
+            self.batch = Some(Batch { enc, pass: None, host: Vec::new(), count: 0 });
+        }
+        Ok(self.batch.as_mut().unwrap())
+    }
+
+    /// Records one dispatch of pipeline `pipe` with `params` at binding 0 and `ids` at 1...
+    pub fn run(&mut self, pipe: u32, params: &[u8], ids: &[u32], groups: [u32; 3]) -> Res<()> {
+        let max = self.limits.max_compute_workgroups_per_dimension;
+        if groups.iter().any(|&g| g > max) {
+            return Err(format!("dispatch of {groups:?} workgroups exceeds the adapter's {max} per dimension"));
+        }
+        let need = round4(params.len() as u64).max(self.param_align);
+        let full = self.batch.as_ref().map_or(false, |b| b.count >= MAX_BATCH || b.host.len() as u64 + need + self.param_align > PARAMS_BYTES);
+        if full {
+            self.flush()?;
+        }
+        if need > PARAMS_BYTES {
+            return Err(format!("{} bytes of kernel parameters is too many", params.len()));
+        }
+        let mut entries_bufs: Vec<wgpu::Buffer> = Vec::with_capacity(ids.len());
+        for &id in ids {
+            entries_bufs.push(self.buffer(id)?.0.clone());
+        }
+        let (pipeline, layout) = self.pipelines.get(pipe as usize).ok_or_else(|| format!("GPU pipeline {pipe} does not exist"))?.clone();
+        let align = self.param_align;
+        let params_buf = self.params.clone();
+        let batch = self.batch()?;
+        let offset = (batch.host.len() as u64 + align - 1) / align * align;
+        batch.host.resize(offset as usize, 0);
+        batch.host.extend_from_slice(params);
+        batch.host.resize((offset + need) as usize, 0);
+        let mut entries = Vec::with_capacity(ids.len() + 1);
+        entries.push(wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: &params_buf, offset, size: wgpu::BufferSize::new(need) }),
+        });
+        for (i, b) in entries_bufs.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+        }
+        let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &layout, entries: &entries });
+        let batch = self.batch.as_mut().unwrap();
+        if batch.pass.is_none() {
+            batch.pass = Some(batch.enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None }).forget_lifetime());
+        }
+        let pass = batch.pass.as_mut().unwrap();
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bg, &[]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        batch.count += 1;
+        self.dispatches += 1;
+        Ok(())
+    }
+
+    /// Buffer-to-buffer copy in order with the pending kernels.
+    pub fn copy(&mut self, src: u32, src_off: u64, dst: u32, dst_off: u64, bytes: u64) -> Res<()> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        if src_off % 4 != 0 || dst_off % 4 != 0 || bytes % 4 != 0 {
+            return Err(format!("copy: offsets and size must be multiples of 4 (got {src_off}, {dst_off}, {bytes})"));
+        }
+        let (s, sn) = self.buffer(src)?;
+        let (d, dn) = self.buffer(dst)?;
+        if src_off + bytes > round4(sn) || dst_off + bytes > round4(dn) {
+            return Err(format!("copy: {bytes} bytes at {src_off} -> {dst_off} run past a buffer ({sn} / {dn} bytes)"));
+        }
+        let (s, d) = (s.clone(), d.clone());
+        let batch = self.batch()?;
+        batch.pass = None;
+        batch.enc.copy_buffer_to_buffer(&s, src_off, &d, dst_off, bytes);
+        Ok(())
+    }
+
+    /// Submits the pending batch (if any).
+    pub fn flush(&mut self) -> Res<()> {
+        if let Some(mut b) = self.batch.take() {
+            b.pass = None;
+            if !b.host.is_empty() {
+                self.queue.write_buffer(&self.params, 0, &b.host);
+            }
+            self.queue.submit([b.enc.finish()]);
+            self.submits += 1;
+            for (buf, size) in std::mem::take(&mut self.deferred) {
+                self.to_pool(buf, size);
+            }
+        }
+        self.check("submit")
+    }
+
+    /// Flushes, then copies `bytes` of buffer `id` into a mappable staging buffer (submitted).
+    /// The caller maps it and waits (readback).
+    pub fn stage(&mut self, id: u32, offset: u64, bytes: u64) -> Res<wgpu::Buffer> {
+        let (b, n) = self.buffer(id)?;
+        if offset + bytes > n {
+            return Err(format!("read: {bytes} bytes at {offset} run past buffer {id} ({n} bytes)"));
+        }
+        let b = b.clone();
+        self.flush()?;
+        let size = round4(bytes);
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let start = offset & !3;
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
+        let span = round4(offset + bytes - start).min(round4(n) - start);
+        let staging = if start != offset || span != size {
+            // unaligned start: stage a wider, aligned range
+            let wide = self.device.create_buffer(&wgpu::BufferDescriptor { label: Some("readback"), size: span, usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
+            enc.copy_buffer_to_buffer(&b, start, &wide, 0, span);
+            wide
+        } else {
+            enc.copy_buffer_to_buffer(&b, start, &staging, 0, size);
+            staging
+        };
+        self.queue.submit([enc.finish()]);
+        self.submits += 1;
+        self.check("read")?;
+        Ok(staging)
+    }
+}
+
+/// Maps a staged buffer, waits for the GPU, and copies `bytes` starting at `skip`.
+pub fn read_staged(device: &wgpu::Device, staging: &wgpu::Buffer, skip: usize, bytes: usize) -> Res<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| format!("read: waiting for the GPU: {e}"))?;
+    rx.recv().map_err(|_| "read: the GPU never answered the map request".to_string())?.map_err(|e| format!("read: mapping the readback buffer: {e}"))?;
+    let out = {
+        let view = staging.slice(..).get_mapped_range().map_err(|e| format!("read: {e}"))?;
+        view[skip..skip + bytes].to_vec()
+    };
+    staging.unmap();
+    staging.destroy();
+    Ok(out)
+}
+
+pub static GPU: Mutex<Option<Gpu>> = Mutex::new(None);
+
+pub fn with_gpu<R>(what: &str, f: impl FnOnce(&mut Gpu) -> Res<R>) -> Res<R> {
+    let mut g = GPU.lock().unwrap_or_else(|p| p.into_inner());
+    let gpu = g.as_mut().ok_or_else(|| format!("{what}: the GPU is not initialized (call gpuInit first)"))?;
+    f(gpu)
+}

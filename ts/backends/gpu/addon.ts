@@ -1,0 +1,35 @@
+// The GPU exports of the quantlora addon (crates/node/src/gpu): buffers are u32 ids; kernels are
+// WGSL text compiled once (gpuPipeline) and run by index (gpuRun) into one pending command batch.
+
+export interface GpuInfo {
+  name: string;
+  backend: string;
+  deviceType: string;
+  driver: string;
+  driverInfo: string;
+  f16: boolean;
+  f64: boolean;
+  subgroups: boolean;
+  subgroupMin: number;
+  subgroupMax: number;
+  maxBufferBytes: number;
+  maxStorageBindingBytes: number;
+  maxWorkgroupStorageBytes: number;
+  maxWorkgroupInvocations: number;
+}
+
+export interface GpuAddon {
+  gpuInit(backends: string | null, adapter: string | null, allowSoftware: boolean): GpuInfo;
+  gpuAlloc(bytes: number, zeroed: boolean): number;
+  gpuUpload(data: Uint8Array): number;
+  gpuFree(id: number): void;
+  gpuLive(): number;
+  gpuStats(): { dispatches: number; submits: number; live: number };
+  gpuPipeline(module: string, source: string, entry: string, names: string[], values: number[]): number;
+  gpuRun(pipeline: number, params: Uint8Array, buffers: Uint32Array, x: number, y: number, z: number): void;
+  gpuCopy(src: number, srcOffset: number, dst: number, dstOffset: number, bytes: number): void;
+  gpuFlush(): void;
+  gpuWait(): void;
+  gpuReadSync(id: number, offset: number, bytes: number): Uint8Array;
+  gpuRead(id: number, offset: number, bytes: number): Promise<Uint8Array>;
+}

@@ -1,0 +1,93 @@
+// A thin layer over the addon's GPU exports for the kernel files: buffer handles, cached
+// pipelines, parameter packing, and dispatch sizes.
+//
+// Kernel convention (crates/node/src/gpu/device.rs): binding 0 is `var<storage, read> P:
+// array<u32>` (the parameters: u32 words; f32 values as their bits, read with bitcast<f32>),
+// bindings 1.. are the buffers in the order given to run(). Every binding must be used by the
+// entry point (auto layouts drop unused ones). 1-D kernels get a 2-D grid when they need more than
+// 65535 workgroups: index = gid.x + gid.y * num_workgroups.x * WG (see GRID_INDEX).
+
+import type { GpuAddon, GpuInfo } from './addon.js';
+
+export interface GpuHandle {
+  id: number;
+  /** Logical size in bytes (the buffer is rounded up to a multiple of 4). */
+  bytes: number;
+}
+
+/** WGSL: the flat thread index of a 1-D kernel launched by dispatch1d (WG = workgroup size). */
+export const GRID_INDEX = 'gid.x + gid.y * nwg.x * WG';
+
+const scratch = new DataView(new ArrayBuffer(4));
+/** The u32 word holding the f32 bits of x (for parameters). */
+export function f32Bits(x: number): number {
+  scratch.setFloat32(0, x, true);
+  return scratch.getUint32(0, true);
+}
+
+export class Device {
+  private readonly pipes = new Map<string, number>();
+  private liveCount = 0;
+
+  constructor(readonly addon: GpuAddon, readonly info: GpuInfo) {}
+
+  alloc(bytes: number, zeroed = false): GpuHandle {
+    const id = this.addon.gpuAlloc(bytes, zeroed);
+    this.liveCount++;
+    return { id, bytes };
+  }
+
+  upload(data: ArrayBufferView): GpuHandle {
+    const id = this.addon.gpuUpload(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    this.liveCount++;
+    return { id, bytes: data.byteLength };
+  }
+
+  free(h: GpuHandle): void {
+    if (h.id < 0) return;
+    this.addon.gpuFree(h.id);
+    h.id = -1;
+    this.liveCount--;
+  }
+
+  get live(): number {
+    return this.liveCount;
+  }
+
+  /** The bytes of h (all of them by default), waiting for the GPU. */
+  readBytes(h: GpuHandle, offset = 0, bytes = h.bytes - offset): Uint8Array {
+    return this.addon.gpuReadSync(h.id, offset, bytes);
+  }
+
+  /** Pipeline for `entry` of a WGSL module; compiled on first use, then cached. */
+  pipeline(module: string, source: string, entry = 'main', constants: Record<string, number> = {}): number {
+    const names = Object.keys(constants).sort();
+    const key = `${module}|${entry}|${names.map((n) => `${n}=${constants[n]}`).join(',')}`;
+    let p = this.pipes.get(key);
+    if (p === undefined) {
+      p = this.addon.gpuPipeline(module, source, entry, names, names.map((n) => constants[n]));
+      this.pipes.set(key, p);
+    }
+    return p;
+  }
+
+  /** Records one dispatch. params: u32 words (use f32Bits for floats). */
+  run(pipeline: number, params: ArrayLike<number>, buffers: GpuHandle[], groups: [number, number, number]): void {
+    const words = params.length === 0 ? Uint32Array.of(0) : Uint32Array.from(params);
+    const ids = new Uint32Array(buffers.length);
+    for (let i = 0; i < buffers.length; i++) ids[i] = buffers[i].id;
+    this.addon.gpuRun(pipeline, new Uint8Array(words.buffer), ids, groups[0], groups[1], groups[2]);
+  }
+
+  /** A grid of at least ceil(threads / wg) workgroups of size wg, as [x, y, 1] with x <= 65535. */
+  grid(threads: number, wg: number): [number, number, number] {
+    const groups = Math.max(1, Math.ceil(threads / wg));
+    if (groups <= 65535) return [groups, 1, 1];
+    const x = 65535;
+    return [x, Math.ceil(groups / x), 1];
+  }
+
+  copy(src: GpuHandle, srcOffset: number, dst: GpuHandle, dstOffset: number, bytes: number): void {
+    this.addon.gpuCopy(src.id, srcOffset, dst.id, dstOffset, bytes);
+  }
+}

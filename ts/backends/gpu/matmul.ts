@@ -1,0 +1,5 @@
+// WGSL kernels: matmul (not yet written: every kernel here runs on the host for now).
+
+import type { KernelGroup } from './index.js';
+
+export const matmulKernels: KernelGroup = () => ({});
