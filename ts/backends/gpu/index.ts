@@ -22,6 +22,7 @@ import { Device, f32Bits, GRID_INDEX, type GpuHandle } from './device.js';
 import { elementwiseKernels } from './elementwise.js';
 import { layoutKernels } from './layout.js';
 import { matmulKernels } from './matmul.js';
+import { quantEncodeKernels } from './quant-encode.js';
 import { quantKernels } from './quant.js';
 import { transformerKernels } from './transformer.js';
 
@@ -42,7 +43,7 @@ export type Kernels = {
  *  run (then the host runs it). */
 export type KernelGroup = (dev: Device) => Partial<Kernels>;
 
-const GROUPS: KernelGroup[] = [elementwiseKernels, layoutKernels, matmulKernels, transformerKernels, quantKernels];
+const GROUPS: KernelGroup[] = [elementwiseKernels, layoutKernels, matmulKernels, transformerKernels, quantKernels, quantEncodeKernels];
 
 const FILL = /* wgsl */ `
 @group(0) @binding(0) var<storage, read> P: array<u32>;
