@@ -7,7 +7,8 @@ import * as q from '../ts/index.js';
 import { fromHandle, gaussianArray } from '../ts/tensor.js';
 import { generateWeights } from '../ts/testing/index.js';
 import { PART_NAMES } from '../ts/quant/layout.js';
-import type { NativeAddon } from '../ts/backends/native/addon.js';
+import { loadNativeAddon, type NativeAddon } from '../ts/backends/native/addon.js';
+import { GpuBackend, gpuOptionsFromEnv } from '../ts/backends/gpu/index.js';
 
 type B = q.Backend;
 interface Case {
@@ -21,6 +22,17 @@ interface Case {
 const js = q.backendByName('js');
 const others = q.backends().filter((s) => s.available && s.name !== 'js').map((s) => s.name);
 const expected = (process.env.QUANTLORA_EXPECT_BACKENDS ?? '').split(',').filter(Boolean);
+// The gpu backend is registered only for a real GPU (or with QUANTLORA_GPU_SOFTWARE=1); the table
+// still runs on a software adapter (Mesa's lavapipe in CI) when there is one.
+const under: [string, B][] = others.map((name) => [name, q.backendByName(name)]);
+let gpuFailure = q.backends().find((s) => s.name === 'gpu')?.failure;
+if (!others.includes('gpu')) {
+  try {
+    under.push(['gpu', new GpuBackend(loadNativeAddon() as ConstructorParameters<typeof GpuBackend>[0], { ...gpuOptionsFromEnv(), allowSoftware: true })]);
+  } catch (e) {
+    gpuFailure = (e as Error).message;
+  }
+}
 
 const t = (b: B, shape: number[], seed: number, scale = 1) => q.tensor(gaussianArray(shape.reduce((x, y) => x * y, 1), seed, scale), shape, 'f32', b);
 const pos = (b: B, shape: number[], seed: number) => q.abs(t(b, shape, seed)).dataSync().map((v) => v + 0.1) as Float32Array;
@@ -154,7 +166,8 @@ test('every expected backend is available', () => {
   const status = q.backends();
   for (const name of expected) {
     const s = status.find((x) => x.name === name);
-    assert.ok(s?.available, `backend '${name}' is not available: ${s?.failure ?? 'not registered'}`);
+    if (name === 'gpu') assert.ok(under.some(([n]) => n === 'gpu'), `backend 'gpu' is not available (not even a software adapter): ${gpuFailure}`);
+    else assert.ok(s?.available, `backend '${name}' is not available: ${s?.failure ?? 'not registered'}`);
   }
 });
 
@@ -198,9 +211,8 @@ function compare(name: string, got: q.Tensor[], want: q.Tensor[], tol: number) {
   });
 }
 
-for (const name of others) {
+for (const [name, b] of under) {
   test(`parity: ${name} matches the js reference on every case`, () => {
-    const b = q.backendByName(name);
     const before = b.liveBuffers();
     // QUANTLORA_PARITY_ONLY=substring narrows the table while debugging a kernel
     for (const c of cases.filter((x) => x.name.includes(process.env.QUANTLORA_PARITY_ONLY ?? ''))) {
@@ -210,7 +222,6 @@ for (const name of others) {
   });
 
   test(`parity: ${name} raises the same typed errors`, () => {
-    const b = q.backendByName(name);
     q.tidy(() => {
       assert.throws(() => q.gather(t(b, [3, 2], 1), ids(b, [0, 3])), (e: Error) => e instanceof q.ValueError && /id 3/.test(e.message));
       assert.throws(() => q.crossEntropy(t(b, [2, 3], 2), ids(b, [0, 9])), (e: Error) => e instanceof q.ValueError && /target 9/.test(e.message));
