@@ -12,7 +12,9 @@ mkdir -p "$cache"
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
 
-pkgs=(rustc cargo libstd-rust-dev-wasm32 librust-wasm-bindgen-dev binaryen)
+# mesa-vulkan-drivers + libvulkan1: Mesa's software Vulkan (lavapipe), so the GPU kernels are tested
+# on machines without a GPU (a real GPU's driver is used when present)
+pkgs=(rustc cargo libstd-rust-dev-wasm32 librust-wasm-bindgen-dev binaryen mesa-vulkan-drivers libvulkan1)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
