@@ -1,0 +1,186 @@
+// GPU benchmarks for the speed goals, every ratio measured in one run (tinybench):
+//  1. dequantizeMatmul nf4 (4-bit, double-quantized absmax), one token, 8192² and 16384²: weight
+//     bytes read per second against a plain WGSL copy kernel's bandwidth (bytes read + written).
+//  2. f32 matmul 4096³ against PyTorch's fp32 matmul with TF32 off (bench/torch_ref.py).
+//  3. One RILQ step (batch 1 x 512 tokens, nf2, rank 16, hidden-state + LM loss, Adam) on a model
+//     shaped like SmolLM2-135M, against the same step in PyTorch eager on the same GPU
+//     (bench/torch_ref.py loads our Hugging Face export of that model).
+// GPU work is timed as `reps` kernels recorded and submitted (flushed every few kernels so the GPU
+// overlaps the recording), then one wait; a sample is the mean per kernel.
+//
+// Usage: npx tsx bench/gpu.ts [--quick] [--time ms] [--out file] [--no-torch] [--only substring]
+// Needs the gpu backend (a real adapter, or QUANTLORA_GPU_SOFTWARE=1 for a functional run).
+
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, renameSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Bench } from 'tinybench';
+import { backendByName, dequantizeMatmul, formats, matmul, quantize, randn, type Tensor } from '../ts/index.js';
+import type { GpuBackend } from '../ts/backends/gpu/index.js';
+import { GRID_INDEX } from '../ts/backends/gpu/device.js';
+import { exportHf } from '../ts/io/export-hf.js';
+import { calibrationWindows } from '../ts/methods/calibration.js';
+import { quantizeModel, rtnLayers } from '../ts/methods/quantize-model.js';
+import { rilq } from '../ts/methods/rilq.js';
+import { LlamaModel } from '../ts/nn/llama.js';
+import type { LlamaConfig } from '../ts/nn/config.js';
+import { gaussianArray } from '../ts/tensor.js';
+
+const arg = (name: string) => { const i = process.argv.indexOf(`--${name}`); return i >= 0 ? process.argv[i + 1] : undefined; };
+const quick = process.argv.includes('--quick');
+const time = Number(arg('time') ?? (quick ? 50 : 2000));
+const only = arg('only') ?? '';
+const here = dirname(fileURLToPath(import.meta.url));
+const outFile = arg('out') ?? join(here, 'results', 'gpu-latest.json');
+
+const gpu = backendByName('gpu') as GpuBackend;
+const dev = gpu.dev;
+console.log(`adapter: ${dev.info.name} (${dev.info.backend}, ${dev.info.deviceType}); host kernels: ${gpu.hostKernels.join(' ') || 'none'}`);
+
+interface Row { name: string; ms: number; gbps?: number; gflops?: number; note?: string }
+const rows: Row[] = [];
+
+/** Mean ms per call of `call` (which records GPU work and frees its result), over `reps` calls per sample. */
+async function timeGpu(name: string, reps: number, call: () => void): Promise<number> {
+  const bench = new Bench({ name, time, iterations: 3, warmupIterations: 1, warmupTime: 0 });
+  bench.add(name, () => {
+    for (let i = 0; i < reps; i++) {
+      call();
+      if (i % 4 === 3) dev.addon.gpuFlush();
+    }
+    dev.addon.gpuWait();
+  });
+  await bench.run();
+  const r = bench.tasks[0].result as { latency?: { mean: number }; error?: unknown; state: string };
+  if (!r.latency) throw new Error(`${name}: ${String(r.error ?? r.state)}`);
+  return r.latency.mean / reps;
+}
+
+const COPY = /* wgsl */ `
+@group(0) @binding(0) var<storage, read> P: array<u32>;
+@group(0) @binding(1) var<storage, read> src: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read_write> dst: array<vec4<u32>>;
+override WG: u32 = 256u;
+@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = ${GRID_INDEX};
+  if (i < P[0]) { dst[i] = src[i]; }
+}`;
+
+async function copyBandwidth(mib: number): Promise<number> {
+  const bytes = mib * 2 ** 20;
+  const src = dev.alloc(bytes, true);
+  const dst = dev.alloc(bytes, true);
+  const vecs = bytes / 16;
+  const pipe = dev.pipeline('bench_copy', COPY);
+  const ms = await timeGpu(`copy ${mib} MiB`, 20, () => dev.run(pipe, [vecs], [src, dst], dev.grid(vecs, 256)));
+  dev.free(src);
+  dev.free(dst);
+  const gbps = (2 * bytes) / (ms * 1e6);
+  rows.push({ name: `copy kernel ${mib} MiB (read + write)`, ms, gbps });
+  return gbps;
+}
+
+async function gemv(n: number): Promise<number> {
+  const w = randn([n, n], { seed: 11, std: 0.02 }, gpu);
+  const q = quantize(w, formats.nf(4, { group: 64, doubleQuant: true }));
+  w.dispose();
+  const x = randn([1, n], { seed: 12 }, gpu);
+  const ms = await timeGpu(`dequantizeMatmul nf4 ${n}`, 50, () => dequantizeMatmul(x, q).dispose());
+  const gbps = q.bytes / (ms * 1e6);
+  rows.push({ name: `dequantizeMatmul nf4-dq 1x${n} · (${n}x${n})ᵀ`, ms, gbps });
+  q.dispose();
+  x.dispose();
+  return gbps;
+}
+
+async function sgemm(n: number): Promise<number> {
+  const a = randn([n, n], { seed: 1 }, gpu);
+  const b = randn([n, n], { seed: 2 }, gpu);
+  const ms = await timeGpu(`matmul ${n}`, quick ? 2 : 10, () => matmul(a, b).dispose());
+  a.dispose();
+  b.dispose();
+  const gflops = (2 * n ** 3) / (ms * 1e6);
+  rows.push({ name: `matmul f32 ${n}³`, ms, gflops });
+  return gflops;
+}
+
+const SMOLLM2: LlamaConfig = {
+  family: 'llama', vocabSize: 49152, hiddenSize: 576, intermediateSize: 1536, numLayers: 30, numHeads: 9, numKvHeads: 3,
+  headDim: 64, ropeTheta: 100000, rmsNormEps: 1e-5, maxPositions: 8192, tieWordEmbeddings: true, attentionBias: false,
+};
+
+/** A model of the given shape with Gaussian weights (norms 1): timing does not depend on values. */
+function randomModel(c: LlamaConfig): LlamaModel {
+  let seed = 100;
+  return LlamaModel.fromWeights(c, {
+    has: () => true,
+    read: (name, shape) => {
+      const size = shape.reduce((x, y) => x * y, 1);
+      return name.endsWith('norm.weight') ? new Float32Array(size).fill(1) : gaussianArray(size, seed++, 0.02);
+    },
+  }, gpu);
+}
+
+async function rilqStep(c: LlamaConfig, tokens: number, rank: number): Promise<{ ms: number; dir: string }> {
+  const fp = randomModel(c);
+  const dir = mkdtempSync(join(tmpdir(), 'quantlora-gpu-bench-'));
+  await exportHf(fp, dir);
+  const qm = quantizeModel(fp, rtnLayers({ format: formats.nf(2, { group: 64 }), lora: { rank } }));
+  const ids = Int32Array.from({ length: tokens * 4 }, (_, i) => (i * 7919 + (i >> 3) * 13) % c.vocabSize);
+  const data = calibrationWindows(ids, { count: 1, seqlen: tokens, seed: 1 });
+  const bench = new Bench({ name: 'rilq step', time, iterations: 3, warmupIterations: 1, warmupTime: 0 });
+  bench.add('rilq step', () => { rilq(fp, qm, { data, steps: 1, lr: 1e-4 }); dev.addon.gpuWait(); });
+  await bench.run();
+  const r = bench.tasks[0].result as { latency?: { mean: number }; error?: unknown; state: string };
+  fp.dispose();
+  qm.dispose();
+  if (!r.latency) throw new Error(`rilq step: ${String(r.error ?? r.state)}`);
+  rows.push({ name: `rilq step (SmolLM2-135M shape${quick ? ', quick: 2 layers' : ''}, 1x${tokens} tokens, nf2, rank ${rank})`, ms: r.latency.mean });
+  return { ms: r.latency.mean, dir };
+}
+
+function torch(args: string[]): Record<string, number> | undefined {
+  if (process.argv.includes('--no-torch')) return undefined;
+  try {
+    const out = execFileSync('python3', [join(here, 'torch_ref.py'), ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+    return JSON.parse(out.trim().split('\n').pop()!);
+  } catch (e) {
+    console.error(`torch reference skipped: ${(e as Error).message.split('\n')[0]}`);
+    return undefined;
+  }
+}
+
+const goals: string[] = [];
+const want = (s: string) => s.includes(only);
+if (want('gemv')) {
+  const copy = await copyBandwidth(quick ? 16 : 1024);
+  for (const n of quick ? [1024] : [8192, 16384]) {
+    const g = await gemv(n);
+    goals.push(`dequantizeMatmul nf4 1 token ${n}²: ${g.toFixed(1)} GB/s = ${((100 * g) / copy).toFixed(0)}% of the copy kernel's ${copy.toFixed(1)} GB/s (goal ≥ 60%)`);
+  }
+}
+if (want('matmul')) {
+  const n = quick ? 512 : 4096;
+  const ours = await sgemm(n);
+  const ref = torch(['matmul', String(n)]);
+  if (ref) goals.push(`matmul f32 ${n}³: ${ours.toFixed(0)} GFLOP/s = ${((100 * ours) / ref.gflops).toFixed(0)}% of PyTorch fp32 (TF32 off) ${ref.gflops.toFixed(0)} GFLOP/s (goal ≥ 30%)`);
+  else goals.push(`matmul f32 ${n}³: ${ours.toFixed(0)} GFLOP/s (no PyTorch reference here)`);
+}
+if (want('rilq')) {
+  const c = quick ? { ...SMOLLM2, numLayers: 2 } : SMOLLM2;
+  const tokens = quick ? 64 : 512;
+  const { ms, dir } = await rilqStep(c, tokens, 16);
+  const ref = torch(['rilq', dir, String(tokens), '16']);
+  if (ref) goals.push(`rilq step: ${ms.toFixed(1)} ms vs PyTorch eager ${ref.ms.toFixed(1)} ms = ${(ms / ref.ms).toFixed(2)}x (goal ≤ 3x)`);
+  else goals.push(`rilq step: ${ms.toFixed(1)} ms (no PyTorch reference here)`);
+}
+
+console.table(rows.map((r) => ({ name: r.name, 'ms': r.ms.toFixed(4), 'GB/s': r.gbps?.toFixed(1) ?? '', 'GFLOP/s': r.gflops?.toFixed(0) ?? '' })));
+for (const g of goals) console.log(g);
+const report = { date: new Date().toISOString(), adapter: dev.info, hostKernels: gpu.hostKernels, quick, rows, goals };
+mkdirSync(dirname(outFile), { recursive: true });
+writeFileSync(`${outFile}.tmp`, JSON.stringify(report, null, 2));
+renameSync(`${outFile}.tmp`, outFile);
+console.log(`wrote ${outFile}`);
