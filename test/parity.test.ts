@@ -104,6 +104,11 @@ add('softmax', 1e-6, (b) => withGrads(b, (x) => q.softmax(x), [t(b, [7, 13], 27,
 add('softmax causal', 1e-6, (b) => withGrads(b, (x) => q.softmax(x, { causal: true }), [t(b, [2, 9, 9], 28, 3)]));
 add('softmax causal with past keys', 1e-6, (b) => withGrads(b, (x) => q.softmax(x, { causal: true }), [t(b, [3, 4, 10], 29, 3)]));
 add('crossEntropy with ignore index', 1e-5, (b) => withGrads(b, (l, tg) => q.crossEntropy(l, tg), [t(b, [2, 5, 31], 30, 2), ids(b, [1, 30, -100, 0, 7, 7, -100, 2, 3, 4], [2, 5])]));
+// long rows (several elements per thread of a row workgroup), dw summed over many rows, far rope positions
+add('rmsnorm 100 rows', 1e-5, (b) => withGrads(b, (x, w) => q.rmsnorm(x, w, 1e-5), [t(b, [100, 40], 33), t(b, [40], 34)]));
+add('softmax long rows', 1e-6, (b) => withGrads(b, (x) => q.softmax(x), [t(b, [3, 2500], 35, 3)]));
+add('crossEntropy long rows', 1e-5, (b) => withGrads(b, (l, tg) => q.crossEntropy(l, tg), [t(b, [3, 2500], 36, 2), ids(b, [5, -100, 2499])]));
+add('rope far positions', 1e-5, (b) => withGrads(b, (x) => q.rope(x, { theta: 10000, offset: 70000, style: 'half' }), [t(b, [2, 3, 8], 37)]));
 add('mse', 1e-5, (b) => withGrads(b, (x, y) => q.mse(x, y), [t(b, [4, 9], 31), t(b, [4, 9], 32)]));
 
 // quantization: every format; parts bit-exact, dequantize bit-exact, fused matmul within tolerance
@@ -161,6 +166,17 @@ add('dequantizeMatmul gradient in x', 1e-4, (b) => {
   const qt = q.quantize(t(b, [6, 40], 70), q.formats.nf(4, { group: 16 }));
   return withGrads(b, (x) => q.dequantizeMatmul(x, qt), [t(b, [2, 3, 40], 71)]);
 });
+// the GPU kernels' fast decoders (columns and group multiples of 8): GEMV for 1-8 x rows (weight
+// rows not a multiple of its row block), tiled above 8 (both tile sizes), unaligned 3-bit rows
+for (const f of [q.formats.nf(2, { group: 32 }), q.formats.nf(3, { group: 16, doubleQuant: false }), q.formats.nf(4, { group: 32 }),
+  q.formats.int(2, { group: 8, symmetric: true }), q.formats.int(3, { group: 32 }), q.formats.int(4, { group: 16, symmetric: true }), q.formats.int(4, { group: 64 })]) {
+  add(`dequantizeMatmul and dequantizeMatmulT ${f.name}, columns a multiple of 8`, 1e-4, (b) =>
+    [[1, 37, 64], [3, 5, 40], [8, 9, 96], [130, 70, 128]].flatMap(([tokens, r, c], i) => {
+      const qt = q.quantize(q.tensor(generateWeights('gaussian', r, c, i + 130), [r, c], 'f32', b), f);
+      const dy = t(b, [tokens, r], i + 140);
+      return [q.dequantizeMatmul(t(b, [tokens, c], i + 150), qt), fromHandle(b, b.dequantizeMatmulT(dy.handle, tokens, qt.handles(), r, c, f), [tokens, c], 'f32')];
+    }));
+}
 
 test('every expected backend is available', () => {
   const status = q.backends();

@@ -1,5 +1,455 @@
-// WGSL kernels: transformer (not yet written: every kernel here runs on the host for now).
+// WGSL kernels: transformer blocks (RMSNorm, rotary embeddings, softmax with the causal mask,
+// fused cross-entropy), each with its backward. Semantics: ts/backends/js/transformer.ts.
+//
+// Row kernels run one workgroup per row (rows beyond 65535 use a 2-D grid of workgroups: row =
+// wid.x + wid.y * nwg.x), with a shared-memory tree reduction (WG threads, a power of two <= 256,
+// picked from the row length). Reductions are in a fixed order, so results are deterministic.
+// Max follows the reference (`if (v > m) m = v`: NaN never wins) and sums use exp(x - max).
+//
+// crossEntropy must throw the reference's ValueError for a target outside [0, vocab) that is not
+// the ignore index, so it reads the targets back (rows i32 words; a wait for the GPU) and checks
+// them on the host; the count of non-ignored rows comes from the same read. crossEntropyBackward
+// reuses that check for the same targets handle (targets are never updated in place).
+//
+// rope takes cos/sin from a table computed on the host in f64 exactly as the reference does
+// (theta^(-2i/dim) and the angle pos·freq in double, then rounded to f32), so the rotation does not
+// depend on the precision of the GPU's pow/sin/cos or on an f32 angle for large positions. Tables
+// cover positions [0, P) for P a power of two and are cached per (dim, theta) like pipelines
+// (outside the live-buffer count); offsets beyond 65536 (or negative, or fractional) get a
+// per-call table instead.
 
+import type { RopeParams } from '../../backend.js';
+import { ValueError } from '../../errors.js';
+import { f32Bits, GRID_INDEX, type Device, type GpuHandle } from './device.js';
 import type { KernelGroup } from './index.js';
 
-export const transformerKernels: KernelGroup = () => ({});
+/** Shared WGSL: parameters, the row index, and the workgroup reductions (sum, max, sum of two). */
+const ROW_COMMON = /* wgsl */ `
+@group(0) @binding(0) var<storage, read> P: array<u32>;
+override WG: u32 = 256u;
+fn negInf() -> f32 { return bitcast<f32>(0xff800000u); }
+var<workgroup> red: array<vec2<f32>, 256>;
+
+fn sumAll(v: f32, lid: u32) -> f32 {
+  red[lid].x = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+    if (lid < s) { red[lid].x = red[lid].x + red[lid + s].x; }
+    workgroupBarrier();
+  }
+  let r = red[0].x;
+  workgroupBarrier();
+  return r;
+}
+
+fn sum2All(v: vec2<f32>, lid: u32) -> vec2<f32> {
+  red[lid] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+    if (lid < s) { red[lid] = red[lid] + red[lid + s]; }
+    workgroupBarrier();
+  }
+  let r = red[0];
+  workgroupBarrier();
+  return r;
+}
+
+// 1/sqrt(a) with one Newton step: GPU sqrt and division are only a few ulp accurate, and the
+// error of a row's scale adds up in rmsnormBackward's dw (a sum over rows)
+fn rsqrt(a: f32) -> f32 {
+  let r = inverseSqrt(a);
+  return r + r * (0.5 - 0.5 * (a * r) * r);
+}
+
+// local maxima never hold NaN (they only change on v > m), so neither does the tree
+fn maxAll(v: f32, lid: u32) -> f32 {
+  red[lid].x = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+    if (lid < s && red[lid + s].x > red[lid].x) { red[lid].x = red[lid + s].x; }
+    workgroupBarrier();
+  }
+  let r = red[0].x;
+  workgroupBarrier();
+  return r;
+}
+`;
+
+const ROW_ARGS = '@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32';
+const ROW = 'wid.x + wid.y * nwg.x';
+
+// P: [rows, dim, eps]; y[r, j] = x[r, j] · inv_r · w[j], inv_r = 1 / sqrt(mean_j x² + eps)
+const RMSNORM = /* wgsl */ `${ROW_COMMON}
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@compute @workgroup_size(WG) fn main(${ROW_ARGS}) {
+  let row = ${ROW};
+  let dim = P[1];
+  if (row >= P[0]) { return; }
+  let o = row * dim;
+  var ss = 0.0;
+  for (var j = lid; j < dim; j += WG) { let v = x[o + j]; ss += v * v; }
+  ss = sumAll(ss, lid);
+  let inv = rsqrt(ss / f32(dim) + bitcast<f32>(P[2]));
+  for (var j = lid; j < dim; j += WG) { y[o + j] = x[o + j] * inv * w[j]; }
+}`;
+
+// P: [rows, dim, eps]; dx = inv·(dy·w − x̂·mean_j(dy·w·x̂)), x̂ = x·inv; inv_r saved for dw
+const RMSNORM_BWD = /* wgsl */ `${ROW_COMMON}
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read> dy: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(5) var<storage, read_write> invs: array<f32>;
+@compute @workgroup_size(WG) fn main(${ROW_ARGS}) {
+  let row = ${ROW};
+  let dim = P[1];
+  if (row >= P[0]) { return; }
+  let o = row * dim;
+  var acc = vec2<f32>(0.0, 0.0);
+  for (var j = lid; j < dim; j += WG) {
+    let v = x[o + j];
+    acc += vec2<f32>(v * v, dy[o + j] * w[j] * v);
+  }
+  acc = sum2All(acc, lid);
+  let inv = rsqrt(acc.x / f32(dim) + bitcast<f32>(P[2]));
+  let mean = acc.y * inv / f32(dim);
+  for (var j = lid; j < dim; j += WG) {
+    let xhat = x[o + j] * inv;
+    dx[o + j] = inv * (dy[o + j] * w[j] - xhat * mean);
+  }
+  if (lid == 0u) { invs[row] = inv; }
+}`;
+
+// P: [rows, dim, chunk]; part[c, j] = Σ_{r in chunk c} dy[r, j]·x[r, j]·inv_r (thread per column)
+const RMSNORM_DW_PART = /* wgsl */ `
+@group(0) @binding(0) var<storage, read> P: array<u32>;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> dy: array<f32>;
+@group(0) @binding(3) var<storage, read> invs: array<f32>;
+@group(0) @binding(4) var<storage, read_write> part: array<f32>;
+override WG: u32 = 64u;
+@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let dim = P[1];
+  let j = gid.x;
+  if (j >= dim) { return; }
+  let r0 = gid.y * P[2];
+  let r1 = min(P[0], r0 + P[2]);
+  var s = 0.0;
+  for (var r = r0; r < r1; r++) { s += dy[r * dim + j] * (x[r * dim + j] * invs[r]); }
+  part[gid.y * dim + j] = s;
+}`;
+
+// P: [rows, dim, chunk]; out[c, j] = Σ_{r in chunk c} a[r, j]: one level of a tree sum over rows
+// (compensated sums would not survive compilers that simplify (t − s) − v)
+const COLSUM = /* wgsl */ `
+@group(0) @binding(0) var<storage, read> P: array<u32>;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+override WG: u32 = 64u;
+@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let dim = P[1];
+  let j = gid.x;
+  if (j >= dim) { return; }
+  let r0 = gid.y * P[2];
+  let r1 = min(P[0], r0 + P[2]);
+  var s = 0.0;
+  for (var r = r0; r < r1; r++) { s += a[r * dim + j]; }
+  out[gid.y * dim + j] = s;
+}`;
+
+// P: [pairs (= outer·seq·dim/2), seq, half, offset − tableBase, inverse, interleaved];
+// tab[p·half + i] = (cos, sin) of position p + tableBase, frequency i
+const ROPE = /* wgsl */ `
+@group(0) @binding(0) var<storage, read> P: array<u32>;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> tab: array<vec2<f32>>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+override WG: u32 = 256u;
+@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let idx = ${GRID_INDEX};
+  if (idx >= P[0]) { return; }
+  let half = P[2];
+  let i = idx % half;
+  let rowi = idx / half;
+  let t = rowi % P[1];
+  let cs = tab[(t + P[3]) * half + i];
+  let s = select(cs.y, -cs.y, P[4] != 0u);
+  let base = rowi * 2u * half;
+  var i1 = base + i;
+  var i2 = base + i + half;
+  if (P[5] != 0u) { i1 = base + 2u * i; i2 = i1 + 1u; }
+  let x1 = x[i1];
+  let x2 = x[i2];
+  y[i1] = x1 * cs.x - x2 * s;
+  y[i2] = x1 * s + x2 * cs.x;
+}`;
+
+// P: [rows, cols, causalQueries]; row q = row % queries sees keys k < q + (cols − queries) + 1
+const SOFTMAX = /* wgsl */ `${ROW_COMMON}
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@compute @workgroup_size(WG) fn main(${ROW_ARGS}) {
+  let row = ${ROW};
+  let cols = P[1];
+  let cq = P[2];
+  if (row >= P[0]) { return; }
+  var n = cols;
+  if (cq > 0u) { n = u32(clamp(i32(row % cq) + i32(cols) - i32(cq) + 1, 0, i32(cols))); }
+  let o = row * cols;
+  var m = negInf();
+  for (var j = lid; j < n; j += WG) { let v = x[o + j]; if (v > m) { m = v; } }
+  m = maxAll(m, lid);
+  var s = 0.0;
+  for (var j = lid; j < n; j += WG) { s += exp(x[o + j] - m); }
+  s = sumAll(s, lid);
+  for (var j = lid; j < cols; j += WG) {
+    var v = 0.0;
+    if (j < n) { v = exp(x[o + j] - m) / s; }
+    y[o + j] = v;
+  }
+}`;
+
+// P: [rows, cols]; dx = y·(dy − Σ dy·y)
+const SOFTMAX_BWD = /* wgsl */ `${ROW_COMMON}
+@group(0) @binding(1) var<storage, read> y: array<f32>;
+@group(0) @binding(2) var<storage, read> dy: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+@compute @workgroup_size(WG) fn main(${ROW_ARGS}) {
+  let row = ${ROW};
+  let cols = P[1];
+  if (row >= P[0]) { return; }
+  let o = row * cols;
+  var d = 0.0;
+  for (var j = lid; j < cols; j += WG) { d += dy[o + j] * y[o + j]; }
+  d = sumAll(d, lid);
+  for (var j = lid; j < cols; j += WG) { dx[o + j] = y[o + j] * (dy[o + j] - d); }
+}`;
+
+// P: [rows, vocab, ignoreIndex]; loss[r] = logsumexp(logits[r]) − logits[r, t_r], 0 when ignored
+// (targets were checked on the host)
+const XENT_ROWS = /* wgsl */ `${ROW_COMMON}
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read> targets: array<i32>;
+@group(0) @binding(3) var<storage, read_write> loss: array<f32>;
+@compute @workgroup_size(WG) fn main(${ROW_ARGS}) {
+  let row = ${ROW};
+  let vocab = P[1];
+  if (row >= P[0]) { return; }
+  let t = targets[row];
+  if (t == bitcast<i32>(P[2]) || t < 0 || u32(t) >= vocab) {
+    if (lid == 0u) { loss[row] = 0.0; }
+    return;
+  }
+  let o = row * vocab;
+  var m = negInf();
+  for (var j = lid; j < vocab; j += WG) { let v = logits[o + j]; if (v > m) { m = v; } }
+  m = maxAll(m, lid);
+  var s = 0.0;
+  for (var j = lid; j < vocab; j += WG) { s += exp(logits[o + j] - m); }
+  s = sumAll(s, lid);
+  if (lid == 0u) { loss[row] = (m - logits[o + u32(t)]) + log(s); }
+}`;
+
+// P: [rows, count]; out[0] = Σ loss / count (0 when count is 0); one workgroup
+const XENT_MEAN = /* wgsl */ `${ROW_COMMON}
+@group(0) @binding(1) var<storage, read> loss: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@compute @workgroup_size(WG) fn main(${ROW_ARGS}) {
+  var s = 0.0;
+  for (var r = lid; r < P[0]; r += WG) { s += loss[r]; }
+  s = sumAll(s, lid);
+  if (lid == 0u) { out[0] = select(0.0, s / f32(P[1]), P[1] > 0u); }
+}`;
+
+// P: [rows, vocab, ignoreIndex, count]; dlogits[r] = (softmax(logits[r]) − onehot(t_r))·dLoss/count,
+// 0 for ignored rows
+const XENT_BWD = /* wgsl */ `${ROW_COMMON}
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read> targets: array<i32>;
+@group(0) @binding(3) var<storage, read> dloss: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dx: array<f32>;
+@compute @workgroup_size(WG) fn main(${ROW_ARGS}) {
+  let row = ${ROW};
+  let vocab = P[1];
+  if (row >= P[0]) { return; }
+  let o = row * vocab;
+  let t = targets[row];
+  if (t == bitcast<i32>(P[2]) || t < 0 || u32(t) >= vocab) {
+    for (var j = lid; j < vocab; j += WG) { dx[o + j] = 0.0; }
+    return;
+  }
+  let scale = dloss[0] / f32(P[3]);
+  var m = negInf();
+  for (var j = lid; j < vocab; j += WG) { let v = logits[o + j]; if (v > m) { m = v; } }
+  m = maxAll(m, lid);
+  var s = 0.0;
+  for (var j = lid; j < vocab; j += WG) { s += exp(logits[o + j] - m); }
+  s = sumAll(s, lid);
+  let tu = u32(t);
+  for (var j = lid; j < vocab; j += WG) {
+    var g = exp(logits[o + j] - m) / s * scale;
+    if (j == tu) { g -= scale; }
+    dx[o + j] = g;
+  }
+}`;
+
+/** Workgroup size of a row kernel for rows of length n. */
+const rowWg = (n: number) => (n >= 2048 ? 256 : n >= 512 ? 128 : 64);
+
+/** Rows summed per thread at each level of rmsnormBackward's tree sum for dw. */
+const DW_FAN = 8;
+
+interface RopeTable {
+  id: number;
+  positions: number;
+}
+const ROPE_TABLES_MAX = 8;
+const ROPE_CACHED_POSITIONS = 65536;
+
+/** (cos, sin) of pos·theta^(-2i/dim) for pos in [from, from + count), i < dim/2, as f32 pairs. */
+function ropeTable(from: number, count: number, dim: number, theta: number): Float32Array {
+  const half = dim / 2;
+  const tab = new Float32Array(count * half * 2);
+  const freq = Array.from({ length: half }, (_, i) => Math.pow(theta, (-2 * i) / dim));
+  for (let p = 0; p < count; p++) {
+    const pos = from + p;
+    for (let i = 0; i < half; i++) {
+      const angle = pos * freq[i];
+      tab[2 * (p * half + i)] = Math.cos(angle);
+      tab[2 * (p * half + i) + 1] = Math.sin(angle);
+    }
+  }
+  return tab;
+}
+
+export const transformerKernels: KernelGroup = (dev) => {
+  const pipe = (name: string, src: string, wg: number) => dev.pipeline(`transformer.${name}`, src, 'main', { WG: wg });
+  const rowGrid = (rows: number) => dev.grid(rows, 1);
+  const ropeTables = new Map<string, RopeTable>();
+  /** Targets handles already checked: the count of non-ignored rows per (rows, vocab, ignore). */
+  const checked = new WeakMap<GpuHandle, { key: string; count: number }>();
+
+  /** Checks targets like the reference (first bad row throws); returns the non-ignored count. */
+  function checkTargets(targets: GpuHandle, rows: number, vocab: number, ignoreIndex: number, reuse: boolean): number {
+    const key = `${rows}|${vocab}|${ignoreIndex}`;
+    const known = checked.get(targets);
+    if (reuse && known && known.key === key) return known.count;
+    if (rows === 0) return 0;
+    const b = dev.readBytes(targets, 0, rows * 4);
+    const t = new Int32Array(b.buffer.slice(b.byteOffset, b.byteOffset + rows * 4));
+    let count = 0;
+    for (let r = 0; r < rows; r++) {
+      if (t[r] === ignoreIndex) continue;
+      if (t[r] < 0 || t[r] >= vocab) {
+        throw new ValueError(`crossEntropy: target ${t[r]} of row ${r} is outside [0, ${vocab}) and is not the ignore index`);
+      }
+      count++;
+    }
+    checked.set(targets, { key, count });
+    return count;
+  }
+
+  /** A GPU table for positions [base, base + ...) covering [offset, offset + seq); temp when per-call. */
+  function ropeTableFor(p: RopeParams): { h: GpuHandle; base: number; temp: boolean } {
+    const need = p.offset + p.seq;
+    if (!Number.isInteger(p.offset) || p.offset < 0 || need > ROPE_CACHED_POSITIONS) {
+      return { h: dev.upload(ropeTable(p.offset, p.seq, p.dim, p.theta)), base: p.offset, temp: true };
+    }
+    const key = `${p.dim}|${p.theta}`;
+    let e = ropeTables.get(key);
+    if (!e || e.positions < need) {
+      if (e) dev.addon.gpuFree(e.id);
+      const positions = Math.max(64, 2 ** Math.ceil(Math.log2(need)));
+      const tab = ropeTable(0, positions, p.dim, p.theta);
+      e = { id: dev.addon.gpuUpload(new Uint8Array(tab.buffer)), positions };
+    }
+    ropeTables.delete(key); // most recently used last
+    ropeTables.set(key, e);
+    if (ropeTables.size > ROPE_TABLES_MAX) {
+      const [oldKey, old] = ropeTables.entries().next().value as [string, RopeTable];
+      dev.addon.gpuFree(old.id);
+      ropeTables.delete(oldKey);
+    }
+    return { h: { id: e.id, bytes: e.positions * p.dim * 4 }, base: 0, temp: false };
+  }
+
+  return {
+    rmsnorm(dev, x, w, rows, dim, eps) {
+      const y = dev.alloc(rows * dim * 4);
+      if (rows * dim === 0) return y;
+      dev.run(pipe('rmsnorm', RMSNORM, rowWg(dim)), [rows, dim, f32Bits(eps)], [x as GpuHandle, w as GpuHandle, y], rowGrid(rows));
+      return y;
+    },
+
+    rmsnormBackward(dev, x, w, dy, rows, dim, eps) {
+      const dx = dev.alloc(rows * dim * 4);
+      if (rows === 0 || dim === 0) return [dx, dev.alloc(dim * 4, true)];
+      const dw = dev.alloc(dim * 4);
+      const invs = dev.alloc(rows * 4);
+      dev.run(pipe('rmsnormBwd', RMSNORM_BWD, rowWg(dim)), [rows, dim, f32Bits(eps)], [x as GpuHandle, w as GpuHandle, dy as GpuHandle, dx, invs], rowGrid(rows));
+      // dw: partial sums over chunks of rows, then tree levels of DW_FAN until one row is left
+      const colGroups = Math.ceil(dim / 64);
+      let chunk = Math.max(DW_FAN, Math.ceil(rows / 65535));
+      let n = Math.ceil(rows / chunk);
+      let part = n === 1 ? dw : dev.alloc(n * dim * 4);
+      dev.run(pipe('rmsnormDwPart', RMSNORM_DW_PART, 64), [rows, dim, chunk], [x as GpuHandle, dy as GpuHandle, invs, part], [colGroups, n, 1]);
+      while (part !== dw) {
+        chunk = Math.max(DW_FAN, Math.ceil(n / 65535));
+        const m = Math.ceil(n / chunk);
+        const next = m === 1 ? dw : dev.alloc(m * dim * 4);
+        dev.run(pipe('colsum', COLSUM, 64), [n, dim, chunk], [part, next], [colGroups, m, 1]);
+        dev.free(part);
+        part = next;
+        n = m;
+      }
+      dev.free(invs);
+      return [dx, dw];
+    },
+
+    rope(dev, x, p) {
+      const n = p.outer * p.seq * p.dim;
+      const y = dev.alloc(n * 4);
+      if (n === 0) return y;
+      const tab = ropeTableFor(p);
+      const pairs = n / 2;
+      dev.run(pipe('rope', ROPE, 256), [pairs, p.seq, p.dim / 2, p.offset - tab.base, p.inverse ? 1 : 0, p.style === 'interleaved' ? 1 : 0], [x as GpuHandle, tab.h, y], dev.grid(pairs, 256));
+      if (tab.temp) dev.free(tab.h);
+      return y;
+    },
+
+    softmax(dev, x, rows, cols, causalQueries) {
+      const y = dev.alloc(rows * cols * 4);
+      if (rows * cols === 0) return y;
+      dev.run(pipe('softmax', SOFTMAX, rowWg(cols)), [rows, cols, Math.max(0, causalQueries)], [x as GpuHandle, y], rowGrid(rows));
+      return y;
+    },
+
+    softmaxBackward(dev, y, dy, rows, cols) {
+      const dx = dev.alloc(rows * cols * 4);
+      if (rows * cols === 0) return dx;
+      dev.run(pipe('softmaxBwd', SOFTMAX_BWD, rowWg(cols)), [rows, cols], [y as GpuHandle, dy as GpuHandle, dx], rowGrid(rows));
+      return dx;
+    },
+
+    crossEntropy(dev, logits, targets, rows, vocab, ignoreIndex) {
+      const count = checkTargets(targets as GpuHandle, rows, vocab, ignoreIndex, false);
+      if (count === 0) return dev.alloc(4, true);
+      const out = dev.alloc(4);
+      const loss = dev.alloc(rows * 4);
+      dev.run(pipe('xentRows', XENT_ROWS, rowWg(vocab)), [rows, vocab, ignoreIndex | 0], [logits as GpuHandle, targets as GpuHandle, loss], rowGrid(rows));
+      dev.run(pipe('xentMean', XENT_MEAN, 256), [rows, count], [loss, out], [1, 1, 1]);
+      dev.free(loss);
+      return out;
+    },
+
+    crossEntropyBackward(dev, logits, targets, dLoss, rows, vocab, ignoreIndex) {
+      const count = checkTargets(targets as GpuHandle, rows, vocab, ignoreIndex, true);
+      if (count === 0 || rows * vocab === 0) return dev.alloc(rows * vocab * 4, true);
+      const dx = dev.alloc(rows * vocab * 4);
+      dev.run(pipe('xentBwd', XENT_BWD, rowWg(vocab)), [rows, vocab, ignoreIndex | 0, count], [logits as GpuHandle, targets as GpuHandle, dLoss as GpuHandle, dx], rowGrid(rows));
+      return dx;
+    },
+  };
+};
