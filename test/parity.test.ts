@@ -82,6 +82,7 @@ add('sum over axes', 1e-5, (b) => withGrads(b, (x) => q.sum(x, [0, 2]), [t(b, [5
 add('sum all', 1e-5, (b) => withGrads(b, (x) => q.sum(x), [t(b, [1000], 18)]));
 add('mean last axis', 1e-5, (b) => withGrads(b, (x) => q.mean(x, -1), [t(b, [4, 33], 19)]));
 add('max over axis', 1e-6, (b) => withGrads(b, (x) => q.max(x, 1), [t(b, [6, 9], 20)]));
+add('sum / max over long rows and columns (chunked passes)', 1e-6, (b) => { const x = t(b, [3, 9000], 93); return [q.sum(x, 1), q.max(x, 1), q.sum(q.reshape(x, [9000, 3]), 0), q.max(q.reshape(x, [9000, 3]), 0), q.sum(x)]; });
 
 // layout, for every dtype
 add('transpose / slice / concat / broadcastTo (f32)', 0, (b) =>
