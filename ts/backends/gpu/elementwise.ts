@@ -9,10 +9,10 @@
 // arithmetic is as short as possible.
 //
 // Reductions: the input's dimensions are split into kept ones (the output, row-major) and reduced
-// ones, each list collapsed. When the innermost memory dimension is reduced ("rows"), a workgroup
-// of 256 threads reduces one output element (or one chunk of it) through workgroup memory; when it
-// is kept ("columns"), one thread per output element (and chunk) sums sequentially, which keeps
-// neighbouring threads on neighbouring addresses. Chunked passes write partial results that the
+// ones, each list collapsed. When the innermost memory dimension is reduced ("rows", longer than
+// 32), 256 threads (32 for rows under 1024) reduce one output element (or one chunk of it) through
+// workgroup memory; otherwise ("columns", or short rows) one thread per output element (and chunk)
+// sums sequentially, which keeps neighbouring threads on neighbouring addresses. Chunked passes write partial results that the
 // same planner reduces again, so every order is fixed (no atomics): results are deterministic.
 
 import type { BinaryOp, ReduceOp, UnaryOp } from '../../backend.js';
