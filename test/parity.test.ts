@@ -159,6 +159,19 @@ add('quantizeIcq default grid nf4-g64-dq and int4-g64-asym', 0, (b) => {
   const w = q.tensor(generateWeights('gaussian', 32, 200, 90), [32, 200], 'f32', b);
   return [q.formats.nf(4), q.formats.int(4)].flatMap((f) => q.quantizeIcq(w, f).tensors().map((p) => (p.dtype === 'f32' ? p : q.cast(p, 'f32'))));
 });
+// GPU paths the cases above do not reach: more than 65535 groups (2-D grids of workgroups) and
+// ICQ groups longer than 2048 values (sorted in a scratch buffer instead of workgroup memory)
+add('quantize and quantizeIcq past 65535 groups and with groups of 4096', 0, (b) => {
+  const parts = (qt: q.QuantizedTensor) => qt.tensors().map((p) => (p.dtype === 'f32' ? p : q.cast(p, 'f32')));
+  const many = q.tensor(generateWeights('gaussian', 2, 66000, 93), [2, 66000], 'f32', b);
+  const long = q.tensor(generateWeights('heavyTailed', 3, 5000, 94), [3, 5000], 'f32', b);
+  return [
+    ...parts(q.quantize(many, q.formats.nf(4, { group: 2 }))),
+    ...parts(q.quantizeIcq(many, q.formats.int(3, { group: 2 }), icqGrid)),
+    ...parts(q.quantizeIcq(long, q.formats.nf(3, { group: 4096 }), icqGrid)),
+    ...parts(q.quantizeIcq(long, q.formats.int(4, { group: 4096, symmetric: true }), icqGrid)),
+  ];
+});
 add('dequantizeMatmul with ICQ τ, and its gradient in x', 1e-4, (b) => {
   const qt = q.quantizeIcq(t(b, [7, 45], 91), q.formats.nf(3, { group: 16 }), icqGrid);
   return withGrads(b, (x) => q.dequantizeMatmul(x, qt), [t(b, [2, 3, 45], 92)]);

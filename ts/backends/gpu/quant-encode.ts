@@ -300,7 +300,7 @@ var<workgroup> cs: array<u32, 256>;
     if (m == 0.0) { code = 127u; }
     else {
       let inv = div32(1.0, m);
-      code = dyn_code(select(c * inv, div32(c, m), is_bad(inv)));
+      if (is_bad(inv)) { code = dyn_code(div32(c, m)); } else { code = dyn_code(c * inv); }
     }
   }
   cs[lid] = code;
@@ -447,8 +447,8 @@ var<private> m: f32;
 var<private> inv: f32;
 fn le(x: f32, k: u32) -> bool {
   let d = x - tau;
-  let u = select(d * inv, div32(d, m), is_bad(inv));
-  return u <= th(k);
+  if (is_bad(inv)) { return div32(d, m) <= th(k); }
+  return d * inv <= th(k);
 }` : `
 var<private> pr: f32;
 var<private> s: f32;
