@@ -1,5 +1,494 @@
-// WGSL kernels: quant (not yet written: every kernel here runs on the host for now).
+// WGSL kernels: the decode side of quantized weights (formats.ts): dequantize, dequantizeMatmul
+// (x · Wᵀ) and dequantizeMatmulT (dy · W), for every format (NF 2/3/4 with or without double
+// quantization, INT 2/3/4 symmetric or asymmetric, any group size). NF-ICQ's τ never reaches these
+// kernels: ts/quant/api.ts composes it from ops.
+//
+// Every kernel is generated for one format (kind, bits, group, doubleQuant, symmetric are baked
+// into the WGSL text, so branches on them fold away; inner loops are unrolled in the text) and one
+// decoder, picked from the weight's columns and the group:
+//   wide     (GEMV only) both multiples of 32: a row's 32-column unit is one vector load;
+//   fast     both multiples of 8: 8 codes at a time (2-4 bytes read as one or two u32 words by
+//            load8; rows need not start on a word), one group scale per 8;
+//   generic  anything else: one code at a time through the MSB-first bit stream, a scale each.
+// The products decode through a pair table in workgroup memory (2 codes -> 2 values per lookup).
+// dequantizeMatmul: GEMV for up to 8 x rows, else a register-tiled kernel; dequantizeMatmulT:
+// the tiled kernel (weight tile decoded with its scales into workgroup memory).
+// Bindings (after P): codes (u8 as u32 words), then scaleCodes, scale2, scaleOffset (double-quant)
+// or scales, then zeros (int asymmetric), then the kernel's f32 input and its output.
+// P's words: [0..8) per kernel (below), 15 = f32 1.0, [16..272) bitsandbytes' dynamic map,
+// [272..288) the NF codebook (all as f32 bits).
+//
+// Exactness (dequantize is bit-exact): the NF value f32(c[code] · absmax) and the INT value
+// f32((code - zero) · scale) are one rounding each. The double-quantized absmax f32(f32(map · s2) +
+// offset) would turn into one fma if the compiler contracted it; it is computed as p · one + offset
+// with one = 1.0 read from P, so a contraction gives fma(p, 1, offset) = f32(p + offset) anyway.
 
+import type { QuantHandles } from '../../backend.js';
+import { nfTable } from '../../quant/codebooks.js';
+import { dynamicMap } from '../../quant/doublequant.js';
+import type { QuantFormat } from '../../quant/formats.js';
+import { rowBytes } from '../../quant/packing.js';
+import type { Device, GpuHandle } from './device.js';
+import { f32Bits, GRID_INDEX } from './device.js';
 import type { KernelGroup } from './index.js';
 
-export const quantKernels: KernelGroup = () => ({});
+const ONE = 15;
+const MAP = 16;
+const CB = MAP + 256;
+const P_WORDS = CB + 16;
+
+/** x rows up to which dequantizeMatmul takes the GEMV kernel. */
+export const GEMV_MAX_ROWS = 8;
+
+// ---- the constant tail of P (tables), built once per bit width ----
+
+const tails = new Map<number, Uint32Array>();
+function paramTail(f: QuantFormat): Uint32Array {
+  const key = f.kind === 'nf' ? f.bits : 0;
+  let t = tails.get(key);
+  if (!t) {
+    t = new Uint32Array(P_WORDS);
+    t[ONE] = f32Bits(1);
+    t.set(new Uint32Array(dynamicMap().buffer), MAP);
+    if (f.kind === 'nf') t.set(new Uint32Array(Float32Array.from(nfTable(f.bits).values).buffer), CB);
+    tails.set(key, t);
+  }
+  return t;
+}
+
+function params(f: QuantFormat, head: number[]): Uint32Array {
+  const p = paramTail(f).slice();
+  p.set(head, 0);
+  return p;
+}
+
+// ---- WGSL: bindings and decoding for one format ----
+
+const fmtKey = (f: QuantFormat) => `${f.kind}${f.bits}g${f.group}${f.doubleQuant ? 'dq' : ''}${f.symmetric ? 's' : ''}`;
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+
+/** The quantized parts as bindings 1.., in the order partsOf() passes them (codes typed as
+ *  `codesType`); returns the next free binding. */
+function partBindings(f: QuantFormat, codesType = 'u32'): { decl: string; next: number } {
+  const b: string[] = [`var<storage, read> codes: array<${codesType}>;`];
+  if (f.doubleQuant) {
+    b.push('var<storage, read> scode: array<u32>;', 'var<storage, read> scale2: array<f32>;', 'var<storage, read> soff: array<f32>;');
+  } else {
+    b.push('var<storage, read> scales: array<f32>;');
+  }
+  if (f.kind === 'int' && !f.symmetric) b.push('var<storage, read> zeros: array<u32>;');
+  return { decl: b.map((d, i) => `@group(0) @binding(${i + 1}) ${d}`).join('\n'), next: b.length + 1 };
+}
+
+function partsOf(q: QuantHandles, f: QuantFormat): GpuHandle[] {
+  const h: unknown[] = [q.codes];
+  if (f.doubleQuant) h.push(q.scaleCodes, q.scale2, q.scaleOffset);
+  else h.push(q.scales);
+  if (f.kind === 'int' && !f.symmetric) h.push(q.zeros);
+  return h as GpuHandle[];
+}
+
+/** WGSL helpers for format f: groupScale(g), groupZero(g), value(code) (the NF codebook value from
+ *  P, or the integer code as f32) and, unless codes are vectors, codeAt(rowStart, c) (one code of
+ *  the MSB-first bit stream) and load8(rowStart, c0) (the stream bytes of elements c0..c0+7,
+ *  c0 % 8 == 0, in the low bytes of a word, first byte lowest). */
+function decodeLib(f: QuantFormat, scalarCodes = true): string {
+  const bits = f.bits;
+  const half = (1 << (bits - 1)) - 1;
+  const scale = f.doubleQuant
+    ? `let code = (scode[g >> 2u] >> ((g & 3u) * 8u)) & 0xffu;
+  let p = bitcast<f32>(P[${MAP}u + code]) * scale2[g / 256u];
+  return p * bitcast<f32>(P[${ONE}u]) + soff[0];`
+    : 'return scales[g];';
+  const zero = f.kind === 'nf' ? 'return 0.0;' : f.symmetric ? `return ${half}.0;` : 'return f32((zeros[g >> 2u] >> ((g & 3u) * 8u)) & 0xffu);';
+  const value = f.kind === 'nf' ? `return bitcast<f32>(P[${CB}u + code]);` : 'return f32(code);';
+  const stream = /* wgsl */ `
+fn codeByte(i: u32) -> u32 { return (codes[i >> 2u] >> ((i & 3u) * 8u)) & 0xffu; }
+fn codeAt(rowStart: u32, c: u32) -> u32 {
+  let bit = c * BITS;
+  let b = rowStart + (bit >> 3u);
+  let shift = 16u - BITS - (bit & 7u);
+  var win = codeByte(b) << 8u;
+  if (shift < 8u) { win |= codeByte(b + 1u); }
+  return (win >> shift) & ${(1 << bits) - 1}u;
+}
+fn load8(rowStart: u32, c0: u32) -> u32 {
+  let b = rowStart + (c0 >> 3u) * BITS;
+  let i = b >> 2u;
+  let sh = (b & 3u) * 8u;
+  var s = codes[i] >> sh;
+  if (sh + BITS * 8u > 32u) { s |= codes[i + 1u] << (32u - sh); }
+  return s;
+}`;
+  return /* wgsl */ `
+const BITS = ${bits}u;
+const GROUP = ${f.group}u;
+fn groupScale(g: u32) -> f32 {
+  ${scale}
+}
+fn groupZero(g: u32) -> f32 {
+  ${zero}
+}
+fn value(code: u32) -> f32 {
+  ${value}
+}${scalarCodes ? stream : ''}`;
+}
+
+const byteOf = (w: string, i: number) => (i === 0 ? `(${w} & 0xffu)` : i === 3 ? `(${w} >> 24u)` : `((${w} >> ${8 * i}u) & 0xffu)`);
+
+/** The 8 codes of a piece (8 elements = `bits` bytes; byte(i) a WGSL expression for its byte i) as 4
+ *  pair indices into the pair table (2·bits bits each: first element high). `pre` defines v24. */
+function pairsOf(bits: number, byte: (i: number) => string, name: string): { pre: string; pairs: string[] } {
+  if (bits === 4) return { pre: '', pairs: range(4).map(byte) };
+  if (bits === 2) return { pre: '', pairs: [`(${byte(0)} >> 4u)`, `(${byte(0)} & 15u)`, `(${byte(1)} >> 4u)`, `(${byte(1)} & 15u)`] };
+  const v = `v24_${name}`;
+  return {
+    pre: `let ${v} = (${byte(0)} << 16u) | (${byte(1)} << 8u) | ${byte(2)};`,
+    pairs: [`(${v} >> 18u)`, `((${v} >> 12u) & 63u)`, `((${v} >> 6u) & 63u)`, `(${v} & 63u)`],
+  };
+}
+
+/** The 8 codes of a piece as single codes (for dequantize, which reads values from P). */
+function codesOf(bits: number, byte: (i: number) => string, name: string): { pre: string; codes: string[] } {
+  if (bits === 4) return { pre: '', codes: range(8).map((j) => (j & 1 ? `(${byte(j >> 1)} & 15u)` : `(${byte(j >> 1)} >> 4u)`)) };
+  if (bits === 2) return { pre: '', codes: range(8).map((j) => `((${byte(j >> 2)} >> ${6 - 2 * (j & 3)}u) & 3u)`) };
+  const v = `v24_${name}`;
+  return { pre: `let ${v} = (${byte(0)} << 16u) | (${byte(1)} << 8u) | ${byte(2)};`, codes: range(8).map((j) => `((${v} >> ${21 - 3 * j}u) & 7u)`) };
+}
+
+// The pair table: lut2[i] = (value(i >> bits), value(i & mask)) for the 2^(2·bits) code pairs,
+// in workgroup memory (NF: codebook values; INT: the codes as f32).
+const PAIRS = (f: QuantFormat) => 1 << (2 * f.bits);
+const LUT_DECL = (f: QuantFormat) => `var<workgroup> lut2: array<vec2<f32>, ${PAIRS(f)}>;`;
+const LUT_INIT = (f: QuantFormat, wg: number) => `for (var e = t; e < ${PAIRS(f)}u; e += ${wg}u) { lut2[e] = vec2<f32>(value(e >> BITS), value(e & ${(1 << f.bits) - 1}u)); }
+  workgroupBarrier();`;
+
+/** WGSL statements defining vec4s `${n}a`, `${n}b`: the 8 weights of a piece without the scale
+ *  (NF: codebook values; INT: code - zero, zero in `z`). */
+function pieceWeights(f: QuantFormat, byte: (i: number) => string, n: string): string {
+  const { pre, pairs } = pairsOf(f.bits, byte, n);
+  const sub = f.kind === 'int' ? ` - ${'z'}` : '';
+  return `${pre}
+      let ${n}a = vec4<f32>(lut2[${pairs[0]}], lut2[${pairs[1]}])${sub};
+      let ${n}b = vec4<f32>(lut2[${pairs[2]}], lut2[${pairs[3]}])${sub};`;
+}
+
+// ---- dequantize ----
+// P: rows, cols, rowBytes, groupsPerRow. Fast (cols and group multiples of 8): one thread per 8
+// outputs (two vec4 stores); generic: one thread per element. Each value is value(code) · scale
+// (NF) or (code - zero) · scale (INT): one rounding, as the reference.
+
+function dequantizeSource(f: QuantFormat, fast: boolean): string {
+  const { decl, next } = partBindings(f);
+  const c8 = codesOf(f.bits, (i) => byteOf('s', i), 's');
+  const vals = c8.codes.map((c) => (f.kind === 'nf' ? `value(${c}) * sc` : `(value(${c}) - z) * sc`));
+  const body = fast
+    ? `let subs = cols / 8u;
+  if (i >= rows * subs) { return; }
+  let r = i / subs;
+  let c0 = (i - r * subs) * 8u;
+  let s = load8(r * rb, c0);
+  ${c8.pre}
+  let g = r * gpr + c0 / GROUP;
+  let sc = groupScale(g);
+  let z = groupZero(g);
+  let o = (r * cols + c0) / 4u;
+  y[o] = vec4<f32>(${vals.slice(0, 4).join(', ')});
+  y[o + 1u] = vec4<f32>(${vals.slice(4).join(', ')});`
+    : `if (i >= rows * cols) { return; }
+  let r = i / cols;
+  let c = i - r * cols;
+  let g = r * gpr + c / GROUP;
+  y[i] = ${f.kind === 'nf' ? 'value(codeAt(r * rb, c)) * groupScale(g)' : '(value(codeAt(r * rb, c)) - groupZero(g)) * groupScale(g)'};`;
+  return /* wgsl */ `
+@group(0) @binding(0) var<storage, read> P: array<u32>;
+${decl}
+@group(0) @binding(${next}) var<storage, read_write> y: array<${fast ? 'vec4<f32>' : 'f32'}>;
+override WG: u32 = 256u;
+${decodeLib(f)}
+@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let rows = P[0]; let cols = P[1]; let rb = P[2]; let gpr = P[3];
+  let i = ${GRID_INDEX};
+  ${body}
+}`;
+}
+
+// ---- dequantizeMatmul, GEMV (x rows <= 8) ----
+// y [T, rows] = x [T, cols] · Wᵀ. A workgroup is NW teams of 32 threads (a warp on NVIDIA); each
+// team owns R weight rows, its threads striding along the columns in units of U columns (each x
+// value loaded once per unit and used for all R rows; the teams of a workgroup read the same x
+// slices at about the same time, so x comes from L1), then the 32 partial sums of each of the
+// team's R·T outputs are added by one thread from workgroup memory.
+//   U = 32 (cols and group multiples of 32): each row's unit is one vector load (4 bits: vec4<u32>,
+//          2 bits: vec2<u32>, 3 bits: 3 words), one group scale per unit that multiplies the unit's
+//          partial dot; decoded 2 codes at a time through the pair table.
+//   U = 8  (multiples of 8): the same with 8-column units read by load8 (rows need not be aligned).
+//   U = 1  (anything else): one element at a time.
+// P: rows, cols, rowBytes, groupsPerRow. Grid: ceil(rows / R) workgroups (2-D when > 65535).
+
+function gemvSource(f: QuantFormat, U: 1 | 8 | 32, T: number, R: number, NW: number): string {
+  const WG = 32 * NW;
+  const vecCodes = U === 32 && f.bits !== 3;
+  const { decl, next } = partBindings(f, vecCodes ? (f.bits === 4 ? 'vec4<u32>' : 'vec2<u32>') : 'u32');
+  const RT = R * T;
+  const rr = range(R);
+  const tt = range(T);
+  const acc = (r: number, t: number) => `a${r}_${t}`;
+  let loop: string;
+  if (U === 1) {
+    loop = `for (var c = lane; c < cols; c += 32u) {
+    ${tt.map((k) => `let x${k} = x[${k}u * cols + c];`).join(' ')}
+    ${rr.map((r) => `{
+      let g = rc${r} * gpr + c / GROUP;
+      let w = (value(codeAt(rc${r} * rb, c)) - groupZero(g)) * groupScale(g);
+      ${tt.map((k) => `${acc(r, k)} += x${k} * w;`).join(' ')}
+    }`).join('\n    ')}
+  }`;
+  } else {
+    const pieces = U / 8;
+    // word expression holding byte i of piece p of row r
+    const byte = (r: number, p: number) => (i: number): string => {
+      if (U === 8) return byteOf(`s${r}`, i);
+      if (f.bits === 4) return byteOf(`q${r}.${'xyzw'[p]}`, i);
+      if (f.bits === 2) return byteOf(`q${r}.${'xy'[p >> 1]}`, 2 * (p & 1) + i);
+      const b = 3 * p + i; // 3 bits: bytes 3p..3p+2 of the 12
+      return byteOf(`q${r}_${b >> 2}`, b & 3);
+    };
+    const loads = rr.map((r) => {
+      if (U === 8) return `let s${r} = load8(rc${r} * rb, c0);`;
+      if (vecCodes) return `let q${r} = codes[rc${r} * units + k];`;
+      return range(3).map((w) => `let q${r}_${w} = codes[(rc${r} * units + k) * 3u + ${w}u];`).join(' ');
+    }).join('\n    ');
+    const scales = rr.map((r) => `let g${r} = rc${r} * gpr + gi; let sc${r} = groupScale(g${r});${f.kind === 'int' ? ` let z${r} = groupZero(g${r});` : ''}`).join('\n    ');
+    const body = range(pieces).map((p) => `{
+      ${tt.map((k) => `let xa${k} = x[${k}u * c4 + k * ${2 * pieces}u + ${2 * p}u]; let xb${k} = x[${k}u * c4 + k * ${2 * pieces}u + ${2 * p + 1}u];`).join('\n      ')}
+      ${rr.map((r) => `{
+      ${f.kind === 'int' ? `let z = z${r};` : ''}
+      ${pieceWeights(f, byte(r, p), 'w')}
+      ${tt.map((k) => `p${r}_${k} += dot(xa${k}, wa) + dot(xb${k}, wb);`).join(' ')}
+      }`).join('\n      ')}
+    }`).join('\n    ');
+    loop = `let units = cols / ${U}u;
+  let c4 = cols / 4u;
+  for (var k = lane; k < units; k += 32u) {
+    let c0 = k * ${U}u;
+    let gi = c0 / GROUP;
+    ${loads}
+    ${scales}
+    ${rr.map((r) => tt.map((k) => `var p${r}_${k} = 0.0;`).join(' ')).join(' ')}
+    ${body}
+    ${rr.map((r) => tt.map((k) => `${acc(r, k)} += p${r}_${k} * sc${r};`).join(' ')).join('\n    ')}
+  }`;
+  }
+  return /* wgsl */ `
+@group(0) @binding(0) var<storage, read> P: array<u32>;
+${decl}
+@group(0) @binding(${next}) var<storage, read> x: array<${U === 1 ? 'f32' : 'vec4<f32>'}>;
+@group(0) @binding(${next + 1}) var<storage, read_write> y: array<f32>;
+${U === 1 ? '' : LUT_DECL(f)}
+var<workgroup> red: array<f32, ${NW * RT * 33}>;
+${decodeLib(f, !vecCodes)}
+@compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  let rows = P[0]; let cols = P[1]; let rb = P[2]; let gpr = P[3];
+  ${U === 1 ? '' : LUT_INIT(f, WG)}
+  let lane = t % 32u;
+  let block = (wid.x + wid.y * nwg.x) * ${NW}u;
+  let row0 = (block + t / 32u) * ${R}u;
+  // rows past the end decode the last row (their sums are not written)
+  ${rr.map((r) => `let rc${r} = min(row0 + ${r}u, rows - 1u);`).join(' ')}
+  ${rr.map((r) => tt.map((k) => `var ${acc(r, k)} = 0.0;`).join(' ')).join(' ')}
+  ${loop}
+  // red[(team · R·T + e) · 33 + lane] (rows padded to 33: conflict-free sums below)
+  ${rr.map((r) => tt.map((k) => `red[((t / 32u) * ${RT}u + ${r * T + k}u) * 33u + lane] = ${acc(r, k)};`).join(' ')).join('\n  ')}
+  workgroupBarrier();
+  for (var e = t; e < ${NW * RT}u; e += ${WG}u) {
+    var s = 0.0;
+    for (var i = 0u; i < 32u; i++) { s += red[e * 33u + i]; }
+    let v = e % ${RT}u;
+    let r = (block + e / ${RT}u) * ${R}u + v / ${T}u;
+    if (r < rows) { y[(v % ${T}u) * rows + r] = s; }
+  }
+}`;
+}
+
+// ---- tiled kernels (dequantizeMatmul with many x rows, dequantizeMatmulT) ----
+// A workgroup of 16x16 threads computes a BM x BN output tile, each thread TM x TN outputs at rows
+// ly + 16i and columns lx + 16j. The contraction goes in steps of BK: the float operand's tile is
+// staged transposed as xs[kk][m] (rows padded by one: conflict-free stores), the weight tile
+// decoded (scales applied: exactly the reference's weights) as ws[kk][n].
+//   'nt' (dequantizeMatmul): out [M = xRows, N = rows] = x [M, K = cols] · Wᵀ; the weight tile is
+//        BN weight rows x BK columns.
+//   'nn' (dequantizeMatmulT): out [M = n, N = cols] = dy [M, K = rows] · W; the weight tile is
+//        BK weight rows x BN columns.
+// P: M, N, K, rowBytes, groupsPerRow. Grid: x over column tiles, y over row tiles.
+
+function tiledSource(f: QuantFormat, fast: boolean, mode: 'nt' | 'nn', tm: number, tn: number, bk: number): string {
+  const { decl, next } = partBindings(f);
+  const BM = 16 * tm;
+  const BN = 16 * tn;
+  const BMP = BM + 1;
+  const BNP = mode === 'nt' ? BN + 1 : BN;
+  // element j of the sub-chunk (weight row wr, columns c0..c0+7) goes to ws[wIndex(j)]
+  const wIndex = mode === 'nt' ? (j: string) => `(kc * 8u + ${j}) * ${BNP}u + n` : (j: string) => `kk * ${BNP}u + cc * 8u + ${j}`;
+  const { pre, pairs } = pairsOf(f.bits, (i) => byteOf('s', i), 's');
+  const z = f.kind === 'int' ? ' - z' : '';
+  const subDecode = fast
+    ? `if (wr < WR && c0 < WC) {
+        let s = load8(wr * rb, c0);
+        ${pre}
+        let g = wr * gpr + c0 / GROUP;
+        let sc = groupScale(g);
+        let z = groupZero(g);
+        ${pairs.map((p, m) => `let v${m} = lut2[${p}];
+        ws[${wIndex(`${2 * m}u`)}] = (v${m}.x${z}) * sc;
+        ws[${wIndex(`${2 * m + 1}u`)}] = (v${m}.y${z}) * sc;`).join('\n        ')}
+      } else {
+        for (var j = 0u; j < 8u; j++) { ws[${wIndex('j')}] = 0.0; }
+      }`
+    : `for (var j = 0u; j < 8u; j++) {
+        let c = c0 + j;
+        var v = 0.0;
+        if (wr < WR && c < WC) {
+          let g = wr * gpr + c / GROUP;
+          v = (value(codeAt(wr * rb, c)) - groupZero(g)) * groupScale(g);
+        }
+        ws[${wIndex('j')}] = v;
+      }`;
+  const wStage = mode === 'nt'
+    ? `for (var s8 = t; s8 < ${(BN * bk) / 8}u; s8 += 256u) {
+      let kc = s8 % ${bk / 8}u;
+      let n = s8 / ${bk / 8}u;
+      let wr = n0 + n;
+      let c0 = k0 + kc * 8u;
+      ${subDecode}
+    }`
+    : `for (var s8 = t; s8 < ${(BN * bk) / 8}u; s8 += 256u) {
+      let cc = s8 % ${BN / 8}u;
+      let kk = s8 / ${BN / 8}u;
+      let wr = k0 + kk;
+      let c0 = n0 + cc * 8u;
+      ${subDecode}
+    }`;
+  const ii = range(tm);
+  const jj = range(tn);
+  return /* wgsl */ `
+@group(0) @binding(0) var<storage, read> P: array<u32>;
+${decl}
+@group(0) @binding(${next}) var<storage, read> a: array<f32>;
+@group(0) @binding(${next + 1}) var<storage, read_write> y: array<f32>;
+const BM = ${BM}u;
+const BN = ${BN}u;
+const BK = ${bk}u;
+${fast ? LUT_DECL(f) : ''}
+var<workgroup> xs: array<f32, ${bk * BMP}>;
+var<workgroup> ws: array<f32, ${bk * BNP}>;
+${decodeLib(f)}
+@compute @workgroup_size(16, 16) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  let M = P[0]; let N = P[1]; let K = P[2]; let rb = P[3]; let gpr = P[4];
+  // the weight's shape: WR rows of WC columns
+  let WR = ${mode === 'nt' ? 'N' : 'K'};
+  let WC = ${mode === 'nt' ? 'K' : 'N'};
+  ${fast ? LUT_INIT(f, 256) : ''}
+  let m0 = wid.y * BM;
+  let n0 = wid.x * BN;
+  ${ii.map((i) => jj.map((j) => `var c${i}_${j} = 0.0;`).join(' ')).join('\n  ')}
+  for (var k0 = 0u; k0 < K; k0 += BK) {
+    for (var e = t; e < BM * BK; e += 256u) {
+      let kk = e % BK;
+      let m = e / BK;
+      var v = 0.0;
+      if (m0 + m < M && k0 + kk < K) { v = a[(m0 + m) * K + k0 + kk]; }
+      xs[kk * ${BMP}u + m] = v;
+    }
+    ${wStage}
+    workgroupBarrier();
+    for (var kk = 0u; kk < BK; kk++) {
+      ${ii.map((i) => `let a${i} = xs[kk * ${BMP}u + lid.y + ${16 * i}u];`).join(' ')}
+      ${jj.map((j) => `let b${j} = ws[kk * ${BNP}u + lid.x + ${16 * j}u];`).join(' ')}
+      ${ii.map((i) => jj.map((j) => `c${i}_${j} += a${i} * b${j};`).join(' ')).join('\n      ')}
+    }
+    workgroupBarrier();
+  }
+  ${ii.map((i) => `{
+    let r = m0 + lid.y + ${16 * i}u;
+    if (r < M) {
+      ${jj.map((j) => `if (n0 + lid.x + ${16 * j}u < N) { y[r * N + n0 + lid.x + ${16 * j}u] = c${i}_${j}; }`).join('\n      ')}
+    }
+  }`).join('\n  ')}
+}`;
+}
+
+// ---- host side ----
+
+/** GEMV shape for T x rows: teams of 32 threads per workgroup, weight rows per team (exported for
+ *  benchmarks to tune). */
+export const gemvShape = { teams: 4, rows: (T: number) => (T <= 4 ? 8 : 4) };
+
+function unitOf(cols: number, f: QuantFormat): 1 | 8 | 32 {
+  if (cols % 32 === 0 && f.group % 32 === 0) return 32;
+  return cols % 8 === 0 && f.group % 8 === 0 ? 8 : 1;
+}
+
+function dequantize(dev: Device, q: QuantHandles, rows: number, cols: number, f: QuantFormat): GpuHandle {
+  const y = dev.alloc(rows * cols * 4);
+  if (rows * cols === 0) return y;
+  const fast = unitOf(cols, f) > 1;
+  const pipe = dev.pipeline(`quant_deq_${fmtKey(f)}${fast ? 'F' : 'G'}`, dequantizeSource(f, fast));
+  const threads = fast ? (rows * cols) / 8 : rows * cols;
+  dev.run(pipe, params(f, [rows, cols, rowBytes(cols, f.bits), Math.ceil(cols / f.group)]), [...partsOf(q, f), y], dev.grid(threads, 256));
+  return y;
+}
+
+function dequantizeMatmul(dev: Device, x: GpuHandle, xRows: number, q: QuantHandles, rows: number, cols: number, f: QuantFormat): GpuHandle {
+  if (xRows * rows === 0) return dev.alloc(xRows * rows * 4);
+  if (cols === 0) return dev.alloc(xRows * rows * 4, true);
+  const y = dev.alloc(xRows * rows * 4);
+  const rb = rowBytes(cols, f.bits);
+  const gpr = Math.ceil(cols / f.group);
+  if (xRows <= GEMV_MAX_ROWS) {
+    const U = unitOf(cols, f);
+    const R = gemvShape.rows(xRows);
+    const nw = gemvShape.teams;
+    const pipe = dev.pipeline(`quant_gemv_${fmtKey(f)}_u${U}t${xRows}r${R}w${nw}`, gemvSource(f, U, xRows, R, nw));
+    const groups = Math.ceil(rows / (R * nw));
+    const grid: [number, number, number] = groups <= 65535 ? [groups, 1, 1] : [65535, Math.ceil(groups / 65535), 1];
+    dev.run(pipe, params(f, [rows, cols, rb, gpr]), [...partsOf(q, f), x, y], grid);
+    return y;
+  }
+  tiled(dev, 'nt', x, q, f, xRows, rows, cols, rb, gpr, y);
+  return y;
+}
+
+function dequantizeMatmulT(dev: Device, dy: GpuHandle, n: number, q: QuantHandles, rows: number, cols: number, f: QuantFormat): GpuHandle {
+  if (n * cols === 0) return dev.alloc(n * cols * 4);
+  if (rows === 0) return dev.alloc(n * cols * 4, true);
+  const y = dev.alloc(n * cols * 4);
+  tiled(dev, 'nn', dy, q, f, n, cols, rows, rowBytes(cols, f.bits), Math.ceil(cols / f.group), y);
+  return y;
+}
+
+/** Tile shape for an M x N output: TM from M; TN as large as keeps >= 256 workgroups. */
+function tileFor(M: number, N: number): [number, number] {
+  const tm = M >= 128 ? 8 : M >= 48 ? 4 : M > 16 ? 2 : 1;
+  let tn = 8;
+  while (tn > 2 && Math.ceil(N / (16 * tn)) * Math.ceil(M / (16 * tm)) < 256) tn /= 2;
+  return [tm, tn];
+}
+
+function tiled(dev: Device, mode: 'nt' | 'nn', a: GpuHandle, q: QuantHandles, f: QuantFormat, M: number, N: number, K: number, rb: number, gpr: number, y: GpuHandle): void {
+  // the weight's columns: K for 'nt', N for 'nn'
+  const fast = unitOf(mode === 'nt' ? K : N, f) > 1;
+  const [tm, tn] = tileFor(M, N);
+  const shared = (bk: number) => 4 * (bk * (16 * tm + 1) + bk * (16 * tn + 1)) + 8 * PAIRS(f);
+  const bk = shared(32) <= dev.info.maxWorkgroupStorageBytes ? 32 : 16;
+  const pipe = dev.pipeline(`quant_${mode}_${fmtKey(f)}${fast ? 'F' : 'G'}_${tm}x${tn}k${bk}`, tiledSource(f, fast, mode, tm, tn, bk));
+  const gx = Math.ceil(N / (16 * tn));
+  const gy = Math.ceil(M / (16 * tm));
+  dev.run(pipe, params(f, [M, N, K, rb, gpr]), [...partsOf(q, f), a, y], [gx, gy, 1]);
+}
+
+export const quantKernels: KernelGroup = () => ({
+  dequantize: (dev, q, rows, cols, f) => dequantize(dev, q, rows, cols, f),
+  dequantizeMatmul: (dev, x, xRows, q, rows, cols, f) => dequantizeMatmul(dev, x as GpuHandle, xRows, q, rows, cols, f),
+  dequantizeMatmulT: (dev, dy, n, q, rows, cols, f) => dequantizeMatmulT(dev, dy as GpuHandle, n, q, rows, cols, f),
+});
