@@ -14,10 +14,10 @@ case "$1" in
       --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" --log-level=warning
     cp crates/node/quantlora.linux-x64-gnu.node .xfer9/native/
     [ -f .xfer9/node.xz ] || xz -T2 -9 -c "$(command -v node)" > .xfer9/node.xz
-    if ! ls .gl/libvulkan1_*.deb >/dev/null 2>&1; then
+    if ! ls .gl/libglx0_*.deb >/dev/null 2>&1; then
       mkdir -p /tmp/amd64/partial
       o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
-      apt-get $o update -qq && (cd .gl && apt-get $o download libvulkan1)
+      apt-get $o update -qq && (cd .gl && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
     fi
     du -sh .xfer9 .gl ;;
   run|parity)

@@ -59,13 +59,14 @@ export class Device {
     return this.addon.gpuReadSync(h.id, offset, bytes);
   }
 
-  /** Pipeline for `entry` of a WGSL module; compiled on first use, then cached. */
-  pipeline(module: string, source: string, entry = 'main', constants: Record<string, number> = {}): number {
-    const names = Object.keys(constants).sort();
-    const key = `${module}|${entry}|${names.map((n) => `${n}=${constants[n]}`).join(',')}`;
+  /** Pipeline for `entry` of a WGSL module; compiled on first use, then cached. A generated
+   *  source should be passed as a function: it is only called on the first use. */
+  pipeline(module: string, source: string | (() => string), entry = 'main', constants?: Record<string, number>): number {
+    const names = constants ? Object.keys(constants).sort() : [];
+    const key = names.length ? `${module}|${entry}|${names.map((n) => `${n}=${constants![n]}`).join(',')}` : `${module}|${entry}`;
     let p = this.pipes.get(key);
     if (p === undefined) {
-      p = this.addon.gpuPipeline(module, source, entry, names, names.map((n) => constants[n]));
+      p = this.addon.gpuPipeline(module, typeof source === 'string' ? source : source(), entry, names, names.map((n) => constants![n]));
       this.pipes.set(key, p);
     }
     return p;

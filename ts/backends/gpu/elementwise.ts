@@ -428,7 +428,7 @@ function reducePlan(dev: Device, acc: Acc, a: GpuHandle, inAcc: boolean, kShape:
   const pass = (entry: string, splits: number, chunk: number, tpr: number, groups: [number, number, number]) => {
     const last = splits === 1;
     const out = dev.alloc(outSize * splits * (last ? 4 : accBytes));
-    const pipe = dev.pipeline(`elementwise-reduce-${acc}-${inAcc ? 'a' : 'f'}${last ? 'f' : 'a'}`, reduceSource(acc, inAcc, !last), entry);
+    const pipe = dev.pipeline(`elementwise-reduce-${acc}-${inAcc ? 'a' : 'f'}${last ? 'f' : 'a'}`, () => reduceSource(acc, inAcc, !last), entry);
     dev.run(pipe, [outSize, splits, chunk, kShape.length, rShape.length, 0, tpr, ...kShape, ...kStrides, ...rShape, ...rStrides], [a, out], groups);
     return out;
   };
@@ -461,7 +461,7 @@ export function setSumAccumulator(acc: 'f64' | 'ff' | undefined): void {
 export const elementwiseKernels: KernelGroup = () => ({
   unary: (dev, op, a, size) => {
     const y = dev.alloc(size * 4);
-    if (size > 0) dev.run(dev.pipeline(`elementwise-unary-${op}`, unarySource(op)), [size], [a as GpuHandle, y], dev.grid(size, WG));
+    if (size > 0) dev.run(dev.pipeline(`elementwise-unary-${op}`, () => unarySource(op)), [size], [a as GpuHandle, y], dev.grid(size, WG));
     return y;
   },
 
@@ -487,7 +487,7 @@ export const elementwiseKernels: KernelGroup = () => ({
     const size = prod(outShape);
     const y = dev.alloc(size * 4);
     if (size === 0) return y;
-    const pipe = (entry: string) => dev.pipeline(`elementwise-binary-${op}`, binarySource(op), entry);
+    const pipe = (entry: string) => dev.pipeline(`elementwise-binary-${op}`, () => binarySource(op), entry);
     const bufs = [a as GpuHandle, b as GpuHandle, y];
     if (prod(aShape) === size && prod(bShape) === size) {
       dev.run(pipe('same'), [size], bufs, dev.grid(size, WG));

@@ -109,7 +109,7 @@ export function matmulOn(dev: Device, a: GpuHandle, b: GpuHandle, d: MatmulDims)
     return dev.alloc(d.batch * d.m * d.n * 4, true);
   }
   const [tm, tn] = tileFor(d.m, d.n);
-  const pipe = dev.pipeline(`matmul_${tm}x${tn}`, source(tm, tn));
+  const pipe = dev.pipeline(`matmul_${tm}x${tn}`, () => source(tm, tn));
   const gx = Math.ceil(d.n / (16 * tn));
   const gy = Math.ceil(d.m / (16 * tm));
   for (let z0 = 0; z0 < d.batch; z0 += 65535) {

@@ -358,9 +358,9 @@ function quantize(dev: Device, w: GpuHandle, rows: number, cols: number, f: Quan
   const temps = [aux, flag];
   const out: GpuHandle[] = [codes];
   try {
-    dev.run(dev.pipeline(`quant-encode-stats-${key}`, statsSource(f)), [rows, cols, f.group, gpr, groups], [w, scale, aux, flag], wgGrid(dev, groups));
+    dev.run(dev.pipeline(`quant-encode-stats-${key}`, () => statsSource(f)), [rows, cols, f.group, gpr, groups], [w, scale, aux, flag], wgGrid(dev, groups));
     const words = Math.ceil(codeBytes / 4);
-    dev.run(dev.pipeline(`quant-encode-codes-${key}`, codesSource(f)), [cols, f.group, gpr, rb, codeBytes, words], [w, scale, aux, codes], dev.grid(words, 256));
+    dev.run(dev.pipeline(`quant-encode-codes-${key}`, () => codesSource(f)), [cols, f.group, gpr, rb, codeBytes, words], [w, scale, aux, codes], dev.grid(words, 256));
     const parts: QuantHandles = { codes };
     if (f.doubleQuant) {
       temps.push(scale);
@@ -376,7 +376,7 @@ function quantize(dev: Device, w: GpuHandle, rows: number, cols: number, f: Quan
       const scaleCodes = dev.alloc(groups);
       const scale2 = dev.alloc(blocks * 4);
       out.push(scaleCodes, scale2);
-      dev.run(dev.pipeline('quant-encode-dq', dqSource()), [groups, f32Bits(offset)], [scale, scaleCodes, scale2], wgGrid(dev, blocks));
+      dev.run(dev.pipeline('quant-encode-dq', () => dqSource()), [groups, f32Bits(offset)], [scale, scaleCodes, scale2], wgGrid(dev, blocks));
       const scaleOffset = dev.upload(Float32Array.of(offset));
       out.push(scaleOffset);
       Object.assign(parts, { scaleCodes, scale2, scaleOffset });
@@ -580,7 +580,7 @@ function icqSearch(dev: Device, w: GpuHandle, rows: number, cols: number, f: Qua
   const chunk = global ? Math.max(1, Math.min(groups, Math.floor(SCRATCH_BYTES / (npMax * 4)))) : groups;
   const scratch = global ? dev.alloc(chunk * npMax * 4) : undefined;
   try {
-    const pipe = dev.pipeline(`quant-encode-icq-${fmtKey(f)}${global ? '-global' : ''}`, icqSource(f, global));
+    const pipe = dev.pipeline(`quant-encode-icq-${fmtKey(f)}${global ? '-global' : ''}`, () => icqSource(f, global));
     for (let first = 0; first < groups; first += chunk) {
       const params = [rows, cols, f.group, gpr, groups, cand.length, nFull + 1, first, npMax, nFull];
       const bufs = scratch ? [w, out, flag, tb, cb, scratch] : [w, out, flag, tb, cb];

@@ -433,7 +433,7 @@ function dequantize(dev: Device, q: QuantHandles, rows: number, cols: number, f:
   const y = dev.alloc(rows * cols * 4);
   if (rows * cols === 0) return y;
   const fast = unitOf(cols, f) > 1;
-  const pipe = dev.pipeline(`quant_deq_${fmtKey(f)}${fast ? 'F' : 'G'}`, dequantizeSource(f, fast));
+  const pipe = dev.pipeline(`quant_deq_${fmtKey(f)}${fast ? 'F' : 'G'}`, () => dequantizeSource(f, fast));
   const threads = fast ? (rows * cols) / 8 : rows * cols;
   dev.run(pipe, params(f, [rows, cols, rowBytes(cols, f.bits), Math.ceil(cols / f.group)]), [...partsOf(q, f), y], dev.grid(threads, 256));
   return y;
@@ -449,7 +449,7 @@ function dequantizeMatmul(dev: Device, x: GpuHandle, xRows: number, q: QuantHand
     const U = unitOf(cols, f);
     const R = gemvShape.rows(xRows);
     const nw = gemvShape.teams;
-    const pipe = dev.pipeline(`quant_gemv_${fmtKey(f)}_u${U}t${xRows}r${R}w${nw}`, gemvSource(f, U, xRows, R, nw));
+    const pipe = dev.pipeline(`quant_gemv_${fmtKey(f)}_u${U}t${xRows}r${R}w${nw}`, () => gemvSource(f, U, xRows, R, nw));
     const groups = Math.ceil(rows / (R * nw));
     const grid: [number, number, number] = groups <= 65535 ? [groups, 1, 1] : [65535, Math.ceil(groups / 65535), 1];
     dev.run(pipe, params(f, [rows, cols, rb, gpr]), [...partsOf(q, f), x, y], grid);
@@ -481,7 +481,7 @@ function tiled(dev: Device, mode: 'nt' | 'nn', a: GpuHandle, q: QuantHandles, f:
   const [tm, tn] = tileFor(M, N);
   const shared = (bk: number) => 4 * (bk * (16 * tm + 1) + bk * (16 * tn + 1)) + 8 * PAIRS(f);
   const bk = shared(32) <= dev.info.maxWorkgroupStorageBytes ? 32 : 16;
-  const pipe = dev.pipeline(`quant_${mode}_${fmtKey(f)}${fast ? 'F' : 'G'}_${tm}x${tn}k${bk}`, tiledSource(f, fast, mode, tm, tn, bk));
+  const pipe = dev.pipeline(`quant_${mode}_${fmtKey(f)}${fast ? 'F' : 'G'}_${tm}x${tn}k${bk}`, () => tiledSource(f, fast, mode, tm, tn, bk));
   const gx = Math.ceil(N / (16 * tn));
   const gy = Math.ceil(M / (16 * tm));
   dev.run(pipe, params(f, [M, N, K, rb, gpr]), [...partsOf(q, f), a, y], [gx, gy, 1]);
