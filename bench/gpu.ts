@@ -20,6 +20,7 @@ import { Bench } from 'tinybench';
 import { backendByName, dequantizeMatmul, formats, matmul, quantize, randn, type Tensor } from '../ts/index.js';
 import type { GpuBackend } from '../ts/backends/gpu/index.js';
 import { GRID_INDEX } from '../ts/backends/gpu/device.js';
+import { gemvShape } from '../ts/backends/gpu/quant.js';
 import { exportHf } from '../ts/io/export-hf.js';
 import { calibrationWindows } from '../ts/methods/calibration.js';
 import { quantizeModel, rtnLayers } from '../ts/methods/quantize-model.js';
@@ -137,6 +138,12 @@ async function rilqStep(c: LlamaConfig, tokens: number, rank: number): Promise<{
   fp.dispose();
   qm.dispose();
   if (!r.latency) throw new Error(`rilq step: ${String(r.error ?? r.state)}`);
+  if (gpu.profile.size) {
+    const total = [...gpu.profile.values()].reduce((x, e) => x + e.ms, 0);
+    console.log(`profile of ${r.latency.mean.toFixed(0)} ms steps (all samples; kernels serialized):`);
+    console.table([...gpu.profile].sort((x, y) => y[1].ms - x[1].ms).map(([k, e]) => ({ kernel: k, calls: e.calls, ms: e.ms.toFixed(1), share: `${((100 * e.ms) / total).toFixed(1)}%` })));
+    gpu.profile.clear();
+  }
   rows.push({ name: `rilq step (SmolLM2-135M shape${quick ? ', quick: 2 layers' : ''}, 1x${tokens} tokens, nf2, rank ${rank})`, ms: r.latency.mean });
   return { ms: r.latency.mean, dir };
 }
@@ -156,6 +163,20 @@ const goals: string[] = [];
 const want = (s: string) => s.includes(only);
 if (want('gemv')) {
   const copy = await copyBandwidth(quick ? 16 : 1024);
+  if (process.argv.includes('--sweep')) {
+    // the GEMV kernel's shape (teams of 32 lanes per workgroup, weight rows per team)
+    const base = { ...gemvShape };
+    for (const teams of [2, 4, 8]) {
+      for (const r of [2, 4, 8, 16]) {
+        gemvShape.teams = teams;
+        gemvShape.rows = () => r;
+        const g = await gemv(quick ? 1024 : 16384);
+        rows[rows.length - 1].note = `teams ${teams} rows ${r}`;
+        console.log(`gemv sweep: teams ${teams} rows ${r}: ${g.toFixed(0)} GB/s (${((100 * g) / copy).toFixed(0)}% of copy)`);
+      }
+    }
+    Object.assign(gemvShape, base);
+  }
   for (const n of quick ? [1024] : [8192, 16384]) {
     const g = await gemv(n);
     goals.push(`dequantizeMatmul nf4 1 token ${n}²: ${g.toFixed(1)} GB/s = ${((100 * g) / copy).toFixed(0)}% of the copy kernel's ${copy.toFixed(1)} GB/s (goal ≥ 60%)`);

@@ -13,6 +13,7 @@ case "$1" in
     npx esbuild test/parity.test.ts --bundle --platform=node --format=esm --outfile=.xfer9/parity.mjs \
       --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" --log-level=warning
     cp crates/node/quantlora.linux-x64-gnu.node .xfer9/native/
+    cp bench/torch_ref.py .xfer9/
     [ -f .xfer9/node.xz ] || xz -T2 -9 -c "$(command -v node)" > .xfer9/node.xz
     if ! ls .gl/libglx0_*.deb >/dev/null 2>&1; then
       mkdir -p /tmp/amd64/partial

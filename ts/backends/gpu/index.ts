@@ -96,15 +96,31 @@ export class GpuBackend implements Backend {
     const impl: Partial<Kernels> = {};
     for (const g of GROUPS) Object.assign(impl, g(this.dev));
     const self = this as unknown as Record<KernelName, (...a: unknown[]) => unknown>;
+    const profiling = gpuOptionsFromEnv().profile;
     for (const name of KERNEL_NAMES) {
       const k = impl[name] as ((dev: Device, ...a: unknown[]) => unknown) | undefined;
-      if (k) {
-        self[name] = (...a: unknown[]) => k(this.dev, ...a);
-      } else {
-        this.hostKernels.push(name);
-        self[name] = (...a: unknown[]) => this.onHost(name, a);
-      }
+      if (!k) this.hostKernels.push(name);
+      const run = k ? (...a: unknown[]) => k(this.dev, ...a) : (...a: unknown[]) => this.onHost(name, a);
+      self[name] = profiling ? this.profiled(name, run) : run;
     }
+  }
+
+  /** Per kernel (QUANTLORA_GPU_PROFILE=1): calls and milliseconds, each call timed from an idle
+   *  GPU to the end of its own work (so kernels are serialized: for finding hot spots only). */
+  readonly profile = new Map<string, { calls: number; ms: number }>();
+
+  private profiled<F extends (...a: unknown[]) => unknown>(name: string, run: F): F {
+    return ((...a: unknown[]) => {
+      this.dev.addon.gpuWait();
+      const t = performance.now();
+      const out = run(...a);
+      this.dev.addon.gpuWait();
+      const e = this.profile.get(name) ?? { calls: 0, ms: 0 };
+      e.calls++;
+      e.ms += performance.now() - t;
+      this.profile.set(name, e);
+      return out;
+    }) as F;
   }
 
   info(): BackendInfo {
@@ -144,7 +160,15 @@ export class GpuBackend implements Backend {
     return typed(await this.dev.addon.gpuRead((h as GpuHandle).id, 0, bytes), dtype, size);
   }
   readSync(h: Handle, dtype: DType, size: number): AnyTypedArray {
-    return typed(this.dev.readBytes(h as GpuHandle, 0, size * BYTES_PER_ELEMENT[dtype]), dtype, size);
+    const t = performance.now();
+    const out = typed(this.dev.readBytes(h as GpuHandle, 0, size * BYTES_PER_ELEMENT[dtype]), dtype, size);
+    if (this.profile.size || gpuOptionsFromEnv().profile) {
+      const e = this.profile.get('readSync') ?? { calls: 0, ms: 0 };
+      e.calls++;
+      e.ms += performance.now() - t;
+      this.profile.set('readSync', e);
+    }
+    return out;
   }
   free(h: Handle): void {
     this.dev.free(h as GpuHandle);
@@ -211,6 +235,7 @@ export function gpuOptionsFromEnv(env: Record<string, string | undefined> = (glo
     backends: env.QUANTLORA_GPU_BACKENDS || undefined,
     adapter: env.QUANTLORA_GPU_ADAPTER || undefined,
     allowSoftware: env.QUANTLORA_GPU_SOFTWARE === '1' || env.QUANTLORA_GPU_SOFTWARE === 'true',
+    profile: env.QUANTLORA_GPU_PROFILE === '1',
   };
 }
 

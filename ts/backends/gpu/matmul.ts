@@ -17,9 +17,27 @@ import type { KernelGroup } from './index.js';
 
 const BK = 8;
 
+/** WGSL of one k step of the register block, fully unrolled (constant indices keep acc, av and
+ *  bv in registers; a loop over them made NVIDIA's compiler spill them to local memory). */
+function stepText(tm: number, tn: number, kk: string): string {
+  const lines: string[] = [];
+  for (let i = 0; i < tm; i++) lines.push(`        let a${i} = As[(${kk}) * BM + lid.y + ${16 * i}u];`);
+  for (let j = 0; j < tn; j++) lines.push(`        let b${j} = Bs[(${kk}) * BN + lid.x + ${16 * j}u];`);
+  for (let i = 0; i < tm; i++) for (let j = 0; j < tn; j++) lines.push(`        acc[${i * tn + j}] = fma(a${i}, b${j}, acc[${i * tn + j}]);`);
+  return lines.join('\n');
+}
+
 function source(tm: number, tn: number): string {
   const bm = 16 * tm;
   const bn = 16 * tn;
+  const step = (kk: string) => stepText(tm, tn, kk);
+  const store = Array.from({ length: tm }, (_, i) => [
+    `  if (row0 + lid.y + ${16 * i}u < m) {`,
+    `    let r${i} = cBase + (row0 + lid.y + ${16 * i}u) * n;`,
+    ...Array.from({ length: tn }, (_, j) => `    if (col0 + lid.x + ${16 * j}u < n) { c[r${i} + col0 + lid.x + ${16 * j}u] = acc[${i * tn + j}]; }`),
+    '  }',
+  ].join('\n')).join('\n');
+  const full = Array.from({ length: BK }, (_, kk) => `      {\n${step(`${kk}u`)}\n      }`).join('\n');
   return /* wgsl */ `
 @group(0) @binding(0) var<storage, read> P: array<u32>;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
@@ -45,7 +63,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let row0 = wid.y * BM;
   let col0 = wid.x * BN;
   var acc: array<f32, ${tm * tn}>;
-  for (var i = 0u; i < TM * TN; i++) { acc[i] = 0.0; }
+  // (zero-initialized by WGSL)
   for (var k0 = 0u; k0 < k; k0 += BK) {
     // stage A[row0.., k0..] as As[kk * BM + r]
     for (var e = t; e < BM * BK; e += 256u) {
@@ -70,26 +88,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
       Bs[kk * BN + cc] = v;
     }
     workgroupBarrier();
-    let kEnd = min(BK, k - k0);
-    for (var kk = 0u; kk < kEnd; kk++) {
-      var av: array<f32, ${tm}>;
-      var bv: array<f32, ${tn}>;
-      for (var i = 0u; i < TM; i++) { av[i] = As[kk * BM + lid.y + 16u * i]; }
-      for (var j = 0u; j < TN; j++) { bv[j] = Bs[kk * BN + lid.x + 16u * j]; }
-      for (var i = 0u; i < TM; i++) {
-        for (var j = 0u; j < TN; j++) { acc[i * TN + j] += av[i] * bv[j]; }
+    if (k0 + BK <= k) {
+${full}
+    } else {
+      for (var kk = 0u; kk < k - k0; kk++) {
+${step('kk')}
       }
     }
     workgroupBarrier();
   }
-  for (var i = 0u; i < TM; i++) {
-    let r = row0 + lid.y + 16u * i;
-    if (r >= m) { break; }
-    for (var j = 0u; j < TN; j++) {
-      let cc = col0 + lid.x + 16u * j;
-      if (cc < n) { c[cBase + r * n + cc] = acc[i * TN + j]; }
-    }
-  }
+${store}
 }`;
 }
 
