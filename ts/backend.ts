@@ -53,6 +53,10 @@ export interface QuantHandles {
   scaleOffset?: Handle;
 }
 
+/** One Adam/AdamW update's constants (ts/train/optim.ts): g' = g + wd·p when !decoupled;
+ *  m = b1·m + (1−b1)·g'; v = b2·v + (1−b2)·g'²; p = p·(1 − lr·wd if decoupled) + (m / (√v / bc2sqrt + eps))·(−lr / bc1). */
+export interface AdamHyper { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; decoupled: boolean; bc1: number; bc2sqrt: number }
+
 export interface BackendInfo {
   name: string;
   /** Human-readable facts for `quantlora doctor` (SIMD, threads, adapter...). */
@@ -121,6 +125,11 @@ export interface Backend {
   /** ICQ's entropy search (ts/quant/icq.ts, formats.ts "ICQ"): f32 per group, τ (nf) or clip
    *  ratio (int); bit-identical on every backend. Throws NonFiniteError on NaN/Inf weights. */
   icqSearch(w: Handle, rows: number, cols: number, f: QuantFormat, params: IcqSearchParams): Handle;
+
+  /** Optional fused Adam/AdamW update of one parameter, in place on p, m and v (f32, `size`
+   *  elements): the element-wise sequence of ts/train/optim.ts in one kernel (the GPU has it:
+   *  one launch per parameter instead of about fourteen). */
+  adamStep?(p: Handle, g: Handle, m: Handle, v: Handle, size: number, h: AdamHyper): void;
 
   // optional: the long kernels off the JS thread (the native backend has them). Same results as
   // the synchronous kernels; inputs must not change until the promise settles (whether freeing one

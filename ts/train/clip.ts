@@ -5,6 +5,7 @@ import { noGrad } from '../autograd.js';
 import { ValueError } from '../errors.js';
 import { affine, square } from '../ops/arithmetic.js';
 import { sum } from '../ops/reduce.js';
+import { concat, reshape } from '../ops/shape.js';
 import { tidy, type Tensor } from '../tensor.js';
 import type { Gradients } from './optim.js';
 import { assignInPlace, readF32 } from './tensors.js';
@@ -16,11 +17,13 @@ function present(grads: Gradients): Tensor[] {
 
 /** The global 2-norm of the gradients (missing ones skipped); NaN/Infinity if any value is. */
 export function gradNorm(grads: Gradients): number {
+  const list = present(grads);
+  if (list.length === 0) return 0;
+  // one read for all the per-gradient sums (a GPU would otherwise wait once per gradient); they
+  // are added on the host in float64, in order, as before
+  const sums = noGrad(() => tidy(() => readF32(concat(list.map((g) => reshape(sum(square(g)), [1])), 0), 'gradNorm')));
   let total = 0;
-  for (const g of present(grads)) {
-    const s = noGrad(() => tidy(() => readF32(sum(square(g)), 'gradNorm')[0]));
-    total += s;
-  }
+  for (const s of sums) total += s;
   return Math.sqrt(total);
 }
 

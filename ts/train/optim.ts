@@ -125,6 +125,11 @@ export class AdamW {
     const t = this.steps[i];
     const bc1 = 1 - b1 ** t;
     const bc2sqrt = Math.sqrt(1 - b2 ** t);
+    const be = p.backend;
+    if (be.adamStep && g0.backend === be && g0.dtype === 'f32') {
+      be.adamStep(p.handle, g0.handle, this.m[i].handle, this.v[i].handle, p.size, { lr, beta1: b1, beta2: b2, eps, weightDecay: wd, decoupled: this.decoupled, bc1, bc2sqrt });
+      return;
+    }
     noGrad(() => tidy(() => {
       const g = !this.decoupled && wd !== 0 ? add(g0, affine(p, wd)) : g0;
       const m = add(affine(this.m[i], b1), affine(g, 1 - b1));

@@ -11,7 +11,7 @@
 // inputs copied to the host and its outputs back (`hostKernels` in info() lists them); the kernel
 // files decide per adapter (e.g. ICQ's search needs f64 in shaders to be bit-identical).
 
-import type { Backend, BackendInfo, Handle, QuantHandles } from '../../backend.js';
+import type { AdamHyper, Backend, BackendInfo, Handle, QuantHandles } from '../../backend.js';
 import { BYTES_PER_ELEMENT, type AnyTypedArray, type DType } from '../../dtype.js';
 import { BackendError } from '../../errors.js';
 import { registerBackend } from '../../registry.js';
@@ -22,6 +22,7 @@ import { Device, f32Bits, GRID_INDEX, type GpuHandle } from './device.js';
 import { elementwiseKernels } from './elementwise.js';
 import { layoutKernels } from './layout.js';
 import { matmulKernels } from './matmul.js';
+import { adamStepOn } from './optim.js';
 import { quantEncodeKernels } from './quant-encode.js';
 import { quantKernels } from './quant.js';
 import { transformerKernels } from './transformer.js';
@@ -175,6 +176,10 @@ export class GpuBackend implements Backend {
   }
   liveBuffers(): number {
     return this.dev.live;
+  }
+
+  adamStep(p: Handle, g: Handle, m: Handle, v: Handle, size: number, h: AdamHyper): void {
+    adamStepOn(this.dev, p as GpuHandle, g as GpuHandle, m as GpuHandle, v as GpuHandle, size, h);
   }
 
   // ---- host fallback ----

@@ -15,7 +15,6 @@ import type { MatmulDims } from '../../backend.js';
 import type { Device, GpuHandle } from './device.js';
 import type { KernelGroup } from './index.js';
 
-const BK = 8;
 
 /** WGSL of one k step of the register block, fully unrolled (constant indices keep acc, av and
  *  bv in registers; a loop over them made NVIDIA's compiler spill them to local memory). */
@@ -30,6 +29,8 @@ function stepText(tm: number, tn: number, kk: string): string {
 function source(tm: number, tn: number): string {
   const bm = 16 * tm;
   const bn = 16 * tn;
+  // k step: 16 for the big 128x128 block (twice the work per barrier), 8 otherwise
+  const BK = tm === 8 && tn === 8 ? 16 : 8;
   const step = (kk: string) => stepText(tm, tn, kk);
   const store = Array.from({ length: tm }, (_, i) => [
     `  if (row0 + lid.y + ${16 * i}u < m) {`,
