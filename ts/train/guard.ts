@@ -7,6 +7,7 @@ import { noGrad } from '../autograd.js';
 import { ValueError } from '../errors.js';
 import { affine } from '../ops/arithmetic.js';
 import { sum } from '../ops/reduce.js';
+import { concat, reshape } from '../ops/shape.js';
 import { tidy, Tensor } from '../tensor.js';
 import { TrainingDivergedError, type SkippedStep } from './errors.js';
 import type { Gradients } from './optim.js';
@@ -27,10 +28,15 @@ export interface GuardState {
   skipped: SkippedStep[];
 }
 
-/** Whether every value of a tensor is finite: one reduction on its backend, one number read. */
-function allFinite(t: Tensor): boolean {
+/** Index of the first tensor holding NaN/±Inf (−1 when none): one reduction per tensor on its
+ *  backend and a single read of all the results (a GPU waits once, not once per tensor). */
+function firstNonFinite(ts: readonly (Tensor | null | undefined)[]): number {
+  const idx = ts.flatMap((t, i) => (t ? [i] : []));
+  if (idx.length === 0) return -1;
   // 0·x is 0 for finite x and NaN for NaN/±Inf, so the sum is finite iff every element is
-  return noGrad(() => tidy(() => Number.isFinite(readF32(sum(affine(t, 0)), 'NanGuard')[0])));
+  const flags = noGrad(() => tidy(() => readF32(concat(idx.map((i) => reshape(sum(affine(ts[i]!, 0)), [1])), 0), 'NanGuard')));
+  const bad = flags.findIndex((v) => !Number.isFinite(v));
+  return bad < 0 ? -1 : idx[bad];
 }
 
 export class NanGuard {
@@ -66,7 +72,7 @@ export class NanGuard {
       if (!Number.isFinite(grads)) reason = `gradient norm ${grads}`;
     } else if (grads) {
       const list = grads instanceof Map ? [...grads.values()] : grads;
-      const bad = list.findIndex((g) => g && !allFinite(g));
+      const bad = firstNonFinite(list);
       if (bad >= 0) reason = `gradient ${bad} not finite`;
     }
     if (reason === undefined) {
