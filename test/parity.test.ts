@@ -63,6 +63,7 @@ add('matmul batched', 1e-5, (b) => withGrads(b, (x, y) => q.matmul(x, y), [t(b, 
 add('matmul batch x shared 2-D', 1e-5, (b) => withGrads(b, (x, y) => q.matmul(x, y, { transB: true }), [t(b, [2, 3, 11], 5), t(b, [6, 11], 6)]));
 add('matmul shared 2-D x batch', 1e-5, (b) => withGrads(b, (x, y) => q.matmul(x, y), [t(b, [4, 6], 7), t(b, [2, 6, 5], 8)]));
 add('matmul 256x300x200 (blocking edges)', 1e-4, (b) => [q.matmul(t(b, [256, 300], 9), t(b, [300, 200], 10))]);
+add('matmul 2x130x37x140 batched, both transposed (the GPU\'s 128x128 block)', 1e-4, (b) => withGrads(b, (x, y) => q.matmul(x, y, { transA: true, transB: true }), [t(b, [2, 37, 130], 90), t(b, [2, 140, 37], 91)]));
 
 // elementwise
 for (const op of ['add', 'sub', 'mul', 'div', 'maximum'] as const) {

@@ -20,8 +20,8 @@ import type { KernelGroup } from './index.js';
  *  bv in registers; a loop over them made NVIDIA's compiler spill them to local memory). */
 function stepText(tm: number, tn: number, kk: string): string {
   const lines: string[] = [];
-  for (let i = 0; i < tm; i++) lines.push(`        let a${i} = As[(${kk}) * BM + lid.y + ${16 * i}u];`);
-  for (let j = 0; j < tn; j++) lines.push(`        let b${j} = Bs[(${kk}) * BN + lid.x + ${16 * j}u];`);
+  for (let i = 0; i < tm; i++) lines.push(`        let a${i} = As[(${kk}) * AS + lid.y + ${16 * i}u];`);
+  for (let j = 0; j < tn; j++) lines.push(`        let b${j} = Bs[(${kk}) * BS + lid.x + ${16 * j}u];`);
   for (let i = 0; i < tm; i++) for (let j = 0; j < tn; j++) lines.push(`        acc[${i * tn + j}] = fma(a${i}, b${j}, acc[${i * tn + j}]);`);
   return lines.join('\n');
 }
@@ -48,10 +48,12 @@ function source(tm: number, tn: number): string {
 const TM = ${tm}u;
 const TN = ${tn}u;
 const BM = ${bm}u;
+const AS = ${bm + 1}u; // padded row stride of As (the transposing stores would hit one bank)
 const BN = ${bn}u;
+const BS = ${bn + 1}u; // padded row stride of Bs
 const BK = ${BK}u;
-var<workgroup> As: array<f32, ${BK * bm}>;
-var<workgroup> Bs: array<f32, ${BK * bn}>;
+var<workgroup> As: array<f32, ${BK * (bm + 1)}>;
+var<workgroup> Bs: array<f32, ${BK * (bn + 1)}>;
 
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
@@ -75,7 +77,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
       if (gr < m && gk < k) {
         if (transA) { v = a[aBase + gk * m + gr]; } else { v = a[aBase + gr * k + gk]; }
       }
-      As[kk * BM + r] = v;
+      As[kk * AS + r] = v;
     }
     // stage B[k0.., col0..] as Bs[kk * BN + cc]
     for (var e = t; e < BN * BK; e += 256u) {
@@ -86,7 +88,90 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
       if (gc < n && gk < k) {
         if (transB) { v = b[bBase + gc * k + gk]; } else { v = b[bBase + gk * n + gc]; }
       }
-      Bs[kk * BN + cc] = v;
+      Bs[kk * BS + cc] = v;
+    }
+    workgroupBarrier();
+    if (k0 + BK <= k) {
+${full}
+    } else {
+      for (var kk = 0u; kk < k - k0; kk++) {
+${step('kk')}
+      }
+    }
+    workgroupBarrier();
+  }
+${store}
+}`;
+}
+
+/**
+ * The 128x128 block with vec4 traffic through workgroup memory: thread (tx, ty) owns rows
+ * 4·ty..4·ty+3 and 64+4·ty.. of the tile and columns 4·tx.. and 64+4·tx.., so each k step reads
+ * two vec4 of A and two of B from workgroup memory for 64 fmas (the scalar version read 16
+ * scalars). Tiles are staged four rows (A) or columns (B) per vec4; row strides are padded to 33
+ * vec4 against bank conflicts of the transposing stores. Same k-ordered sums as the scalar kernel.
+ */
+function source8(): string {
+  const BK = 16;
+  const lane = ['x', 'y', 'z', 'w'];
+  const aOf = (i: number) => (i < 4 ? `a0.${lane[i]}` : `a1.${lane[i - 4]}`);
+  const step = (kk: string) => [
+    `        let a0 = As[(${kk}) * 33u + lid.y]; let a1 = As[(${kk}) * 33u + 16u + lid.y];`,
+    `        let b0 = Bs[(${kk}) * 33u + lid.x]; let b1 = Bs[(${kk}) * 33u + 16u + lid.x];`,
+    ...Array.from({ length: 8 }, (_, i) => `        acc[${2 * i}] = fma(vec4<f32>(${aOf(i)}), b0, acc[${2 * i}]); acc[${2 * i + 1}] = fma(vec4<f32>(${aOf(i)}), b1, acc[${2 * i + 1}]);`),
+  ].join('\n');
+  const full = Array.from({ length: BK }, (_, kk) => `      {\n${step(`${kk}u`)}\n      }`).join('\n');
+  const store = Array.from({ length: 8 }, (_, i) => {
+    const row = i < 4 ? `4u * lid.y + ${i}u` : `64u + 4u * lid.y + ${i - 4}u`;
+    return [
+      `  if (row0 + ${row} < m) {`,
+      `    let r = cBase + (row0 + ${row}) * n;`,
+      ...[0, 1].flatMap((h) => [0, 1, 2, 3].map((j) => `    if (col0 + ${h * 64}u + 4u * lid.x + ${j}u < n) { c[r + col0 + ${h * 64}u + 4u * lid.x + ${j}u] = acc[${2 * i + h}].${lane[j]}; }`)),
+      '  }',
+    ].join('\n');
+  }).join('\n');
+  return /* wgsl */ `
+@group(0) @binding(0) var<storage, read> P: array<u32>;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+
+const BK = ${BK}u;
+var<workgroup> As: array<vec4<f32>, ${BK * 33}>;
+var<workgroup> Bs: array<vec4<f32>, ${BK * 33}>;
+
+fn ldA(aBase: u32, r: u32, kk: u32, m: u32, k: u32, transA: bool) -> f32 {
+  if (r >= m || kk >= k) { return 0.0; }
+  if (transA) { return a[aBase + kk * m + r]; }
+  return a[aBase + r * k + kk];
+}
+fn ldB(bBase: u32, cc: u32, kk: u32, n: u32, k: u32, transB: bool) -> f32 {
+  if (cc >= n || kk >= k) { return 0.0; }
+  if (transB) { return b[bBase + cc * k + kk]; }
+  return b[bBase + kk * n + cc];
+}
+
+@compute @workgroup_size(16, 16)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  let m = P[0]; let k = P[1]; let n = P[2];
+  let transA = P[3] != 0u; let transB = P[4] != 0u;
+  let z = wid.z + P[7];
+  let aBase = z * P[5];
+  let bBase = z * P[6];
+  let cBase = z * m * n;
+  let row0 = wid.y * 128u;
+  let col0 = wid.x * 128u;
+  var acc: array<vec4<f32>, 16>;
+  for (var k0 = 0u; k0 < k; k0 += BK) {
+    for (var e = t; e < 32u * BK; e += 256u) {
+      var r4: u32; var kk: u32;
+      if (transA) { r4 = e % 32u; kk = e / 32u; } else { kk = e % BK; r4 = e / BK; }
+      let r = row0 + 4u * r4; let gk = k0 + kk;
+      As[kk * 33u + r4] = vec4<f32>(ldA(aBase, r, gk, m, k, transA), ldA(aBase, r + 1u, gk, m, k, transA), ldA(aBase, r + 2u, gk, m, k, transA), ldA(aBase, r + 3u, gk, m, k, transA));
+      var c4: u32; var kb: u32;
+      if (transB) { kb = e % BK; c4 = e / BK; } else { c4 = e % 32u; kb = e / 32u; }
+      let cc = col0 + 4u * c4; let gb = k0 + kb;
+      Bs[kb * 33u + c4] = vec4<f32>(ldB(bBase, cc, gb, n, k, transB), ldB(bBase, cc + 1u, gb, n, k, transB), ldB(bBase, cc + 2u, gb, n, k, transB), ldB(bBase, cc + 3u, gb, n, k, transB));
     }
     workgroupBarrier();
     if (k0 + BK <= k) {
@@ -118,7 +203,7 @@ export function matmulOn(dev: Device, a: GpuHandle, b: GpuHandle, d: MatmulDims)
     return dev.alloc(d.batch * d.m * d.n * 4, true);
   }
   const [tm, tn] = tileFor(d.m, d.n);
-  const pipe = dev.pipeline(`matmul_${tm}x${tn}`, () => source(tm, tn));
+  const pipe = tm === 8 && tn === 8 ? dev.pipeline('matmul_8x8v', source8) : dev.pipeline(`matmul_${tm}x${tn}`, () => source(tm, tn));
   const gx = Math.ceil(d.n / (16 * tn));
   const gy = Math.ceil(d.m / (16 * tm));
   for (let z0 = 0; z0 < d.batch; z0 += 65535) {
