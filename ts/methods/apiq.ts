@@ -76,9 +76,27 @@ class LwcLinear implements LinearLayer {
     return this.lora ? add(y, this.lora.forward(x)) : y;
   }
   dense(): DenseWeights { return { weight: this.lwc.fakeQuant(), bias: this.bias, owned: true }; }
-  finalize(): QuantLinear { return new QuantLinear(this.lwc.finalize(), this.bias, this.lora); }
-  tensors(): Tensor[] { return this.lwc.tensors(); }
-  dispose(): void { this.drop(); this.lwc.dispose(); }
+  /** Set once finalize() has handed the bias and the adapter to the QuantLinear. */
+  private handedOver = false;
+  finalize(): QuantLinear {
+    const q = new QuantLinear(this.lwc.finalize(), this.bias, this.lora);
+    this.handedOver = true;
+    return q;
+  }
+  /** The clipping state, and the bias and adapter until finalize() hands them over (so a model
+   *  left mid-calibration by an error frees everything on dispose). */
+  tensors(): Tensor[] {
+    const own = [...this.lwc.tensors(), ...(this.cached ? [this.cached] : [])];
+    return this.handedOver ? own : [...own, ...(this.bias ? [this.bias] : []), ...(this.lora?.tensors() ?? [])];
+  }
+  dispose(): void {
+    this.drop();
+    if (!this.handedOver) {
+      this.bias?.dispose();
+      this.lora?.dispose();
+    }
+    this.lwc.dispose();
+  }
 }
 
 /** Records the input of a layer on each forward (the activations a layer is calibrated on); the
@@ -131,6 +149,11 @@ export function apiq(fp: LlamaModel, qm: LlamaModel, opts: ApiqOptions): ApiqRep
     qm.blocks[i][k] = stand.finalize();
     stand.dispose();
   };
+  // activations of the block being calibrated (and the embeddings), freed here if a step throws (normally freed as the
+  // loop goes; dispose() is idempotent)
+  let temps: Tensor[] = [];
+  const hold = <T extends Tensor[]>(ts: T): T => { temps.push(...ts); return ts; };
+  try {
   let start = 0;
   if (opts.checkpoint && nodeFs().existsSync(opts.checkpoint)) {
     const ck = readCheckpoint(opts.checkpoint);
@@ -161,13 +184,14 @@ export function apiq(fp: LlamaModel, qm: LlamaModel, opts: ApiqOptions): ApiqRep
   }
 
   for (let i = start; i < qm.blocks.length; i++) {
+    temps = [];
     const qb = qm.blocks[i];
     const quantKeys = KEYS.filter((k) => qb[k] instanceof QuantLinear);
     // swap in LWC stand-ins where clipping is learned
     for (const k of quantKeys) if (useLwc(qb[k] as QuantLinear)) standIn(i, k);
-    const yfp = xfp.map((x) => frozen(() => fp.blockForward(i, x)));
+    const yfp = hold(xfp.map((x) => frozen(() => fp.blockForward(i, x))));
     if (opts.mode === 'block') {
-      const yfpq = xq.map((x) => frozen(() => fp.blockForward(i, x)));
+      const yfpq = hold(xq.map((x) => frozen(() => fp.blockForward(i, x))));
       const groups = paramGroups(quantKeys.map((k) => qb[k]), opts);
       if (groups.length) {
         const part = calibrate(`block ${i}`, groups, xq.map((x, j) => () => {
@@ -181,11 +205,12 @@ export function apiq(fp: LlamaModel, qm: LlamaModel, opts: ApiqOptions): ApiqRep
     } else {
       // targets of every layer from one pass of the fp block on X_fp
       const fpIn = recordInputs(fp, i, quantKeys, xfp);
-      const targets = new Map(quantKeys.map((k) => [k, fpIn.get(k)!.map((x) => frozen(() => fp.blocks[i][k].forward(x)))]));
+      for (const v of fpIn.values()) hold(v);
+      const targets = new Map(quantKeys.map((k) => [k, hold(fpIn.get(k)!.map((x) => frozen(() => fp.blocks[i][k].forward(x))))]));
       for (const t of [...fpIn.values()].flat()) t.dispose();
       // layers that read the same activation share one recording of the (partly calibrated) block on X_q
       for (const group of SHARED_INPUT.map((g) => g.filter((k) => quantKeys.includes(k))).filter((g) => g.length)) {
-        const qIn = recordInputs(qm, i, [group[0]], xq).get(group[0])!;
+        const qIn = hold(recordInputs(qm, i, [group[0]], xq).get(group[0])!);
         for (const k of group) {
           const layer = qm.blocks[i][k];
           const tk = targets.get(k)!;
@@ -202,7 +227,7 @@ export function apiq(fp: LlamaModel, qm: LlamaModel, opts: ApiqOptions): ApiqRep
       for (const t of [...targets.values()].flat()) t.dispose();
     }
     for (const k of quantKeys) if (qb[k] instanceof LwcLinear) finalize(i, k);
-    const nextQ = xq.map((x) => frozen(() => qm.blockForward(i, x)));
+    const nextQ = hold(xq.map((x) => frozen(() => qm.blockForward(i, x))));
     for (const t of [...xq, ...xfp]) t.dispose();
     xq = nextQ;
     xfp = yfp;
@@ -216,6 +241,10 @@ export function apiq(fp: LlamaModel, qm: LlamaModel, opts: ApiqOptions): ApiqRep
         for (const [, t] of logits) t.dispose();
       }
     }
+  }
+  } catch (e) {
+    for (const t of [...temps, ...xq, ...xfp]) t.dispose();
+    throw e;
   }
   for (const t of [...xq, ...xfp]) t.dispose();
   report.skippedSteps = guard.skipped.length;
