@@ -10,7 +10,8 @@
 //   fast     both multiples of 8: 8 codes at a time (2-4 bytes read as one or two u32 words by
 //            load8; rows need not start on a word), one group scale per 8;
 //   generic  anything else: one code at a time through the MSB-first bit stream, a scale each.
-// The products decode through a pair table in workgroup memory (2 codes -> 2 values per lookup).
+// The products decode through a pair table in workgroup memory (2 codes -> 2 values per lookup);
+// the wide GEMV can instead use a bank-replicated per-code table (NF) or none (INT): gemvShape.lut.
 // dequantizeMatmul: GEMV for up to 8 x rows, else a register-tiled kernel; dequantizeMatmulT:
 // the tiled kernel (weight tile decoded with its scales into workgroup memory).
 // Bindings (after P): codes (u8 as u32 words), then scaleCodes, scale2, scaleOffset (double-quant)
@@ -226,8 +227,9 @@ ${decodeLib(f)}
 //   U = 1  (anything else): one element at a time.
 // P: rows, cols, rowBytes, groupsPerRow. Grid: ceil(rows / R) workgroups (2-D when > 65535).
 
-function gemvSource(f: QuantFormat, U: 1 | 8 | 32, T: number, R: number, NW: number): string {
+function gemvSource(f: QuantFormat, U: 1 | 8 | 32, T: number, R: number, NW: number, lut: GemvLut = 'pair'): string {
   const WG = 32 * NW;
+  const banked = U === 32 && lut === 'banked';
   const vecCodes = U === 32 && f.bits !== 3;
   const { decl, next } = partBindings(f, vecCodes ? (f.bits === 4 ? 'vec4<u32>' : 'vec2<u32>') : 'u32');
   const RT = R * T;
@@ -235,7 +237,9 @@ function gemvSource(f: QuantFormat, U: 1 | 8 | 32, T: number, R: number, NW: num
   const tt = range(T);
   const acc = (r: number, t: number) => `a${r}_${t}`;
   let loop: string;
-  if (U === 1) {
+  if (banked) {
+    loop = bankedLoop(f, T, R);
+  } else if (U === 1) {
     loop = `for (var c = lane; c < cols; c += 32u) {
     ${tt.map((k) => `let x${k} = x[${k}u * cols + c];`).join(' ')}
     ${rr.map((r) => `{
@@ -285,12 +289,12 @@ function gemvSource(f: QuantFormat, U: 1 | 8 | 32, T: number, R: number, NW: num
 ${decl}
 @group(0) @binding(${next}) var<storage, read> x: array<${U === 1 ? 'f32' : 'vec4<f32>'}>;
 @group(0) @binding(${next + 1}) var<storage, read_write> y: array<f32>;
-${U === 1 ? '' : LUT_DECL(f)}
+${banked ? BANKED_DECL(f) : U === 1 ? '' : LUT_DECL(f)}
 var<workgroup> red: array<f32, ${NW * RT * 33}>;
 ${decodeLib(f, !vecCodes)}
 @compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
   let rows = P[0]; let cols = P[1]; let rb = P[2]; let gpr = P[3];
-  ${U === 1 ? '' : LUT_INIT(f, WG)}
+  ${banked ? BANKED_INIT(f, WG) : U === 1 ? '' : LUT_INIT(f, WG)}
   let lane = t % 32u;
   let block = (wid.x + wid.y * nwg.x) * ${NW}u;
   let row0 = (block + t / 32u) * ${R}u;
@@ -309,6 +313,94 @@ ${decodeLib(f, !vecCodes)}
     if (r < rows) { y[(v % ${T}u) * rows + r] = s; }
   }
 }`;
+}
+
+// The 'banked' decoder of the wide GEMV (gemvShape.lut): no pair table. NF codes index a per-code
+// table replicated once per bank, lutb[code · 32 + lane] (2^bits · 32 f32, 2 KB for 4 bits): every
+// lane reads its own bank, so the 32 lanes' lookups never conflict. INT codes need no table: the
+// code as f32 plus 2^23 is the bit pattern 0x4b000000 | code, so code - zero is that minus
+// (2^23 + zero) (both exact). Double-quantized scales read bitsandbytes' map from workgroup memory
+// (smap) and soff once. Each lane loads the next unit's codes and scale inputs before it decodes
+// the current one (software pipelining: the loads of two units in flight). The products are
+// the pair table's exactly (same values, same dot order).
+const BANKED_DECL = (f: QuantFormat) =>
+  [f.kind === 'nf' ? `var<workgroup> lutb: array<f32, ${32 << f.bits}>;` : '', f.doubleQuant ? 'var<workgroup> smap: array<f32, 256>;' : ''].join('\n');
+function BANKED_INIT(f: QuantFormat, wg: number): string {
+  const s: string[] = [];
+  if (f.kind === 'nf') s.push(`for (var e = t; e < ${32 << f.bits}u; e += ${wg}u) { lutb[e] = value(e >> 5u); }`);
+  if (f.doubleQuant) s.push(`for (var e = t; e < 256u; e += ${wg}u) { smap[e] = bitcast<f32>(P[${MAP}u + e]); }`);
+  if (s.length) s.push('workgroupBarrier();');
+  return s.join('\n  ');
+}
+
+/** The banked wide loop (U = 32) for T x rows and R weight rows per team. */
+function bankedLoop(f: QuantFormat, T: number, R: number): string {
+  const bits = f.bits;
+  const mask = (1 << bits) - 1;
+  const rr = range(R);
+  const tt = range(T);
+  const ug = f.group / 32; // units per group
+  const asym = f.kind === 'int' && !f.symmetric;
+  // the per-unit loads of row r: [name, expression at unit u (group gv)]
+  const loads = (r: number): [string, (u: string, gv: string) => string][] => {
+    const l: [string, (u: string, gv: string) => string][] = bits === 3
+      ? range(3).map((w) => [`q${r}_${w}`, (u) => `codes[(rc${r} * units + ${u}) * 3u + ${w}u]`])
+      : [[`q${r}`, (u) => `codes[rc${r} * units + ${u}]`]];
+    if (f.doubleQuant) l.push([`sw${r}`, (_, gv) => `scode[${gv} >> 2u]`], [`s2${r}`, (_, gv) => `scale2[${gv} / 256u]`]);
+    else l.push([`sr${r}`, (_, gv) => `scales[${gv}]`]);
+    if (asym) l.push([`zw${r}`, (_, gv) => `zeros[${gv} >> 2u]`]);
+    return l;
+  };
+  // code j (0..7) of piece p (8 codes) of row r: [word expression, shift of the code in it]
+  const code = (r: number, p: number, j: number): [string, number] => {
+    if (bits === 4) return [`q${r}.${'xyzw'[p]}`, 8 * (j >> 1) + (j & 1 ? 0 : 4)];
+    if (bits === 2) return [`q${r}.${'xy'[p >> 1]}`, 8 * (2 * (p & 1) + (j >> 2)) + 6 - 2 * (j & 3)];
+    return [`v24_${r}`, 21 - 3 * j];
+  };
+  const pre3 = (r: number, p: number) => {
+    if (bits !== 3) return '';
+    const byte = (i: number) => byteOf(`q${r}_${(3 * p + i) >> 2}`, (3 * p + i) & 3);
+    return `let v24_${r} = (${byte(0)} << 16u) | (${byte(1)} << 8u) | ${byte(2)};`;
+  };
+  const weight = (r: number, p: number, j: number): string => {
+    const [w, sh] = code(r, p, j);
+    if (f.kind === 'int') return `bitcast<f32>((${sh ? `(${w} >> ${sh}u)` : w} & ${mask}u) | 0x4b000000u)`;
+    const moved = sh > 5 ? `(${w} >> ${sh - 5}u)` : sh < 5 ? `(${w} << ${5 - sh}u)` : w;
+    return `lutb[(${moved} & ${mask << 5}u) | lane]`;
+  };
+  const zb = (r: number) => (f.kind === 'nf' ? '' : asym ? ` - zb${r}` : ` - ${8388608 + (1 << (bits - 1)) - 1}.0`);
+  const scale = (r: number) => {
+    const s = [`let g${r} = rc${r} * gpr + k / ${ug}u;`];
+    if (f.doubleQuant) s.push(`let sc${r} = (smap[(sw${r} >> ((g${r} & 3u) * 8u)) & 0xffu] * s2${r}) * one + off;`);
+    else s.push(`let sc${r} = sr${r};`);
+    if (asym) s.push(`let zb${r} = bitcast<f32>(((zw${r} >> ((g${r} & 3u) * 8u)) & 0xffu) | 0x4b000000u);`);
+    return s.join(' ');
+  };
+  const body = range(4).map((p) => `{
+      ${tt.map((k) => `let xa${k} = x[${k}u * c4 + k * 8u + ${2 * p}u]; let xb${k} = x[${k}u * c4 + k * 8u + ${2 * p + 1}u];`).join('\n      ')}
+      ${rr.map((r) => `{
+        ${pre3(r, p)}
+        let wa = vec4<f32>(${range(4).map((j) => weight(r, p, j)).join(', ')})${zb(r)};
+        let wb = vec4<f32>(${range(4).map((j) => weight(r, p, j + 4)).join(', ')})${zb(r)};
+        ${tt.map((k) => `p${r}_${k} += dot(xa${k}, wa) + dot(xb${k}, wb);`).join(' ')}
+      }`).join('\n      ')}
+    }`).join('\n    ');
+  return `let units = cols / 32u;
+  let last = units - 1u;
+  let c4 = cols / 4u;
+  ${f.doubleQuant ? `let one = bitcast<f32>(P[${ONE}u]); let off = soff[0];` : ''}
+  let k0 = min(lane, last);
+  ${rr.map((r) => `let gp${r} = rc${r} * gpr + k0 / ${ug}u; ${loads(r).map(([n, e]) => `var n${n} = ${e('k0', `gp${r}`)};`).join(' ')}`).join('\n  ')}
+  for (var k = lane; k < units; k += 32u) {
+    // this unit's loads (fetched the iteration before), then the next unit's
+    let kn = min(k + 32u, last);
+    ${rr.map((r) => `${loads(r).map(([n]) => `let ${n} = n${n};`).join(' ')}
+    let gn${r} = rc${r} * gpr + kn / ${ug}u; ${loads(r).map(([n, e]) => `n${n} = ${e('kn', `gn${r}`)};`).join(' ')}`).join('\n    ')}
+    ${rr.map(scale).join('\n    ')}
+    ${rr.map((r) => tt.map((k) => `var p${r}_${k} = 0.0;`).join(' ')).join(' ')}
+    ${body}
+    ${rr.map((r) => tt.map((k) => `a${r}_${k} += p${r}_${k} * sc${r};`).join(' ')).join('\n    ')}
+  }`;
 }
 
 // ---- tiled kernels (dequantizeMatmul with many x rows, dequantizeMatmulT) ----
@@ -420,9 +512,10 @@ ${decodeLib(f)}
 
 // ---- host side ----
 
-/** GEMV shape for T x rows: teams of 32 threads per workgroup, weight rows per team (exported for
- *  benchmarks to tune). */
-export const gemvShape = { teams: 4, rows: (T: number) => (T <= 4 ? 8 : 4) };
+export type GemvLut = 'pair' | 'banked';
+/** GEMV shape for T x rows: teams of 32 threads per workgroup, weight rows per team, and the wide
+ *  path's decoder (lut: 'pair' table or 'banked' per-code table; exported for benchmarks to tune). */
+export const gemvShape = { teams: 4, rows: (T: number) => (T <= 4 ? 8 : 4), lut: 'pair' as GemvLut };
 
 function unitOf(cols: number, f: QuantFormat): 1 | 8 | 32 {
   if (cols % 32 === 0 && f.group % 32 === 0) return 32;
@@ -449,7 +542,8 @@ function dequantizeMatmul(dev: Device, x: GpuHandle, xRows: number, q: QuantHand
     const U = unitOf(cols, f);
     const R = gemvShape.rows(xRows);
     const nw = gemvShape.teams;
-    const pipe = dev.pipeline(`quant_gemv_${fmtKey(f)}_u${U}t${xRows}r${R}w${nw}`, () => gemvSource(f, U, xRows, R, nw));
+    const lut = U === 32 ? gemvShape.lut : 'pair';
+    const pipe = dev.pipeline(`quant_gemv_${fmtKey(f)}_u${U}t${xRows}r${R}w${nw}${lut === 'banked' ? 'B' : ''}`, () => gemvSource(f, U, xRows, R, nw, lut));
     const groups = Math.ceil(rows / (R * nw));
     const grid: [number, number, number] = groups <= 65535 ? [groups, 1, 1] : [65535, Math.ceil(groups / 65535), 1];
     dev.run(pipe, params(f, [rows, cols, rb, gpr]), [...partsOf(q, f), x, y], grid);
