@@ -164,15 +164,16 @@ const want = (s: string) => s.includes(only);
 if (want('gemv')) {
   const copy = await copyBandwidth(quick ? 16 : 1024);
   if (process.argv.includes('--sweep')) {
-    // the GEMV kernel's shape (teams of 32 lanes per workgroup, weight rows per team)
+    // the GEMV kernel's shape (teams of 32 lanes per workgroup, weight rows per team, decoder)
     const base = { ...gemvShape };
-    for (const teams of [2, 4, 8]) {
-      for (const r of [2, 4, 8, 16]) {
-        gemvShape.teams = teams;
-        gemvShape.rows = () => r;
-        const g = await gemv(quick ? 1024 : 16384);
-        rows[rows.length - 1].note = `teams ${teams} rows ${r}`;
-        console.log(`gemv sweep: teams ${teams} rows ${r}: ${g.toFixed(0)} GB/s (${((100 * g) / copy).toFixed(0)}% of copy)`);
+    for (const lut of ['pair', 'banked'] as const) {
+      for (const teams of [2, 4, 8]) {
+        for (const r of [2, 4, 8, 16]) {
+          Object.assign(gemvShape, { lut, teams, rows: () => r });
+          const g = await gemv(quick ? 1024 : 16384);
+          rows[rows.length - 1].note = `lut ${lut} teams ${teams} rows ${r}`;
+          console.log(`gemv sweep: lut ${lut} teams ${teams} rows ${r}: ${g.toFixed(0)} GB/s (${((100 * g) / copy).toFixed(0)}% of copy)`);
+        }
       }
     }
     Object.assign(gemvShape, base);

@@ -193,6 +193,16 @@ for (const f of [q.formats.nf(2, { group: 32 }), q.formats.nf(3, { group: 16, do
     }));
 }
 
+// the GPU GEMV's wide decoder (columns and group multiples of 32) over several 1024-column strides
+// of a team's lanes (the next unit's loads fetched while the current one is decoded)
+add('dequantizeMatmul GEMV, columns multiples of 32 over several lane strides', 1e-4, (b) =>
+  [q.formats.nf(4, { group: 64 }), q.formats.nf(2, { group: 32, doubleQuant: false }), q.formats.nf(3, { group: 128 }),
+    q.formats.int(4, { group: 64 }), q.formats.int(3, { group: 32, symmetric: true }), q.formats.int(2, { group: 64 })].flatMap((f, i) =>
+    [[1, 37, 2112], [8, 5, 3104]].map(([tokens, r, c], j) => {
+      const qt = q.quantize(q.tensor(generateWeights('gaussian', r, c, 160 + 2 * i + j), [r, c], 'f32', b), f);
+      return q.dequantizeMatmul(t(b, [tokens, c], 180 + 2 * i + j), qt);
+    })));
+
 test('every expected backend is available', () => {
   const status = q.backends();
   for (const name of expected) {
