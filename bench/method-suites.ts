@@ -20,6 +20,12 @@ function modelFor(backend: Backend, quick: boolean) {
   return loadModel(path, { backend }).model;
 }
 
+/** The model's name for the size column, and the tokens per window it allows. */
+function described(m: { config: { maxPositions: number; numLayers: number } }, want: number): { label: string; T: number } {
+  const tiny = m.config.numLayers < 30;
+  return { label: tiny ? 'the tiny fixture model' : 'SmolLM2-135M', T: Math.min(want, m.config.maxPositions) };
+}
+
 /** Token windows with some structure (the benches time steps, not what is learned). */
 function windows(count: number, seqlen: number, vocab: number) {
   const ids = Int32Array.from({ length: count * seqlen * 4 }, (_, i) => (i * 7919 + (i >> 3) * 13) % vocab);
@@ -55,10 +61,10 @@ export const methodSuites: Suite[] = [
       // calibrate block 0 only: one window, one epoch = one optimizer step (plus the before/after loss passes)
       fp.blocks.length = 1;
       const blocks = qm.blocks.splice(1);
-      const T = quick ? 16 : 128;
+      const { label, T } = described(fp, quick ? 16 : 128);
       const data = windows(1, T, fp.config.vocabSize);
       return {
-        size: `block 0 of ${quick ? 'the tiny model' : 'SmolLM2-135M'}, ${T} tokens, int2 + LWC + rank 16`,
+        size: `block 0 of ${label}, ${T} tokens, int2 + LWC + rank 16`,
         run: async () => { apiq(fp, qm, { mode: 'block', windows: data.train, epochs: 1 }); },
         work: {},
         dispose: () => { qm.blocks.push(...blocks); fp.dispose(); qm.dispose(); },
@@ -71,10 +77,10 @@ export const methodSuites: Suite[] = [
     prepare(backend, quick): Prepared {
       const fp = modelFor(backend, quick);
       const qm = quantizeModel(fp, rtnLayers({ format: formats.nf(2, { group: 64 }), lora: { rank: 16 } }));
-      const T = quick ? 16 : 128;
+      const { label, T } = described(fp, quick ? 16 : 128);
       const data = windows(1, T, fp.config.vocabSize);
       return {
-        size: `${quick ? 'tiny model' : 'SmolLM2-135M'}, 1 x ${T} tokens, nf2 + rank 16`,
+        size: `${label}, 1 x ${T} tokens, nf2 + rank 16`,
         run: async () => { rilq(fp, qm, { data, steps: 1, lr: 1e-4 }); },
         work: {},
         dispose: () => { fp.dispose(); qm.dispose(); },

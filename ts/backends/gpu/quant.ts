@@ -515,7 +515,9 @@ ${decodeLib(f)}
 export type GemvLut = 'pair' | 'banked';
 /** GEMV shape for T x rows: teams of 32 threads per workgroup, weight rows per team, and the wide
  *  path's decoder (lut: 'pair' table or 'banked' per-code table; exported for benchmarks to tune). */
-export const gemvShape = { teams: 4, rows: (T: number) => (T <= 4 ? 8 : 4), lut: 'pair' as GemvLut };
+// Measured on an H200 (bench/gpu.ts --sweep, 16384², one token): banked 523-946 GB/s, the pair
+// table 397-794 GB/s; banked with 2 teams of 8 rows was the fastest setting.
+export const gemvShape = { teams: 2, rows: (T: number) => (T <= 4 ? 8 : 4), lut: 'banked' as GemvLut };
 
 function unitOf(cols: number, f: QuantFormat): 1 | 8 | 32 {
   if (cols % 32 === 0 && f.group % 32 === 0) return 32;
