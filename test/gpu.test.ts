@@ -82,3 +82,24 @@ test('device errors come back as JS errors naming the kernel', { skip }, () => {
   assert.throws(() => g.dev.addon.gpuFree(987654), /does not exist/);
   assert.throws(() => g.dev.run(g.dev.pipeline('optim-adam-missing', '@group(0) @binding(0) var<storage, read> P: array<u32>; @compute @workgroup_size(1) fn main() { _ = P[0]; }'), [1], [], [70000, 1, 1]), /exceeds/);
 });
+
+test('row kernels with subgroup reductions match the workgroup-tree fallback', { skip }, () => {
+  const g = gpu as GpuBackend;
+  if (!g.dev.info.subgroups) return; // nothing to compare on this adapter
+  assert.ok(g.dev.subgroups || process.env.QUANTLORA_GPU_SUBGROUPS === '0', 'an adapter with subgroups uses them by default');
+  const tree = new GpuBackend(loadNativeAddon() as ConstructorParameters<typeof GpuBackend>[0], { ...gpuOptionsFromEnv(), allowSoftware: true, subgroups: false });
+  assert.equal(tree.dev.subgroups, false);
+  const run = (b: q.Backend) => q.tidy(() => {
+    const x = q.tensor(gaussianArray(37 * 3001, 5, 3), [37, 3001], 'f32', b);
+    const w = q.tensor(gaussianArray(3001, 6), [3001], 'f32', b);
+    const targets = q.tensor(Int32Array.from({ length: 37 }, (_, i) => (i * 97) % 3001), [37], 'i32', b);
+    x.requireGrad();
+    const y = q.softmax(q.rmsnorm(x, w, 1e-5));
+    const loss = q.add(q.crossEntropy(x, targets), q.sum(q.mul(y, y)));
+    const [dx] = q.grad(loss, [x]);
+    return [y, loss, dx!].map((t) => Float32Array.from(t.dataSync() as Float32Array));
+  });
+  const a = run(g);
+  const b = run(tree);
+  a.forEach((out, k) => out.forEach((v, i) => assert.ok(Math.abs(v - b[k][i]) <= 1e-5 * Math.max(1, Math.abs(b[k][i])), `output ${k}[${i}]: subgroups ${v}, tree ${b[k][i]}`)));
+});

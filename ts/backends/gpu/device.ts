@@ -29,7 +29,12 @@ export class Device {
   private readonly pipes = new Map<string, number>();
   private liveCount = 0;
 
-  constructor(readonly addon: GpuAddon, readonly info: GpuInfo) {}
+  /** Kernels may use subgroup operations (the adapter has them and they were not turned off). */
+  readonly subgroups: boolean;
+
+  constructor(readonly addon: GpuAddon, readonly info: GpuInfo, opts: { subgroups?: boolean } = {}) {
+    this.subgroups = info.subgroups && opts.subgroups !== false;
+  }
 
   alloc(bytes: number, zeroed = false): GpuHandle {
     const id = this.addon.gpuAlloc(bytes, zeroed);

@@ -90,9 +90,9 @@ export class GpuBackend implements Backend {
   dequantizeMatmulT!: Backend['dequantizeMatmulT'];
   icqSearch!: Backend['icqSearch'];
 
-  constructor(addon: GpuAddon & NativeAddon, opts: { backends?: string; adapter?: string; allowSoftware?: boolean } = {}) {
+  constructor(addon: GpuAddon & NativeAddon, opts: { backends?: string; adapter?: string; allowSoftware?: boolean; subgroups?: boolean } = {}) {
     const info = addon.gpuInit(opts.backends ?? null, opts.adapter ?? null, opts.allowSoftware ?? false);
-    this.dev = new Device(addon, info);
+    this.dev = new Device(addon, info, { subgroups: opts.subgroups });
     this.host = new NativeBackend(addon);
     const impl: Partial<Kernels> = {};
     for (const g of GROUPS) Object.assign(impl, g(this.dev));
@@ -136,7 +136,7 @@ export class GpuBackend implements Backend {
         driver: `${i.driver} ${i.driverInfo}`.trim(),
         f16: i.f16,
         f64: i.f64,
-        subgroups: i.subgroups ? `${i.subgroupMin}-${i.subgroupMax}` : false,
+        subgroups: i.subgroups ? `${i.subgroupMin}-${i.subgroupMax}${this.dev.subgroups ? '' : ' (off: QUANTLORA_GPU_SUBGROUPS=0)'}` : false,
         maxBufferMiB: Math.floor(i.maxStorageBindingBytes / 2 ** 20),
         hostKernels: this.hostKernels.length ? this.hostKernels.join(' ') : 'none',
       },
@@ -241,6 +241,7 @@ export function gpuOptionsFromEnv(env: Record<string, string | undefined> = (glo
     adapter: env.QUANTLORA_GPU_ADAPTER || undefined,
     allowSoftware: env.QUANTLORA_GPU_SOFTWARE === '1' || env.QUANTLORA_GPU_SOFTWARE === 'true',
     profile: env.QUANTLORA_GPU_PROFILE === '1',
+    subgroups: env.QUANTLORA_GPU_SUBGROUPS !== '0',
   };
 }
 

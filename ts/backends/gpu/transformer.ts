@@ -76,6 +76,50 @@ fn maxAll(v: f32, lid: u32) -> f32 {
 `;
 
 const ROW_ARGS = '@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32';
+
+// With subgroup operations (dev.subgroups), the row reductions reduce each subgroup in hardware
+// (subgroupAdd / subgroupMax), then add (or max) the per-subgroup results in subgroup order: one
+// barrier pair instead of log2(WG). Deterministic on a given adapter; the order of the sum differs
+// from the tree's, within the parity tolerances. The kernels' text is rewritten to call these.
+const ROW_ARGS_SG = `${ROW_ARGS}, @builtin(subgroup_invocation_id) sgi: u32, @builtin(subgroup_id) sid: u32, @builtin(num_subgroups) nsg: u32`;
+const SG_COMMON = /* wgsl */ `
+fn sumAllSg(v: f32, sgi: u32, sid: u32, nsg: u32) -> f32 {
+  let s = subgroupAdd(v);
+  if (sgi == 0u) { red[sid].x = s; }
+  workgroupBarrier();
+  var r = red[0].x;
+  for (var i = 1u; i < nsg; i++) { r = r + red[i].x; }
+  workgroupBarrier();
+  return r;
+}
+fn sum2AllSg(v: vec2<f32>, sgi: u32, sid: u32, nsg: u32) -> vec2<f32> {
+  let s = vec2<f32>(subgroupAdd(v.x), subgroupAdd(v.y));
+  if (sgi == 0u) { red[sid] = s; }
+  workgroupBarrier();
+  var r = red[0];
+  for (var i = 1u; i < nsg; i++) { r = r + red[i]; }
+  workgroupBarrier();
+  return r;
+}
+// the values reduced are never NaN (see maxAll), so subgroupMax's NaN rules do not matter
+fn maxAllSg(v: f32, sgi: u32, sid: u32, nsg: u32) -> f32 {
+  let s = subgroupMax(v);
+  if (sgi == 0u) { red[sid].x = s; }
+  workgroupBarrier();
+  var r = red[0].x;
+  for (var i = 1u; i < nsg; i++) { if (red[i].x > r) { r = red[i].x; } }
+  workgroupBarrier();
+  return r;
+}
+`;
+
+/** A row kernel's text using the subgroup reductions. */
+function withSubgroups(src: string): string {
+  return src
+    .replace(ROW_COMMON, ROW_COMMON + SG_COMMON)
+    .split(ROW_ARGS).join(ROW_ARGS_SG)
+    .replace(/\b(sumAll|sum2All|maxAll)\(([^,()]+), lid\)/g, '$1Sg($2, sgi, sid, nsg)');
+}
 const ROW = 'wid.x + wid.y * nwg.x';
 
 // P: [rows, dim, eps]; y[r, j] = x[r, j] · inv_r · w[j], inv_r = 1 / sqrt(mean_j x² + eps)
@@ -325,7 +369,8 @@ function ropeTable(from: number, count: number, dim: number, theta: number): Flo
 }
 
 export const transformerKernels: KernelGroup = (dev) => {
-  const pipe = (name: string, src: string, wg: number) => dev.pipeline(`transformer.${name}`, src, 'main', { WG: wg });
+  const pipe = (name: string, src: string, wg: number) =>
+    dev.subgroups ? dev.pipeline(`transformer.${name}.sg`, () => withSubgroups(src), 'main', { WG: wg }) : dev.pipeline(`transformer.${name}`, src, 'main', { WG: wg });
   const rowGrid = (rows: number) => dev.grid(rows, 1);
   const ropeTables = new Map<string, RopeTable>();
   /** Targets handles already checked: the count of non-ignored rows per (rows, vocab, ignore). */
