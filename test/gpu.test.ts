@@ -5,15 +5,14 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as q from '../ts/index.js';
-import { GpuBackend, gpuOptionsFromEnv } from '../ts/backends/gpu/index.js';
-import { loadNativeAddon } from '../ts/backends/native/addon.js';
+import { gpuOptionsFromEnv, openGpuBackend, type GpuBackend } from '../ts/backends/gpu/index.js';
 import { gaussianArray } from '../ts/tensor.js';
 
 function gpuBackend(): GpuBackend | string {
   const reg = q.backends().find((s) => s.name === 'gpu');
   if (reg?.available) return q.backendByName('gpu') as GpuBackend;
   try {
-    return new GpuBackend(loadNativeAddon() as ConstructorParameters<typeof GpuBackend>[0], { ...gpuOptionsFromEnv(), allowSoftware: true });
+    return openGpuBackend({ ...gpuOptionsFromEnv(), allowSoftware: true });
   } catch (e) {
     return (e as Error).message;
   }
@@ -87,7 +86,7 @@ test('row kernels with subgroup reductions match the workgroup-tree fallback', {
   const g = gpu as GpuBackend;
   if (!g.dev.info.subgroups) return; // nothing to compare on this adapter
   assert.ok(g.dev.subgroups || process.env.QUANTLORA_GPU_SUBGROUPS === '0', 'an adapter with subgroups uses them by default');
-  const tree = new GpuBackend(loadNativeAddon() as ConstructorParameters<typeof GpuBackend>[0], { ...gpuOptionsFromEnv(), allowSoftware: true, subgroups: false });
+  const tree = openGpuBackend({ ...gpuOptionsFromEnv(), allowSoftware: true, subgroups: false });
   assert.equal(tree.dev.subgroups, false);
   const run = (b: q.Backend) => q.tidy(() => {
     const x = q.tensor(gaussianArray(37 * 3001, 5, 3), [37, 3001], 'f32', b);
@@ -102,4 +101,19 @@ test('row kernels with subgroup reductions match the workgroup-tree fallback', {
   const a = run(g);
   const b = run(tree);
   a.forEach((out, k) => out.forEach((v, i) => assert.ok(Math.abs(v - b[k][i]) <= 1e-5 * Math.max(1, Math.abs(b[k][i])), `output ${k}[${i}]: subgroups ${v}, tree ${b[k][i]}`)));
+});
+
+test('reads at any byte offset and length (sync and async)', { skip }, async () => {
+  const g = gpu as GpuBackend;
+  const bytes = Uint8Array.from({ length: 99 }, (_, i) => (i * 7 + 3) & 255);
+  const h = g.dev.upload(bytes);
+  try {
+    for (const [off, n] of [[0, 99], [5, 7], [97, 2], [3, 1], [4, 8], [96, 3]]) {
+      assert.deepEqual(Array.from(g.dev.addon.gpuReadSync(h.id, off, n)), Array.from(bytes.subarray(off, off + n)), `sync ${off}+${n}`);
+      assert.deepEqual(Array.from(await g.dev.addon.gpuRead(h.id, off, n)), Array.from(bytes.subarray(off, off + n)), `async ${off}+${n}`);
+    }
+    assert.throws(() => g.dev.addon.gpuReadSync(h.id, 98, 2), /run past buffer/);
+  } finally {
+    g.dev.free(h);
+  }
 });

@@ -409,25 +409,17 @@ impl Gpu {
         }
         let b = b.clone();
         self.flush()?;
-        let size = round4(bytes);
+        // the copy runs on whole words: stage the aligned span around [offset, offset + bytes)
+        let start = offset & !3;
+        let span = round4(offset + bytes - start);
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
-            size,
+            size: span,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let start = offset & !3;
         let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
-        let span = round4(offset + bytes - start).min(round4(n) - start);
-        let staging = if start != offset || span != size {
-            // unaligned start: stage a wider, aligned range
-            let wide = self.device.create_buffer(&wgpu::BufferDescriptor { label: Some("readback"), size: span, usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
-            enc.copy_buffer_to_buffer(&b, start, &wide, 0, span);
-            wide
-        } else {
-            enc.copy_buffer_to_buffer(&b, start, &staging, 0, size);
-            staging
-        };
+        enc.copy_buffer_to_buffer(&b, start, &staging, 0, span);
         self.queue.submit([enc.finish()]);
         self.submits += 1;
         self.check("read")?;
