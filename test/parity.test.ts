@@ -7,8 +7,8 @@ import * as q from '../ts/index.js';
 import { fromHandle, gaussianArray } from '../ts/tensor.js';
 import { generateWeights } from '../ts/testing/index.js';
 import { PART_NAMES } from '../ts/quant/layout.js';
-import { loadNativeAddon, type NativeAddon } from '../ts/backends/native/addon.js';
-import { GpuBackend, gpuOptionsFromEnv } from '../ts/backends/gpu/index.js';
+import type { NativeAddon } from '../ts/backends/native/addon.js';
+import { gpuOptionsFromEnv, openGpuBackend } from '../ts/backends/gpu/index.js';
 
 type B = q.Backend;
 interface Case {
@@ -28,7 +28,7 @@ const under: [string, B][] = others.map((name) => [name, q.backendByName(name)])
 let gpuFailure = q.backends().find((s) => s.name === 'gpu')?.failure;
 if (!others.includes('gpu')) {
   try {
-    under.push(['gpu', new GpuBackend(loadNativeAddon() as ConstructorParameters<typeof GpuBackend>[0], { ...gpuOptionsFromEnv(), allowSoftware: true })]);
+    under.push(['gpu', openGpuBackend({ ...gpuOptionsFromEnv(), allowSoftware: true })]);
   } catch (e) {
     gpuFailure = (e as Error).message;
   }

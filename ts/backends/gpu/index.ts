@@ -90,28 +90,28 @@ export class GpuBackend implements Backend {
   dequantizeMatmulT!: Backend['dequantizeMatmulT'];
   icqSearch!: Backend['icqSearch'];
 
-  constructor(addon: GpuAddon & NativeAddon, opts: { backends?: string; adapter?: string; allowSoftware?: boolean; subgroups?: boolean } = {}) {
+  constructor(addon: GpuAddon & NativeAddon, opts: { backends?: string; adapter?: string; allowSoftware?: boolean; subgroups?: boolean; profile?: boolean } = {}) {
     const info = addon.gpuInit(opts.backends ?? null, opts.adapter ?? null, opts.allowSoftware ?? false);
     this.dev = new Device(addon, info, { subgroups: opts.subgroups });
     this.host = new NativeBackend(addon);
     const impl: Partial<Kernels> = {};
     for (const g of GROUPS) Object.assign(impl, g(this.dev));
     const self = this as unknown as Record<KernelName, (...a: unknown[]) => unknown>;
-    const profiling = gpuOptionsFromEnv().profile;
     for (const name of KERNEL_NAMES) {
       const k = impl[name] as ((dev: Device, ...a: unknown[]) => unknown) | undefined;
       if (!k) this.hostKernels.push(name);
       const run = k ? (...a: unknown[]) => k(this.dev, ...a) : (...a: unknown[]) => this.onHost(name, a);
-      self[name] = profiling ? this.profiled(name, run) : run;
+      self[name] = opts.profile ? this.profiled(name, run) : run;
     }
+    if (opts.profile) this.readSync = this.profiled('readSync', this.readSync.bind(this));
   }
 
-  /** Per kernel (QUANTLORA_GPU_PROFILE=1): calls and milliseconds, each call timed from an idle
+  /** Per kernel and readSync (opts.profile, QUANTLORA_GPU_PROFILE=1): calls and milliseconds, each call timed from an idle
    *  GPU to the end of its own work (so kernels are serialized: for finding hot spots only). */
   readonly profile = new Map<string, { calls: number; ms: number }>();
 
-  private profiled<F extends (...a: unknown[]) => unknown>(name: string, run: F): F {
-    return ((...a: unknown[]) => {
+  private profiled<A extends unknown[], R>(name: string, run: (...a: A) => R): (...a: A) => R {
+    return (...a: A) => {
       this.dev.addon.gpuWait();
       const t = performance.now();
       const out = run(...a);
@@ -121,7 +121,7 @@ export class GpuBackend implements Backend {
       e.ms += performance.now() - t;
       this.profile.set(name, e);
       return out;
-    }) as F;
+    };
   }
 
   info(): BackendInfo {
@@ -161,15 +161,7 @@ export class GpuBackend implements Backend {
     return typed(await this.dev.addon.gpuRead((h as GpuHandle).id, 0, bytes), dtype, size);
   }
   readSync(h: Handle, dtype: DType, size: number): AnyTypedArray {
-    const t = performance.now();
-    const out = typed(this.dev.readBytes(h as GpuHandle, 0, size * BYTES_PER_ELEMENT[dtype]), dtype, size);
-    if (this.profile.size || gpuOptionsFromEnv().profile) {
-      const e = this.profile.get('readSync') ?? { calls: 0, ms: 0 };
-      e.calls++;
-      e.ms += performance.now() - t;
-      this.profile.set('readSync', e);
-    }
-    return out;
+    return typed(this.dev.readBytes(h as GpuHandle, 0, size * BYTES_PER_ELEMENT[dtype]), dtype, size);
   }
   free(h: Handle): void {
     this.dev.free(h as GpuHandle);
@@ -245,12 +237,16 @@ export function gpuOptionsFromEnv(env: Record<string, string | undefined> = (glo
   };
 }
 
-registerBackend('gpu', () => {
+/** A GPU backend on the native addon's device (what the registry makes, with the environment's
+ *  options; tests pass allowSoftware to run on lavapipe). Throws BackendError saying why not. */
+export function openGpuBackend(opts: ConstructorParameters<typeof GpuBackend>[1] = gpuOptionsFromEnv()): GpuBackend {
   const addon = loadNativeAddon() as NativeAddon & Partial<GpuAddon>;
   if (typeof addon.gpuInit !== 'function') throw new BackendError('gpu: the native addon was built without the GPU path (rebuild with `bash crates/node/build.sh`)');
   try {
-    return new GpuBackend(addon as NativeAddon & GpuAddon, gpuOptionsFromEnv());
+    return new GpuBackend(addon as NativeAddon & GpuAddon, opts);
   } catch (e) {
     throw new BackendError(`gpu: ${(e as Error).message}`);
   }
-}, 30);
+}
+
+registerBackend('gpu', () => openGpuBackend(), 30);

@@ -196,12 +196,10 @@ function tileFor(m: number, n: number): [number, number] {
 }
 
 export function matmulOn(dev: Device, a: GpuHandle, b: GpuHandle, d: MatmulDims): GpuHandle {
-  const out = dev.alloc(d.batch * d.m * d.n * 4);
-  if (d.batch * d.m * d.n === 0) return out;
-  if (d.k === 0) {
-    dev.free(out);
-    return dev.alloc(d.batch * d.m * d.n * 4, true);
-  }
+  const size = d.batch * d.m * d.n;
+  // an empty contraction gives zeros
+  const out = dev.alloc(size * 4, d.k === 0);
+  if (size === 0 || d.k === 0) return out;
   const [tm, tn] = tileFor(d.m, d.n);
   const pipe = tm === 8 && tn === 8 ? dev.pipeline('matmul_8x8v', source8) : dev.pipeline(`matmul_${tm}x${tn}`, () => source(tm, tn));
   const gx = Math.ceil(d.n / (16 * tn));
