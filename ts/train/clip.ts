@@ -4,11 +4,9 @@
 import { noGrad } from '../autograd.js';
 import { ValueError } from '../errors.js';
 import { affine, square } from '../ops/arithmetic.js';
-import { sum } from '../ops/reduce.js';
-import { concat, reshape } from '../ops/shape.js';
 import { tidy, type Tensor } from '../tensor.js';
 import type { Gradients } from './optim.js';
-import { assignInPlace, readF32 } from './tensors.js';
+import { assignInPlace, hostSums } from './tensors.js';
 
 function present(grads: Gradients): Tensor[] {
   const list = grads instanceof Map ? [...grads.values()] : grads;
@@ -21,7 +19,7 @@ export function gradNorm(grads: Gradients): number {
   if (list.length === 0) return 0;
   // one read for all the per-gradient sums (a GPU would otherwise wait once per gradient); they
   // are added on the host in float64, in order, as before
-  const sums = noGrad(() => tidy(() => readF32(concat(list.map((g) => reshape(sum(square(g)), [1])), 0), 'gradNorm')));
+  const sums = hostSums(list, square, 'gradNorm');
   let total = 0;
   for (const s of sums) total += s;
   return Math.sqrt(total);

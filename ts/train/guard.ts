@@ -3,15 +3,12 @@
 // the guard's lrScale by `lrFactor` (the trainer applies it: opt.setLrScale(schedule(t) *
 // guard.lrScale)), and `maxConsecutive` bad steps in a row throw TrainingDivergedError.
 
-import { noGrad } from '../autograd.js';
 import { ValueError } from '../errors.js';
 import { affine } from '../ops/arithmetic.js';
-import { sum } from '../ops/reduce.js';
-import { concat, reshape } from '../ops/shape.js';
-import { tidy, Tensor } from '../tensor.js';
+import { Tensor } from '../tensor.js';
 import { TrainingDivergedError, type SkippedStep } from './errors.js';
 import type { Gradients } from './optim.js';
-import { readF32 } from './tensors.js';
+import { hostSums, readF32 } from './tensors.js';
 
 export interface GuardOptions {
   /** lrScale multiplier per skipped step (default 0.5). */
@@ -34,7 +31,7 @@ function firstNonFinite(ts: readonly (Tensor | null | undefined)[]): number {
   const idx = ts.flatMap((t, i) => (t ? [i] : []));
   if (idx.length === 0) return -1;
   // 0·x is 0 for finite x and NaN for NaN/±Inf, so the sum is finite iff every element is
-  const flags = noGrad(() => tidy(() => readF32(concat(idx.map((i) => reshape(sum(affine(ts[i]!, 0)), [1])), 0), 'NanGuard')));
+  const flags = hostSums(idx.map((i) => ts[i]!), (t) => affine(t, 0), 'NanGuard');
   const bad = flags.findIndex((v) => !Number.isFinite(v));
   return bad < 0 ? -1 : idx[bad];
 }

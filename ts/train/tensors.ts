@@ -1,9 +1,12 @@
 // Small helpers the training toolkit shares: in-place writes into a tensor's storage (so a parameter
 // keeps its identity across optimizer steps and restores) and host reads.
 
+import { noGrad } from '../autograd.js';
 import { ShapeError, ValueError, describeShape } from '../errors.js';
+import { sum } from '../ops/reduce.js';
+import { concat, reshape } from '../ops/shape.js';
 import { backendOf } from '../ops/util.js';
-import type { Tensor } from '../tensor.js';
+import { tidy, type Tensor } from '../tensor.js';
 
 /** Overwrites dst's storage with src's values (same size, f32, same backend). */
 export function assignInPlace(dst: Tensor, src: Tensor): void {
@@ -34,4 +37,10 @@ export function readF32(t: Tensor, where: string): Float32Array {
   if (!t.backend.readSync) throw new ValueError(`${where}: backend '${t.backend.name}' has no synchronous reads`);
   if (t.dtype !== 'f32') throw new ValueError(`${where}: expected an f32 tensor, got ${t.dtype} ${describeShape(t.shape)}`);
   return (t.dataSync() as Float32Array).slice();
+}
+
+/** sum(fn(t)) of every tensor, read back together: one read, so a GPU waits once and not once
+ *  per tensor (ts must be non-empty, on one backend). */
+export function hostSums(ts: readonly Tensor[], fn: (t: Tensor) => Tensor, where: string): Float32Array {
+  return noGrad(() => tidy(() => readF32(concat(ts.map((t) => reshape(sum(fn(t)), [1])), 0), where)));
 }
