@@ -131,21 +131,21 @@ async function rilqStep(c: LlamaConfig, tokens: number, rank: number): Promise<{
   const qm = quantizeModel(fp, rtnLayers({ format: formats.nf(2, { group: 64 }), lora: { rank } }));
   const ids = Int32Array.from({ length: tokens * 4 }, (_, i) => (i * 7919 + (i >> 3) * 13) % c.vocabSize);
   const data = calibrationWindows(ids, { count: 1, seqlen: tokens, seed: 1 });
-  const bench = new Bench({ name: 'rilq step', time, iterations: 3, warmupIterations: 1, warmupTime: 0 });
-  bench.add('rilq step', () => { rilq(fp, qm, { data, steps: 1, lr: 1e-4 }); dev.addon.gpuWait(); });
-  await bench.run();
-  const r = bench.tasks[0].result as { latency?: { mean: number }; error?: unknown; state: string };
-  fp.dispose();
-  qm.dispose();
-  if (!r.latency) throw new Error(`rilq step: ${String(r.error ?? r.state)}`);
+  let ms: number;
+  try {
+    ms = await timeGpu('rilq step', 1, () => { rilq(fp, qm, { data, steps: 1, lr: 1e-4 }); });
+  } finally {
+    fp.dispose();
+    qm.dispose();
+  }
   if (gpu.profile.size) {
     const total = [...gpu.profile.values()].reduce((x, e) => x + e.ms, 0);
-    console.log(`profile of ${r.latency.mean.toFixed(0)} ms steps (all samples; kernels serialized):`);
+    console.log(`profile of ${ms.toFixed(0)} ms steps (all samples; kernels serialized):`);
     console.table([...gpu.profile].sort((x, y) => y[1].ms - x[1].ms).map(([k, e]) => ({ kernel: k, calls: e.calls, ms: e.ms.toFixed(1), share: `${((100 * e.ms) / total).toFixed(1)}%` })));
     gpu.profile.clear();
   }
-  rows.push({ name: `rilq step (SmolLM2-135M shape${quick ? ', quick: 2 layers' : ''}, 1x${tokens} tokens, nf2, rank ${rank})`, ms: r.latency.mean });
-  return { ms: r.latency.mean, dir };
+  rows.push({ name: `rilq step (SmolLM2-135M shape${quick ? ', quick: 2 layers' : ''}, 1x${tokens} tokens, nf2, rank ${rank})`, ms });
+  return { ms, dir };
 }
 
 function torch(args: string[]): Record<string, number> | undefined {
