@@ -79,6 +79,12 @@ test('device errors come back as JS errors naming the kernel', { skip }, () => {
   const g = gpu as GpuBackend;
   assert.throws(() => g.dev.pipeline('bad-shader', 'fn broken(', 'main'), /compiling GPU kernel bad-shader:main/);
   assert.throws(() => g.dev.addon.gpuFree(987654), /does not exist/);
+  // selections: checked on every open, also once the process holds its device
+  assert.throws(() => openGpuBackend({ backends: 'bogus', allowSoftware: true }), (e: Error) => e instanceof q.BackendError && /unknown GPU backend 'bogus'/.test(e.message));
+  assert.throws(() => openGpuBackend({ adapter: 'no-such-adapter-xyz', allowSoftware: true }), (e: Error) => e instanceof q.BackendError && /name containing 'no-such-adapter-xyz'/.test(e.message));
+  if (g.dev.info.deviceType === 'Cpu') {
+    assert.throws(() => openGpuBackend({ allowSoftware: false }), (e: Error) => e instanceof q.BackendError && /software adapters need QUANTLORA_GPU_SOFTWARE=1/.test(e.message));
+  }
   assert.throws(() => g.dev.run(g.dev.pipeline('optim-adam-missing', '@group(0) @binding(0) var<storage, read> P: array<u32>; @compute @workgroup_size(1) fn main() { _ = P[0]; }'), [1], [], [70000, 1, 1]), /exceeds/);
 });
 

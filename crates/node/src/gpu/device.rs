@@ -29,6 +29,33 @@ pub struct Selection {
     pub allow_software: bool,
 }
 
+impl Selection {
+    /// The graphics APIs asked for (the platform's primary ones by default).
+    pub fn apis(&self) -> Res<wgpu::Backends> {
+        match &self.backends {
+            Some(s) => parse_backends(s),
+            None => Ok(wgpu::Backends::PRIMARY),
+        }
+    }
+
+    /// Whether an adapter fits: its API was asked for, its name holds the asked substring, and
+    /// it is a hardware adapter unless software ones are allowed.
+    pub fn fits(&self, apis: wgpu::Backends, i: &wgpu::AdapterInfo) -> bool {
+        apis.contains(wgpu::Backends::from(i.backend))
+            && self.adapter.as_ref().map_or(true, |w| i.name.to_ascii_lowercase().contains(&w.to_ascii_lowercase()))
+            && (self.allow_software || i.device_type != wgpu::DeviceType::Cpu)
+    }
+
+    /// What was asked beyond the API list, for error messages.
+    pub fn asked(&self) -> String {
+        format!(
+            "{}{}",
+            self.adapter.as_ref().map(|a| format!(" (asked for a name containing '{a}')")).unwrap_or_default(),
+            if self.allow_software { "" } else { " (software adapters need QUANTLORA_GPU_SOFTWARE=1)" }
+        )
+    }
+}
+
 pub struct Gpu {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
@@ -93,10 +120,7 @@ fn round4(bytes: u64) -> u64 {
 
 impl Gpu {
     pub fn new(sel: &Selection) -> Res<Gpu> {
-        let backends = match &sel.backends {
-            Some(s) => parse_backends(s)?,
-            None => wgpu::Backends::PRIMARY,
-        };
+        let backends = sel.apis()?;
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
         desc.backends = backends;
         let instance = wgpu::Instance::new(desc);
@@ -105,24 +129,9 @@ impl Gpu {
             return Err(format!("no GPU adapter found (backends {backends:?}; is a Vulkan driver installed?)"));
         }
         let names: Vec<String> = all.iter().map(|a| { let i = a.get_info(); format!("{} [{:?}, {:?}]", i.name, i.backend, i.device_type) }).collect();
-        let want = sel.adapter.as_ref().map(|s| s.to_ascii_lowercase());
-        let mut cands: Vec<wgpu::Adapter> = all
-            .into_iter()
-            .filter(|a| {
-                let i = a.get_info();
-                want.as_ref().map_or(true, |w| i.name.to_ascii_lowercase().contains(w.as_str()))
-                    && (sel.allow_software || i.device_type != wgpu::DeviceType::Cpu)
-            })
-            .collect();
+        let mut cands: Vec<wgpu::Adapter> = all.into_iter().filter(|a| sel.fits(backends, &a.get_info())).collect();
         cands.sort_by_key(|a| rank(a.get_info().device_type));
-        let adapter = cands.into_iter().next().ok_or_else(|| {
-            format!(
-                "no usable GPU adapter among: {}{}{}",
-                names.join("; "),
-                sel.adapter.as_ref().map(|a| format!(" (asked for a name containing '{a}')")).unwrap_or_default(),
-                if sel.allow_software { "" } else { " (software adapters need QUANTLORA_GPU_SOFTWARE=1)" }
-            )
-        })?;
+        let adapter = cands.into_iter().next().ok_or_else(|| format!("no usable GPU adapter among: {}{}", names.join("; "), sel.asked()))?;
         let info = adapter.get_info();
         let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SHADER_F64 | wgpu::Features::SUBGROUP;
         let features = adapter.features() & wanted;

@@ -59,15 +59,22 @@ fn info_of(g: &Gpu) -> GpuInfo {
     }
 }
 
-/// Opens the GPU device once per process (later calls return the same device's info).
+/// Opens the GPU device once per process; a later call gets the same device's info when that
+/// device fits its selection too, and an error otherwise (one process holds one device).
 /// backends: comma list (vulkan, gl, metal, dx12, all); adapter: a substring of the adapter name;
 /// allowSoftware: accept CPU (software) adapters such as llvmpipe.
 #[napi(catch_unwind)]
 pub fn gpu_init(backends: Option<String>, adapter: Option<String>, allow_software: bool) -> Result<GpuInfo> {
+    let sel = Selection { backends, adapter, allow_software };
+    let apis = sel.apis().map_err(|e| err(format!("gpuInit: {e}")))?;
     let mut g = GPU.lock().unwrap_or_else(|p| p.into_inner());
-    if g.is_none() {
-        let sel = Selection { backends, adapter, allow_software };
-        *g = Some(Gpu::new(&sel).map_err(|e| err(format!("gpuInit: {e}")))?);
+    match g.as_ref() {
+        Some(open) if !sel.fits(apis, &open.info) => {
+            let i = &open.info;
+            return Err(err(format!("gpuInit: this process already opened {} [{:?}, {:?}], which does not fit this selection{}", i.name, i.backend, i.device_type, sel.asked())));
+        }
+        Some(_) => {}
+        None => *g = Some(Gpu::new(&sel).map_err(|e| err(format!("gpuInit: {e}")))?),
     }
     Ok(info_of(g.as_ref().unwrap()))
 }
