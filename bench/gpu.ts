@@ -21,6 +21,8 @@ import { backendByName, dequantizeMatmul, formats, matmul, quantize, randn, type
 import type { GpuBackend } from '../ts/backends/gpu/index.js';
 import { GRID_INDEX } from '../ts/backends/gpu/device.js';
 import { gemvShape } from '../ts/backends/gpu/quant.js';
+import type { QuantFormat } from '../ts/quant/formats.js';
+import type { QuantizedTensor } from '../ts/quant/api.js';
 import { exportHf } from '../ts/io/export-hf.js';
 import { calibrationWindows } from '../ts/methods/calibration.js';
 import { quantizeModel, rtnLayers } from '../ts/methods/quantize-model.js';
@@ -39,6 +41,8 @@ const outFile = arg('out') ?? join(here, 'results', 'gpu-latest.json');
 const gpu = backendByName('gpu') as GpuBackend;
 const dev = gpu.dev;
 console.log(`adapter: ${dev.info.name} (${dev.info.backend}, ${dev.info.deviceType}); host kernels: ${gpu.hostKernels.join(' ') || 'none'}`);
+
+const NF4 = formats.nf(4, { group: 64, doubleQuant: true });
 
 interface Row { name: string; ms: number; gbps?: number; gflops?: number; note?: string }
 const rows: Row[] = [];
@@ -83,15 +87,21 @@ async function copyBandwidth(mib: number): Promise<number> {
   return gbps;
 }
 
-async function gemv(n: number): Promise<number> {
-  const w = randn([n, n], { seed: 11, std: 0.02 }, gpu);
-  const q = quantize(w, formats.nf(4, { group: 64, doubleQuant: true }));
-  w.dispose();
+/** GB/s of packed weight bytes read by a one-token dequantizeMatmul over an n x n weight of format f
+ *  (quantized here unless `q` is given: sweeps reuse one). */
+async function gemv(n: number, f: QuantFormat = NF4, label = '', q?: QuantizedTensor): Promise<number> {
+  const own = !q;
+  if (!q) {
+    const w = randn([n, n], { seed: 11, std: 0.02 }, gpu);
+    q = quantize(w, f);
+    w.dispose();
+  }
   const x = randn([1, n], { seed: 12 }, gpu);
-  const ms = await timeGpu(`dequantizeMatmul nf4 ${n}`, 50, () => dequantizeMatmul(x, q).dispose());
+  const qq = q;
+  const ms = await timeGpu(`dequantizeMatmul ${f.name} ${n}`, 50, () => dequantizeMatmul(x, qq).dispose());
   const gbps = q.bytes / (ms * 1e6);
-  rows.push({ name: `dequantizeMatmul nf4-dq 1x${n} · (${n}x${n})ᵀ`, ms, gbps });
-  q.dispose();
+  rows.push({ name: `dequantizeMatmul ${f.name} 1x${n} · (${n}x${n})ᵀ${label ? ` (${label})` : ''}`, ms, gbps });
+  if (own) q.dispose();
   x.dispose();
   return gbps;
 }
@@ -164,22 +174,40 @@ const want = (s: string) => s.includes(only);
 if (want('gemv')) {
   const copy = await copyBandwidth(quick ? 16 : 1024);
   if (process.argv.includes('--sweep')) {
-    // the GEMV kernel's shape (teams of 32 lanes per workgroup, weight rows per team, decoder)
+    // the GEMV kernels' shapes: the words kernel (gemv.ts: rows per workgroup, teams, words per
+    // thread, prefetch) and the wide kernel's best setting of the earlier sweep
     const base = { ...gemvShape };
-    for (const lut of ['pair', 'banked'] as const) {
-      for (const teams of [2, 4, 8]) {
-        for (const r of [2, 4, 8, 16]) {
-          Object.assign(gemvShape, { lut, teams, rows: () => r });
-          const g = await gemv(quick ? 1024 : 16384);
-          rows[rows.length - 1].note = `lut ${lut} teams ${teams} rows ${r}`;
-          console.log(`gemv sweep: lut ${lut} teams ${teams} rows ${r}: ${g.toFixed(0)} GB/s (${((100 * g) / copy).toFixed(0)}% of copy)`);
+    const n = quick ? 1024 : 16384;
+    const w = randn([n, n], { seed: 11, std: 0.02 }, gpu);
+    const q = quantize(w, NF4);
+    w.dispose();
+    const found: [number, string][] = [];
+    const time1 = async (label: string) => {
+      const g = await gemv(n, NF4, label, q);
+      found.push([g, label]);
+      console.log(`gemv sweep ${label}: ${g.toFixed(0)} GB/s (${((100 * g) / copy).toFixed(0)}% of copy)`);
+    };
+    Object.assign(gemvShape, { words: false, lut: 'banked', teams: 2, rows: () => 8 });
+    await time1('wide banked, teams 2, rows 8');
+    for (const W of [1, 2, 4] as const) {
+      for (const NW of [2, 4, 8]) {
+        for (const R of [4, 8, 16]) {
+          for (const pf of [false, true]) {
+            Object.assign(gemvShape, { words: true, wordsShape: () => ({ R, NW, W, pf }) });
+            await time1(`words R ${R} NW ${NW} W ${W}${pf ? ' pf' : ''}`);
+          }
         }
       }
     }
+    q.dispose();
     Object.assign(gemvShape, base);
+    found.sort((a, b) => b[0] - a[0]);
+    console.log(`gemv sweep best: ${found.slice(0, 5).map(([g, l]) => `${l}: ${g.toFixed(0)}`).join('; ')}`);
   }
   for (const n of quick ? [1024] : [8192, 16384]) {
     const g = await gemv(n);
+    const gi = await gemv(n, formats.int(4, { group: 64 }));
+    goals.push(`dequantizeMatmul int4 1 token ${n}²: ${gi.toFixed(1)} GB/s = ${((100 * gi) / copy).toFixed(0)}% of copy`);
     goals.push(`dequantizeMatmul nf4 1 token ${n}²: ${g.toFixed(1)} GB/s = ${((100 * g) / copy).toFixed(0)}% of the copy kernel's ${copy.toFixed(1)} GB/s (goal ≥ 60%)`);
   }
 }

@@ -7,6 +7,8 @@ import { test } from 'node:test';
 import * as q from '../ts/index.js';
 import { gpuOptionsFromEnv, openGpuBackend, type GpuBackend } from '../ts/backends/gpu/index.js';
 import { gaussianArray } from '../ts/tensor.js';
+import { gemvShape } from '../ts/backends/gpu/quant.js';
+import type { WordsShape } from '../ts/backends/gpu/gemv.js';
 
 function gpuBackend(): GpuBackend | string {
   const reg = q.backends().find((s) => s.name === 'gpu');
@@ -122,4 +124,56 @@ test('reads at any byte offset and length (sync and async)', { skip }, async () 
   } finally {
     g.dev.free(h);
   }
+});
+
+test('the words GEMV matches the js reference in every shape, with subgroups and with the tree', { skip }, () => {
+  const g = gpu as GpuBackend;
+  const tree = openGpuBackend({ ...gpuOptionsFromEnv(), allowSoftware: true, subgroups: false });
+  const fmts = [
+    q.formats.nf(4, { group: 64, doubleQuant: true }), q.formats.nf(2, { group: 64 }), q.formats.int(4, { group: 32 }),
+    q.formats.int(2, { group: 64, symmetric: true }), q.formats.nf(4, { group: 128 }),
+  ];
+  const shapes: WordsShape[] = [
+    { R: 8, NW: 4, W: 1, pf: false }, { R: 3, NW: 1, W: 2, pf: true }, { R: 5, NW: 2, W: 4, pf: false }, { R: 16, NW: 8, W: 1, pf: true },
+  ];
+  const rows = 37;
+  const cols = 448; // a multiple of 64, not of 128: the last group of g128 is partial
+  const base = { ...gemvShape };
+  let ran = 0;
+  try {
+    for (const [fi, f] of fmts.entries()) {
+      const w = q.tensor(gaussianArray(rows * cols, 21, 0.05), [rows, cols], 'f32', js);
+      const qw = q.quantize(w, f);
+      const dq = q.dequantize(qw).dataSync() as Float32Array;
+      for (const T of [1, 3, 8]) {
+        const xs = gaussianArray(T * cols, 22 + T);
+        const want = q.dequantizeMatmul(q.tensor(xs, [T, cols], 'f32', js), qw).dataSync() as Float32Array;
+        for (const b of [g, tree]) {
+          const qb = q.quantize(q.tensor(w.dataSync() as Float32Array, [rows, cols], 'f32', b), f);
+          const xb = q.tensor(xs, [T, cols], 'f32', b);
+          // each format x T pair takes two of the shapes, in rotation (every shape meets every T)
+          for (const s of [shapes[(fi + T) % shapes.length], shapes[(fi + T + 2) % shapes.length]]) {
+            Object.assign(gemvShape, { words: true, wordsShape: () => s });
+            const got = q.dequantizeMatmul(xb, qb).dataSync() as Float32Array;
+            ran++;
+            for (let t = 0; t < T; t++) {
+              for (let r = 0; r < rows; r++) {
+                let mag = 0;
+                for (let c = 0; c < cols; c++) mag += Math.abs(xs[t * cols + c] * dq[r * cols + c]);
+                const i = t * rows + r;
+                assert.ok(Math.abs(got[i] - want[i]) <= 1e-5 * mag + 1e-30, `${f.name} T${T} ${JSON.stringify(s)} sg ${b.dev.subgroups}: y[${t},${r}] = ${got[i]}, want ${want[i]}`);
+              }
+            }
+          }
+          qb.dispose();
+          xb.dispose();
+        }
+      }
+      qw.dispose();
+      w.dispose();
+    }
+  } finally {
+    Object.assign(gemvShape, base);
+  }
+  assert.equal(ran, fmts.length * 3 * 2 * 2);
 });

@@ -31,6 +31,7 @@ import type { QuantFormat } from '../../quant/formats.js';
 import { rowBytes } from '../../quant/packing.js';
 import type { Device, GpuHandle } from './device.js';
 import { f32Bits, GRID_INDEX } from './device.js';
+import { treeBytes, wordsFits, wordsSource, type WordsShape } from './gemv.js';
 import type { KernelGroup } from './index.js';
 
 const ONE = 15;
@@ -70,7 +71,7 @@ const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 /** The quantized parts as bindings 1.., in the order partsOf() passes them (codes typed as
  *  `codesType`); returns the next free binding. */
-function partBindings(f: QuantFormat, codesType = 'u32'): { decl: string; next: number } {
+export function partBindings(f: QuantFormat, codesType = 'u32'): { decl: string; next: number } {
   const b: string[] = [`var<storage, read> codes: array<${codesType}>;`];
   if (f.doubleQuant) {
     b.push('var<storage, read> scode: array<u32>;', 'var<storage, read> scale2: array<f32>;', 'var<storage, read> soff: array<f32>;');
@@ -93,7 +94,7 @@ function partsOf(q: QuantHandles, f: QuantFormat): GpuHandle[] {
  *  P, or the integer code as f32) and, unless codes are vectors, codeAt(rowStart, c) (one code of
  *  the MSB-first bit stream) and load8(rowStart, c0) (the stream bytes of elements c0..c0+7,
  *  c0 % 8 == 0, in the low bytes of a word, first byte lowest). */
-function decodeLib(f: QuantFormat, scalarCodes = true): string {
+export function decodeLib(f: QuantFormat, scalarCodes = true): string {
   const bits = f.bits;
   const half = (1 << (bits - 1)) - 1;
   const scale = f.doubleQuant
@@ -517,7 +518,12 @@ export type GemvLut = 'pair' | 'banked';
  *  path's decoder (lut: 'pair' table or 'banked' per-code table; exported for benchmarks to tune). */
 // Measured on an H200 (bench/gpu.ts --sweep, 16384², one token): banked 523-946 GB/s, the pair
 // table 397-794 GB/s; banked with 2 teams of 8 rows was the fastest setting.
-export const gemvShape = { teams: 2, rows: (T: number) => (T <= 4 ? 8 : 4), lut: 'banked' as GemvLut };
+export const gemvShape = {
+  teams: 2, rows: (T: number) => (T <= 4 ? 8 : 4), lut: 'banked' as GemvLut,
+  /** The words kernel (gemv.ts) for 2- and 4-bit codes where it fits; its shape for T x rows. */
+  words: true,
+  wordsShape: (T: number): WordsShape => ({ R: T <= 2 ? 8 : T <= 4 ? 4 : 2, NW: 4, W: 1, pf: false }),
+};
 
 function unitOf(cols: number, f: QuantFormat): 1 | 8 | 32 {
   if (cols % 32 === 0 && f.group % 32 === 0) return 32;
@@ -540,6 +546,10 @@ function dequantizeMatmul(dev: Device, x: GpuHandle, xRows: number, q: QuantHand
   const y = dev.alloc(xRows * rows * 4);
   const rb = rowBytes(cols, f.bits);
   const gpr = Math.ceil(cols / f.group);
+  if (xRows <= GEMV_MAX_ROWS && gemvShape.words && wordsFits(f, cols, gemvShape.wordsShape(xRows).W)) {
+    gemvWords(dev, x, xRows, q, f, rows, cols, rb, gpr, y);
+    return y;
+  }
   if (xRows <= GEMV_MAX_ROWS) {
     const U = unitOf(cols, f);
     const R = gemvShape.rows(xRows);
@@ -553,6 +563,17 @@ function dequantizeMatmul(dev: Device, x: GpuHandle, xRows: number, q: QuantHand
   }
   tiled(dev, 'nt', x, q, f, xRows, rows, cols, rb, gpr, y);
   return y;
+}
+
+function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: QuantFormat, rows: number, cols: number, rb: number, gpr: number, y: GpuHandle): void {
+  const s = { ...gemvShape.wordsShape(T) };
+  const sg = dev.subgroups;
+  while (!sg && s.NW > 1 && treeBytes(s, T) + 1088 > dev.info.maxWorkgroupStorageBytes) s.NW /= 2;
+  const key = `quant_gemvw_${fmtKey(f)}_t${T}r${s.R}w${s.NW}x${s.W}${s.pf ? 'p' : ''}${sg ? 's' : ''}`;
+  const pipe = dev.pipeline(key, () => wordsSource(f, T, s, sg));
+  const groups = Math.ceil(rows / s.R);
+  const grid: [number, number, number] = groups <= 65535 ? [groups, 1, 1] : [65535, Math.ceil(groups / 65535), 1];
+  dev.run(pipe, params(f, [rows, cols, rb, gpr]), [...partsOf(q, f), x, y], grid);
 }
 
 function dequantizeMatmulT(dev: Device, dy: GpuHandle, n: number, q: QuantHandles, rows: number, cols: number, f: QuantFormat): GpuHandle {

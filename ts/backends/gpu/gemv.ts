@@ -1,0 +1,164 @@
+// The 'words' GEMV (dequantizeMatmul with up to GEMV_MAX_ROWS x rows) for 2- and 4-bit codes:
+// y [T, rows] = x [T, cols] · Wᵀ. Built for memory bandwidth on GPUs whose load/store unit is the
+// scarce resource (the NF decode is a table lookup per code, 2 per code byte):
+//   - a workgroup owns R weight rows; all its NW·32 threads stride along the columns together, each
+//     thread taking W consecutive u32 words of codes per row (32·W/bits columns, inside one group),
+//     so a warp's code loads are contiguous (W·128 bytes per row) and its x loads touch few lines;
+//   - the thread's x slice (vec4 loads) serves all R rows; the group scale (double-quantized: the
+//     8-bit code, bitsandbytes' map in workgroup memory, the second-level scale) is decoded once per
+//     thread, row and step, and multiplies the slice's partial dot, as the other GEMV does;
+//   - NF codes decode through the 2^bits codebook in workgroup memory (16 words: the 16 banks are
+//     distinct, so any lookup pattern is conflict-free); INT codes need no table (code + 2^23 as
+//     bits, minus 2^23 + zero: exact);
+//   - optionally (pf) the next step's code and scale loads are issued before the current step is
+//     decoded;
+//   - the R·T sums are reduced per subgroup (subgroupAdd) then across subgroups in order, or by a
+//     workgroup tree where the adapter has no subgroups.
+// P: rows, cols, rowBytes, groupsPerRow (as the other GEMV). Grid: ceil(rows / R) workgroups.
+
+import type { QuantFormat } from '../../quant/formats.js';
+import { decodeLib, partBindings } from './quant.js';
+
+export interface WordsShape {
+  /** Weight rows per workgroup. */
+  R: number;
+  /** 32-thread teams per workgroup (all on the same rows, splitting the columns). */
+  NW: number;
+  /** u32 words of codes per thread, row and step (1, 2 or 4). */
+  W: 1 | 2 | 4;
+  /** Issue the next step's loads before decoding the current one. */
+  pf: boolean;
+}
+
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+const ONE = 15;
+const MAP = 16;
+
+/** Whether the words GEMV can run format f over `cols` columns with W words per thread. */
+export function wordsFits(f: QuantFormat, cols: number, W: number): boolean {
+  if (f.bits !== 2 && f.bits !== 4) return false;
+  const cpl = (W * 32) / f.bits;
+  return cols % cpl === 0 && f.group % cpl === 0;
+}
+
+/** Workgroup memory bytes of the tree reduction (no subgroups). */
+export const treeBytes = (s: WordsShape, T: number) => s.R * T * s.NW * 32 * 4;
+
+export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups: boolean): string {
+  const { R, NW, W, pf } = s;
+  const WG = 32 * NW;
+  const bits = f.bits;
+  const mask = (1 << bits) - 1;
+  const cpw = 32 / bits; // codes per word
+  const cpl = W * cpw; // columns per thread and step
+  const nv = cpl / 4; // x vec4 per thread, step and x row
+  const RT = R * T;
+  const rr = range(R);
+  const tt = range(T);
+  const asym = f.kind === 'int' && !f.symmetric;
+  const vecT = W === 1 ? 'u32' : `vec${W}<u32>`;
+  const { decl, next } = partBindings(f, vecT);
+  const word = (r: number, i: number) => (W === 1 ? `q${r}` : `q${r}.${'xyzw'[i]}`);
+  // code j of word i (first element in the high bits of each byte)
+  const shift = (j: number) => (bits === 4 ? 8 * (j >> 1) + (j & 1 ? 0 : 4) : 8 * (j >> 2) + 6 - 2 * (j & 3));
+  const code = (r: number, i: number, j: number) => {
+    const sh = shift(j);
+    const w = word(r, i);
+    return sh + bits === 32 ? `(${w} >> ${sh}u)` : sh === 0 ? `(${w} & ${mask}u)` : `((${w} >> ${sh}u) & ${mask}u)`;
+  };
+  const weight = (r: number, i: number, j: number) =>
+    f.kind === 'nf' ? `lut[${code(r, i, j)}]` : `bitcast<f32>(${code(r, i, j)} | 0x4b000000u)`;
+  const zsub = (r: number) => (f.kind === 'nf' ? '' : asym ? ` - zb${r}` : ` - ${8388608 + (1 << (bits - 1)) - 1}.0`);
+  // the per-step loads of row r at step k: [name, expression]
+  const loads = (r: number, k: string): [string, string][] => {
+    const g = `(rc${r} * gpr + (${k} * ${cpl}u) / GROUP)`;
+    const l: [string, string][] = [[`q${r}`, `codes[rc${r} * units + ${k}]`]];
+    if (f.doubleQuant) l.push([`sw${r}`, `scode[${g} >> 2u]`], [`s2${r}`, `scale2[${g} / 256u]`]);
+    else l.push([`sr${r}`, `scales[${g}]`]);
+    if (asym) l.push([`zw${r}`, `zeros[${g} >> 2u]`]);
+    return l;
+  };
+  const scale = (r: number) => {
+    const s: string[] = [];
+    const g = `g${r}`;
+    if (f.doubleQuant || asym) s.push(`let ${g} = rc${r} * gpr + (k * ${cpl}u) / GROUP;`);
+    if (f.doubleQuant) s.push(`let sc${r} = (smap[(sw${r} >> ((${g} & 3u) * 8u)) & 0xffu] * s2${r}) * one + off;`);
+    else s.push(`let sc${r} = sr${r};`);
+    if (asym) s.push(`let zb${r} = bitcast<f32>(((zw${r} >> ((${g} & 3u) * 8u)) & 0xffu) | 0x4b000000u);`);
+    return s.join(' ');
+  };
+  const xs = tt.map((t) => range(nv).map((v) => `let x${t}_${v} = x[${t}u * c4 + k * ${nv}u + ${v}u];`).join(' ')).join('\n    ');
+  const dots = rr.map((r) => {
+    const terms = range(nv).map((v) => {
+      const i = Math.floor((4 * v) / cpw);
+      const j0 = (4 * v) % cpw;
+      return { v, w: `vec4<f32>(${range(4).map((d) => weight(r, i, j0 + d)).join(', ')})${zsub(r)}` };
+    });
+    return `{
+      ${terms.map(({ v, w }) => `let w${v} = ${w};`).join('\n      ')}
+      ${tt.map((t) => `a${r}_${t} += (${terms.map(({ v }) => `dot(x${t}_${v}, w${v})`).join(' + ')}) * sc${r};`).join('\n      ')}
+    }`;
+  }).join('\n    ');
+  const loop = pf
+    ? `let last = units - 1u;
+  let k0 = min(t, last);
+  ${rr.map((r) => loads(r, 'k0').map(([n, e]) => `var n${n} = ${e};`).join(' ')).join('\n  ')}
+  for (var k = t; k < units; k += ${WG}u) {
+    let kn = min(k + ${WG}u, last);
+    ${rr.map((r) => loads(r, 'kn').map(([n, e]) => `let ${n} = n${n}; n${n} = ${e};`).join(' ')).join('\n    ')}
+    ${rr.map(scale).join('\n    ')}
+    ${xs}
+    ${dots}
+  }`
+    : `for (var k = t; k < units; k += ${WG}u) {
+    ${rr.map((r) => loads(r, 'k').map(([n, e]) => `let ${n} = ${e};`).join(' ')).join('\n    ')}
+    ${rr.map(scale).join('\n    ')}
+    ${xs}
+    ${dots}
+  }`;
+  const accs = rr.flatMap((r) => tt.map((t) => `a${r}_${t}`));
+  const out = (e: string, val: string) => `{
+    let r = row0 + ${e} / ${T}u;
+    if (r < rows) { y[(${e} % ${T}u) * rows + r] = ${val}; }
+  }`;
+  const reduce = subgroups
+    ? `${accs.map((a, e) => `{ let s = subgroupAdd(${a}); if (sgi == 0u) { red[sid * ${RT}u + ${e}u] = s; } }`).join('\n  ')}
+  workgroupBarrier();
+  if (t < ${RT}u) {
+    var s = red[t];
+    for (var i = 1u; i < nsg; i++) { s += red[i * ${RT}u + t]; }
+    ${out('t', 's')}
+  }`
+    : `${accs.map((a, e) => `red[${e}u * ${WG}u + t] = ${a};`).join(' ')}
+  workgroupBarrier();
+  for (var h = ${WG / 2}u; h > 0u; h >>= 1u) {
+    if (t < h) { for (var e = 0u; e < ${RT}u; e++) { red[e * ${WG}u + t] += red[e * ${WG}u + t + h]; } }
+    workgroupBarrier();
+  }
+  for (var e = t; e < ${RT}u; e += ${WG}u) ${out('e', `red[e * ${WG}u]`)}`;
+  const sgArgs = subgroups ? ', @builtin(subgroup_invocation_id) sgi: u32, @builtin(subgroup_id) sid: u32, @builtin(num_subgroups) nsg: u32' : '';
+  return /* wgsl */ `
+@group(0) @binding(0) var<storage, read> P: array<u32>;
+${decl}
+@group(0) @binding(${next}) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(${next + 1}) var<storage, read_write> y: array<f32>;
+${f.kind === 'nf' ? `var<workgroup> lut: array<f32, ${1 << bits}>;` : ''}
+${f.doubleQuant ? 'var<workgroup> smap: array<f32, 256>;' : ''}
+var<workgroup> red: array<f32, ${subgroups ? RT * (WG / 4) : RT * WG}>; // subgroups have at least 4 invocations
+${decodeLib(f, false)}
+@compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32${sgArgs}) {
+  let rows = P[0]; let cols = P[1]; let gpr = P[3];
+  ${f.kind === 'nf' ? `if (t < ${1 << bits}u) { lut[t] = value(t); }` : ''}
+  ${f.doubleQuant ? `for (var e = t; e < 256u; e += ${WG}u) { smap[e] = bitcast<f32>(P[${MAP}u + e]); }` : ''}
+  ${f.kind === 'nf' || f.doubleQuant ? 'workgroupBarrier();' : ''}
+  ${f.doubleQuant ? `let one = bitcast<f32>(P[${ONE}u]); let off = soff[0];` : ''}
+  let units = cols / ${cpl}u;
+  let c4 = cols / 4u;
+  let row0 = (wid.x + wid.y * nwg.x) * ${R}u;
+  // rows past the end decode the last row (their sums are not written)
+  ${rr.map((r) => `let rc${r} = min(row0 + ${r}u, rows - 1u);`).join(' ')}
+  ${accs.map((a) => `var ${a} = 0.0;`).join(' ')}
+  ${loop}
+  ${reduce}
+}`;
+}
