@@ -5,7 +5,7 @@
 # ignored folders (.xfer9, .gl) to carry; no wasm modules travel (the bundles would look for them in
 # .xfer9/generated/), so the backends there are js, native and gpu. There (carry .xfer9 and .gl):
 # `bash scripts/device-gpu.sh run [bench/gpu.ts flags]` unpacks the loader and runs the bench (the
-# JSON goes to $OUT); `parity` runs the parity table with the real GPU, `suites` the general
+# JSON goes to $OUT); `parity` runs the parity table and test/gpu.test.ts with the real GPU, `suites` the general
 # benchmark suites (bench/run.ts) on gpu and native.
 #
 # The results table on the GPU (`quantlora experiment --preset paper`, results/issue7-paper.*) needs
@@ -44,7 +44,7 @@ rows() { node -e 'try { console.log(JSON.parse(require("fs").readFileSync(proces
 case "$1" in
   pack)
     mkdir -p .xfer9/native .gl
-    for e in bench/gpu.ts:gpubench bench/run.ts:suites test/parity.test.ts:parity ts/cli/main.ts:cli; do
+    for e in bench/gpu.ts:gpubench bench/run.ts:suites test/parity.test.ts:parity test/gpu.test.ts:gputest ts/cli/main.ts:cli; do
       npx esbuild "${e%%:*}" --bundle --platform=node --format=esm --outfile=".xfer9/${e##*:}.mjs" \
         --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" --log-level=warning
     done
@@ -103,7 +103,8 @@ case "$1" in
       node .xfer9/suites.mjs --backends gpu,native --out "$OUT/suites.json" "$@" 2>&1 | grep -v XDG_RUNTIME
     elif [ "$1" = parity ]; then
       # the parity table with the real GPU as the gpu backend (no wasm modules travel: js, native, gpu)
-      QUANTLORA_EXPECT_BACKENDS=native,gpu node --test --test-reporter=spec .xfer9/parity.mjs 2>&1 | grep -v XDG_RUNTIME | tail -40
+      # and test/gpu.test.ts (subgroup kernels against the tree fallback, the GEMV shapes, batching)
+      QUANTLORA_EXPECT_BACKENDS=native,gpu node --test --test-reporter=spec .xfer9/parity.mjs .xfer9/gputest.mjs 2>&1 | grep -v XDG_RUNTIME | grep -v '^ *\(duration_ms\|---\|\.\.\.\)' | tail -60
     else
       shift
       node .xfer9/gpubench.mjs --out "$OUT/gpu-bench.json" "$@" 2>&1 | grep -v XDG_RUNTIME
