@@ -57,6 +57,11 @@ export interface QuantHandles {
  *  m = b1·m + (1−b1)·g'; v = b2·v + (1−b2)·g'²; p = p·(1 − lr·wd if decoupled) + (m / (√v / bc2sqrt + eps))·(−lr / bc1). */
 export interface AdamHyper { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; decoupled: boolean; bc1: number; bc2sqrt: number }
 
+/** One LWC weight (ts/quant/lwc.ts) for the optional lwc kernels: w is f32 [rows, cols] in groups
+ *  of `group` columns per row (the last one of a row may be shorter), rows·ceil(cols / group)
+ *  groups, each with an f32 scale and a u8 zero point (laid out as an INT format's scales and zeros). */
+export interface LwcDims { rows: number; cols: number; group: number; bits: number }
+
 export interface BackendInfo {
   name: string;
   /** Human-readable facts for `quantlora doctor` (SIMD, threads, adapter...). */
@@ -130,6 +135,17 @@ export interface Backend {
    *  elements): the element-wise sequence of ts/train/optim.ts in one kernel (the GPU has it:
    *  one launch per parameter instead of about fourteen). */
   adamStep?(p: Handle, g: Handle, m: Handle, v: Handle, size: number, h: AdamHyper): void;
+
+  /** Optional LWC fake quantization (ts/quant/lwc.ts; the GPU has it, elsewhere LWC runs on the
+   *  host): f32 [rows, cols], element f32((q − zero)·scale) of its group, with
+   *  q = clamp(roundHalfAway(w / scale) + zero, 0, 2^bits − 1) decided on the exact quotient, so
+   *  bit-identical with the host path. */
+  lwcFakeQuant?(w: Handle, scales: Handle, zeros: Handle, d: LwcDims): Handle;
+  /** Optional backward of lwcFakeQuant with dL/dw_fq = dy: f32 [2, groups], per group
+   *  dS = Σ dy·∂w_fq/∂scale at fixed zero (q − zero − w/scale inside the clamp, q − zero outside) and
+   *  dZ = Σ dy·∂w_fq/∂zero at fixed scale (−scale outside the clamp, 0 inside); straight-through
+   *  round, clamp bounds inside. Summed in a fixed order (deterministic). */
+  lwcGrad?(w: Handle, scales: Handle, zeros: Handle, dy: Handle, d: LwcDims): Handle;
 
   // optional: the long kernels off the JS thread (the native backend has them). Same results as
   // the synchronous kernels; inputs must not change until the promise settles (whether freeing one

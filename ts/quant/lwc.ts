@@ -13,12 +13,17 @@
 // and in the zero point; clamp passes gradient only inside its range (bounds included, as
 // torch.clamp); the EPS clamp on the scale (OmniQuant's CLIPMIN) likewise. w gets no gradient.
 //
-// Forward and backward run on the host over typed arrays (one synchronous read of u, l and of dy):
-// O(weights) per step, off the hot path. The scale is rounded to float32 once and that same value
-// is used for the codes, the output and the stored scale, so finalize().dequantize() reproduces
-// fakeQuant() bit for bit on every backend (their kernels compute f32((q − zero) · scale)).
+// The per-group grid (σ in f64, the scale rounded to float32 once, the zero point, where the
+// clamps pass gradient) is computed on the host from one synchronous read of u and l: O(groups).
+// The per-element work (codes and values; per-group sums of the backward) runs on the backend when
+// it has the optional kernels lwcFakeQuant / lwcGrad (the GPU: w stays on the device, the grid is
+// uploaded, dy is never read back), else on the host over typed arrays (the reference, one read of
+// dy). Both give the same codes and values bit for bit; the per-group sums differ only in
+// rounding (f64 on the host). The same f32 scale is used for the codes, the output and the stored
+// scale, so finalize().dequantize() reproduces fakeQuant() bit for bit on every backend (their
+// kernels compute f32((q − zero) · scale)).
 
-import type { Backend } from '../backend.js';
+import type { Backend, LwcDims } from '../backend.js';
 import { record } from '../autograd.js';
 import { FormatError, ShapeError, ValueError, describeShape } from '../errors.js';
 import { expectDType } from '../ops/util.js';
@@ -165,14 +170,12 @@ function fakeQuantValues(fz: Frozen, g: Grid): Float32Array {
   return outv;
 }
 
-/** Gradients of L (with dL/dw_fq = dy) with respect to u and l (STE through round, see top). */
-function gradients(fz: Frozen, g: Grid, dy: Float32Array): { du: Float32Array; dl: Float32Array | undefined } {
+/** Per group: dS = Σ dy · ∂w_fq/∂scale at fixed zero, dZ = Σ dy · ∂w_fq/∂zero at fixed scale
+ *  (the host version of Backend.lwcGrad). */
+function groupSums(fz: Frozen, g: Grid, dy: Float32Array): { dS: ArrayLike<number>; dZ: ArrayLike<number> } {
   const n = fz.rows * fz.gpr;
-  const { symmetric, bits } = fz.format;
-  const maxq = (1 << bits) - 1;
-  const half = (1 << (bits - 1)) - 1;
-  const dS = new Float64Array(n); // Σ dy · ∂w_fq/∂scale at fixed zero
-  const dZ = new Float64Array(n); // Σ dy · ∂w_fq/∂zero at fixed scale
+  const dS = new Float64Array(n);
+  const dZ = new Float64Array(n);
   forEachCode(fz, g, (i, gi, q, inside) => {
     const s = g.scale[gi];
     const qz = q - g.zero[gi];
@@ -180,6 +183,15 @@ function gradients(fz: Frozen, g: Grid, dy: Float32Array): { du: Float32Array; d
     dS[gi] += dy[i] * (inside ? qz - fz.w[i] / s : qz);
     if (!inside) dZ[gi] -= dy[i] * s;
   });
+  return { dS, dZ };
+}
+
+/** Gradients of L with respect to u and l from the per-group sums (STE through round, see top). */
+function logitGrads(fz: Frozen, g: Grid, dS: ArrayLike<number>, dZ: ArrayLike<number>): { du: Float32Array; dl: Float32Array | undefined } {
+  const n = fz.rows * fz.gpr;
+  const { symmetric, bits } = fz.format;
+  const maxq = (1 << bits) - 1;
+  const half = (1 << (bits - 1)) - 1;
   const du = new Float32Array(n);
   const dl = symmetric ? undefined : new Float32Array(n);
   for (let gi = 0; gi < n; gi++) {
@@ -204,8 +216,14 @@ function gradients(fz: Frozen, g: Grid, dy: Float32Array): { du: Float32Array; d
   return { du, dl };
 }
 
-/** Fake quantization of a frozen w with logits (u, l), recorded for autograd (gradients to u, l). */
-function fakeQuantOp(fz: Frozen, shape: readonly number[], backend: Backend, u: Tensor, l: Tensor | undefined, where: string): Tensor {
+/** Whether the backend does LWC's per-element work itself (Backend.lwcFakeQuant / lwcGrad). */
+const onDevice = (b: Backend) => !!b.lwcFakeQuant && !!b.lwcGrad;
+
+/**
+ * Fake quantization of a frozen w with logits (u, l), recorded for autograd (gradients to u, l).
+ * wDev: w on the backend, when onDevice(backend): the per-element work runs there.
+ */
+function fakeQuantOp(fz: Frozen, shape: readonly number[], backend: Backend, u: Tensor, l: Tensor | undefined, where: string, wDev?: Tensor): Tensor {
   const uh = checkParam(where, 'u', u, fz, backend);
   let lh: Float32Array | undefined;
   if (!fz.format.symmetric) {
@@ -213,15 +231,41 @@ function fakeQuantOp(fz: Frozen, shape: readonly number[], backend: Backend, u: 
     lh = checkParam(where, 'l', l, fz, backend);
   }
   const grid = gridOf(fz, uh, lh);
-  const y = tensor(fakeQuantValues(fz, grid), shape, 'f32', backend);
   const inputs = lh ? [u, l!] : [u];
-  return record('lwcFakeQuant', inputs, y, (dy, { needs }) => {
-    const { du, dl } = gradients(fz, grid, readHost(dy, 'lwcFakeQuant backward'));
+  const grads = (dS: ArrayLike<number>, dZ: ArrayLike<number>, needs: boolean[]) => {
+    const { du, dl } = logitGrads(fz, grid, dS, dZ);
     return [
       needs[0] ? tensor(du, u.shape, 'f32', backend) : null,
       dl && needs[1] ? tensor(dl, l!.shape, 'f32', backend) : null,
     ];
-  });
+  };
+  if (!wDev) {
+    const y = tensor(fakeQuantValues(fz, grid), shape, 'f32', backend);
+    return record('lwcFakeQuant', inputs, y, (dy, { needs }) => {
+      const { dS, dZ } = groupSums(fz, grid, readHost(dy, 'lwcFakeQuant backward'));
+      return grads(dS, dZ, needs);
+    });
+  }
+  // on the backend: the grid goes up as tensors the graph keeps (with w) for the backward pass
+  const n = fz.rows * fz.gpr;
+  const d: LwcDims = { rows: fz.rows, cols: fz.cols, group: fz.format.group, bits: fz.format.bits };
+  const scales = tensor(grid.scale, [n], 'f32', backend);
+  const zeros = tensor(grid.zero, [n], 'u8', backend);
+  try {
+    const y = fromHandle(backend, backend.lwcFakeQuant!(wDev.handle, scales.handle, zeros.handle, d), shape, 'f32');
+    return record('lwcFakeQuant', inputs, y, (dy, { needs, saved: [w, s, z] }) => {
+      const sums = fromHandle(backend, backend.lwcGrad!(w.handle, s.handle, z.handle, dy.handle, d), [2, n], 'f32');
+      try {
+        const v = readHost(sums, 'lwcFakeQuant backward');
+        return grads(v.subarray(0, n), v.subarray(n), needs);
+      } finally {
+        sums.dispose();
+      }
+    }, [wDev, scales, zeros]);
+  } finally {
+    scales.dispose();
+    zeros.dispose();
+  }
 }
 
 /**
@@ -231,7 +275,7 @@ function fakeQuantOp(fz: Frozen, shape: readonly number[], backend: Backend, u: 
  */
 export function lwcFakeQuant(w: Tensor, params: { u: Tensor; l?: Tensor }, format: QuantFormat): Tensor {
   const fz = freeze(w, format, 'lwcFakeQuant');
-  return fakeQuantOp(fz, w.shape, w.backend, params.u, params.l, 'lwcFakeQuant');
+  return fakeQuantOp(fz, w.shape, w.backend, params.u, params.l, 'lwcFakeQuant', onDevice(w.backend) ? w : undefined);
 }
 
 export interface LwcOptions {
@@ -240,8 +284,9 @@ export interface LwcOptions {
 }
 
 /**
- * Learnable weight clipping of one frozen weight: holds its host copy and group ranges, and the
- * trainable logits u (and l for asymmetric formats), shape [rows, groupsPerRow], on w's backend.
+ * Learnable weight clipping of one frozen weight: holds its host copy and group ranges (and a copy
+ * of w on the backend when that does the per-element work), and the trainable logits u (and l for
+ * asymmetric formats), shape [rows, groupsPerRow], on w's backend.
  */
 export class Lwc implements TensorContainer {
   readonly format: QuantFormat;
@@ -251,6 +296,8 @@ export class Lwc implements TensorContainer {
   /** Lower logits (asymmetric formats only). */
   readonly l: Tensor | undefined;
   private readonly frozen: Frozen;
+  /** The frozen weight on the backend (onDevice backends only). */
+  private readonly wDev: Tensor | undefined;
 
   constructor(w: Tensor, format: QuantFormat, opts: LwcOptions = {}) {
     this.frozen = freeze(w, format, 'Lwc');
@@ -262,11 +309,12 @@ export class Lwc implements TensorContainer {
     const pshape = [this.frozen.rows, this.frozen.gpr];
     this.u = full(pshape, init, w.backend).requireGrad();
     this.l = format.symmetric ? undefined : full(pshape, init, w.backend).requireGrad();
+    this.wDev = onDevice(w.backend) ? tensor(this.frozen.w, this.shape, 'f32', w.backend) : undefined;
   }
 
   /** The fake-quantized weight at the current logits (differentiable with respect to them). */
   fakeQuant(): Tensor {
-    return fakeQuantOp(this.frozen, this.shape, this.backend, this.u, this.l, 'Lwc.fakeQuant');
+    return fakeQuantOp(this.frozen, this.shape, this.backend, this.u, this.l, 'Lwc.fakeQuant', this.wDev);
   }
 
   /** The trainable tensors: [u] or [u, l]. */
@@ -294,10 +342,10 @@ export class Lwc implements TensorContainer {
   }
 
   tensors(): Tensor[] {
-    return this.params();
+    return this.wDev ? [...this.params(), this.wDev] : this.params();
   }
 
   dispose(): void {
-    for (const t of this.params()) t.dispose();
+    for (const t of this.tensors()) t.dispose();
   }
 }

@@ -21,6 +21,7 @@ import type { GpuAddon } from './addon.js';
 import { Device, f32Bits, GRID_INDEX, type GpuHandle } from './device.js';
 import { elementwiseKernels } from './elementwise.js';
 import { layoutKernels } from './layout.js';
+import { lwcKernels } from './lwc.js';
 import { matmulKernels } from './matmul.js';
 import { adamStepOn } from './optim.js';
 import { quantEncodeKernels } from './quant-encode.js';
@@ -35,16 +36,20 @@ export const KERNEL_NAMES = [
   'quantize', 'dequantize', 'dequantizeMatmul', 'dequantizeMatmulT', 'icqSearch',
 ] as const;
 export type KernelName = (typeof KERNEL_NAMES)[number];
+/** Optional kernels of the Backend interface: a group may provide them; without one the method
+ *  stays undefined (no host fallback here: callers take their own host path). */
+export const OPTIONAL_KERNEL_NAMES = ['lwcFakeQuant', 'lwcGrad'] as const;
+type OptionalKernelName = (typeof OPTIONAL_KERNEL_NAMES)[number];
 
 /** A kernel of the Backend interface with the device as its first argument. */
 export type Kernels = {
-  [K in KernelName]: (dev: Device, ...args: Parameters<Backend[K]>) => ReturnType<Backend[K]>;
+  [K in KernelName | OptionalKernelName]: (dev: Device, ...args: Parameters<NonNullable<Backend[K]>>) => ReturnType<NonNullable<Backend[K]>>;
 };
 /** What a kernel file provides; a group may return undefined for a kernel this adapter cannot
  *  run (then the host runs it). */
 export type KernelGroup = (dev: Device) => Partial<Kernels>;
 
-const GROUPS: KernelGroup[] = [elementwiseKernels, layoutKernels, matmulKernels, transformerKernels, quantKernels, quantEncodeKernels];
+const GROUPS: KernelGroup[] = [elementwiseKernels, layoutKernels, matmulKernels, transformerKernels, quantKernels, quantEncodeKernels, lwcKernels];
 
 const FILL = /* wgsl */ `
 @group(0) @binding(0) var<storage, read> P: array<u32>;
@@ -89,6 +94,8 @@ export class GpuBackend implements Backend {
   dequantizeMatmul!: Backend['dequantizeMatmul'];
   dequantizeMatmulT!: Backend['dequantizeMatmulT'];
   icqSearch!: Backend['icqSearch'];
+  lwcFakeQuant?: Backend['lwcFakeQuant'];
+  lwcGrad?: Backend['lwcGrad'];
 
   constructor(addon: GpuAddon & NativeAddon, opts: { backends?: string; adapter?: string; allowSoftware?: boolean; subgroups?: boolean; profile?: boolean } = {}) {
     const info = addon.gpuInit(opts.backends ?? null, opts.adapter ?? null, opts.allowSoftware ?? false);
@@ -96,11 +103,13 @@ export class GpuBackend implements Backend {
     this.host = new NativeBackend(addon);
     const impl: Partial<Kernels> = {};
     for (const g of GROUPS) Object.assign(impl, g(this.dev));
-    const self = this as unknown as Record<KernelName, (...a: unknown[]) => unknown>;
-    for (const name of KERNEL_NAMES) {
+    const self = this as unknown as Record<KernelName | OptionalKernelName, (...a: unknown[]) => unknown>;
+    const optional: readonly string[] = OPTIONAL_KERNEL_NAMES;
+    for (const name of [...KERNEL_NAMES, ...OPTIONAL_KERNEL_NAMES]) {
       const k = impl[name] as ((dev: Device, ...a: unknown[]) => unknown) | undefined;
-      if (!k) this.hostKernels.push(name);
-      const run = k ? (...a: unknown[]) => k(this.dev, ...a) : (...a: unknown[]) => this.onHost(name, a);
+      if (!k && optional.includes(name)) continue;
+      if (!k) this.hostKernels.push(name as KernelName);
+      const run = k ? (...a: unknown[]) => k(this.dev, ...a) : (...a: unknown[]) => this.onHost(name as KernelName, a);
       self[name] = opts.profile ? this.profiled(name, run) : run;
     }
     if (opts.profile) this.readSync = this.profiled('readSync', this.readSync.bind(this));
