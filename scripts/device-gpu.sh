@@ -18,8 +18,10 @@
 # results on the same warm machine, whichever has more rows; it stops after BUDGET seconds (default
 # 500, inside one 10-minute call; the row in progress is lost, every finished row is saved) and
 # returns results/issue7-paper.{json,md,svg} and table.log in $OUT: copy them into results/ here,
-# commit, and repeat `table` (again after model-a and model-b if the machine went cold). A row that
-# alone takes longer than BUDGET never finishes (rows run in order): skip past it with --only KEYS.
+# commit, and repeat `table` (again after model-a and model-b if the machine went cold). Long rows
+# (ApiQ, RILQ, finetuning) checkpoint into /root/xfer/checkpoints (ApiQ after each block, the
+# trainers every 25 steps), so the next `table` call on the same warm machine resumes inside the row;
+# a cold machine starts that row over. Skip past a row with --only KEYS.
 # Flags after `table` go to the experiment (e.g. --only KEYS, --eval-windows N); the backend is
 # forced to gpu (QUANTLORA_BACKEND, override it to compare), so a GPU that does not open is an error
 # instead of a silent CPU run.
@@ -87,7 +89,7 @@ case "$1" in
     node .xfer9/cli.mjs doctor 2>&1 | grep -v XDG_RUNTIME || true
     set +e
     timeout ${BUDGET:-500} node .xfer9/cli.mjs experiment --preset "$PRESET" --name "$NAME" --model "$MODEL" --data "$DATA" \
-      --calib "$CALIB" --out $X/results "$@" 2>&1 | tee "$OUT/table.log" | grep -v -e XDG_RUNTIME -e '^apiq layer'
+      --calib "$CALIB" --out $X/results --checkpoints $X/checkpoints "$@" 2>&1 | tee "$OUT/table.log" | grep -v -e XDG_RUNTIME -e '^apiq layer'
     rc=${PIPESTATUS[0]}
     set -e
     [ "$rc" = 124 ] && echo "table: stopped after ${BUDGET:-500} s (the row in progress is lost): run table again"

@@ -3,10 +3,13 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import * as q from '../ts/index.js';
 import { loadModel } from '../ts/io/load-model.js';
 import { calibrationWindows } from '../ts/methods/calibration.js';
-import { experimentRows, markdownTable, PRESETS, svgPlot, type RowResult } from '../ts/methods/experiment.js';
+import { experimentRows, markdownTable, PRESETS, rowCheckpoints, svgPlot, type RowResult } from '../ts/methods/experiment.js';
 import { methodName, runMethod } from '../ts/methods/pipeline.js';
 import { quantLayers } from '../ts/methods/quantize-model.js';
 import { Args } from '../ts/cli/args.js';
@@ -64,4 +67,31 @@ test('quantize flags: parsed into a method, bad values are typed errors', () => 
   assert.throws(() => specFromArgs(new Args(['--bits', '5'])), q.ValueError);
   assert.throws(() => specFromArgs(new Args(['--init', 'magic'])), q.ValueError);
   assert.throws(() => specFromArgs(new Args(['--rilq-loss', 'kl', '--rilq-steps', '2'])), q.ValueError);
+});
+
+test('rowCheckpoints: long rows checkpoint and a second run resumes inside the row', () => {
+  const p = PRESETS.tiny;
+  const rows = experimentRows(p);
+  const dir = mkdtempSync(join(tmpdir(), 'quantlora-exp-ck-'));
+  try {
+    assert.deepEqual(rowCheckpoints(rows.find((r) => r.key === 'fp')!, dir).files, []);
+    assert.deepEqual(rowCheckpoints(rows.find((r) => r.key === 'nf2-rtn')!, dir).files, []);
+    const row = rows.find((r) => r.key === 'int2-apiq-block-rilq')!;
+    const ck = rowCheckpoints(row, dir, 1);
+    assert.deepEqual(ck.files, [join(dir, 'int2-apiq-block-rilq.apiq.safetensors'), join(dir, 'int2-apiq-block-rilq.rilq.safetensors')]);
+    assert.equal(row.spec!.rilq!.checkpoint, undefined, 'the preset row itself is not changed');
+    const { model: fp } = loadModel('test/fixtures/tiny-llama/llama-tied');
+    const data = calibrationWindows(stream(3000, 8), { count: p.calib.count, seqlen: p.calib.seqlen, validation: p.calib.validation, seed: 1 });
+    const first = runMethod(fp, ck.spec!, data);
+    assert.equal(first.report.apiq!.resumedFrom, undefined);
+    assert.ok(ck.files.every((f) => existsSync(f)), 'both checkpoints written');
+    const again = runMethod(fp, ck.spec!, data);
+    assert.equal(again.report.apiq!.resumedFrom, fp.blocks.length, 'ApiQ resumes after its last block');
+    assert.equal(again.report.rilq!.resumedFrom, p.rilqSteps - 1, 'RILQ resumes at its last checkpoint');
+    first.model.dispose();
+    again.model.dispose();
+    fp.dispose();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

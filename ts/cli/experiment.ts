@@ -3,7 +3,7 @@
 // row of the preset (ts/methods/experiment.ts), and writes after each row (so an interrupted run
 // resumes where it stopped): results/<name>.json, results/<name>.md, results/<name>.svg.
 
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ValueError } from '../errors.js';
 import { perplexity } from '../eval/perplexity.js';
@@ -17,7 +17,7 @@ import { square, sub } from '../ops/arithmetic.js';
 import { sum } from '../ops/reduce.js';
 import { tidy } from '../tensor.js';
 import { calibrationWindows } from '../methods/calibration.js';
-import { experimentRows, markdownTable, PRESETS, svgPlot, type RowResult } from '../methods/experiment.js';
+import { experimentRows, markdownTable, PRESETS, rowCheckpoints, svgPlot, type RowResult } from '../methods/experiment.js';
 import { runMethod } from '../methods/pipeline.js';
 import { quantLayers } from '../methods/quantize-model.js';
 import type { Args } from './args.js';
@@ -55,6 +55,9 @@ export async function experimentCommand(args: Args): Promise<number> {
   const name = args.string('name') ?? `issue6-${p.name}`;
   const outDir = resolve(args.string('out') ?? 'results');
   const only = args.string('only')?.split(',');
+  // --checkpoints DIR: long rows (ApiQ, RILQ, finetuning) checkpoint there and resume inside the row
+  const ckDir = args.string('checkpoints');
+  if (ckDir) mkdirSync(ckDir, { recursive: true });
   const dataPath = resolve(args.string('data') ?? process.env.QUANTLORA_EVAL_DATA ?? DEFAULT_EVAL_DATA);
   if (!existsSync(dataPath)) throw new ValueError(`experiment: evaluation text ${dataPath} does not exist (pass --data FILE)`);
   const calibPath = args.string('calib') ?? fetchCalibration(log);
@@ -89,7 +92,9 @@ export async function experimentCommand(args: Args): Promise<number> {
       const ppl = await perplexity(fp, evalIds, evalOpts);
       result = { ...row, perplexity: ppl.perplexity, evalWindows: ppl.windows, seconds: (Date.now() - t0) / 1000 };
     } else {
-      const { model, report } = runMethod(fp, row.spec, data, log);
+      const ck = ckDir ? rowCheckpoints(row, resolve(ckDir)) : { spec: row.spec, files: [] };
+      const { model, report } = runMethod(fp, ck.spec!, data, log);
+      for (const f of ck.files) rmSync(f, { force: true }); // the row is done: its checkpoints are spent
       try {
         const stats = row.spec.init === 'none' ? quantStats(model, fp) : undefined;
         const ppl = await perplexity(model, evalIds, evalOpts);

@@ -33,7 +33,7 @@ Usage:
                                        quantize + initialize + compensate; writes the packed model
                                        (model.quantlora.safetensors), PEFT adapters (adapter/) and
                                        with --merged the merged Hugging Face model (merged/)
-  quantlora experiment [--preset small|paper|tiny] [--model PATH] [--eval-windows N] [--only KEYS]
+  quantlora experiment [--preset small|paper|tiny] [--model PATH] [--eval-windows N] [--only KEYS] [--checkpoints DIR]
                        [--out results] [--name NAME] [--fresh]
                                        the methods' results table: results/NAME.{json,md,svg};
                                        resumes an interrupted run unless --fresh

@@ -86,6 +86,20 @@ export function experimentRows(p: Preset): Row[] {
   return rows;
 }
 
+/** The checkpoint files a row writes under `dir` (ApiQ after every block, the adapter trainers
+ *  every `every` steps), so a run stopped inside a long row resumes inside it. */
+export function rowCheckpoints(row: Row, dir: string, every = 25): { spec: MethodSpec | undefined; files: string[] } {
+  const s = row.spec;
+  if (!s) return { spec: undefined, files: [] };
+  const file = (part: string) => `${dir}/${row.key}.${part}.safetensors`;
+  const spec: MethodSpec = { ...s };
+  const files: string[] = [];
+  if (s.init === 'apiq-layer' || s.init === 'apiq-block') files.push((spec.apiq = { ...s.apiq, checkpoint: file('apiq') }).checkpoint!);
+  if (s.rilq) files.push((spec.rilq = { ...s.rilq, checkpoint: file('rilq'), checkpointEvery: every }).checkpoint!);
+  if (s.finetune) files.push((spec.finetune = { ...s.finetune, checkpoint: file('finetune'), checkpointEvery: every }).checkpoint!);
+  return { spec, files };
+}
+
 const fmt = (v: number | undefined, d = 2): string => (v === undefined || !Number.isFinite(v) ? '—' : Math.abs(v) >= 1e4 ? v.toExponential(2) : v.toFixed(d));
 
 /** The Markdown table: one line per method, a column per bit width; then the sweeps. */

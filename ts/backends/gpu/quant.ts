@@ -520,8 +520,9 @@ export type GemvLut = 'pair' | 'banked';
 // table 397-794 GB/s; banked with 2 teams of 8 rows was the fastest setting.
 export const gemvShape = {
   teams: 2, rows: (T: number) => (T <= 4 ? 8 : 4), lut: 'banked' as GemvLut,
-  /** The words kernel (gemv.ts) for 2- and 4-bit codes where it fits; its shape for T x rows. */
-  words: true,
+  /** The words kernel (gemv.ts) for 2- and 4-bit codes where it fits; its shape for T x rows. Off
+   *  until measured on an NVIDIA GPU against the banked kernel (bench/gpu.ts --sweep runs both). */
+  words: false,
   wordsShape: (T: number): WordsShape => ({ R: T <= 2 ? 8 : T <= 4 ? 4 : 2, NW: 4, W: 1, pf: false }),
 };
 
