@@ -7,22 +7,14 @@ import { test } from 'node:test';
 import * as q from '../ts/index.js';
 import { gpuOptionsFromEnv, openGpuBackend, type GpuBackend } from '../ts/backends/gpu/index.js';
 import { gaussianArray } from '../ts/tensor.js';
+import { gpuExpected, gpuSkip, testGpu } from './gpu-helper.js';
 import { gemvShape } from '../ts/backends/gpu/quant.js';
 import type { WordsShape } from '../ts/backends/gpu/gemv.js';
 
-function gpuBackend(): GpuBackend | string {
-  const reg = q.backends().find((s) => s.name === 'gpu');
-  if (reg?.available) return q.backendByName('gpu') as GpuBackend;
-  try {
-    return openGpuBackend({ ...gpuOptionsFromEnv(), allowSoftware: true });
-  } catch (e) {
-    return (e as Error).message;
-  }
-}
 
-const gpu = gpuBackend();
-const expected = (process.env.QUANTLORA_EXPECT_BACKENDS ?? '').split(',').includes('gpu');
-const skip = typeof gpu === 'string' ? (expected ? false : `no GPU adapter: ${gpu}`) : false;
+const gpu = testGpu;
+const expected = gpuExpected;
+const skip = gpuSkip;
 const js = q.backendByName('js');
 
 test('gpu is available where CI expects it', { skip: !expected && 'QUANTLORA_EXPECT_BACKENDS does not name gpu' }, () => {

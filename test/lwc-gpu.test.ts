@@ -7,8 +7,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as q from '../ts/index.js';
-import { gpuOptionsFromEnv, openGpuBackend, type GpuBackend } from '../ts/backends/gpu/index.js';
+import type { GpuBackend } from '../ts/backends/gpu/index.js';
 import { gaussianArray } from '../ts/tensor.js';
+import { gpuSkip, testGpu } from './gpu-helper.js';
 import { Lwc, lwcFakeQuant } from '../ts/quant/lwc.js';
 import { roundHalfAway, type QuantFormat } from '../ts/quant/formats.js';
 import { unpackCodes } from '../ts/quant/packing.js';
@@ -19,18 +20,9 @@ import { calibrationWindows } from '../ts/methods/calibration.js';
 import { quantizeModel, rtnLayers } from '../ts/methods/quantize-model.js';
 import { QuantLinear } from '../ts/nn/quant-linear.js';
 
-function gpuBackend(): GpuBackend | string {
-  const reg = q.backends().find((s) => s.name === 'gpu');
-  if (reg?.available) return q.backendByName('gpu') as GpuBackend;
-  try {
-    return openGpuBackend({ ...gpuOptionsFromEnv(), allowSoftware: true });
-  } catch (e) {
-    return (e as Error).message;
-  }
-}
 
-const gpu = gpuBackend();
-const skip = typeof gpu === 'string' ? `no GPU adapter: ${gpu}` : false;
+const gpu = testGpu;
+const skip = gpuSkip;
 const js = q.backendByName('js');
 const bitsOf = (a: Float32Array) => new Uint32Array(a.buffer, a.byteOffset, a.length);
 
