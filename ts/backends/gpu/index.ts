@@ -11,7 +11,7 @@
 // inputs copied to the host and its outputs back (`hostKernels` in info() lists them); the kernel
 // files decide per adapter (e.g. ICQ's search needs f64 in shaders to be bit-identical).
 
-import type { AdamHyper, Backend, BackendInfo, Handle, QuantHandles } from '../../backend.js';
+import type { Backend, BackendInfo, Handle, QuantHandles } from '../../backend.js';
 import { BYTES_PER_ELEMENT, type AnyTypedArray, type DType } from '../../dtype.js';
 import { BackendError } from '../../errors.js';
 import { registerBackend } from '../../registry.js';
@@ -23,7 +23,7 @@ import { elementwiseKernels } from './elementwise.js';
 import { layoutKernels } from './layout.js';
 import { lwcKernels } from './lwc.js';
 import { matmulKernels } from './matmul.js';
-import { adamStepOn } from './optim.js';
+import { optimKernels } from './optim.js';
 import { quantEncodeKernels } from './quant-encode.js';
 import { quantKernels } from './quant.js';
 import { transformerKernels } from './transformer.js';
@@ -38,7 +38,7 @@ export const KERNEL_NAMES = [
 export type KernelName = (typeof KERNEL_NAMES)[number];
 /** Optional kernels of the Backend interface: a group may provide them; without one the method
  *  stays undefined (no host fallback here: callers take their own host path). */
-export const OPTIONAL_KERNEL_NAMES = ['lwcFakeQuant', 'lwcGrad'] as const;
+export const OPTIONAL_KERNEL_NAMES = ['adamStep', 'lwcFakeQuant', 'lwcGrad'] as const;
 type OptionalKernelName = (typeof OPTIONAL_KERNEL_NAMES)[number];
 
 /** A kernel of the Backend interface with the device as its first argument. */
@@ -49,7 +49,7 @@ export type Kernels = {
  *  run (then the host runs it). */
 export type KernelGroup = (dev: Device) => Partial<Kernels>;
 
-const GROUPS: KernelGroup[] = [elementwiseKernels, layoutKernels, matmulKernels, transformerKernels, quantKernels, quantEncodeKernels, lwcKernels];
+const GROUPS: KernelGroup[] = [elementwiseKernels, layoutKernels, matmulKernels, transformerKernels, quantKernels, quantEncodeKernels, lwcKernels, optimKernels];
 
 const FILL = /* wgsl */ `
 @group(0) @binding(0) var<storage, read> P: array<u32>;
@@ -94,6 +94,7 @@ export class GpuBackend implements Backend {
   dequantizeMatmul!: Backend['dequantizeMatmul'];
   dequantizeMatmulT!: Backend['dequantizeMatmulT'];
   icqSearch!: Backend['icqSearch'];
+  adamStep?: Backend['adamStep'];
   lwcFakeQuant?: Backend['lwcFakeQuant'];
   lwcGrad?: Backend['lwcGrad'];
 
@@ -177,10 +178,6 @@ export class GpuBackend implements Backend {
   }
   liveBuffers(): number {
     return this.dev.live;
-  }
-
-  adamStep(p: Handle, g: Handle, m: Handle, v: Handle, size: number, h: AdamHyper): void {
-    adamStepOn(this.dev, p as GpuHandle, g as GpuHandle, m as GpuHandle, v as GpuHandle, size, h);
   }
 
   // ---- host fallback ----

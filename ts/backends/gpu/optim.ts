@@ -5,6 +5,7 @@
 
 import type { AdamHyper } from '../../backend.js';
 import { f32Bits, GRID_INDEX, type Device, type GpuHandle } from './device.js';
+import type { KernelGroup } from './index.js';
 
 const ADAM = /* wgsl */ `
 @group(0) @binding(0) var<storage, read> P: array<u32>;
@@ -31,10 +32,14 @@ fn f(i: u32) -> f32 { return bitcast<f32>(P[i]); }
   v[i] = vi;
 }`;
 
-export function adamStepOn(dev: Device, p: GpuHandle, g: GpuHandle, m: GpuHandle, v: GpuHandle, size: number, h: AdamHyper): void {
+function adamStepOn(dev: Device, p: GpuHandle, g: GpuHandle, m: GpuHandle, v: GpuHandle, size: number, h: AdamHyper): void {
   if (size === 0) return;
   const wd = h.weightDecay;
   const flags = (!h.decoupled && wd !== 0 ? 1 : 0) | (h.decoupled && wd !== 0 ? 2 : 0);
   const consts = [h.beta1, 1 - h.beta1, h.beta2, 1 - h.beta2, 1 / h.bc2sqrt, h.eps, wd, 1 - h.lr * wd, -h.lr / h.bc1].map(f32Bits);
   dev.run(dev.pipeline('optim-adam', ADAM), [size, flags, ...consts], [p, g, m, v], dev.grid(size, 256));
 }
+
+export const optimKernels: KernelGroup = () => ({
+  adamStep: (dev, p, g, m, v, size, h) => adamStepOn(dev, p as GpuHandle, g as GpuHandle, m as GpuHandle, v as GpuHandle, size, h),
+});
