@@ -10,6 +10,7 @@ import { gaussianArray } from '../ts/tensor.js';
 import { gpuExpected, gpuSkip, testGpu } from './gpu-helper.js';
 import { gemvShape } from '../ts/backends/gpu/quant.js';
 import type { WordsShape } from '../ts/backends/gpu/gemv.js';
+import { matmulPlan } from '../ts/backends/gpu/matmul.js';
 
 
 const gpu = testGpu;
@@ -168,4 +169,36 @@ test('the words GEMV matches the js reference in every shape, with subgroups and
     Object.assign(gemvShape, base);
   }
   assert.equal(ran, fmts.length * 3 * 2 * 2);
+});
+
+test('matmul work sizing: shrunk tiles and k split into ordered slices match the js reference', { skip }, () => {
+  const g = gpu as GpuBackend;
+  const cases: { m: number; k: number; n: number; batch: number; transA: boolean; transB: boolean }[] = [
+    { m: 512, k: 576, n: 576, batch: 1, transA: false, transB: true }, // a projection of 512 tokens: 64x64 tiles, k in 3
+    { m: 16, k: 512, n: 576, batch: 1, transA: true, transB: false }, // a LoRA A gradient
+    { m: 96, k: 1000, n: 40, batch: 3, transA: false, transB: false }, // batched, k not a multiple of 16
+    { m: 33, k: 4096, n: 17, batch: 2, transA: true, transB: true },
+  ];
+  for (const c of cases) {
+    const plan = matmulPlan(c);
+    assert.ok(plan.splits > 1, `${JSON.stringify(c)} splits k (${JSON.stringify(plan)})`);
+    assert.ok((plan.splits - 1) * plan.chunk < c.k && plan.splits * plan.chunk >= c.k && plan.chunk % 16 === 0);
+    const aShape = c.transA ? [c.batch, c.k, c.m] : [c.batch, c.m, c.k];
+    const bShape = c.transB ? [c.batch, c.n, c.k] : [c.batch, c.k, c.n];
+    const av = gaussianArray(c.batch * c.m * c.k, 31);
+    const bv = gaussianArray(c.batch * c.k * c.n, 32);
+    const run = (be: q.Backend) => q.tidy(() => {
+      let a = q.tensor(av, aShape, 'f32', be);
+      let b = q.tensor(bv, bShape, 'f32', be);
+      if (c.transA) a = q.transpose(a, [0, 2, 1]);
+      if (c.transB) b = q.transpose(b, [0, 2, 1]);
+      return Float32Array.from(q.matmul(a, b).dataSync() as Float32Array);
+    });
+    const want = run(js);
+    const got = run(g);
+    const tol = 1e-5 * Math.sqrt(c.k) * 4;
+    got.forEach((v, i) => assert.ok(Math.abs(v - want[i]) <= tol * Math.max(1, Math.abs(want[i])), `${JSON.stringify(c)} [${i}]: ${v} vs ${want[i]}`));
+  }
+  // big problems keep the 128x128 block and one k range
+  assert.deepEqual(matmulPlan({ m: 4096, n: 4096, k: 4096, batch: 1 }), { tm: 8, tn: 8, splits: 1, chunk: 4096 });
 });

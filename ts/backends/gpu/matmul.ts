@@ -4,15 +4,16 @@
 // tx + 16·j (so loads from the shared tiles and stores to c are contiguous across tx). The k
 // dimension goes in steps of BK: both operand tiles are staged in workgroup memory, A's
 // transposed to [BK][BM] so the inner loop reads one A value per row and one B value per column.
-// Every output element is a plain k-ordered sum (no split-k), so results do not depend on the
-// tiling. The tile shape is picked from m and n (128x128 for big problems, 64x64, 32x32 for thin
-// ones); it is baked into the WGSL text (function-scope arrays need constant sizes).
+// Within a k range every output element is a plain k-ordered sum, so results do not depend on the
+// tile. The tile shape is picked from m and n (128x128 for big problems, 64x64, 32x32 for thin
+// ones) and shrunk, or k split, where the launch would have too few workgroups (matmulPlan); it is
+// baked into the WGSL text (function-scope arrays need constant sizes).
 //
-// Parameters: m, k, n, transA, transB, aBatchStride, bBatchStride, first batch. Grid: x over column tiles,
-// y over row tiles, z over the batch.
+// Parameters: m, k, n, transA, transB, aBatchStride, bBatchStride, first z, splits S, k per split.
+// Grid: x over column tiles, y over row tiles, z over batch x splits.
 
 import type { MatmulDims } from '../../backend.js';
-import type { Device, GpuHandle } from './device.js';
+import { GRID_INDEX, type Device, type GpuHandle } from './device.js';
 import type { KernelGroup } from './index.js';
 
 
@@ -59,22 +60,26 @@ var<workgroup> Bs: array<f32, ${BK * (bn + 1)}>;
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
   let m = P[0]; let k = P[1]; let n = P[2];
   let transA = P[3] != 0u; let transB = P[4] != 0u;
-  let z = wid.z + P[7];
+  // z over batch x splits: split sp sums k in [kb, ke) into its own slice of c
+  let zz = wid.z + P[7];
+  let z = zz / P[8];
+  let kb = (zz % P[8]) * P[9];
+  let ke = min(k, kb + P[9]);
   let aBase = z * P[5];
   let bBase = z * P[6];
-  let cBase = z * m * n;
+  let cBase = zz * m * n;
   let row0 = wid.y * BM;
   let col0 = wid.x * BN;
   var acc: array<f32, ${tm * tn}>;
   // (zero-initialized by WGSL)
-  for (var k0 = 0u; k0 < k; k0 += BK) {
+  for (var k0 = kb; k0 < ke; k0 += BK) {
     // stage A[row0.., k0..] as As[kk * BM + r]
     for (var e = t; e < BM * BK; e += 256u) {
       var r: u32; var kk: u32;
       if (transA) { r = e % BM; kk = e / BM; } else { kk = e % BK; r = e / BK; }
       let gr = row0 + r; let gk = k0 + kk;
       var v = 0.0;
-      if (gr < m && gk < k) {
+      if (gr < m && gk < ke) {
         if (transA) { v = a[aBase + gk * m + gr]; } else { v = a[aBase + gr * k + gk]; }
       }
       As[kk * AS + r] = v;
@@ -85,16 +90,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
       if (transB) { kk = e % BK; cc = e / BK; } else { cc = e % BN; kk = e / BN; }
       let gc = col0 + cc; let gk = k0 + kk;
       var v = 0.0;
-      if (gc < n && gk < k) {
+      if (gc < n && gk < ke) {
         if (transB) { v = b[bBase + gc * k + gk]; } else { v = b[bBase + gk * n + gc]; }
       }
       Bs[kk * BS + cc] = v;
     }
     workgroupBarrier();
-    if (k0 + BK <= k) {
+    if (k0 + BK <= ke) {
 ${full}
     } else {
-      for (var kk = 0u; kk < k - k0; kk++) {
+      for (var kk = 0u; kk < ke - k0; kk++) {
 ${step('kk')}
       }
     }
@@ -140,13 +145,13 @@ const BK = ${BK}u;
 var<workgroup> As: array<vec4<f32>, ${BK * 33}>;
 var<workgroup> Bs: array<vec4<f32>, ${BK * 33}>;
 
-fn ldA(aBase: u32, r: u32, kk: u32, m: u32, k: u32, transA: bool) -> f32 {
-  if (r >= m || kk >= k) { return 0.0; }
+fn ldA(aBase: u32, r: u32, kk: u32, m: u32, k: u32, ke: u32, transA: bool) -> f32 {
+  if (r >= m || kk >= ke) { return 0.0; }
   if (transA) { return a[aBase + kk * m + r]; }
   return a[aBase + r * k + kk];
 }
-fn ldB(bBase: u32, cc: u32, kk: u32, n: u32, k: u32, transB: bool) -> f32 {
-  if (cc >= n || kk >= k) { return 0.0; }
+fn ldB(bBase: u32, cc: u32, kk: u32, n: u32, k: u32, ke: u32, transB: bool) -> f32 {
+  if (cc >= n || kk >= ke) { return 0.0; }
   if (transB) { return b[bBase + cc * k + kk]; }
   return b[bBase + kk * n + cc];
 }
@@ -155,29 +160,33 @@ fn ldB(bBase: u32, cc: u32, kk: u32, n: u32, k: u32, transB: bool) -> f32 {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
   let m = P[0]; let k = P[1]; let n = P[2];
   let transA = P[3] != 0u; let transB = P[4] != 0u;
-  let z = wid.z + P[7];
+  // z over batch x splits: split sp sums k in [kb, ke) into its own slice of c
+  let zz = wid.z + P[7];
+  let z = zz / P[8];
+  let kb = (zz % P[8]) * P[9];
+  let ke = min(k, kb + P[9]);
   let aBase = z * P[5];
   let bBase = z * P[6];
-  let cBase = z * m * n;
+  let cBase = zz * m * n;
   let row0 = wid.y * 128u;
   let col0 = wid.x * 128u;
   var acc: array<vec4<f32>, 16>;
-  for (var k0 = 0u; k0 < k; k0 += BK) {
+  for (var k0 = kb; k0 < ke; k0 += BK) {
     for (var e = t; e < 32u * BK; e += 256u) {
       var r4: u32; var kk: u32;
       if (transA) { r4 = e % 32u; kk = e / 32u; } else { kk = e % BK; r4 = e / BK; }
       let r = row0 + 4u * r4; let gk = k0 + kk;
-      As[kk * 33u + r4] = vec4<f32>(ldA(aBase, r, gk, m, k, transA), ldA(aBase, r + 1u, gk, m, k, transA), ldA(aBase, r + 2u, gk, m, k, transA), ldA(aBase, r + 3u, gk, m, k, transA));
+      As[kk * 33u + r4] = vec4<f32>(ldA(aBase, r, gk, m, k, ke, transA), ldA(aBase, r + 1u, gk, m, k, ke, transA), ldA(aBase, r + 2u, gk, m, k, ke, transA), ldA(aBase, r + 3u, gk, m, k, ke, transA));
       var c4: u32; var kb: u32;
       if (transB) { kb = e % BK; c4 = e / BK; } else { c4 = e % 32u; kb = e / 32u; }
       let cc = col0 + 4u * c4; let gb = k0 + kb;
-      Bs[kb * 33u + c4] = vec4<f32>(ldB(bBase, cc, gb, n, k, transB), ldB(bBase, cc + 1u, gb, n, k, transB), ldB(bBase, cc + 2u, gb, n, k, transB), ldB(bBase, cc + 3u, gb, n, k, transB));
+      Bs[kb * 33u + c4] = vec4<f32>(ldB(bBase, cc, gb, n, k, ke, transB), ldB(bBase, cc + 1u, gb, n, k, ke, transB), ldB(bBase, cc + 2u, gb, n, k, ke, transB), ldB(bBase, cc + 3u, gb, n, k, ke, transB));
     }
     workgroupBarrier();
-    if (k0 + BK <= k) {
+    if (k0 + BK <= ke) {
 ${full}
     } else {
-      for (var kk = 0u; kk < k - k0; kk++) {
+      for (var kk = 0u; kk < ke - k0; kk++) {
 ${step('kk')}
       }
     }
@@ -187,26 +196,67 @@ ${store}
 }`;
 }
 
-/** Per-thread block for an m x n output: big tiles only when both sides fill them. */
-function tileFor(m: number, n: number): [number, number] {
-  const pick = (d: number) => (d >= 128 ? 8 : d >= 48 ? 4 : 2);
-  const tm = pick(m);
-  const tn = pick(n);
-  return [tm, tn];
+// Work sizing. A launch of few workgroups leaves most of a big GPU idle (m = 512, n = 576 in 128x128
+// tiles is 20 workgroups): the tile shrinks (down to 64x64) until there are WG_TARGET workgroups,
+// and where that is not enough and k is long, k is split: each of S workgroup slices sums one k
+// range (a multiple of 16 long, at least K_CHUNK) into its own output slice, and a second kernel adds
+// the S slices in order. Every output is then a fixed-order sum for a given shape (deterministic),
+// though not the single k-ordered sum of the unsplit kernel.
+const WG_TARGET = 256;
+const K_CHUNK = 128;
+
+export interface MatmulPlan { tm: number; tn: number; splits: number; chunk: number }
+
+/** Tile (per-thread block tm x tn of 16x16 threads) and k split for a matmul of these dims. */
+export function matmulPlan(d: Pick<MatmulDims, 'm' | 'n' | 'k' | 'batch'>): MatmulPlan {
+  const pick = (v: number) => (v >= 128 ? 8 : v >= 48 ? 4 : 2);
+  let tm = pick(d.m);
+  let tn = pick(d.n);
+  const wgs = () => Math.ceil(d.n / (16 * tn)) * Math.ceil(d.m / (16 * tm)) * d.batch;
+  while (wgs() < WG_TARGET && (tm > 4 || tn > 4)) {
+    if (tm >= tn) tm /= 2;
+    else tn /= 2;
+  }
+  let splits = Math.max(1, Math.min(Math.ceil(WG_TARGET / wgs()), Math.floor(d.k / K_CHUNK)));
+  const chunk = Math.ceil(Math.ceil(d.k / splits) / 16) * 16;
+  splits = Math.ceil(d.k / chunk);
+  return { tm, tn, splits, chunk };
 }
 
-export function matmulOn(dev: Device, a: GpuHandle, b: GpuHandle, d: MatmulDims): GpuHandle {
+// out[b, i] = sum over s of part[b·S + s, i], s in order. P: [batch·mn, mn, S]
+const ADD_SPLITS = /* wgsl */ `
+@group(0) @binding(0) var<storage, read> P: array<u32>;
+@group(0) @binding(1) var<storage, read> part: array<f32>;
+@group(0) @binding(2) var<storage, read_write> c: array<f32>;
+override WG: u32 = 256u;
+@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = ${GRID_INDEX};
+  if (i >= P[0]) { return; }
+  let mn = P[1]; let S = P[2];
+  let base = (i / mn) * S * mn + i % mn;
+  var acc = part[base];
+  for (var s = 1u; s < S; s++) { acc += part[base + s * mn]; }
+  c[i] = acc;
+}`;
+
+export function matmulOn(dev: Device, a: GpuHandle, b: GpuHandle, d: MatmulDims, plan: MatmulPlan = matmulPlan(d)): GpuHandle {
   const size = d.batch * d.m * d.n;
   // an empty contraction gives zeros
   const out = dev.alloc(size * 4, d.k === 0);
   if (size === 0 || d.k === 0) return out;
-  const [tm, tn] = tileFor(d.m, d.n);
+  const { tm, tn, splits, chunk } = plan;
   const pipe = tm === 8 && tn === 8 ? dev.pipeline('matmul_8x8v', source8) : dev.pipeline(`matmul_${tm}x${tn}`, () => source(tm, tn));
   const gx = Math.ceil(d.n / (16 * tn));
   const gy = Math.ceil(d.m / (16 * tm));
-  for (let z0 = 0; z0 < d.batch; z0 += 65535) {
-    const params = [d.m, d.k, d.n, d.transA ? 1 : 0, d.transB ? 1 : 0, d.aBatchStride, d.bBatchStride, z0];
-    dev.run(pipe, params, [a, b, out], [gx, gy, Math.min(65535, d.batch - z0)]);
+  const c = splits > 1 ? dev.alloc(size * splits * 4) : out;
+  const zs = d.batch * splits;
+  for (let z0 = 0; z0 < zs; z0 += 65535) {
+    const params = [d.m, d.k, d.n, d.transA ? 1 : 0, d.transB ? 1 : 0, d.aBatchStride, d.bBatchStride, z0, splits, splits > 1 ? chunk : d.k];
+    dev.run(pipe, params, [a, b, c], [gx, gy, Math.min(65535, zs - z0)]);
+  }
+  if (splits > 1) {
+    dev.run(dev.pipeline('matmul_add_splits', ADD_SPLITS), [size, d.m * d.n, splits], [c, out], dev.grid(size, 256));
+    dev.free(c);
   }
   return out;
 }

@@ -585,11 +585,15 @@ function dequantizeMatmulT(dev: Device, dy: GpuHandle, n: number, q: QuantHandle
   return y;
 }
 
-/** Tile shape for an M x N output: TM from M; TN as large as keeps >= 256 workgroups. */
+/** Tile shape for an M x N output: TM from M; TN, then TM, as large as keeps >= 256 workgroups (a
+ *  launch of few workgroups leaves most of a big GPU idle; smaller tiles decode the weight more
+ *  often, which is cheap next to the products). */
 function tileFor(M: number, N: number): [number, number] {
-  const tm = M >= 128 ? 8 : M >= 48 ? 4 : M > 16 ? 2 : 1;
+  let tm = M >= 128 ? 8 : M >= 48 ? 4 : M > 16 ? 2 : 1;
   let tn = 8;
-  while (tn > 2 && Math.ceil(N / (16 * tn)) * Math.ceil(M / (16 * tm)) < 256) tn /= 2;
+  const wgs = () => Math.ceil(N / (16 * tn)) * Math.ceil(M / (16 * tm));
+  while (tn > 2 && wgs() < 256) tn /= 2;
+  while (tm > 2 && wgs() < 256) tm /= 2;
   return [tm, tn];
 }
 
