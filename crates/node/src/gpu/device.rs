@@ -20,6 +20,9 @@ pub type Res<T> = std::result::Result<T, String>;
 
 /// Dispatches per batch before a submit (keeps latency bounded and the parameter buffer small).
 const MAX_BATCH: u32 = 2048;
+/// Dispatches in the first batch after the host waited for the GPU (then idle): submitted early so
+/// the GPU starts while the host records the rest; each later batch doubles, up to MAX_BATCH.
+const FIRST_BATCH: u32 = 32;
 /// Bytes of parameters per batch.
 const PARAMS_BYTES: u64 = 1 << 20;
 
@@ -75,6 +78,9 @@ pub struct Gpu {
     params: wgpu::Buffer,
     param_align: u64,
     batch: Option<Batch>,
+    /// The pending batch is submitted once it holds this many dispatches (FIRST_BATCH after a
+    /// wait, doubling per submit up to MAX_BATCH).
+    flush_at: u32,
     pub dispatches: u64,
     pub submits: u64,
 }
@@ -173,6 +179,7 @@ impl Gpu {
             params,
             param_align,
             batch: None,
+            flush_at: FIRST_BATCH,
             dispatches: 0,
             submits: 0,
         })
@@ -332,7 +339,7 @@ impl Gpu {
             return Err(format!("dispatch of {groups:?} workgroups exceeds the adapter's {max} per dimension"));
         }
         let need = round4(params.len() as u64).max(self.param_align);
-        let full = self.batch.as_ref().map_or(false, |b| b.count >= MAX_BATCH || b.host.len() as u64 + need + self.param_align > PARAMS_BYTES);
+        let full = self.batch.as_ref().map_or(false, |b| b.host.len() as u64 + need + self.param_align > PARAMS_BYTES);
         if full {
             self.flush()?;
         }
@@ -370,6 +377,9 @@ impl Gpu {
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
         batch.count += 1;
         self.dispatches += 1;
+        if batch.count >= self.flush_at {
+            self.flush()?;
+        }
         Ok(())
     }
 
@@ -402,11 +412,17 @@ impl Gpu {
             }
             self.queue.submit([b.enc.finish()]);
             self.submits += 1;
+            self.flush_at = (self.flush_at * 2).min(MAX_BATCH);
             for (buf, size) in std::mem::take(&mut self.deferred) {
                 self.to_pool(buf, size);
             }
         }
         self.check("submit")
+    }
+
+    /// The host is about to wait for the GPU: the next batch starts small again.
+    pub fn synced(&mut self) {
+        self.flush_at = FIRST_BATCH;
     }
 
     /// Flushes, then copies `bytes` of buffer `id` into a mappable staging buffer (submitted).
@@ -431,6 +447,7 @@ impl Gpu {
         enc.copy_buffer_to_buffer(&b, start, &staging, 0, span);
         self.queue.submit([enc.finish()]);
         self.submits += 1;
+        self.synced();
         self.check("read")?;
         Ok(staging)
     }

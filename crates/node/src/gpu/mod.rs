@@ -150,6 +150,7 @@ pub fn gpu_flush() -> Result<()> {
 pub fn gpu_wait() -> Result<()> {
     let device = js(with_gpu("gpuWait", |g| {
         g.flush()?;
+        g.synced();
         Ok(g.device.clone())
     }))?;
     device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| err(format!("gpuWait: {e}")))?;
