@@ -81,6 +81,7 @@ pub struct Gpu {
     /// The pending batch is submitted once it holds this many dispatches (FIRST_BATCH after a
     /// wait, doubling per submit up to MAX_BATCH).
     flush_at: u32,
+    first_batch: u32,
     pub dispatches: u64,
     pub submits: u64,
 }
@@ -158,6 +159,8 @@ impl Gpu {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
+        // QUANTLORA_GPU_FIRST_BATCH: the first batch's size after a wait (2048 = no early submit)
+        let first_batch = std::env::var("QUANTLORA_GPU_FIRST_BATCH").ok().and_then(|s| s.parse::<u32>().ok()).unwrap_or(FIRST_BATCH).clamp(1, MAX_BATCH);
         let pool_cap = std::env::var("QUANTLORA_GPU_POOL_MB").ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(1024) << 20;
         let param_align = (limits.min_storage_buffer_offset_alignment as u64).max(4);
         Ok(Gpu {
@@ -179,7 +182,8 @@ impl Gpu {
             params,
             param_align,
             batch: None,
-            flush_at: FIRST_BATCH,
+            first_batch,
+            flush_at: first_batch,
             dispatches: 0,
             submits: 0,
         })
@@ -422,7 +426,7 @@ impl Gpu {
 
     /// The host is about to wait for the GPU: the next batch starts small again.
     pub fn synced(&mut self) {
-        self.flush_at = FIRST_BATCH;
+        self.flush_at = self.first_batch;
     }
 
     /// Flushes, then copies `bytes` of buffer `id` into a mappable staging buffer (submitted).
