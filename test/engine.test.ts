@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as q from '../ts/index.js';
+import { knownBounds } from '../ts/tensor.js';
 
 const close = (a: ArrayLike<number>, b: ArrayLike<number>, tol = 1e-5) => {
   assert.equal(a.length, b.length);
@@ -133,4 +134,20 @@ test('public quantize API: typed errors for bad formats and non-finite weights; 
   assert.equal(kept.shape.join(), '4,70');
   kept.dispose();
   assert.equal(q.liveBuffers(), before);
+});
+
+test('integer tensors made from host data carry their value range through copies', () => {
+  const be = q.backendByName('js');
+  const ids = q.tensor(Int32Array.from([5, -2, 9, 0]), [2, 2], 'i32', be);
+  assert.deepEqual(knownBounds(ids), [-2, 9]);
+  assert.deepEqual(knownBounds(q.slice(ids, [0, 1], [2, 1])), [-2, 9], 'a slice keeps the (conservative) range');
+  assert.deepEqual(knownBounds(q.transpose(ids)), [-2, 9]);
+  assert.deepEqual(knownBounds(q.reshape(ids, [4])), [-2, 9]);
+  assert.deepEqual(knownBounds(q.concat([ids, q.tensor(Int32Array.from([40, 1]), [1, 2], 'i32', be)])), [-2, 40]);
+  assert.equal(knownBounds(q.concat([ids, q.zeros([1, 2], 'i32', be)])), undefined, 'a part of unknown range: unknown');
+  assert.equal(knownBounds(q.tensor([1, 2], [2], 'f32', be)), undefined);
+  // a gather whose ids are proven in range does not read them; one that is not still names the id
+  const table = q.tensor(new Float32Array(20), [10, 2], 'f32', be);
+  assert.throws(() => q.gather(table, ids), (e: Error) => e instanceof q.ValueError && /id -2 at position 1/.test(e.message));
+  assert.throws(() => q.crossEntropy(q.zeros([2, 2, 10], 'f32', be), ids), q.ValueError);
 });

@@ -225,3 +225,33 @@ test('matmul work sizing: shrunk tiles and k split into ordered slices match the
   // big problems keep the 128x128 block and one k range
   assert.deepEqual(matmulPlan({ m: 4096, n: 4096, k: 4096, batch: 1 }), { tm: 8, tn: 8, splits: 1, chunk: 4096 });
 });
+
+test('ids and targets made from host data are not read back (no GPU wait) by gather and crossEntropy', { skip }, () => {
+  const g = gpu as GpuBackend;
+  const reads = () => g.dev.addon.gpuStats().submits; // a read submits its own copy
+  q.tidy(() => {
+    const table = q.tensor(gaussianArray(50 * 8, 41), [50, 8], 'f32', g).requireGrad();
+    const ids = q.tensor(Int32Array.from({ length: 12 }, (_, i) => (i * 7) % 50), [1, 12], 'i32', g);
+    const h = q.gather(table, q.slice(ids, [0, 0], [1, 11]));
+    const logits = q.matmul(h, q.transpose(table));
+    g.dev.addon.gpuWait();
+    const r0 = reads();
+    const loss = q.crossEntropy(logits, q.slice(ids, [0, 1], [1, 11]));
+    const [dt] = q.grad(loss, [table]);
+    assert.equal(reads(), r0, 'no submit (so no read back) while recording the loss and its gradient');
+    // the same values through the js reference
+    const js2 = q.backendByName('js');
+    const tj = q.tensor(table.dataSync() as Float32Array, [50, 8], 'f32', js2).requireGrad();
+    const ij = q.tensor(ids.dataSync() as Int32Array, [1, 12], 'i32', js2);
+    const lj = q.crossEntropy(q.matmul(q.gather(tj, q.slice(ij, [0, 0], [1, 11])), q.transpose(tj)), q.slice(ij, [0, 1], [1, 11]));
+    const [dj] = q.grad(lj, [tj]);
+    assert.ok(Math.abs((loss.dataSync()[0]) - lj.dataSync()[0]) < 1e-5);
+    const a = dt!.dataSync() as Float32Array;
+    (dj!.dataSync() as Float32Array).forEach((v, i) => assert.ok(Math.abs(a[i] - v) < 1e-5, `d[${i}]`));
+    // targets with the ignore index, and out-of-range targets, still go through the checking read
+    const withIgnore = q.tensor(Int32Array.from([3, -100, 7]), [1, 3], 'i32', g);
+    assert.ok(Number.isFinite(q.crossEntropy(q.slice(logits, [0, 0, 0], [1, 3, 50]), withIgnore).dataSync()[0]));
+    const bad = q.tensor(Int32Array.from([3, 60, 7]), [1, 3], 'i32', g);
+    assert.throws(() => q.crossEntropy(q.slice(logits, [0, 0, 0], [1, 3, 50]), bad), (e: Error) => e instanceof q.ValueError && /target 60 of row 1/.test(e.message));
+  });
+});

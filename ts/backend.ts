@@ -115,9 +115,12 @@ export interface Backend {
   /** Softmax over rows of length cols; causal masks key k > q + (cols - queries) for row q = row % queries. */
   softmax(x: Handle, rows: number, cols: number, causalQueries: number): Handle;
   softmaxBackward(y: Handle, dy: Handle, rows: number, cols: number): Handle;
-  /** Mean cross-entropy of logits [rows, vocab] against i32 targets, skipping ignoreIndex; returns [1]. */
-  crossEntropy(logits: Handle, targets: Handle, rows: number, vocab: number, ignoreIndex: number): Handle;
-  crossEntropyBackward(logits: Handle, targets: Handle, dLoss: Handle, rows: number, vocab: number, ignoreIndex: number): Handle;
+  /** Mean cross-entropy of logits [rows, vocab] against i32 targets, skipping ignoreIndex; returns [1].
+   *  `checked`, when given: the caller knows every target is in [0, vocab) or ignoreIndex and that
+   *  this many are not ignoreIndex (a backend that would read the targets back to check them and
+   *  count them can skip that read). */
+  crossEntropy(logits: Handle, targets: Handle, rows: number, vocab: number, ignoreIndex: number, checked?: number): Handle;
+  crossEntropyBackward(logits: Handle, targets: Handle, dLoss: Handle, rows: number, vocab: number, ignoreIndex: number, checked?: number): Handle;
 
   // quantization
   quantize(w: Handle, rows: number, cols: number, f: QuantFormat): QuantHandles;

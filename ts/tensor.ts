@@ -11,6 +11,9 @@ import { getBackend } from './registry.js';
 /** Backend storage shared by a tensor and its views (reshape) and by autograd's saved copies. */
 export class Storage {
   refs = 1;
+  /** Integer storages made from host data: every value lies in [min, max] (integer storages are
+   *  never written in place). Ops validate ids and targets from these without reading back. */
+  bounds?: readonly [number, number];
   constructor(
     readonly backend: Backend,
     readonly handle: Handle,
@@ -268,7 +271,32 @@ export function tensor(x: TensorLike, shape?: readonly number[], dtype?: DType, 
       if (arr[i] !== flat.values[i]) throw new DTypeError(`tensor(): value ${flat.values[i]} at index ${i} is not representable as ${dt}`);
     }
   }
-  return fromHandle(backend, backend.upload(arr), s, dt);
+  const t = fromHandle(backend, backend.upload(arr), s, dt);
+  if (dt !== 'f32' && arr.length) {
+    let lo = arr[0];
+    let hi = arr[0];
+    for (let i = 1; i < arr.length; i++) {
+      const v = arr[i];
+      if (v < lo) lo = v;
+      else if (v > hi) hi = v;
+    }
+    t.storage.bounds = [lo, hi];
+  }
+  return t;
+}
+
+/** Bounds of an integer tensor's values known on the host without reading it (see Storage.bounds). */
+export function knownBounds(t: Tensor): readonly [number, number] | undefined {
+  return t.storage.bounds;
+}
+
+/** Gives y (a copy of values of the srcs: a slice, transpose, concat) the union of their bounds. */
+export function inheritBounds(y: Tensor, ...srcs: Tensor[]): Tensor {
+  const b = srcs.map((t) => t.storage.bounds);
+  if (y.dtype !== 'f32' && b.length && b.every((x) => x)) {
+    y.storage.bounds = [Math.min(...b.map((x) => x![0])), Math.max(...b.map((x) => x![1]))];
+  }
+  return y;
 }
 
 export function zeros(shape: readonly number[], dtype: DType = 'f32', backend: Backend = getBackend()): Tensor {

@@ -2,7 +2,7 @@
 
 import { record } from '../autograd.js';
 import { ShapeError, describeShape } from '../errors.js';
-import type { Tensor } from '../tensor.js';
+import { knownBounds, type Tensor } from '../tensor.js';
 import { square, sub } from './arithmetic.js';
 import { mean } from './reduce.js';
 import { backendOf, expectDType, out } from './util.js';
@@ -23,9 +23,13 @@ export function crossEntropy(logits: Tensor, targets: Tensor, opts: CrossEntropy
     throw new ShapeError(`crossEntropy: targets ${describeShape(targets.shape)} must match logits ${describeShape(logits.shape)} without the vocab axis`);
   }
   const ignore = opts.ignoreIndex ?? -100;
-  const y = out(be, be.crossEntropy(logits.handle, targets.handle, rows, vocab, ignore), []);
+  // targets made from host data carry their range: when it lies inside [0, vocab) and excludes the
+  // ignore index, all rows count and the backend need not read the targets back to check them
+  const b = knownBounds(targets);
+  const checked = b && b[0] >= 0 && b[1] < vocab && (ignore < b[0] || ignore > b[1]) ? rows : undefined;
+  const y = out(be, be.crossEntropy(logits.handle, targets.handle, rows, vocab, ignore, checked), []);
   return record('crossEntropy', [logits, targets], y, (g, { inputs: [l, t] }) => [
-    out(be, be.crossEntropyBackward(l.handle, t.handle, g.handle, rows, vocab, ignore), l.shape),
+    out(be, be.crossEntropyBackward(l.handle, t.handle, g.handle, rows, vocab, ignore, checked), l.shape),
     null,
   ]);
 }

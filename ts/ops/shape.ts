@@ -3,7 +3,7 @@
 
 import { record } from '../autograd.js';
 import { ShapeError, ValueError, describeShape } from '../errors.js';
-import { view, zeros, type Tensor } from '../tensor.js';
+import { inheritBounds, view, zeros, type Tensor } from '../tensor.js';
 import { sumTo } from './reduce.js';
 import { backendOf, normalizeAxes, out, padShape, rowMajorStrides, sameShape, sizeOf } from './util.js';
 
@@ -33,7 +33,7 @@ export function transpose(a: Tensor, perm?: number[]): Tensor {
   }
   const strides = rowMajorStrides(a.shape);
   const shape = p.map((i) => a.shape[i]);
-  const y = out(a.backend, a.backend.strided(a.handle, a.dtype, 0, p.map((i) => strides[i]), shape), shape, a.dtype);
+  const y = inheritBounds(out(a.backend, a.backend.strided(a.handle, a.dtype, 0, p.map((i) => strides[i]), shape), shape, a.dtype), a);
   const inverse = p.map((_, i) => p.indexOf(i));
   return record('transpose', [a], y, (g) => [transpose(g, inverse)]);
 }
@@ -49,7 +49,7 @@ export function slice(a: Tensor, begin: number[], size?: number[]): Tensor {
   });
   const strides = rowMajorStrides(a.shape);
   const offset = begin.reduce((o, b, i) => o + b * strides[i], 0);
-  const y = out(a.backend, a.backend.strided(a.handle, a.dtype, offset, strides, ext), ext, a.dtype);
+  const y = inheritBounds(out(a.backend, a.backend.strided(a.handle, a.dtype, offset, strides, ext), ext, a.dtype), a);
   return record('slice', [a], y, (g, { inputs: [x] }) => [padInto(g, x.shape, offset)]);
 }
 
@@ -82,6 +82,7 @@ export function concat(ts: Tensor[], axis = 0): Tensor {
     be.writeStrided(y.handle, t.dtype, t.handle, at * strides[ax], strides, [...t.shape]);
     at += t.shape[ax];
   }
+  inheritBounds(y, ...ts);
   return record('concat', ts, y, (g, { inputs }) =>
     inputs.map((t, i) => slice(g, shape.map((_, d) => (d === ax ? starts[i] : 0)), t.shape.map((d) => d))),
   );
@@ -95,6 +96,6 @@ export function broadcastTo(a: Tensor, shape: readonly number[]): Tensor {
     throw new ShapeError(`broadcastTo: ${describeShape(a.shape)} cannot broadcast to ${describeShape(shape)}`);
   }
   const src = rowMajorStrides(padded).map((s, i) => (padded[i] === 1 ? 0 : s));
-  const y = out(a.backend, a.backend.strided(a.handle, a.dtype, 0, src, [...shape]), shape, a.dtype);
+  const y = inheritBounds(out(a.backend, a.backend.strided(a.handle, a.dtype, 0, src, [...shape]), shape, a.dtype), a);
   return record('broadcastTo', [a], y, (g, { inputs: [x] }) => [sumTo(g, x.shape)]);
 }

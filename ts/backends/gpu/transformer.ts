@@ -9,7 +9,8 @@
 // crossEntropy must throw the reference's ValueError for a target outside [0, vocab) that is not
 // the ignore index, so it reads the targets back (rows i32 words; a wait for the GPU) and checks
 // them on the host; the count of non-ignored rows comes from the same read. crossEntropyBackward
-// reuses that check for the same targets handle (targets are never updated in place).
+// reuses that check for the same targets handle (targets are never updated in place). Targets made
+// from host data skip the read: ops/loss.ts passes the count when their known range proves them valid.
 //
 // rope takes cos/sin from a table computed on the host in f64 exactly as the reference does
 // (theta^(-2i/dim) and the angle pos·freq in double, then rounded to f32), so the rotation does not
@@ -377,7 +378,8 @@ export const transformerKernels: KernelGroup = (dev) => {
   const checked = new WeakMap<GpuHandle, { key: string; count: number }>();
 
   /** Checks targets like the reference (first bad row throws); returns the non-ignored count. */
-  function checkTargets(targets: GpuHandle, rows: number, vocab: number, ignoreIndex: number, reuse: boolean): number {
+  function checkTargets(targets: GpuHandle, rows: number, vocab: number, ignoreIndex: number, reuse: boolean, given?: number): number {
+    if (given !== undefined) return given; // the caller knows them valid and counted (ops/loss.ts)
     const key = `${rows}|${vocab}|${ignoreIndex}`;
     const known = checked.get(targets);
     if (reuse && known && known.key === key) return known.count;
@@ -478,8 +480,8 @@ export const transformerKernels: KernelGroup = (dev) => {
       return dx;
     },
 
-    crossEntropy(dev, logits, targets, rows, vocab, ignoreIndex) {
-      const count = checkTargets(targets as GpuHandle, rows, vocab, ignoreIndex, false);
+    crossEntropy(dev, logits, targets, rows, vocab, ignoreIndex, checked) {
+      const count = checkTargets(targets as GpuHandle, rows, vocab, ignoreIndex, false, checked);
       if (count === 0) return dev.alloc(4, true);
       const out = dev.alloc(4);
       const loss = dev.alloc(rows * 4);
@@ -489,8 +491,8 @@ export const transformerKernels: KernelGroup = (dev) => {
       return out;
     },
 
-    crossEntropyBackward(dev, logits, targets, dLoss, rows, vocab, ignoreIndex) {
-      const count = checkTargets(targets as GpuHandle, rows, vocab, ignoreIndex, true);
+    crossEntropyBackward(dev, logits, targets, dLoss, rows, vocab, ignoreIndex, checked) {
+      const count = checkTargets(targets as GpuHandle, rows, vocab, ignoreIndex, true, checked);
       if (count === 0 || rows * vocab === 0) return dev.alloc(rows * vocab * 4, true);
       const dx = dev.alloc(rows * vocab * 4);
       dev.run(pipe('xentBwd', XENT_BWD, rowWg(vocab)), [rows, vocab, ignoreIndex | 0, count], [logits as GpuHandle, targets as GpuHandle, dLoss as GpuHandle, dx], rowGrid(rows));
