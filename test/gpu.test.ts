@@ -11,6 +11,8 @@ import { gpuExpected, gpuSkip, testGpu } from './gpu-helper.js';
 import { gemvShape } from '../ts/backends/gpu/quant.js';
 import type { WordsShape } from '../ts/backends/gpu/gemv.js';
 import { matmulPlan } from '../ts/backends/gpu/matmul.js';
+import { AdamW } from '../ts/train/optim.js';
+import { trainStep } from '../ts/methods/trainer.js';
 
 
 const gpu = testGpu;
@@ -254,4 +256,30 @@ test('ids and targets made from host data are not read back (no GPU wait) by gat
     const bad = q.tensor(Int32Array.from([3, 60, 7]), [1, 3], 'i32', g);
     assert.throws(() => q.crossEntropy(q.slice(logits, [0, 0, 0], [1, 3, 50]), bad), (e: Error) => e instanceof q.ValueError && /target 60 of row 1/.test(e.message));
   });
+});
+
+test('a training step reads back once: the losses and the gradient checks together', { skip }, () => {
+  const g = gpu as GpuBackend;
+  const addon = g.dev.addon as { gpuReadSync: (...a: unknown[]) => Uint8Array };
+  const real = addon.gpuReadSync;
+  let reads = 0;
+  const w = q.tensor(gaussianArray(16 * 8, 51), [16, 8], 'f32', g).requireGrad();
+  const x = q.tensor(gaussianArray(4 * 8, 52), [4, 8], 'f32', g);
+  const targets = q.tensor(Int32Array.from([1, 5, 9, 15]), [4], 'i32', g);
+  const opt = new AdamW([{ params: [w], lr: 1e-2 }]);
+  const guard = new q.NanGuard();
+  const lossOf = () => q.crossEntropy(q.matmul(x, q.transpose(w)), targets);
+  try {
+    addon.gpuReadSync = (...a: unknown[]) => { reads++; return real.apply(addon, a); };
+    for (const clip of [undefined, 1]) {
+      reads = 0;
+      const r = trainStep(opt, [lossOf, lossOf], { guard, clip });
+      assert.equal(reads, 1, `clip ${clip}: one read per step`);
+      assert.ok(r.applied && Number.isFinite(r.loss));
+    }
+  } finally {
+    addon.gpuReadSync = real;
+    for (const t of [w, x, targets]) t.dispose();
+    opt.dispose?.();
+  }
 });

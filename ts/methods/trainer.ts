@@ -6,10 +6,11 @@ import { grad } from '../autograd.js';
 import { add, affine, square, sub } from '../ops/arithmetic.js';
 import { mean } from '../ops/reduce.js';
 import { keep, tidy, type Tensor } from '../tensor.js';
-import { clipGradNorm } from '../train/clip.js';
+import { ValueError } from '../errors.js';
+import { clipToNorm } from '../train/clip.js';
 import type { NanGuard } from '../train/guard.js';
 import type { AdamW } from '../train/optim.js';
-import { readF32 } from '../train/tensors.js';
+import { hostSums } from '../train/tensors.js';
 
 export interface StepOptions {
   /** Global gradient-norm limit (none when undefined). */
@@ -23,27 +24,43 @@ export interface StepOptions {
 export function trainStep(opt: AdamW, microLosses: (() => Tensor)[], opts: StepOptions): { loss: number; applied: boolean } {
   const params = opt.params();
   const n = microLosses.length;
-  let total = 0;
   let grads: (Tensor | null)[] = params.map(() => null);
-  for (const lossFn of microLosses) {
-    tidy(() => {
-      const loss = lossFn();
-      total += readF32(loss, 'trainStep')[0];
-      const gs = grad(n === 1 ? loss : affine(loss, 1 / n), params);
-      grads = grads.map((prev, i) => {
-        const g = gs[i];
-        if (!g) return prev;
-        if (!prev) return keep(g);
-        const s = keep(add(prev, g));
-        prev.dispose();
-        return s;
-      });
-    });
-  }
-  const loss = total / n;
+  const losses: Tensor[] = [];
   try {
-    const norm = opts.clip !== undefined ? clipGradNorm(grads, opts.clip) : undefined;
-    const ok = opts.guard.check(loss, norm ?? grads);
+    for (const lossFn of microLosses) {
+      tidy(() => {
+        const loss = lossFn();
+        losses.push(keep(loss));
+        const gs = grad(n === 1 ? loss : affine(loss, 1 / n), params);
+        grads = grads.map((prev, i) => {
+          const g = gs[i];
+          if (!g) return prev;
+          if (!prev) return keep(g);
+          const s = keep(add(prev, g));
+          prev.dispose();
+          return s;
+        });
+      });
+    }
+    // one read for the step (a GPU waits once): the micro-batch losses, then per gradient its sum
+    // of squares (the norm for clipping) or 0·sum (finite iff every element is: the NaN guard)
+    const at = grads.flatMap((g, i) => (g ? [i] : []));
+    const clip = opts.clip;
+    const sums = hostSums([...losses, ...at.map((i) => grads[i]!)], (t, i) => (i < n ? t : clip !== undefined ? square(t) : affine(t, 0)), 'trainStep');
+    let total = 0;
+    for (let i = 0; i < n; i++) total += sums[i];
+    const loss = total / n;
+    let checked: number | { firstNonFinite: number };
+    if (clip !== undefined) {
+      if (!(clip > 0)) throw new ValueError(`trainStep: clip must be > 0, got ${clip}`);
+      let sq = 0;
+      for (let i = n; i < sums.length; i++) sq += sums[i];
+      checked = clipToNorm(grads, clip, Math.sqrt(sq));
+    } else {
+      const bad = sums.subarray(n).findIndex((v) => !Number.isFinite(v));
+      checked = { firstNonFinite: bad < 0 ? -1 : at[bad] };
+    }
+    const ok = opts.guard.check(loss, checked);
     if (ok) {
       opt.setLrScale((opts.lrScale ?? 1) * opts.guard.lrScale);
       opt.step(grads);
@@ -51,6 +68,7 @@ export function trainStep(opt: AdamW, microLosses: (() => Tensor)[], opts: StepO
     return { loss, applied: ok };
   } finally {
     for (const g of grads) g?.dispose();
+    for (const l of losses) l.dispose();
   }
 }
 

@@ -31,7 +31,11 @@ export function gradNorm(grads: Gradients): number {
  */
 export function clipGradNorm(grads: Gradients, maxNorm: number): number {
   if (!(maxNorm > 0)) throw new ValueError(`clipGradNorm: maxNorm must be > 0, got ${maxNorm}`);
-  const norm = gradNorm(grads);
+  return clipToNorm(grads, maxNorm, gradNorm(grads));
+}
+
+/** clipGradNorm's scaling for a norm the caller has already computed (gradNorm's value). */
+export function clipToNorm(grads: Gradients, maxNorm: number, norm: number): number {
   const coef = maxNorm / (norm + 1e-6);
   if (Number.isFinite(norm) && coef < 1) {
     for (const g of present(grads)) noGrad(() => tidy(() => assignInPlace(g, affine(g, coef))));

@@ -56,17 +56,20 @@ export class NanGuard {
   }
 
   /**
-   * True when the step may be applied. `grads` are the gradients (missing ones skipped) or an
-   * already computed gradient norm (clipGradNorm's result). `step` labels the report (default:
+   * True when the step may be applied. `grads` are the gradients (missing ones skipped), an
+   * already computed gradient norm (clipGradNorm's result), or the index of the first non-finite
+   * gradient (-1: none) where the caller read that itself. `step` labels the report (default:
    * the number of earlier checks). Throws TrainingDivergedError on the maxConsecutive-th bad step.
    */
-  check(loss: number | Tensor, grads?: Gradients | number, step = this.checked): boolean {
+  check(loss: number | Tensor, grads?: Gradients | number | { firstNonFinite: number }, step = this.checked): boolean {
     this.checked++;
     const lossValue = loss instanceof Tensor ? readF32(loss, 'NanGuard.check').reduce((a, b) => a + b, 0) : loss;
     let reason: string | undefined;
     if (!Number.isFinite(lossValue)) reason = `loss ${lossValue}`;
     else if (typeof grads === 'number') {
       if (!Number.isFinite(grads)) reason = `gradient norm ${grads}`;
+    } else if (grads && 'firstNonFinite' in grads) {
+      if (grads.firstNonFinite >= 0) reason = `gradient ${grads.firstNonFinite} not finite`;
     } else if (grads) {
       const list = grads instanceof Map ? [...grads.values()] : grads;
       const bad = firstNonFinite(list);

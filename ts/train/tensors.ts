@@ -39,8 +39,8 @@ export function readF32(t: Tensor, where: string): Float32Array {
   return (t.dataSync() as Float32Array).slice();
 }
 
-/** sum(fn(t)) of every tensor, read back together: one read, so a GPU waits once and not once
+/** sum(fn(t, i)) of every tensor, read back together: one read, so a GPU waits once and not once
  *  per tensor (ts must be non-empty, on one backend). */
-export function hostSums(ts: readonly Tensor[], fn: (t: Tensor) => Tensor, where: string): Float32Array {
-  return noGrad(() => tidy(() => readF32(concat(ts.map((t) => reshape(sum(fn(t)), [1])), 0), where)));
+export function hostSums(ts: readonly Tensor[], fn: (t: Tensor, i: number) => Tensor, where: string): Float32Array {
+  return noGrad(() => tidy(() => readF32(concat(ts.map((t, i) => reshape(sum(fn(t, i)), [1])), 0), where)));
 }
