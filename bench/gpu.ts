@@ -9,6 +9,7 @@
 // overlaps the recording), then one wait; a sample is the mean per kernel.
 //
 // Usage: npx tsx bench/gpu.ts [--quick] [--time ms] [--out file] [--no-torch] [--only substring]
+//        [--sweep] (GEMV kernel shapes) [--ab] (the RILQ step also with the earlier scheduling)
 // Needs the gpu backend (a real adapter, or QUANTLORA_GPU_SOFTWARE=1 for a functional run).
 
 import { execFileSync } from 'node:child_process';
@@ -21,6 +22,7 @@ import { backendByName, dequantizeMatmul, formats, matmul, quantize, randn, type
 import type { GpuBackend } from '../ts/backends/gpu/index.js';
 import { GRID_INDEX } from '../ts/backends/gpu/device.js';
 import { gemvShape } from '../ts/backends/gpu/quant.js';
+import { matmulSizing } from '../ts/backends/gpu/matmul.js';
 import type { QuantFormat } from '../ts/quant/formats.js';
 import type { QuantizedTensor } from '../ts/quant/api.js';
 import { exportHf } from '../ts/io/export-hf.js';
@@ -221,6 +223,17 @@ if (want('matmul')) {
 if (want('rilq')) {
   const c = quick ? { ...SMOLLM2, numLayers: 2 } : SMOLLM2;
   const tokens = quick ? 64 : 512;
+  if (process.argv.includes('--ab')) {
+    // the same step with the scheduling before the work-sizing change (plain tiles, no k split,
+    // whole batches of 2048 dispatches even after a wait), in the same run
+    matmulSizing.on = false;
+    const before = dev.addon.gpuSetFirstBatch(2048);
+    const old = await rilqStep(c, tokens, 16);
+    rows[rows.length - 1].note = 'matmul work sizing off, first batch 2048';
+    matmulSizing.on = true;
+    dev.addon.gpuSetFirstBatch(before);
+    goals.push(`rilq step without work sizing and early submits: ${old.ms.toFixed(1)} ms`);
+  }
   const { ms, dir } = await rilqStep(c, tokens, 16);
   const ref = torch(['rilq', dir, String(tokens), '16']);
   if (ref) goals.push(`rilq step: ${ms.toFixed(1)} ms vs PyTorch eager ${ref.ms.toFixed(1)} ms = ${(ms / ref.ms).toFixed(2)}x (goal ≤ 3x)`);

@@ -92,6 +92,16 @@ test('after a wait the first kernels are submitted early (the GPU starts while t
   steps(64 + 128 + 256);
   assert.equal(g.dev.addon.gpuStats().submits, s0 + 4, 'each later batch twice as long');
   assert.equal(x.dataSync()[0], 1 + 32 + 448);
+  // another first batch at run time (benchmarks compare schedules in one process)
+  const before = g.dev.addon.gpuSetFirstBatch(4);
+  try {
+    assert.equal(before, 32);
+    const s1 = g.dev.addon.gpuStats().submits;
+    steps(4);
+    assert.equal(g.dev.addon.gpuStats().submits, s1 + 1, 'a first batch of 4');
+  } finally {
+    g.dev.addon.gpuSetFirstBatch(before);
+  }
   x.dispose();
 });
 

@@ -29,6 +29,8 @@ export interface GpuAddon {
   gpuRun(pipeline: number, params: Uint8Array, buffers: Uint32Array, x: number, y: number, z: number): void;
   gpuCopy(src: number, srcOffset: number, dst: number, dstOffset: number, bytes: number): void;
   gpuFlush(): void;
+  /** The first batch's size after a wait (QUANTLORA_GPU_FIRST_BATCH); returns the previous one. */
+  gpuSetFirstBatch(n: number): number;
   gpuWait(): void;
   gpuReadSync(id: number, offset: number, bytes: number): Uint8Array;
   gpuRead(id: number, offset: number, bytes: number): Promise<Uint8Array>;

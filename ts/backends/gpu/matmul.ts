@@ -206,12 +206,15 @@ const WG_TARGET = 256;
 const K_CHUNK = 128;
 
 export interface MatmulPlan { tm: number; tn: number; splits: number; chunk: number }
+/** Work sizing on (benchmarks turn it off to compare with the plain tile choice in one run). */
+export const matmulSizing = { on: true };
 
 /** Tile (per-thread block tm x tn of 16x16 threads) and k split for a matmul of these dims. */
 export function matmulPlan(d: Pick<MatmulDims, 'm' | 'n' | 'k' | 'batch'>): MatmulPlan {
   const pick = (v: number) => (v >= 128 ? 8 : v >= 48 ? 4 : 2);
   let tm = pick(d.m);
   let tn = pick(d.n);
+  if (!matmulSizing.on) return { tm, tn, splits: 1, chunk: d.k };
   const wgs = () => Math.ceil(d.n / (16 * tn)) * Math.ceil(d.m / (16 * tm)) * d.batch;
   while (wgs() < WG_TARGET && (tm > 4 || tn > 4)) {
     if (tm >= tn) tm /= 2;

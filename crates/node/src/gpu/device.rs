@@ -424,6 +424,14 @@ impl Gpu {
         self.check("submit")
     }
 
+    /// Sets the first batch's size after a wait (1..=MAX_BATCH); returns the previous one.
+    pub fn set_first_batch(&mut self, n: u32) -> u32 {
+        let old = self.first_batch;
+        self.first_batch = n.clamp(1, MAX_BATCH);
+        self.flush_at = self.first_batch;
+        old
+    }
+
     /// The host is about to wait for the GPU: the next batch starts small again.
     pub fn synced(&mut self) {
         self.flush_at = self.first_batch;

@@ -139,6 +139,13 @@ pub fn gpu_copy(src: u32, src_offset: f64, dst: u32, dst_offset: f64, bytes_: f6
     js(with_gpu("gpuCopy", |g| g.copy(src, so, dst, dof, n)))
 }
 
+/// Sets the first batch's size after a wait (QUANTLORA_GPU_FIRST_BATCH at run time; benchmarks
+/// compare schedules in one process); returns the previous value.
+#[napi(catch_unwind)]
+pub fn gpu_set_first_batch(n: u32) -> Result<u32> {
+    js(with_gpu("gpuSetFirstBatch", |g| Ok(g.set_first_batch(n))))
+}
+
 /// Submits the pending kernels.
 #[napi(catch_unwind)]
 pub fn gpu_flush() -> Result<()> {
