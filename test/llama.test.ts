@@ -12,6 +12,7 @@ import { exportHf } from '../ts/io/export-hf.js';
 import { loadModel, unpermuteRotary } from '../ts/io/load-model.js';
 import { generate } from '../ts/nn/generate.js';
 import { KvCache, LlamaModel } from '../ts/nn/llama.js';
+import { windowNll } from '../ts/eval/perplexity.js';
 
 const FIXTURES = ['llama-tied', 'qwen2-untied'];
 const dir = (name: string) => join('test/fixtures/tiny-llama', name);
@@ -207,4 +208,21 @@ test('config/weight mismatches are typed errors naming the file and tensor', () 
   } finally {
     rmSync(bad, { recursive: true, force: true });
   }
+});
+
+test('perplexity with windows computed ahead: the same per-window NLLs as one at a time, ordered; a bad window is named and nothing leaks', async () => {
+  const { model } = loadModel('test/fixtures/tiny-llama/llama-tied');
+  const ids = Int32Array.from({ length: 16 * 5 + 3 }, (_, i) => 3 + ((i * 11) % 40));
+  const live = q.liveBuffers();
+  const seen: number[] = [];
+  const r = await q.perplexity(model, ids, { seqlen: 16, first: 1, onWindow: (done) => seen.push(done) });
+  assert.equal(r.windows, 4);
+  assert.deepEqual(seen, [1, 2, 3, 4]);
+  for (let w = 0; w < 4; w++) assert.equal(r.windowNll[w], await windowNll(model, ids, 1 + w, 16), `window ${1 + w}`);
+  assert.equal(q.liveBuffers(), live);
+  const bad = ids.slice();
+  bad[16 * 2 + 5] = 10 ** 6; // an id outside the vocabulary in window 2
+  await assert.rejects(q.perplexity(model, bad, { seqlen: 16 }), (e: Error) => e instanceof q.ValueError && /id 1000000/.test(e.message));
+  assert.equal(q.liveBuffers(), live, 'the window computed ahead is freed');
+  model.dispose();
 });

@@ -4,7 +4,7 @@
 
 import { ValueError } from '../errors.js';
 import type { LlamaModel } from '../nn/llama.js';
-import { tensor, tidy } from '../tensor.js';
+import { tensor, tidy, type Tensor } from '../tensor.js';
 
 export interface PerplexityOptions {
   seqlen: number;
@@ -49,26 +49,58 @@ export function summarize(windowNll: number[], seqlen: number, first: number, to
   return { perplexity: Math.exp(nll), nll, seqlen, first, windows: windowNll.length, scoredTokens: windowNll.length * (seqlen - 1), totalTokens, windowNll };
 }
 
+/** Windows whose loss is computed ahead of the one being read: an asynchronous backend (a GPU)
+ *  runs window w while the host records window w + 1, instead of idling between them. */
+const AHEAD = 1;
+
 /** Perplexity on this thread's backend. */
 export async function perplexity(model: LlamaModel, ids: Int32Array, opts: PerplexityOptions): Promise<PerplexityResult> {
   const { first, windows } = planWindows(ids.length, opts);
   const nlls: number[] = [];
   let sum = 0;
-  for (let w = 0; w < windows; w++) {
-    const nll = await windowNll(model, ids, first + w, opts.seqlen);
+  const pending: { w: number; loss: Tensor; value: Promise<ArrayLike<number>> }[] = [];
+  const take = async () => {
+    const p = pending.shift()!;
+    const nll = await finish(p.w, p.loss, p.value);
     nlls.push(nll);
     sum += nll;
-    opts.onWindow?.(w + 1, windows, Math.exp(sum / (w + 1)));
+    opts.onWindow?.(nlls.length, windows, Math.exp(sum / nlls.length));
+  };
+  try {
+    for (let w = first; w < first + windows; w++) {
+      const loss = windowLoss(model, ids, w, opts.seqlen);
+      pending.push({ w, loss, value: loss.data() as Promise<ArrayLike<number>> });
+      if (pending.length > AHEAD) await take();
+    }
+    while (pending.length) await take();
+  } finally {
+    for (const p of pending) {
+      p.value.catch(() => {}); // its failure, if any, is not the one being reported
+      p.loss.dispose();
+    }
   }
   return summarize(nlls, opts.seqlen, first, ids.length);
 }
 
-/** Mean NLL of window w (tokens w·seqlen .. (w+1)·seqlen − 1). */
-export async function windowNll(model: LlamaModel, ids: Int32Array, w: number, seqlen: number): Promise<number> {
+/** The loss tensor of window w (tokens w·seqlen .. (w+1)·seqlen − 1), recorded, not read. */
+function windowLoss(model: LlamaModel, ids: Int32Array, w: number, seqlen: number): Tensor {
   const start = w * seqlen;
-  const loss = tidy(() => model.loss(tensor(ids.subarray(start, start + seqlen), [1, seqlen], 'i32')));
-  const nll = (await loss.data())[0];
-  loss.dispose();
+  return tidy(() => model.loss(tensor(ids.subarray(start, start + seqlen), [1, seqlen], 'i32')));
+}
+
+async function finish(w: number, loss: Tensor, value: Promise<ArrayLike<number>>): Promise<number> {
+  let nll: number;
+  try {
+    nll = (await value)[0];
+  } finally {
+    loss.dispose();
+  }
   if (!Number.isFinite(nll)) throw new ValueError(`perplexity: window ${w} has a non-finite loss (${nll})`);
   return nll;
+}
+
+/** Mean NLL of window w (tokens w·seqlen .. (w+1)·seqlen − 1). */
+export async function windowNll(model: LlamaModel, ids: Int32Array, w: number, seqlen: number): Promise<number> {
+  const loss = windowLoss(model, ids, w, seqlen);
+  return finish(w, loss, loss.data() as Promise<ArrayLike<number>>);
 }
