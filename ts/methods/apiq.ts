@@ -21,7 +21,7 @@ import { keep, tensor, tidy, type Tensor } from '../tensor.js';
 import { nodeFs } from '../io/atomic.js';
 import { readCheckpoint, restoreTensors, saveCheckpoint } from '../train/checkpoint.js';
 import { NanGuard, type GuardState } from '../train/guard.js';
-import { assignHost, readF32 } from '../train/tensors.js';
+import { assignHost, hostSums, readF32 } from '../train/tensors.js';
 import { AdamW, type ParamGroup } from '../train/optim.js';
 import { namedAdapters } from './quantize-model.js';
 import { mse, trainStep } from './trainer.js';
@@ -272,7 +272,16 @@ function paramGroups(layers: LinearLayer[], opts: ApiqOptions): ParamGroup[] {
 
 /** Trains one part; loss before/after measured over all windows without updates. */
 function calibrate(name: string, groups: ParamGroup[], losses: (() => Tensor)[], epochs: number, guard: NanGuard, opts: ApiqOptions): { name: string; before: number; after: number } {
-  const meanLoss = () => noGrad(() => losses.reduce((s, f) => s + tidy(() => f().dataSync()[0]), 0) / losses.length);
+  // every window's loss recorded, then one read (a GPU waits once, not once per window); summed on
+  // the host in window order
+  const meanLoss = () => noGrad(() => {
+    const ls = losses.map((f) => keep(tidy(f)));
+    try {
+      return hostSums(ls, (t) => t, 'apiq').reduce((s, v) => s + v, 0) / losses.length;
+    } finally {
+      for (const l of ls) l.dispose();
+    }
+  });
   const before = meanLoss();
   const opt = new AdamW(groups);
   try {
