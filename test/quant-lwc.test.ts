@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as q from '../ts/index.js';
 import { gaussianArray } from '../ts/tensor.js';
-import { Lwc, lwcFakeQuant, LWC_EPS } from '../ts/quant/lwc.js';
+import { Lwc, lwcFakeQuant, LWC_EPS, withLogits } from '../ts/quant/lwc.js';
 import { unpackCodes } from '../ts/quant/packing.js';
 import { roundHalfAway, type QuantFormat } from '../ts/quant/formats.js';
 import { AdamW } from '../ts/train/optim.js';
@@ -230,4 +230,25 @@ test('lwc: errors — NaN weights, NF formats, wrong parameter shapes, missing l
   const lwc = new Lwc(w, fs);
   assert.equal(lwc.l, undefined);
   assert.deepEqual(lwcFakeQuant(w, { u: lwc.u }, fs).dataSync(), lwc.fakeQuant().dataSync());
+});
+
+test('withLogits: the logits of many layers read once, the same fake-quantized weights', () => {
+  const be = q.backendByName('js');
+  const f = q.formats.int(3, { group: 16 });
+  const lwcs = [0, 1, 2].map((s) => new Lwc(q.tensor(gaussianArray(8 * 40, 60 + s), [8, 40], 'f32', be), f));
+  try {
+    const plain = lwcs.map((l) => q.tidy(() => Float32Array.from(l.fakeQuant().dataSync() as Float32Array)));
+    const real = be.readSync!.bind(be);
+    let reads = 0;
+    be.readSync = (...a: Parameters<typeof real>) => { reads++; return real(...a); };
+    try {
+      const once = withLogits(lwcs, () => lwcs.map((l) => l.fakeQuant()));
+      assert.equal(reads, 1, 'one read for the logits of three layers');
+      once.forEach((t, i) => { assert.deepEqual(t.dataSync(), plain[i]); t.dispose(); });
+    } finally {
+      be.readSync = real;
+    }
+  } finally {
+    for (const l of lwcs) l.dispose();
+  }
 });

@@ -16,7 +16,7 @@ import type { DenseWeights, LinearLayer } from '../nn/linear.js';
 import { PROJECTIONS, type LlamaModel, type ProjectionName } from '../nn/llama.js';
 import type { Lora } from '../nn/lora.js';
 import { QuantLinear } from '../nn/quant-linear.js';
-import { Lwc } from '../quant/lwc.js';
+import { Lwc, withLogits } from '../quant/lwc.js';
 import { keep, tensor, tidy, type Tensor } from '../tensor.js';
 import { nodeFs } from '../io/atomic.js';
 import { readCheckpoint, restoreTensors, saveCheckpoint } from '../train/checkpoint.js';
@@ -194,10 +194,11 @@ export function apiq(fp: LlamaModel, qm: LlamaModel, opts: ApiqOptions): ApiqRep
       const yfpq = hold(xq.map((x) => frozen(() => fp.blockForward(i, x))));
       const groups = paramGroups(quantKeys.map((k) => qb[k]), opts);
       if (groups.length) {
+        const lwcs = quantKeys.map((k) => qb[k]).flatMap((l) => (l instanceof LwcLinear ? [l.lwc] : []));
         const part = calibrate(`block ${i}`, groups, xq.map((x, j) => () => {
           const y = qm.blockForward(i, x);
           return add(mse(y, yfp[j]), mse(y, yfpq[j]));
-        }), epochs, guard, opts);
+        }), epochs, guard, opts, lwcs);
         report.parts.push(part);
         log(`apiq block ${i}: loss ${part.before.toExponential(3)} -> ${part.after.toExponential(3)}`);
       }
@@ -216,7 +217,8 @@ export function apiq(fp: LlamaModel, qm: LlamaModel, opts: ApiqOptions): ApiqRep
           const tk = targets.get(k)!;
           const groups = paramGroups([layer], opts);
           if (groups.length) {
-            const part = calibrate(`layer ${i}.${k}`, groups, qIn.map((x, j) => () => mse(layer.forward(x), tk[j])), epochs, guard, opts);
+            const lwcs = layer instanceof LwcLinear ? [layer.lwc] : [];
+            const part = calibrate(`layer ${i}.${k}`, groups, qIn.map((x, j) => () => mse(layer.forward(x), tk[j])), epochs, guard, opts, lwcs);
             report.parts.push(part);
             log(`apiq layer ${i}.${k}: loss ${part.before.toExponential(3)} -> ${part.after.toExponential(3)}`);
           }
@@ -270,8 +272,10 @@ function paramGroups(layers: LinearLayer[], opts: ApiqOptions): ParamGroup[] {
   return groups;
 }
 
-/** Trains one part; loss before/after measured over all windows without updates. */
-function calibrate(name: string, groups: ParamGroup[], losses: (() => Tensor)[], epochs: number, guard: NanGuard, opts: ApiqOptions): { name: string; before: number; after: number } {
+/** Trains one part; loss before/after measured over all windows without updates. `lwcs`: the
+ *  part's clipping, whose logits each forward pass reads in one go (withLogits). */
+function calibrate(name: string, groups: ParamGroup[], parts: (() => Tensor)[], epochs: number, guard: NanGuard, opts: ApiqOptions, lwcs: Lwc[]): { name: string; before: number; after: number } {
+  const losses = parts.map((f) => () => withLogits(lwcs, f));
   // every window's loss recorded, then one read (a GPU waits once, not once per window); summed on
   // the host in window order
   const meanLoss = () => noGrad(() => {

@@ -24,10 +24,11 @@
 // kernels compute f32((q − zero) · scale)).
 
 import type { Backend, LwcDims } from '../backend.js';
-import { record } from '../autograd.js';
+import { noGrad, record } from '../autograd.js';
 import { FormatError, ShapeError, ValueError, describeShape } from '../errors.js';
+import { concat, reshape } from '../ops/shape.js';
 import { expectDType } from '../ops/util.js';
-import { assertFinite, fromHandle, full, tensor, type Tensor, type TensorContainer } from '../tensor.js';
+import { assertFinite, fromHandle, full, tensor, tidy, type Tensor, type TensorContainer } from '../tensor.js';
 import { QuantizedTensor } from './api.js';
 import { checkFormat, roundHalfAway, type QuantFormat } from './formats.js';
 import { partLayout, type PartName } from './layout.js';
@@ -105,15 +106,41 @@ function freeze(w: Tensor, format: QuantFormat, where: string): Frozen {
   return { w: data, rows, cols, gpr, format, hi, lo };
 }
 
-function checkParam(where: string, name: string, t: Tensor, fz: Frozen, wBackend: Backend): Float32Array {
+/** The logits t checked and read to the host (or `read`, their values read already). */
+function checkParam(where: string, name: string, t: Tensor, fz: Frozen, wBackend: Backend, read?: Float32Array): Float32Array {
   expectDType(where, t, 'f32', name);
   if (t.rank !== 2 || t.shape[0] !== fz.rows || t.shape[1] !== fz.gpr) {
     throw new ShapeError(`${where}: ${name} must be [${fz.rows}, ${fz.gpr}] (rows, groups per row), got ${describeShape(t.shape)}`);
   }
   if (t.backend !== wBackend) throw new ValueError(`${where}: ${name} lives on '${t.backend.name}', the weight on '${wBackend.name}'`);
-  const v = readHost(t, where);
+  const v = read ?? readHost(t, where);
   assertFinite(v, t.shape, `${where} (${name})`);
   return v;
+}
+
+/** Logits read by withLogits for the fakeQuant() calls inside it. */
+let prefetched: Map<Lwc, Float32Array[]> | undefined;
+
+/**
+ * Runs fn with the logits of every one of `lwcs` read from the backend together (a GPU waits once,
+ * not once per logit tensor of every layer); their fakeQuant() inside fn uses those values. For a
+ * training step's forward pass: the logits must not change inside fn.
+ */
+export function withLogits<T>(lwcs: readonly Lwc[], fn: () => T): T {
+  if (!lwcs.length || prefetched) return fn();
+  const ps = lwcs.flatMap((l) => l.params());
+  const all = noGrad(() => tidy(() => readHost(concat(ps.map((p) => reshape(p, [p.size]))), 'withLogits').slice()));
+  const map = new Map<Lwc, Float32Array[]>();
+  let at = 0;
+  for (const l of lwcs) {
+    map.set(l, l.params().map((p) => all.subarray(at, (at += p.size))));
+  }
+  prefetched = map;
+  try {
+    return fn();
+  } finally {
+    prefetched = undefined;
+  }
 }
 
 /** The grid (scale, zero) of every group for logits u, l. */
@@ -223,12 +250,12 @@ const onDevice = (b: Backend) => !!b.lwcFakeQuant && !!b.lwcGrad;
  * Fake quantization of a frozen w with logits (u, l), recorded for autograd (gradients to u, l).
  * wDev: w on the backend, when onDevice(backend): the per-element work runs there.
  */
-function fakeQuantOp(fz: Frozen, shape: readonly number[], backend: Backend, u: Tensor, l: Tensor | undefined, where: string, wDev?: Tensor): Tensor {
-  const uh = checkParam(where, 'u', u, fz, backend);
+function fakeQuantOp(fz: Frozen, shape: readonly number[], backend: Backend, u: Tensor, l: Tensor | undefined, where: string, wDev?: Tensor, read?: Float32Array[]): Tensor {
+  const uh = checkParam(where, 'u', u, fz, backend, read?.[0]);
   let lh: Float32Array | undefined;
   if (!fz.format.symmetric) {
     if (!l) throw new ValueError(`${where}: the asymmetric format ${fz.format.name} needs the lower logits l`);
-    lh = checkParam(where, 'l', l, fz, backend);
+    lh = checkParam(where, 'l', l, fz, backend, read?.[1]);
   }
   const grid = gridOf(fz, uh, lh);
   const inputs = lh ? [u, l!] : [u];
@@ -314,7 +341,7 @@ export class Lwc implements TensorContainer {
 
   /** The fake-quantized weight at the current logits (differentiable with respect to them). */
   fakeQuant(): Tensor {
-    return fakeQuantOp(this.frozen, this.shape, this.backend, this.u, this.l, 'Lwc.fakeQuant', this.wDev);
+    return fakeQuantOp(this.frozen, this.shape, this.backend, this.u, this.l, 'Lwc.fakeQuant', this.wDev, prefetched?.get(this));
   }
 
   /** The trainable tensors: [u] or [u, l]. */
