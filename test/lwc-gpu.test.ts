@@ -10,7 +10,7 @@ import * as q from '../ts/index.js';
 import type { GpuBackend } from '../ts/backends/gpu/index.js';
 import { gaussianArray } from '../ts/tensor.js';
 import { gpuSkip, testGpu } from './gpu-helper.js';
-import { Lwc, lwcFakeQuant } from '../ts/quant/lwc.js';
+import { Lwc, lwcFakeQuant, withLogits } from '../ts/quant/lwc.js';
 import { roundHalfAway, type QuantFormat } from '../ts/quant/formats.js';
 import { unpackCodes } from '../ts/quant/packing.js';
 import { assignHost } from '../ts/train/tensors.js';
@@ -202,4 +202,27 @@ test('gpu apiq layer mode with LWC: runs on the lwc kernels, weights end packed,
     g.lwcGrad = gr;
   }
   assert.equal(g.liveBuffers(), live, 'no leaked buffers');
+});
+
+test('gpu LWC step: one read for the logits of all layers, none in the backward pass', { skip }, () => {
+  const g = gpu as GpuBackend;
+  const addon = g.dev.addon as { gpuReadSync: (...a: unknown[]) => Uint8Array };
+  const real = addon.gpuReadSync;
+  const f = q.formats.int(3, { group: 16 });
+  const lwcs = [0, 1].map((s) => new Lwc(q.tensor(gaussianArray(8 * 48, 70 + s), [8, 48], 'f32', g), f));
+  const params = lwcs.flatMap((l) => l.params());
+  let reads = 0;
+  try {
+    addon.gpuReadSync = (...a: unknown[]) => { reads++; return real.apply(addon, a); };
+    const grads = q.tidy(() => {
+      const loss = withLogits(lwcs, () => q.add(q.sum(q.square(lwcs[0].fakeQuant())), q.sum(lwcs[1].fakeQuant())));
+      return q.grad(loss, params);
+    });
+    assert.equal(reads, 1, 'the logits of both layers in one read; the backward reads nothing');
+    addon.gpuReadSync = real;
+    for (const t of grads) { assert.ok(t && (t.dataSync() as Float32Array).every(Number.isFinite)); t?.dispose(); }
+  } finally {
+    addon.gpuReadSync = real;
+    for (const l of lwcs) l.dispose();
+  }
 });

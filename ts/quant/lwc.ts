@@ -26,7 +26,8 @@
 import type { Backend, LwcDims } from '../backend.js';
 import { noGrad, record } from '../autograd.js';
 import { FormatError, ShapeError, ValueError, describeShape } from '../errors.js';
-import { concat, reshape } from '../ops/shape.js';
+import { add, mul } from '../ops/arithmetic.js';
+import { concat, reshape, slice } from '../ops/shape.js';
 import { expectDType } from '../ops/util.js';
 import { assertFinite, fromHandle, full, tensor, tidy, type Tensor, type TensorContainer } from '../tensor.js';
 import { QuantizedTensor } from './api.js';
@@ -213,18 +214,19 @@ function groupSums(fz: Frozen, g: Grid, dy: Float32Array): { dS: ArrayLike<numbe
   return { dS, dZ };
 }
 
-/** Gradients of L with respect to u and l from the per-group sums (STE through round, see top). */
-function logitGrads(fz: Frozen, g: Grid, dS: ArrayLike<number>, dZ: ArrayLike<number>): { du: Float32Array; dl: Float32Array | undefined } {
+/** The gradients of L with respect to u and l are linear in the per-group sums (STE through round,
+ *  see top): du = dS·Au + dZ·Bu, dl = dS·Al + dZ·Bl. Returns [Au, Bu, Al, Bl] (each n long, one
+ *  value per group) for the grid g. */
+function logitCoefficients(fz: Frozen, g: Grid): Float64Array {
   const n = fz.rows * fz.gpr;
   const { symmetric, bits } = fz.format;
   const maxq = (1 << bits) - 1;
   const half = (1 << (bits - 1)) - 1;
-  const du = new Float32Array(n);
-  const dl = symmetric ? undefined : new Float32Array(n);
+  const k = new Float64Array(4 * n);
   for (let gi = 0; gi < n; gi++) {
     const su = g.su[gi];
     if (symmetric) {
-      du[gi] = g.scaleFree[gi] ? (dS[gi] / half) * su * (1 - su) * fz.hi[gi] : 0;
+      k[gi] = g.scaleFree[gi] ? (su * (1 - su) * fz.hi[gi]) / half : 0;
       continue;
     }
     const s = g.scale[gi];
@@ -233,12 +235,26 @@ function logitGrads(fz: Frozen, g: Grid, dS: ArrayLike<number>, dZ: ArrayLike<nu
     // zero = round(−xmin/s): ∂/∂s = xmin/s², ∂/∂xmin = −1/s (STE, inside its clamp)
     const dzds = g.zeroFree[gi] ? xmin / (s * s) : 0;
     const dzdxmin = g.zeroFree[gi] ? -1 / s : 0;
-    const dLds = dS[gi] + dZ[gi] * dzds;
     const dsdx = g.scaleFree[gi] ? 1 / maxq : 0; // scale = (xmax − xmin)/maxq
-    const dLdxmax = dLds * dsdx;
-    const dLdxmin = -dLds * dsdx + dZ[gi] * dzdxmin;
-    du[gi] = dLdxmax * su * (1 - su) * fz.hi[gi];
-    dl![gi] = dLdxmin * sl * (1 - sl) * fz.lo[gi];
+    // dL/ds = dS + dZ·dzds; dL/dxmax = dL/ds·dsdx; dL/dxmin = −dL/ds·dsdx + dZ·dzdxmin
+    const gu = su * (1 - su) * fz.hi[gi];
+    const gl = sl * (1 - sl) * fz.lo[gi];
+    k[gi] = dsdx * gu;
+    k[n + gi] = dzds * dsdx * gu;
+    k[2 * n + gi] = -dsdx * gl;
+    k[3 * n + gi] = (dzdxmin - dzds * dsdx) * gl;
+  }
+  return k;
+}
+
+/** du, dl from the per-group sums on the host (float64). */
+function logitGrads(fz: Frozen, k: Float64Array, dS: ArrayLike<number>, dZ: ArrayLike<number>): { du: Float32Array; dl: Float32Array | undefined } {
+  const n = fz.rows * fz.gpr;
+  const du = new Float32Array(n);
+  const dl = fz.format.symmetric ? undefined : new Float32Array(n);
+  for (let gi = 0; gi < n; gi++) {
+    du[gi] = dS[gi] * k[gi] + dZ[gi] * k[n + gi];
+    if (dl) dl[gi] = dS[gi] * k[2 * n + gi] + dZ[gi] * k[3 * n + gi];
   }
   return { du, dl };
 }
@@ -259,39 +275,37 @@ function fakeQuantOp(fz: Frozen, shape: readonly number[], backend: Backend, u: 
   }
   const grid = gridOf(fz, uh, lh);
   const inputs = lh ? [u, l!] : [u];
-  const grads = (dS: ArrayLike<number>, dZ: ArrayLike<number>, needs: boolean[]) => {
-    const { du, dl } = logitGrads(fz, grid, dS, dZ);
-    return [
-      needs[0] ? tensor(du, u.shape, 'f32', backend) : null,
-      dl && needs[1] ? tensor(dl, l!.shape, 'f32', backend) : null,
-    ];
-  };
   if (!wDev) {
     const y = tensor(fakeQuantValues(fz, grid), shape, 'f32', backend);
     return record('lwcFakeQuant', inputs, y, (dy, { needs }) => {
       const { dS, dZ } = groupSums(fz, grid, readHost(dy, 'lwcFakeQuant backward'));
-      return grads(dS, dZ, needs);
+      const { du, dl } = logitGrads(fz, logitCoefficients(fz, grid), dS, dZ);
+      return [
+        needs[0] ? tensor(du, u.shape, 'f32', backend) : null,
+        dl && needs[1] ? tensor(dl, l!.shape, 'f32', backend) : null,
+      ];
     });
   }
-  // on the backend: the grid goes up as tensors the graph keeps (with w) for the backward pass
+  // on the backend: the grid and the gradient coefficients go up as tensors the graph keeps (with
+  // w) for the backward pass, which then runs there without reading anything back
   const n = fz.rows * fz.gpr;
   const d: LwcDims = { rows: fz.rows, cols: fz.cols, group: fz.format.group, bits: fz.format.bits };
   const scales = tensor(grid.scale, [n], 'f32', backend);
   const zeros = tensor(grid.zero, [n], 'u8', backend);
+  const coef = tensor(Float32Array.from(logitCoefficients(fz, grid)), [4, n], 'f32', backend);
   try {
     const y = fromHandle(backend, backend.lwcFakeQuant!(wDev.handle, scales.handle, zeros.handle, d), shape, 'f32');
-    return record('lwcFakeQuant', inputs, y, (dy, { needs, saved: [w, s, z] }) => {
+    return record('lwcFakeQuant', inputs, y, (dy, { needs, saved: [w, s, z, k] }) => tidy(() => {
       const sums = fromHandle(backend, backend.lwcGrad!(w.handle, s.handle, z.handle, dy.handle, d), [2, n], 'f32');
-      try {
-        const v = readHost(sums, 'lwcFakeQuant backward');
-        return grads(v.subarray(0, n), v.subarray(n), needs);
-      } finally {
-        sums.dispose();
-      }
-    }, [wDev, scales, zeros]);
+      const row = (t: Tensor, r: number) => slice(t, [r, 0], [1, n]);
+      // du = dS·Au + dZ·Bu, dl = dS·Al + dZ·Bl (logitCoefficients)
+      const lin = (a: number, p: Tensor) => reshape(add(mul(row(sums, 0), row(k, a)), mul(row(sums, 1), row(k, a + 1))), p.shape);
+      return [needs[0] ? lin(0, u) : null, l && needs[1] ? lin(2, l) : null];
+    }), [wDev, scales, zeros, coef]);
   } finally {
     scales.dispose();
     zeros.dispose();
+    coef.dispose();
   }
 }
 
