@@ -177,7 +177,7 @@ if (want('gemv')) {
   const copy = await copyBandwidth(quick ? 16 : 1024);
   if (process.argv.includes('--sweep')) {
     // the GEMV kernels' shapes: the words kernel (gemv.ts: rows per workgroup, teams, words per
-    // thread, prefetch) and the wide kernel's best setting of the earlier sweep
+    // thread, prefetch, staged scales) and the wide kernel's best setting of the earlier sweep
     const base = { ...gemvShape };
     const n = quick ? 1024 : 16384;
     const w = randn([n, n], { seed: 11, std: 0.02 }, gpu);
@@ -194,9 +194,9 @@ if (want('gemv')) {
     for (const W of [1, 2, 4] as const) {
       for (const NW of [2, 4, 8]) {
         for (const R of [4, 8, 16]) {
-          for (const pf of [false, true]) {
-            Object.assign(gemvShape, { words: true, wordsShape: () => ({ R, NW, W, pf }) });
-            await time1(`words R ${R} NW ${NW} W ${W}${pf ? ' pf' : ''}`);
+          for (const [pf, ss] of [[false, false], [true, false], [false, true], [true, true]]) {
+            Object.assign(gemvShape, { words: true, wordsShape: () => ({ R, NW, W, pf, ss }) });
+            await time1(`words R ${R} NW ${NW} W ${W}${pf ? ' pf' : ''}${ss ? ' ss' : ''}`);
           }
         }
       }

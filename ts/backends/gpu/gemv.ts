@@ -12,6 +12,9 @@
 //     bits, minus 2^23 + zero: exact);
 //   - optionally (pf) the next step's code and scale loads are issued before the current step is
 //     decoded;
+//   - optionally (ss) the R rows' group scales (and INT zero points) are decoded once into
+//     workgroup memory at the start, so a step reads one value per row there instead of the scale
+//     parts (for double quantization: the 8-bit code, the second-level scale and the map);
 //   - the R·T sums are reduced per subgroup (subgroupAdd) then across subgroups in order, or by a
 //     workgroup tree where the adapter has no subgroups.
 // P: rows, cols, rowBytes, groupsPerRow (as the other GEMV). Grid: ceil(rows / R) workgroups.
@@ -28,6 +31,8 @@ export interface WordsShape {
   W: 1 | 2 | 4;
   /** Issue the next step's loads before decoding the current one. */
   pf: boolean;
+  /** Stage the rows' group scales in workgroup memory (needs groupsPerRow baked into the kernel). */
+  ss?: boolean;
 }
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
@@ -43,9 +48,14 @@ export function wordsFits(f: QuantFormat, cols: number, W: number): boolean {
 
 /** Workgroup memory bytes of the tree reduction (no subgroups). */
 export const treeBytes = (s: WordsShape, T: number) => s.R * T * s.NW * 32 * 4;
+/** Workgroup memory bytes of the staged scales (and zero points) for `gpr` groups per row. */
+export const stagedBytes = (f: QuantFormat, s: WordsShape, gpr: number) => (s.ss ? s.R * gpr * 4 * (f.kind === 'int' && !f.symmetric ? 2 : 1) : 0);
 
-export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups: boolean): string {
+/** WGSL of the words GEMV; `gpr` (groups per row) is baked in when the scales are staged. */
+export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups: boolean, gpr = 0): string {
   const { R, NW, W, pf } = s;
+  const ss = !!s.ss;
+  if (ss && !(gpr > 0)) throw new Error('wordsSource: staged scales need groupsPerRow');
   const WG = 32 * NW;
   const bits = f.bits;
   const mask = (1 << bits) - 1;
@@ -73,12 +83,17 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   const loads = (r: number, k: string): [string, string][] => {
     const g = `(rc${r} * gpr + (${k} * ${cpl}u) / GROUP)`;
     const l: [string, string][] = [[`q${r}`, `codes[rc${r} * units + ${k}]`]];
+    if (ss) return l;
     if (f.doubleQuant) l.push([`sw${r}`, `scode[${g} >> 2u]`], [`s2${r}`, `scale2[${g} / 256u]`]);
     else l.push([`sr${r}`, `scales[${g}]`]);
     if (asym) l.push([`zw${r}`, `zeros[${g} >> 2u]`]);
     return l;
   };
   const scale = (r: number) => {
+    if (ss) {
+      const at = `${r * gpr}u + (k * ${cpl}u) / GROUP`;
+      return `let sc${r} = scl[${at}];${asym ? ` let zb${r} = zbl[${at}];` : ''}`;
+    }
     const s: string[] = [];
     const g = `g${r}`;
     if (f.doubleQuant || asym) s.push(`let ${g} = rc${r} * gpr + (k * ${cpl}u) / GROUP;`);
@@ -143,18 +158,25 @@ ${decl}
 @group(0) @binding(${next}) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(${next + 1}) var<storage, read_write> y: array<f32>;
 ${f.kind === 'nf' ? `var<workgroup> lut: array<f32, ${1 << bits}>;` : ''}
-${f.doubleQuant ? 'var<workgroup> smap: array<f32, 256>;' : ''}
+${f.doubleQuant && !ss ? 'var<workgroup> smap: array<f32, 256>;' : ''}
+${ss ? `var<workgroup> scl: array<f32, ${R * gpr}>;${asym ? `
+var<workgroup> zbl: array<f32, ${R * gpr}>;` : ''}` : ''}
 var<workgroup> red: array<f32, ${subgroups ? RT * (WG / 4) : RT * WG}>; // subgroups have at least 4 invocations
 ${decodeLib(f, false)}
 @compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32${sgArgs}) {
   let rows = P[0]; let cols = P[1]; let gpr = P[3];
+  let row0 = (wid.x + wid.y * nwg.x) * ${R}u;
   ${f.kind === 'nf' ? `if (t < ${1 << bits}u) { lut[t] = value(t); }` : ''}
-  ${f.doubleQuant ? `for (var e = t; e < 256u; e += ${WG}u) { smap[e] = bitcast<f32>(P[${MAP}u + e]); }` : ''}
-  ${f.kind === 'nf' || f.doubleQuant ? 'workgroupBarrier();' : ''}
-  ${f.doubleQuant ? `let one = bitcast<f32>(P[${ONE}u]); let off = soff[0];` : ''}
+  ${f.doubleQuant && !ss ? `for (var e = t; e < 256u; e += ${WG}u) { smap[e] = bitcast<f32>(P[${MAP}u + e]); }` : ''}
+  ${ss ? `for (var e = t; e < ${R * gpr}u; e += ${WG}u) {
+    let g = min(row0 + e / ${gpr}u, rows - 1u) * ${gpr}u + e % ${gpr}u;
+    scl[e] = groupScale(g);${asym ? `
+    zbl[e] = bitcast<f32>(((zeros[g >> 2u] >> ((g & 3u) * 8u)) & 0xffu) | 0x4b000000u);` : ''}
+  }` : ''}
+  ${f.kind === 'nf' || f.doubleQuant || ss ? 'workgroupBarrier();' : ''}
+  ${f.doubleQuant && !ss ? `let one = bitcast<f32>(P[${ONE}u]); let off = soff[0];` : ''}
   let units = cols / ${cpl}u;
   let c4 = cols / 4u;
-  let row0 = (wid.x + wid.y * nwg.x) * ${R}u;
   // rows past the end decode the last row (their sums are not written)
   ${rr.map((r) => `let rc${r} = min(row0 + ${r}u, rows - 1u);`).join(' ')}
   ${accs.map((a) => `var ${a} = 0.0;`).join(' ')}

@@ -31,7 +31,7 @@ import type { QuantFormat } from '../../quant/formats.js';
 import { rowBytes } from '../../quant/packing.js';
 import type { Device, GpuHandle } from './device.js';
 import { f32Bits, GRID_INDEX } from './device.js';
-import { treeBytes, wordsFits, wordsSource, type WordsShape } from './gemv.js';
+import { stagedBytes, treeBytes, wordsFits, wordsSource, type WordsShape } from './gemv.js';
 import type { KernelGroup } from './index.js';
 
 const ONE = 15;
@@ -569,9 +569,11 @@ function dequantizeMatmul(dev: Device, x: GpuHandle, xRows: number, q: QuantHand
 function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: QuantFormat, rows: number, cols: number, rb: number, gpr: number, y: GpuHandle): void {
   const s = { ...gemvShape.wordsShape(T) };
   const sg = dev.subgroups;
-  while (!sg && s.NW > 1 && treeBytes(s, T) + 1088 > dev.info.maxWorkgroupStorageBytes) s.NW /= 2;
-  const key = `quant_gemvw_${fmtKey(f)}_t${T}r${s.R}w${s.NW}x${s.W}${s.pf ? 'p' : ''}${sg ? 's' : ''}`;
-  const pipe = dev.pipeline(key, () => wordsSource(f, T, s, sg));
+  const limit = dev.info.maxWorkgroupStorageBytes - 1088; // the codebook and bitsandbytes' map
+  if (s.ss && stagedBytes(f, s, gpr) > limit / 2) s.ss = false;
+  while (!sg && s.NW > 1 && treeBytes(s, T) + stagedBytes(f, s, gpr) > limit) s.NW /= 2;
+  const key = `quant_gemvw_${fmtKey(f)}_t${T}r${s.R}w${s.NW}x${s.W}${s.pf ? 'p' : ''}${sg ? 's' : ''}${s.ss ? `S${gpr}` : ''}`;
+  const pipe = dev.pipeline(key, () => wordsSource(f, T, s, sg, gpr));
   const groups = Math.ceil(rows / s.R);
   const grid: [number, number, number] = groups <= 65535 ? [groups, 1, 1] : [65535, Math.ceil(groups / 65535), 1];
   dev.run(pipe, params(f, [rows, cols, rb, gpr]), [...partsOf(q, f), x, y], grid);
