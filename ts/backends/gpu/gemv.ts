@@ -20,7 +20,7 @@
 // P: rows, cols, rowBytes, groupsPerRow (as the other GEMV). Grid: ceil(rows / R) workgroups.
 
 import type { QuantFormat } from '../../quant/formats.js';
-import { decodeLib, partBindings } from './quant.js';
+import { decodeLib, DQ_CONSTS, DQ_DECL, dqFill, partBindings, range, scaleLoads, scaleOf, zeroSub } from './quant.js';
 
 export interface WordsShape {
   /** Weight rows per workgroup. */
@@ -34,10 +34,6 @@ export interface WordsShape {
   /** Stage the rows' group scales in workgroup memory (needs groupsPerRow baked into the kernel). */
   ss?: boolean;
 }
-
-const range = (n: number) => Array.from({ length: n }, (_, i) => i);
-const ONE = 15;
-const MAP = 16;
 
 /** Whether the words GEMV can run format f over `cols` columns with W words per thread. */
 export function wordsFits(f: QuantFormat, cols: number, W: number): boolean {
@@ -78,36 +74,24 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   };
   const weight = (r: number, i: number, j: number) =>
     f.kind === 'nf' ? `lut[${code(r, i, j)}]` : `bitcast<f32>(${code(r, i, j)} | 0x4b000000u)`;
-  const zsub = (r: number) => (f.kind === 'nf' ? '' : asym ? ` - zb${r}` : ` - ${8388608 + (1 << (bits - 1)) - 1}.0`);
   // the per-step loads of row r at step k: [name, expression]
   const loads = (r: number, k: string): [string, string][] => {
-    const g = `(rc${r} * gpr + (${k} * ${cpl}u) / GROUP)`;
     const l: [string, string][] = [[`q${r}`, `codes[rc${r} * units + ${k}]`]];
-    if (ss) return l;
-    if (f.doubleQuant) l.push([`sw${r}`, `scode[${g} >> 2u]`], [`s2${r}`, `scale2[${g} / 256u]`]);
-    else l.push([`sr${r}`, `scales[${g}]`]);
-    if (asym) l.push([`zw${r}`, `zeros[${g} >> 2u]`]);
-    return l;
+    return ss ? l : [...l, ...scaleLoads(f, r, `(rc${r} * gpr + (${k} * ${cpl}u) / GROUP)`)];
   };
   const scale = (r: number) => {
     if (ss) {
       const at = `${r * gpr}u + (k * ${cpl}u) / GROUP`;
       return `let sc${r} = scl[${at}];${asym ? ` let zb${r} = zbl[${at}];` : ''}`;
     }
-    const s: string[] = [];
-    const g = `g${r}`;
-    if (f.doubleQuant || asym) s.push(`let ${g} = rc${r} * gpr + (k * ${cpl}u) / GROUP;`);
-    if (f.doubleQuant) s.push(`let sc${r} = (smap[(sw${r} >> ((${g} & 3u) * 8u)) & 0xffu] * s2${r}) * one + off;`);
-    else s.push(`let sc${r} = sr${r};`);
-    if (asym) s.push(`let zb${r} = bitcast<f32>(((zw${r} >> ((${g} & 3u) * 8u)) & 0xffu) | 0x4b000000u);`);
-    return s.join(' ');
+    return `${f.doubleQuant || asym ? `let g${r} = rc${r} * gpr + (k * ${cpl}u) / GROUP; ` : ''}${scaleOf(f, r, `g${r}`)}`;
   };
   const xs = tt.map((t) => range(nv).map((v) => `let x${t}_${v} = x[${t}u * c4 + k * ${nv}u + ${v}u];`).join(' ')).join('\n    ');
   const dots = rr.map((r) => {
     const terms = range(nv).map((v) => {
       const i = Math.floor((4 * v) / cpw);
       const j0 = (4 * v) % cpw;
-      return { v, w: `vec4<f32>(${range(4).map((d) => weight(r, i, j0 + d)).join(', ')})${zsub(r)}` };
+      return { v, w: `vec4<f32>(${range(4).map((d) => weight(r, i, j0 + d)).join(', ')})${zeroSub(f, r)}` };
     });
     return `{
       ${terms.map(({ v, w }) => `let w${v} = ${w};`).join('\n      ')}
@@ -158,7 +142,7 @@ ${decl}
 @group(0) @binding(${next}) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(${next + 1}) var<storage, read_write> y: array<f32>;
 ${f.kind === 'nf' ? `var<workgroup> lut: array<f32, ${1 << bits}>;` : ''}
-${f.doubleQuant && !ss ? 'var<workgroup> smap: array<f32, 256>;' : ''}
+${f.doubleQuant && !ss ? DQ_DECL : ''}
 ${ss ? `var<workgroup> scl: array<f32, ${R * gpr}>;${asym ? `
 var<workgroup> zbl: array<f32, ${R * gpr}>;` : ''}` : ''}
 var<workgroup> red: array<f32, ${subgroups ? RT * (WG / 4) : RT * WG}>; // subgroups have at least 4 invocations
@@ -167,14 +151,14 @@ ${decodeLib(f, false)}
   let rows = P[0]; let cols = P[1]; let gpr = P[3];
   let row0 = (wid.x + wid.y * nwg.x) * ${R}u;
   ${f.kind === 'nf' ? `if (t < ${1 << bits}u) { lut[t] = value(t); }` : ''}
-  ${f.doubleQuant && !ss ? `for (var e = t; e < 256u; e += ${WG}u) { smap[e] = bitcast<f32>(P[${MAP}u + e]); }` : ''}
+  ${f.doubleQuant && !ss ? dqFill(WG) : ''}
   ${ss ? `for (var e = t; e < ${R * gpr}u; e += ${WG}u) {
     let g = min(row0 + e / ${gpr}u, rows - 1u) * ${gpr}u + e % ${gpr}u;
     scl[e] = groupScale(g);${asym ? `
     zbl[e] = bitcast<f32>(((zeros[g >> 2u] >> ((g & 3u) * 8u)) & 0xffu) | 0x4b000000u);` : ''}
   }` : ''}
   ${f.kind === 'nf' || f.doubleQuant || ss ? 'workgroupBarrier();' : ''}
-  ${f.doubleQuant && !ss ? `let one = bitcast<f32>(P[${ONE}u]); let off = soff[0];` : ''}
+  ${f.doubleQuant && !ss ? DQ_CONSTS : ''}
   let units = cols / ${cpl}u;
   let c4 = cols / 4u;
   // rows past the end decode the last row (their sums are not written)

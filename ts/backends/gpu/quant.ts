@@ -34,8 +34,8 @@ import { f32Bits, GRID_INDEX } from './device.js';
 import { stagedBytes, treeBytes, wordsFits, wordsSource, type WordsShape } from './gemv.js';
 import type { KernelGroup } from './index.js';
 
-const ONE = 15;
-const MAP = 16;
+export const ONE = 15;
+export const MAP = 16;
 const CB = MAP + 256;
 const P_WORDS = CB + 16;
 
@@ -67,7 +67,7 @@ function params(f: QuantFormat, head: number[]): Uint32Array {
 // ---- WGSL: bindings and decoding for one format ----
 
 const fmtKey = (f: QuantFormat) => `${f.kind}${f.bits}g${f.group}${f.doubleQuant ? 'dq' : ''}${f.symmetric ? 's' : ''}`;
-const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+export const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 /** The quantized parts as bindings 1.., in the order partsOf() passes them (codes typed as
  *  `codesType`); returns the next free binding. */
@@ -316,6 +316,36 @@ ${decodeLib(f, !vecCodes)}
 }`;
 }
 
+// ---- the group scale of a GEMV row, per step (the banked wide loop and the words kernel) ----
+
+/** The loads of row r's scale parts for group index expression g: [name, expression]. */
+export function scaleLoads(f: QuantFormat, r: number, g: string): [string, string][] {
+  const l: [string, string][] = f.doubleQuant ? [[`sw${r}`, `scode[${g} >> 2u]`], [`s2${r}`, `scale2[${g} / 256u]`]] : [[`sr${r}`, `scales[${g}]`]];
+  if (f.kind === 'int' && !f.symmetric) l.push([`zw${r}`, `zeros[${g} >> 2u]`]);
+  return l;
+}
+
+/** WGSL defining sc{r} (and, asymmetric INT, zb{r} = 2^23 + zero) from scaleLoads' values, the
+ *  group index in `g`; double quantization reads smap, one and off (DQ_DECL, dqInit). */
+export function scaleOf(f: QuantFormat, r: number, g: string): string {
+  const s = [f.doubleQuant ? `let sc${r} = (smap[(sw${r} >> ((${g} & 3u) * 8u)) & 0xffu] * s2${r}) * one + off;` : `let sc${r} = sr${r};`];
+  if (f.kind === 'int' && !f.symmetric) s.push(`let zb${r} = bitcast<f32>(((zw${r} >> ((${g} & 3u) * 8u)) & 0xffu) | 0x4b000000u);`);
+  return s.join(' ');
+}
+
+/** What a vec4 of decoded weights of row r subtracts: nothing (NF values), or 2^23 + zero from the
+ *  INT codes made floats by bits (code | 0x4b000000 is 2^23 + code). */
+export function zeroSub(f: QuantFormat, r: number): string {
+  if (f.kind === 'nf') return '';
+  return f.kind === 'int' && !f.symmetric ? ` - zb${r}` : ` - ${8388608 + (1 << (f.bits - 1)) - 1}.0`;
+}
+
+/** bitsandbytes' map in workgroup memory for double-quantized scales: declaration, fill (wg
+ *  threads, then a barrier by the caller) and the constants scaleOf reads. */
+export const DQ_DECL = 'var<workgroup> smap: array<f32, 256>;';
+export const dqFill = (wg: number) => `for (var e = t; e < 256u; e += ${wg}u) { smap[e] = bitcast<f32>(P[${MAP}u + e]); }`;
+export const DQ_CONSTS = `let one = bitcast<f32>(P[${ONE}u]); let off = soff[0];`;
+
 // The 'banked' decoder of the wide GEMV (gemvShape.lut): no pair table. NF codes index a per-code
 // table replicated once per bank, lutb[code · 32 + lane] (2^bits · 32 f32, 2 KB for 4 bits): every
 // lane reads its own bank, so the 32 lanes' lookups never conflict. INT codes need no table: the
@@ -325,11 +355,11 @@ ${decodeLib(f, !vecCodes)}
 // the current one (software pipelining: the loads of two units in flight). The products are
 // the pair table's exactly (same values, same dot order).
 const BANKED_DECL = (f: QuantFormat) =>
-  [f.kind === 'nf' ? `var<workgroup> lutb: array<f32, ${32 << f.bits}>;` : '', f.doubleQuant ? 'var<workgroup> smap: array<f32, 256>;' : ''].join('\n');
+  [f.kind === 'nf' ? `var<workgroup> lutb: array<f32, ${32 << f.bits}>;` : '', f.doubleQuant ? DQ_DECL : ''].join('\n');
 function BANKED_INIT(f: QuantFormat, wg: number): string {
   const s: string[] = [];
   if (f.kind === 'nf') s.push(`for (var e = t; e < ${32 << f.bits}u; e += ${wg}u) { lutb[e] = value(e >> 5u); }`);
-  if (f.doubleQuant) s.push(`for (var e = t; e < 256u; e += ${wg}u) { smap[e] = bitcast<f32>(P[${MAP}u + e]); }`);
+  if (f.doubleQuant) s.push(dqFill(wg));
   if (s.length) s.push('workgroupBarrier();');
   return s.join('\n  ');
 }
@@ -341,17 +371,13 @@ function bankedLoop(f: QuantFormat, T: number, R: number): string {
   const rr = range(R);
   const tt = range(T);
   const ug = f.group / 32; // units per group
-  const asym = f.kind === 'int' && !f.symmetric;
-  // the per-unit loads of row r: [name, expression at unit u (group gv)]
-  const loads = (r: number): [string, (u: string, gv: string) => string][] => {
-    const l: [string, (u: string, gv: string) => string][] = bits === 3
-      ? range(3).map((w) => [`q${r}_${w}`, (u) => `codes[(rc${r} * units + ${u}) * 3u + ${w}u]`])
-      : [[`q${r}`, (u) => `codes[rc${r} * units + ${u}]`]];
-    if (f.doubleQuant) l.push([`sw${r}`, (_, gv) => `scode[${gv} >> 2u]`], [`s2${r}`, (_, gv) => `scale2[${gv} / 256u]`]);
-    else l.push([`sr${r}`, (_, gv) => `scales[${gv}]`]);
-    if (asym) l.push([`zw${r}`, (_, gv) => `zeros[${gv} >> 2u]`]);
-    return l;
-  };
+  // the per-unit loads of row r at unit u (group gv): [name, expression]
+  const loads = (r: number, u: string, gv: string): [string, string][] => [
+    ...(bits === 3
+      ? range(3).map((w): [string, string] => [`q${r}_${w}`, `codes[(rc${r} * units + ${u}) * 3u + ${w}u]`])
+      : [[`q${r}`, `codes[rc${r} * units + ${u}]`] as [string, string]]),
+    ...scaleLoads(f, r, gv),
+  ];
   // code j (0..7) of piece p (8 codes) of row r: [word expression, shift of the code in it]
   const code = (r: number, p: number, j: number): [string, number] => {
     if (bits === 4) return [`q${r}.${'xyzw'[p]}`, 8 * (j >> 1) + (j & 1 ? 0 : 4)];
@@ -369,34 +395,26 @@ function bankedLoop(f: QuantFormat, T: number, R: number): string {
     const moved = sh > 5 ? `(${w} >> ${sh - 5}u)` : sh < 5 ? `(${w} << ${5 - sh}u)` : w;
     return `lutb[(${moved} & ${mask << 5}u) | lane]`;
   };
-  const zb = (r: number) => (f.kind === 'nf' ? '' : asym ? ` - zb${r}` : ` - ${8388608 + (1 << (bits - 1)) - 1}.0`);
-  const scale = (r: number) => {
-    const s = [`let g${r} = rc${r} * gpr + k / ${ug}u;`];
-    if (f.doubleQuant) s.push(`let sc${r} = (smap[(sw${r} >> ((g${r} & 3u) * 8u)) & 0xffu] * s2${r}) * one + off;`);
-    else s.push(`let sc${r} = sr${r};`);
-    if (asym) s.push(`let zb${r} = bitcast<f32>(((zw${r} >> ((g${r} & 3u) * 8u)) & 0xffu) | 0x4b000000u);`);
-    return s.join(' ');
-  };
+  const scale = (r: number) => `let g${r} = rc${r} * gpr + k / ${ug}u; ${scaleOf(f, r, `g${r}`)}`;
   const body = range(4).map((p) => `{
       ${tt.map((k) => `let xa${k} = x[${k}u * c4 + k * 8u + ${2 * p}u]; let xb${k} = x[${k}u * c4 + k * 8u + ${2 * p + 1}u];`).join('\n      ')}
       ${rr.map((r) => `{
         ${pre3(r, p)}
-        let wa = vec4<f32>(${range(4).map((j) => weight(r, p, j)).join(', ')})${zb(r)};
-        let wb = vec4<f32>(${range(4).map((j) => weight(r, p, j + 4)).join(', ')})${zb(r)};
+        let wa = vec4<f32>(${range(4).map((j) => weight(r, p, j)).join(', ')})${zeroSub(f, r)};
+        let wb = vec4<f32>(${range(4).map((j) => weight(r, p, j + 4)).join(', ')})${zeroSub(f, r)};
         ${tt.map((k) => `p${r}_${k} += dot(xa${k}, wa) + dot(xb${k}, wb);`).join(' ')}
       }`).join('\n      ')}
     }`).join('\n    ');
   return `let units = cols / 32u;
   let last = units - 1u;
   let c4 = cols / 4u;
-  ${f.doubleQuant ? `let one = bitcast<f32>(P[${ONE}u]); let off = soff[0];` : ''}
+  ${f.doubleQuant ? DQ_CONSTS : ''}
   let k0 = min(lane, last);
-  ${rr.map((r) => `let gp${r} = rc${r} * gpr + k0 / ${ug}u; ${loads(r).map(([n, e]) => `var n${n} = ${e('k0', `gp${r}`)};`).join(' ')}`).join('\n  ')}
+  ${rr.map((r) => `let gp${r} = rc${r} * gpr + k0 / ${ug}u; ${loads(r, 'k0', `gp${r}`).map(([n, e]) => `var n${n} = ${e};`).join(' ')}`).join('\n  ')}
   for (var k = lane; k < units; k += 32u) {
     // this unit's loads (fetched the iteration before), then the next unit's
     let kn = min(k + 32u, last);
-    ${rr.map((r) => `${loads(r).map(([n]) => `let ${n} = n${n};`).join(' ')}
-    let gn${r} = rc${r} * gpr + kn / ${ug}u; ${loads(r).map(([n, e]) => `n${n} = ${e('kn', `gn${r}`)};`).join(' ')}`).join('\n    ')}
+    ${rr.map((r) => `let gn${r} = rc${r} * gpr + kn / ${ug}u; ${loads(r, 'kn', `gn${r}`).map(([n, e]) => `let ${n} = n${n}; n${n} = ${e};`).join(' ')}`).join('\n    ')}
     ${rr.map(scale).join('\n    ')}
     ${rr.map((r) => tt.map((k) => `var p${r}_${k} = 0.0;`).join(' ')).join(' ')}
     ${body}
