@@ -194,11 +194,10 @@ export function apiq(fp: LlamaModel, qm: LlamaModel, opts: ApiqOptions): ApiqRep
       const yfpq = hold(xq.map((x) => frozen(() => fp.blockForward(i, x))));
       const groups = paramGroups(quantKeys.map((k) => qb[k]), opts);
       if (groups.length) {
-        const lwcs = quantKeys.map((k) => qb[k]).flatMap((l) => (l instanceof LwcLinear ? [l.lwc] : []));
         const part = calibrate(`block ${i}`, groups, xq.map((x, j) => () => {
           const y = qm.blockForward(i, x);
           return add(mse(y, yfp[j]), mse(y, yfpq[j]));
-        }), epochs, guard, opts, lwcs);
+        }), epochs, guard, opts, lwcsOf(quantKeys.map((k) => qb[k])));
         report.parts.push(part);
         log(`apiq block ${i}: loss ${part.before.toExponential(3)} -> ${part.after.toExponential(3)}`);
       }
@@ -217,8 +216,7 @@ export function apiq(fp: LlamaModel, qm: LlamaModel, opts: ApiqOptions): ApiqRep
           const tk = targets.get(k)!;
           const groups = paramGroups([layer], opts);
           if (groups.length) {
-            const lwcs = layer instanceof LwcLinear ? [layer.lwc] : [];
-            const part = calibrate(`layer ${i}.${k}`, groups, qIn.map((x, j) => () => mse(layer.forward(x), tk[j])), epochs, guard, opts, lwcs);
+            const part = calibrate(`layer ${i}.${k}`, groups, qIn.map((x, j) => () => mse(layer.forward(x), tk[j])), epochs, guard, opts, lwcsOf([layer]));
             report.parts.push(part);
             log(`apiq layer ${i}.${k}: loss ${part.before.toExponential(3)} -> ${part.after.toExponential(3)}`);
           }
@@ -259,9 +257,12 @@ function frozen(fn: () => Tensor): Tensor {
   return keep(noGrad(() => tidy(fn)));
 }
 
+/** The learned clippings among layers (the LWC stand-ins). */
+const lwcsOf = (layers: LinearLayer[]): Lwc[] => layers.flatMap((l) => (l instanceof LwcLinear ? [l.lwc] : []));
+
 function paramGroups(layers: LinearLayer[], opts: ApiqOptions): ParamGroup[] {
   const wd = opts.weightDecay ?? 0.1;
-  const lwc = layers.flatMap((l) => (l instanceof LwcLinear ? l.lwc.params() : []));
+  const lwc = lwcsOf(layers).flatMap((l) => l.params());
   const lora = layers.flatMap((l) => {
     const branch = l instanceof LwcLinear ? l.lora : l instanceof QuantLinear ? l.lora : undefined;
     return branch?.parameters() ?? [];

@@ -6,8 +6,7 @@ import { grad } from '../autograd.js';
 import { add, affine, square, sub } from '../ops/arithmetic.js';
 import { mean } from '../ops/reduce.js';
 import { keep, tidy, type Tensor } from '../tensor.js';
-import { ValueError } from '../errors.js';
-import { clipToNorm } from '../train/clip.js';
+import { checkMaxNorm, clipToNorm } from '../train/clip.js';
 import type { NanGuard } from '../train/guard.js';
 import type { AdamW } from '../train/optim.js';
 import { hostSums } from '../train/tensors.js';
@@ -22,6 +21,7 @@ export interface StepOptions {
 
 /** One update from the mean of the micro-batch losses. */
 export function trainStep(opt: AdamW, microLosses: (() => Tensor)[], opts: StepOptions): { loss: number; applied: boolean } {
+  if (opts.clip !== undefined) checkMaxNorm(opts.clip);
   const params = opt.params();
   const n = microLosses.length;
   let grads: (Tensor | null)[] = params.map(() => null);
@@ -52,7 +52,6 @@ export function trainStep(opt: AdamW, microLosses: (() => Tensor)[], opts: StepO
     const loss = total / n;
     let checked: number | { firstNonFinite: number };
     if (clip !== undefined) {
-      if (!(clip > 0)) throw new ValueError(`trainStep: clip must be > 0, got ${clip}`);
       let sq = 0;
       for (let i = n; i < sums.length; i++) sq += sums[i];
       checked = clipToNorm(grads, clip, Math.sqrt(sq));

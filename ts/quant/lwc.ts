@@ -24,10 +24,10 @@
 // kernels compute f32((q − zero) · scale)).
 
 import type { Backend, LwcDims } from '../backend.js';
-import { noGrad, record } from '../autograd.js';
+import { record } from '../autograd.js';
 import { FormatError, ShapeError, ValueError, describeShape } from '../errors.js';
 import { add, mul } from '../ops/arithmetic.js';
-import { concat, reshape, slice } from '../ops/shape.js';
+import { reshape, slice } from '../ops/shape.js';
 import { expectDType } from '../ops/util.js';
 import { assertFinite, fromHandle, full, tensor, tidy, type Tensor, type TensorContainer } from '../tensor.js';
 import { QuantizedTensor } from './api.js';
@@ -35,6 +35,7 @@ import { checkFormat, roundHalfAway, type QuantFormat } from './formats.js';
 import { partLayout, type PartName } from './layout.js';
 import { rowBytes, writeCode } from './packing.js';
 import { groupsPerRow } from './reference.js';
+import { readAll } from '../train/tensors.js';
 
 /** Smallest scale (OmniQuant's CLIPMIN). */
 export const LWC_EPS = 1e-5;
@@ -130,7 +131,7 @@ let prefetched: Map<Lwc, Float32Array[]> | undefined;
 export function withLogits<T>(lwcs: readonly Lwc[], fn: () => T): T {
   if (!lwcs.length || prefetched) return fn();
   const ps = lwcs.flatMap((l) => l.params());
-  const all = noGrad(() => tidy(() => readHost(concat(ps.map((p) => reshape(p, [p.size]))), 'withLogits').slice()));
+  const all = readAll(ps, 'withLogits');
   const map = new Map<Lwc, Float32Array[]>();
   let at = 0;
   for (const l of lwcs) {

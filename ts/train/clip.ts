@@ -30,8 +30,13 @@ export function gradNorm(grads: Gradients): number {
  * before clipping. A non-finite norm leaves the gradients untouched (the NaN guard skips the step).
  */
 export function clipGradNorm(grads: Gradients, maxNorm: number): number {
-  if (!(maxNorm > 0)) throw new ValueError(`clipGradNorm: maxNorm must be > 0, got ${maxNorm}`);
+  checkMaxNorm(maxNorm);
   return clipToNorm(grads, maxNorm, gradNorm(grads));
+}
+
+/** The clipping limit must be a positive number (ValueError otherwise). */
+export function checkMaxNorm(maxNorm: number): void {
+  if (!(maxNorm > 0)) throw new ValueError(`clipGradNorm: maxNorm must be > 0, got ${maxNorm}`);
 }
 
 /** clipGradNorm's scaling for a norm the caller has already computed (gradNorm's value). */

@@ -39,8 +39,13 @@ export function readF32(t: Tensor, where: string): Float32Array {
   return (t.dataSync() as Float32Array).slice();
 }
 
-/** sum(fn(t, i)) of every tensor, read back together: one read, so a GPU waits once and not once
- *  per tensor (ts must be non-empty, on one backend). */
+/** The values of every tensor (f32, one backend, ts non-empty), flattened one after the other, in
+ *  one read: a GPU waits once and not once per tensor. */
+export function readAll(ts: readonly Tensor[], where: string): Float32Array {
+  return noGrad(() => tidy(() => readF32(concat(ts.map((t) => reshape(t, [t.size])), 0), where)));
+}
+
+/** sum(fn(t, i)) of every tensor, read back together (readAll). */
 export function hostSums(ts: readonly Tensor[], fn: (t: Tensor, i: number) => Tensor, where: string): Float32Array {
-  return noGrad(() => tidy(() => readF32(concat(ts.map((t, i) => reshape(sum(fn(t, i)), [1])), 0), where)));
+  return noGrad(() => tidy(() => readAll(ts.map((t, i) => sum(fn(t, i))), where)));
 }
