@@ -53,6 +53,14 @@ const f32 = Math.fround;
 
 const u32Bits = (a: Float32Array) => Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length), (x) => `0x${x.toString(16)}u`).join(', ');
 
+/** WGSL: the span of group g for kernels whose P starts [rows, cols, group, groupsPerRow]. */
+const GROUP_SPAN = /* wgsl */ `
+// group g: its first element and length (a row's last group may be short)
+fn group_span(g: u32) -> vec2<u32> {
+  let c0 = (g % P[3]) * P[2];
+  return vec2<u32>((g / P[3]) * P[1] + c0, min(P[2], P[1] - c0));
+}`;
+
 /** Exact helpers (f64 needed): see the top of this file. */
 const EXACT = /* wgsl */ `
 fn fabs(x: f32) -> f32 { return bitcast<f32>(bitcast<u32>(x) & 0x7fffffffu); }
@@ -165,17 +173,15 @@ const statsSource = (f: QuantFormat) => /* wgsl */ `
 ${formatConsts(f)}
 ${EXACT}
 ${INT_FNS}
+${GROUP_SPAN}
 var<workgroup> ra: array<f32, ${STATS_WG}>;
 var<workgroup> rb: array<f32, ${STATS_WG}>;
 @compute @workgroup_size(${STATS_WG}) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let g = wid.x + wid.y * nwg.x;
   if (g >= P[4]) { return; }
-  let cols = P[1];
-  let group = P[2];
-  let row = g / P[3];
-  let c0 = (g % P[3]) * group;
-  let base = row * cols + c0;
-  let n = min(group, cols - c0);
+  let span = group_span(g);
+  let base = span.x;
+  let n = span.y;
   var a = 0.0; // nf: absmax; int: lo
   var b = 0.0; // int: hi
   for (var i = lid; i < n; i += ${STATS_WG}u) {
@@ -425,6 +431,7 @@ ${global ? '@group(0) @binding(6) var<storage, read_write> scratch: array<u32>;'
 ${formatConsts(f)}
 ${EXACT}
 ${INT_FNS}
+${GROUP_SPAN}
 const LEN: u32 = ${1 << f.bits}u;
 var<workgroup> sc: array<f64, ${ICQ_WG}>;
 var<workgroup> cv: array<f32, ${ICQ_WG}>;
@@ -473,12 +480,9 @@ fn score() -> f64 {
 @compute @workgroup_size(${ICQ_WG}) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let g = P[7] + wid.x + wid.y * nwg.x;
   if (g >= P[4]) { return; }
-  let cols = P[1];
-  let group = P[2];
-  let row = g / P[3];
-  let c0 = (g % P[3]) * group;
-  let base = row * cols + c0;
-  let nn = min(group, cols - c0);
+  let span = group_span(g);
+  let base = span.x;
+  let nn = span.y;
   n = nn;
   kbase = (g - P[7]) * P[8];
   var np = 1u;
