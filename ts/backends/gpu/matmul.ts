@@ -17,6 +17,28 @@ import { GRID_INDEX, type Device, type GpuHandle } from './device.js';
 import type { KernelGroup } from './index.js';
 
 
+/** Both kernels' bindings: P, the operands, the output. */
+const BINDINGS = /* wgsl */ `@group(0) @binding(0) var<storage, read> P: array<u32>;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;`;
+
+/** Both kernels' entry point up to their tiles: the dims, the operands' batch bases and the k range
+ *  [kb, ke) of this workgroup's split (z runs over batch x splits; each split writes its own
+ *  slice of c). */
+const ENTRY = /* wgsl */ `@compute @workgroup_size(16, 16)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  let m = P[0]; let k = P[1]; let n = P[2];
+  let transA = P[3] != 0u; let transB = P[4] != 0u;
+  // z over batch x splits: split sp sums k in [kb, ke) into its own slice of c
+  let zz = wid.z + P[7];
+  let z = zz / P[8];
+  let kb = (zz % P[8]) * P[9];
+  let ke = min(k, kb + P[9]);
+  let aBase = z * P[5];
+  let bBase = z * P[6];
+  let cBase = zz * m * n;`;
+
 /** WGSL of one k step of the register block, fully unrolled (constant indices keep acc, av and
  *  bv in registers; a loop over them made NVIDIA's compiler spill them to local memory). */
 function stepText(tm: number, tn: number, kk: string): string {
@@ -41,10 +63,7 @@ function source(tm: number, tn: number): string {
   ].join('\n')).join('\n');
   const full = Array.from({ length: BK }, (_, kk) => `      {\n${step(`${kk}u`)}\n      }`).join('\n');
   return /* wgsl */ `
-@group(0) @binding(0) var<storage, read> P: array<u32>;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+${BINDINGS}
 
 const TM = ${tm}u;
 const TN = ${tn}u;
@@ -56,18 +75,7 @@ const BK = ${BK}u;
 var<workgroup> As: array<f32, ${BK * (bm + 1)}>;
 var<workgroup> Bs: array<f32, ${BK * (bn + 1)}>;
 
-@compute @workgroup_size(16, 16)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-  let m = P[0]; let k = P[1]; let n = P[2];
-  let transA = P[3] != 0u; let transB = P[4] != 0u;
-  // z over batch x splits: split sp sums k in [kb, ke) into its own slice of c
-  let zz = wid.z + P[7];
-  let z = zz / P[8];
-  let kb = (zz % P[8]) * P[9];
-  let ke = min(k, kb + P[9]);
-  let aBase = z * P[5];
-  let bBase = z * P[6];
-  let cBase = zz * m * n;
+${ENTRY}
   let row0 = wid.y * BM;
   let col0 = wid.x * BN;
   var acc: array<f32, ${tm * tn}>;
@@ -136,10 +144,7 @@ function source8(): string {
     ].join('\n');
   }).join('\n');
   return /* wgsl */ `
-@group(0) @binding(0) var<storage, read> P: array<u32>;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+${BINDINGS}
 
 const BK = ${BK}u;
 var<workgroup> As: array<vec4<f32>, ${BK * 33}>;
@@ -156,18 +161,7 @@ fn ldB(bBase: u32, cc: u32, kk: u32, n: u32, k: u32, ke: u32, transB: bool) -> f
   return b[bBase + kk * n + cc];
 }
 
-@compute @workgroup_size(16, 16)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-  let m = P[0]; let k = P[1]; let n = P[2];
-  let transA = P[3] != 0u; let transB = P[4] != 0u;
-  // z over batch x splits: split sp sums k in [kb, ke) into its own slice of c
-  let zz = wid.z + P[7];
-  let z = zz / P[8];
-  let kb = (zz % P[8]) * P[9];
-  let ke = min(k, kb + P[9]);
-  let aBase = z * P[5];
-  let bBase = z * P[6];
-  let cBase = zz * m * n;
+${ENTRY}
   let row0 = wid.y * 128u;
   let col0 = wid.x * 128u;
   var acc: array<vec4<f32>, 16>;
