@@ -15,6 +15,7 @@ import { apiq } from '../ts/methods/apiq.js';
 import { calibrationWindows } from '../ts/methods/calibration.js';
 import { adapterParameters, quantLayers, quantizeModel, rtnLayers } from '../ts/methods/quantize-model.js';
 import { finetune, rilq } from '../ts/methods/rilq.js';
+import { readCheckpoint } from '../ts/train/checkpoint.js';
 import { testModelPath } from './model-file.js';
 
 const FIXTURE = 'test/fixtures/tiny-llama/llama-tied';
@@ -87,6 +88,10 @@ test('rilq: validation loss falls, the best adapters are restored, a resumed run
     // interrupted run: the first 8 steps write a checkpoint at step 4 and 8, then it "stops"
     rilq(fp, b, { ...opts, steps: 8, checkpoint: ck, checkpointEvery: 4 });
     b.dispose();
+    // the best-so-far adapters travel as tensors, not as JSON numbers in the header
+    const saved = readCheckpoint(ck);
+    assert.equal(saved.tensors.get('best/0')?.data.length, adapterParameters(a)[0].size);
+    assert.ok(JSON.stringify(saved.meta).length < 2000, `checkpoint meta is ${JSON.stringify(saved.meta).length} chars`);
     const c = make();
     const r2 = rilq(fp, c, { ...opts, checkpoint: ck, checkpointEvery: 4 });
     assert.equal(r2.resumedFrom, 4, 'the last checkpoint written before step 8 ended the run');

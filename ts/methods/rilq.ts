@@ -8,6 +8,7 @@
 
 import { noGrad } from '../autograd.js';
 import { ValueError } from '../errors.js';
+import { CheckpointError } from '../train/errors.js';
 import { add, affine } from '../ops/arithmetic.js';
 import { crossEntropy } from '../ops/loss.js';
 import { slice } from '../ops/shape.js';
@@ -121,14 +122,22 @@ export function trainAdapters(name: string, qm: LlamaModel, loss: (w: Int32Array
   const snapshot = () => params.map((p) => readF32(p, name));
 
   if (opts.checkpoint && nodeFs().existsSync(opts.checkpoint)) {
-    const ck = loadCheckpoint(opts.checkpoint, { tensors: named, optimizer: opt });
-    const meta = ck.meta as { step: number; bestStep: number; bestLoss: number; stale: number; trainLoss: number[]; validation: { step: number; loss: number }[]; guard: GuardState; best?: number[][]; dropout?: (number | null)[] };
+    const ck = loadCheckpoint(opts.checkpoint, { tensors: named, optimizer: opt, strict: false });
+    const meta = ck.meta as { step: number; bestStep: number; bestLoss: number; stale: number; trainLoss: number[]; validation: { step: number; loss: number }[]; guard: GuardState; best?: number; dropout?: (number | null)[] };
+    const extra = [...ck.tensors.keys()].filter((n) => !named.has(n) && !/^best\/\d+$/.test(n));
+    if (extra.length) throw new CheckpointError(`${opts.checkpoint}: holds tensors that are not this model's adapters: ${extra.slice(0, 5).join(', ')}`);
+    if (meta.best !== undefined) {
+      best = params.map((p, i) => {
+        const b = ck.tensors.get(`best/${i}`);
+        if (!b || b.data.length !== p.size) throw new CheckpointError(`${opts.checkpoint}: best parameters ${i} ${b ? `hold ${b.data.length} values, expected ${p.size}` : 'are missing'}`);
+        return b.data;
+      });
+    }
     step = meta.step;
     Object.assign(report, { bestStep: meta.bestStep, bestLoss: meta.bestLoss ?? Infinity, trainLoss: meta.trainLoss, validation: meta.validation, resumedFrom: step });
     stale = meta.stale;
     guard.loadState(meta.guard);
     quantLayers(qm).forEach(({ layer }, i) => { if (layer.lora && meta.dropout?.[i] !== undefined) layer.lora.dropRng.state = meta.dropout[i]!; });
-    best = meta.best?.map((b) => Float32Array.from(b));
     log(`${name}: resumed from ${opts.checkpoint} at step ${step}`);
   } else if (validation.length) {
     report.bestLoss = validate();
@@ -157,8 +166,8 @@ export function trainAdapters(name: string, qm: LlamaModel, loss: (w: Int32Array
         saveCheckpoint(opts.checkpoint, { tensors: named, optimizer: opt, meta: {
           step, bestStep: report.bestStep, bestLoss: Number.isFinite(report.bestLoss) ? report.bestLoss : null, stale, trainLoss: report.trainLoss,
           validation: report.validation, guard: guard.state(), dropout: quantLayers(qm).map(({ layer }) => layer.lora?.dropRng.state ?? null),
-          best: best?.map((b) => Array.from(b)),
-        } });
+          best: best ? best.length : undefined,
+        }, arrays: best ? Object.fromEntries(best.map((b, i) => [`best/${i}`, b])) : undefined });
       }
     }
   } finally {

@@ -27,6 +27,10 @@ export interface CheckpointContents {
   tensors: NamedTensors;
   /** The optimizer (its state() is saved) or a state taken earlier. */
   optimizer?: AdamW | OptimizerState;
+  /** Host arrays saved as 1-D tensors beside `tensors` (large state such as a best-so-far copy of
+   *  the parameters: JSON metadata would blow past the header limit). They come back in
+   *  LoadedCheckpoint.tensors; restore with strict: false, or restoreTensors raises on them. */
+  arrays?: Record<string, Float32Array>;
   /** JSON-serializable metadata (step, rng state, best validation loss, guard state...). */
   meta?: Record<string, unknown>;
 }
@@ -46,6 +50,11 @@ export function saveCheckpoint(path: string, c: CheckpointContents): void {
   for (const [name, t] of entriesOf(c.tensors)) {
     if (name.startsWith(OPT_PREFIX)) throw new CheckpointError(`saveCheckpoint: tensor names starting with '${OPT_PREFIX}' are reserved, got '${name}'`);
     list.push({ name, shape: [...t.shape], data: readF32(t, `saveCheckpoint (tensor '${name}')`) });
+  }
+  for (const [name, data] of Object.entries(c.arrays ?? {})) {
+    if (name.startsWith(OPT_PREFIX)) throw new CheckpointError(`saveCheckpoint: array names starting with '${OPT_PREFIX}' are reserved, got '${name}'`);
+    if (list.some((t) => t.name === name)) throw new CheckpointError(`saveCheckpoint: '${name}' is both a tensor and an array`);
+    list.push({ name, shape: [data.length], data });
   }
   const names = list.map((t) => t.name);
   const opt = c.optimizer && 'loadState' in c.optimizer ? c.optimizer.state() : c.optimizer;
