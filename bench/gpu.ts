@@ -9,7 +9,8 @@
 // overlaps the recording), then one wait; a sample is the mean per kernel.
 //
 // Usage: npx tsx bench/gpu.ts [--quick] [--time ms] [--out file] [--no-torch] [--only substring]
-//        [--sweep] (GEMV kernel shapes) [--ab] (the RILQ step also with the earlier scheduling)
+//        [--sweep] (GEMV kernel shapes) [--ab] (the RILQ step also with the earlier scheduling and
+//        without shader checks)
 // Needs the gpu backend (a real adapter, or QUANTLORA_GPU_SOFTWARE=1 for a functional run).
 
 import { execFileSync } from 'node:child_process';
@@ -91,18 +92,18 @@ async function copyBandwidth(mib: number): Promise<number> {
 
 /** GB/s of packed weight bytes read by a one-token dequantizeMatmul over an n x n weight of format f
  *  (quantized here unless `q` is given: sweeps reuse one). */
-async function gemv(n: number, f: QuantFormat = NF4, label = '', q?: QuantizedTensor): Promise<number> {
+async function gemv(n: number, f: QuantFormat = NF4, label = '', q?: QuantizedTensor, T = 1): Promise<number> {
   const own = !q;
   if (!q) {
     const w = randn([n, n], { seed: 11, std: 0.02 }, gpu);
     q = quantize(w, f);
     w.dispose();
   }
-  const x = randn([1, n], { seed: 12 }, gpu);
+  const x = randn([T, n], { seed: 12 }, gpu);
   const qq = q;
   const ms = await timeGpu(`dequantizeMatmul ${f.name} ${n}`, 50, () => dequantizeMatmul(x, qq).dispose());
   const gbps = q.bytes / (ms * 1e6);
-  rows.push({ name: `dequantizeMatmul ${f.name} 1x${n} · (${n}x${n})ᵀ${label ? ` (${label})` : ''}`, ms, gbps });
+  rows.push({ name: `dequantizeMatmul ${f.name} ${T}x${n} · (${n}x${n})ᵀ${label ? ` (${label})` : ''}`, ms, gbps });
   if (own) q.dispose();
   x.dispose();
   return gbps;
@@ -189,16 +190,30 @@ if (want('gemv')) {
       found.push([g, label]);
       console.log(`gemv sweep ${label}: ${g.toFixed(0)} GB/s (${((100 * g) / copy).toFixed(0)}% of copy)`);
     };
-    Object.assign(gemvShape, { words: false, lut: 'banked', teams: 2, rows: () => 8 });
-    await time1('wide banked, teams 2, rows 8');
-    for (const W of [1, 2, 4] as const) {
-      for (const NW of [2, 4, 8]) {
-        for (const R of [4, 8, 16]) {
-          for (const [pf, ss] of [[false, false], [true, false], [false, true], [true, true]]) {
-            Object.assign(gemvShape, { words: true, wordsShape: () => ({ R, NW, W, pf, ss }) });
-            await time1(`words R ${R} NW ${NW} W ${W}${pf ? ' pf' : ''}${ss ? ' ss' : ''}`);
+    // every shape with wgpu's shader runtime checks and without (Device.checks)
+    for (const checks of [true, false]) {
+      dev.checks = checks;
+      const c = checks ? '' : ', unchecked';
+      Object.assign(gemvShape, { words: false, lut: 'banked', teams: 2, rows: () => 8 });
+      await time1(`wide banked, teams 2, rows 8${c}`);
+      for (const W of [1, 2] as const) {
+        for (const NW of [2, 4, 8]) {
+          for (const R of [4, 8, 16]) {
+            for (const pf of [false, true]) {
+              Object.assign(gemvShape, { words: true, wordsShape: () => ({ R, NW, W, pf }) });
+              await time1(`words R ${R} NW ${NW} W ${W}${pf ? ' pf' : ''}${c}`);
+            }
           }
         }
+      }
+    }
+    dev.checks = true;
+    // a few x rows (the words kernel's default shapes against the banked kernel)
+    for (const T of quick ? [4] : [4, 8]) {
+      for (const words of [false, true]) {
+        Object.assign(gemvShape, base, { words });
+        const g = await gemv(n, NF4, words ? 'words' : 'banked', q, T);
+        console.log(`gemv ${T} x rows ${words ? 'words' : 'banked'}: ${g.toFixed(0)} GB/s of weights (${((100 * g) / copy).toFixed(0)}% of copy)`);
       }
     }
     q.dispose();
@@ -206,12 +221,18 @@ if (want('gemv')) {
     found.sort((a, b) => b[0] - a[0]);
     console.log(`gemv sweep best: ${found.slice(0, 5).map(([g, l]) => `${l}: ${g.toFixed(0)}`).join('; ')}`);
   }
-  for (const n of quick ? [1024] : [8192, 16384]) {
-    const g = await gemv(n);
-    const gi = await gemv(n, formats.int(4, { group: 64 }));
-    goals.push(`dequantizeMatmul int4 1 token ${n}²: ${gi.toFixed(1)} GB/s = ${((100 * gi) / copy).toFixed(0)}% of copy`);
-    goals.push(`dequantizeMatmul nf4 1 token ${n}²: ${g.toFixed(1)} GB/s = ${((100 * g) / copy).toFixed(0)}% of the copy kernel's ${copy.toFixed(1)} GB/s (goal ≥ 60%)`);
+  // the goal's rows at the default kernel shapes, with wgpu's shader runtime checks and without
+  for (const checks of [true, false]) {
+    dev.checks = checks;
+    const c = checks ? '' : ' (shader checks off)';
+    for (const n of quick ? [1024] : [8192, 16384]) {
+      const g = await gemv(n, NF4, checks ? '' : 'unchecked');
+      const gi = await gemv(n, formats.int(4, { group: 64 }), checks ? '' : 'unchecked');
+      goals.push(`dequantizeMatmul int4 1 token ${n}²${c}: ${gi.toFixed(1)} GB/s = ${((100 * gi) / copy).toFixed(0)}% of copy`);
+      goals.push(`dequantizeMatmul nf4 1 token ${n}²${c}: ${g.toFixed(1)} GB/s = ${((100 * g) / copy).toFixed(0)}% of the copy kernel's ${copy.toFixed(1)} GB/s (goal ≥ 60%)`);
+    }
   }
+  dev.checks = true;
 }
 if (want('matmul')) {
   const n = quick ? 512 : 4096;
@@ -233,6 +254,11 @@ if (want('rilq')) {
     matmulSizing.on = true;
     dev.addon.gpuSetFirstBatch(before);
     goals.push(`rilq step without work sizing and early submits: ${old.ms.toFixed(1)} ms`);
+    dev.checks = false;
+    const unchecked = await rilqStep(c, tokens, 16);
+    rows[rows.length - 1].note = 'shader checks off';
+    dev.checks = true;
+    goals.push(`rilq step with shader checks off: ${unchecked.ms.toFixed(1)} ms`);
   }
   const { ms, dir } = await rilqStep(c, tokens, 16);
   const ref = torch(['rilq', dir, String(tokens), '16']);

@@ -139,6 +139,38 @@ test('row kernels with subgroup reductions match the workgroup-tree fallback', {
   a.forEach((out, k) => out.forEach((v, i) => assert.ok(Math.abs(v - b[k][i]) <= 1e-5 * Math.max(1, Math.abs(b[k][i])), `output ${k}[${i}]: subgroups ${v}, tree ${b[k][i]}`)));
 });
 
+test('kernels compiled without shader runtime checks compute exactly what the checked ones do', { skip }, () => {
+  const g = gpu as GpuBackend;
+  const was = g.dev.checks;
+  // a sample across the kernel files (the whole table runs unchecked with QUANTLORA_PARITY_UNCHECKED=1)
+  const run = () => q.tidy(() => {
+    const outs: q.Tensor[] = [];
+    for (const [f, T] of [[q.formats.nf(4, { group: 64, doubleQuant: true }), 1], [q.formats.int(4, { group: 64 }), 2], [q.formats.nf(3, { group: 32 }), 1], [q.formats.nf(2, { group: 64 }), 20]] as const) {
+      const w = q.quantize(q.tensor(gaussianArray(48 * 256, 31, 0.05), [48, 256], 'f32', g), f);
+      const x = q.tensor(gaussianArray(T * 256, 32 + T), [T, 256], 'f32', g);
+      x.requireGrad();
+      const y = q.dequantizeMatmul(x, w);
+      const [dx] = q.grad(q.sum(q.mul(y, y)), [x]);
+      outs.push(y, dx!, q.dequantize(w));
+    }
+    const a = q.tensor(gaussianArray(33 * 700, 41), [33, 700], 'f32', g);
+    const b = q.tensor(gaussianArray(700 * 70, 42), [700, 70], 'f32', g);
+    const ids = q.tensor(Int32Array.of(3, 0, 32, 7), [4], 'i32', g);
+    outs.push(q.matmul(a, b), q.softmax(q.rmsnorm(a, q.tensor(gaussianArray(700, 43), [700], 'f32', g))), q.sum(a, 0), q.gather(a, ids),
+      q.div(a, q.add(q.slice(a, [0, 0], [1, 700]), 3)));
+    return outs.map((t) => Float32Array.from(t.dataSync() as Float32Array));
+  });
+  try {
+    g.dev.checks = true;
+    const checked = run();
+    g.dev.checks = false;
+    const unchecked = run();
+    checked.forEach((out, k) => out.forEach((v, i) => assert.ok(Object.is(v, unchecked[k][i]), `output ${k}[${i}]: checked ${v}, unchecked ${unchecked[k][i]}`)));
+  } finally {
+    g.dev.checks = was;
+  }
+});
+
 test('reads at any byte offset and length (sync and async)', { skip }, async () => {
   const g = gpu as GpuBackend;
   const bytes = Uint8Array.from({ length: 99 }, (_, i) => (i * 7 + 3) & 255);

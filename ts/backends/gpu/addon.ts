@@ -25,7 +25,8 @@ export interface GpuAddon {
   gpuFree(id: number): void;
   gpuLive(): number;
   gpuStats(): { dispatches: number; submits: number; live: number };
-  gpuPipeline(module: string, source: string, entry: string, names: string[], values: number[]): number;
+  /** checks false: compiled without wgpu's shader runtime checks (see Device.checks). */
+  gpuPipeline(module: string, source: string, entry: string, names: string[], values: number[], checks?: boolean): number;
   gpuRun(pipeline: number, params: Uint8Array, buffers: Uint32Array, x: number, y: number, z: number): void;
   gpuCopy(src: number, srcOffset: number, dst: number, dstOffset: number, bytes: number): void;
   gpuFlush(): void;

@@ -31,9 +31,16 @@ export class Device {
 
   /** Kernels may use subgroup operations (the adapter has them and they were not turned off). */
   readonly subgroups: boolean;
+  /** Pipelines made from now on are compiled with wgpu's shader runtime checks (clamped indices
+   *  into workgroup and private arrays, guarded integer division, bounded loops). false drops them:
+   *  the generated kernels bound their own indices, so results are the same, with fewer
+   *  instructions. Default: on (off with QUANTLORA_GPU_SHADER_CHECKS=0). Pipelines are cached per
+   *  setting, so it can be switched at any time (bench/gpu.ts times both). */
+  checks: boolean;
 
-  constructor(readonly addon: GpuAddon, readonly info: GpuInfo, opts: { subgroups?: boolean } = {}) {
+  constructor(readonly addon: GpuAddon, readonly info: GpuInfo, opts: { subgroups?: boolean; checks?: boolean } = {}) {
     this.subgroups = info.subgroups && opts.subgroups !== false;
+    this.checks = opts.checks ?? true;
   }
 
   alloc(bytes: number, zeroed = false): GpuHandle {
@@ -68,10 +75,11 @@ export class Device {
    *  source should be passed as a function: it is only called on the first use. */
   pipeline(module: string, source: string | (() => string), entry = 'main', constants?: Record<string, number>): number {
     const names = constants ? Object.keys(constants).sort() : [];
-    const key = names.length ? `${module}|${entry}|${names.map((n) => `${n}=${constants![n]}`).join(',')}` : `${module}|${entry}`;
+    const base = names.length ? `${module}|${entry}|${names.map((n) => `${n}=${constants![n]}`).join(',')}` : `${module}|${entry}`;
+    const key = this.checks ? base : `${base}|unchecked`;
     let p = this.pipes.get(key);
     if (p === undefined) {
-      p = this.addon.gpuPipeline(module, typeof source === 'string' ? source : source(), entry, names, names.map((n) => constants![n]));
+      p = this.addon.gpuPipeline(module, typeof source === 'string' ? source : source(), entry, names, names.map((n) => constants![n]), this.checks);
       this.pipes.set(key, p);
     }
     return p;

@@ -5,7 +5,9 @@
 // Selection (environment): QUANTLORA_GPU_BACKENDS (vulkan, gl, metal, dx12, all; default: the
 // platform's primary APIs), QUANTLORA_GPU_ADAPTER (a substring of the adapter name),
 // QUANTLORA_GPU_SOFTWARE=1 (accept a software adapter such as Mesa's llvmpipe; refused otherwise,
-// so a machine without a GPU keeps the native CPU backend).
+// so a machine without a GPU keeps the native CPU backend), QUANTLORA_GPU_SUBGROUPS=0 (no subgroup
+// operations), QUANTLORA_GPU_SHADER_CHECKS=0 (kernels compiled without wgpu's runtime checks:
+// Device.checks), QUANTLORA_GPU_PROFILE=1 (a per-kernel profile).
 //
 // A kernel without a WGSL implementation on this adapter runs on the native CPU backend with its
 // inputs copied to the host and its outputs back (`hostKernels` in info() lists them); the kernel
@@ -98,9 +100,9 @@ export class GpuBackend implements Backend {
   lwcFakeQuant?: Backend['lwcFakeQuant'];
   lwcGrad?: Backend['lwcGrad'];
 
-  constructor(addon: GpuAddon & NativeAddon, opts: { backends?: string; adapter?: string; allowSoftware?: boolean; subgroups?: boolean; profile?: boolean } = {}) {
+  constructor(addon: GpuAddon & NativeAddon, opts: { backends?: string; adapter?: string; allowSoftware?: boolean; subgroups?: boolean; checks?: boolean; profile?: boolean } = {}) {
     const info = addon.gpuInit(opts.backends ?? null, opts.adapter ?? null, opts.allowSoftware ?? false);
-    this.dev = new Device(addon, info, { subgroups: opts.subgroups });
+    this.dev = new Device(addon, info, { subgroups: opts.subgroups, checks: opts.checks });
     this.host = new NativeBackend(addon);
     const impl: Partial<Kernels> = {};
     for (const g of GROUPS) Object.assign(impl, g(this.dev));
@@ -149,6 +151,7 @@ export class GpuBackend implements Backend {
         subgroups: i.subgroups ? `${i.subgroupMin}-${i.subgroupMax}${this.dev.subgroups ? '' : ' (off: QUANTLORA_GPU_SUBGROUPS=0)'}` : false,
         maxBufferMiB: Math.floor(i.maxStorageBindingBytes / 2 ** 20),
         hostKernels: this.hostKernels.length ? this.hostKernels.join(' ') : 'none',
+        shaderChecks: this.dev.checks ? 'on' : 'off (QUANTLORA_GPU_SHADER_CHECKS=0)',
       },
     };
   }
@@ -240,6 +243,7 @@ export function gpuOptionsFromEnv(env: Record<string, string | undefined> = (glo
     allowSoftware: env.QUANTLORA_GPU_SOFTWARE === '1' || env.QUANTLORA_GPU_SOFTWARE === 'true',
     profile: env.QUANTLORA_GPU_PROFILE === '1',
     subgroups: env.QUANTLORA_GPU_SUBGROUPS !== '0',
+    checks: env.QUANTLORA_GPU_SHADER_CHECKS !== '0',
   };
 }
 

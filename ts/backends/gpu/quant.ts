@@ -538,10 +538,12 @@ export type GemvLut = 'pair' | 'banked';
 // table 397-794 GB/s; banked with 2 teams of 8 rows was the fastest setting.
 export const gemvShape = {
   teams: 2, rows: (T: number) => (T <= 4 ? 8 : 4), lut: 'banked' as GemvLut,
-  /** The words kernel (gemv.ts) for 2- and 4-bit codes where it fits; its shape for T x rows. Off
-   *  until measured on an NVIDIA GPU against the banked kernel (bench/gpu.ts --sweep runs both). */
-  words: false,
-  wordsShape: (T: number): WordsShape => ({ R: T <= 2 ? 8 : T <= 4 ? 4 : 2, NW: 4, W: 1, pf: false }),
+  /** The words kernel (gemv.ts) for 2- and 4-bit codes where it fits; its shape for T x rows. On
+   *  the H200 (bench/gpu.ts --sweep, nf4-dq 1 x 16384²) R 8, 2 teams, 2 words, prefetch was the
+   *  best of 108 shapes: 1473 GB/s against 1075 for the banked kernel's best, in the same run.
+   *  R shrinks with T to keep R·T accumulators per thread. */
+  words: true,
+  wordsShape: (T: number): WordsShape => ({ R: T <= 2 ? 8 : T <= 4 ? 4 : 2, NW: 2, W: 2, pf: true }),
 };
 
 function unitOf(cols: number, f: QuantFormat): 1 | 8 | 32 {

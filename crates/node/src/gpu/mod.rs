@@ -115,14 +115,15 @@ pub fn gpu_stats() -> Result<GpuStats> {
 }
 
 /// Compiles entry `entry` of WGSL `source` (the module cached under `module`) with override
-/// constants (names[i] = values[i]); returns the pipeline index for gpuRun.
+/// constants (names[i] = values[i]); returns the pipeline index for gpuRun. `checks` false (default
+/// true) compiles without wgpu's shader runtime checks (Device::pipeline says which).
 #[napi(catch_unwind)]
-pub fn gpu_pipeline(module: String, source: String, entry: String, names: Vec<String>, values: Vec<f64>) -> Result<u32> {
+pub fn gpu_pipeline(module: String, source: String, entry: String, names: Vec<String>, values: Vec<f64>, checks: Option<bool>) -> Result<u32> {
     if names.len() != values.len() {
         return Err(err(format!("gpuPipeline: {} constant names but {} values", names.len(), values.len())));
     }
     let consts: Vec<(String, f64)> = names.into_iter().zip(values).collect();
-    js(with_gpu("gpuPipeline", |g| g.pipeline(&module, &source, &entry, &consts)))
+    js(with_gpu("gpuPipeline", |g| g.pipeline(&module, &source, &entry, &consts, checks.unwrap_or(true))))
 }
 
 /// Records one dispatch: params at binding 0, buffers[i] at binding i + 1, groups x, y, z.
