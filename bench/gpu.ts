@@ -90,6 +90,43 @@ async function copyBandwidth(mib: number): Promise<number> {
   return gbps;
 }
 
+// Reads the code words of an n x n 4-bit weight in the words GEMV's pattern (R rows per workgroup,
+// WG threads striding along the columns in vec2<u32>) and nothing else: the bandwidth that
+// pattern allows without any decoding (the GEMV's ceiling at that shape).
+const READ_ONLY = /* wgsl */ `
+@group(0) @binding(0) var<storage, read> P: array<u32>; // [rows, units per row]
+@group(0) @binding(1) var<storage, read> codes: array<vec2<u32>>;
+@group(0) @binding(2) var<storage, read_write> y: array<u32>;
+override R: u32 = 8u;
+override WG: u32 = 64u;
+@compute @workgroup_size(WG) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  let rows = P[0]; let units = P[1];
+  let wg = wid.x + wid.y * nwg.x;
+  let row0 = wg * R;
+  var acc = 0u;
+  for (var k = t; k < units; k += WG) {
+    for (var r = 0u; r < R; r++) {
+      let q = codes[min(row0 + r, rows - 1u) * units + k];
+      acc = acc ^ (q.x + q.y);
+    }
+  }
+  y[wg * WG + t] = acc;
+}`;
+
+async function readOnly(n: number, R: number, NW: number): Promise<number> {
+  const bytes = (n * n) / 2;
+  const codes = dev.alloc(bytes, true);
+  const groups = Math.ceil(n / R);
+  const y = dev.alloc(groups * NW * 32 * 4);
+  const pipe = dev.pipeline('bench_read_only', READ_ONLY, 'main', { R, WG: NW * 32 });
+  const ms = await timeGpu(`read only ${n}`, 50, () => dev.run(pipe, [n, n / 16], [codes, y], dev.grid(groups * NW * 32, NW * 32)));
+  dev.free(codes);
+  dev.free(y);
+  const gbps = bytes / (ms * 1e6);
+  rows.push({ name: `read only (the words GEMV's loads, no decode) ${n}² 4-bit, R ${R} NW ${NW} W 2`, ms, gbps });
+  return gbps;
+}
+
 /** GB/s of packed weight bytes read by a one-token dequantizeMatmul over an n x n weight of format f
  *  (quantized here unless `q` is given: sweeps reuse one). */
 async function gemv(n: number, f: QuantFormat = NF4, label = '', q?: QuantizedTensor, T = 1): Promise<number> {
@@ -190,6 +227,11 @@ if (want('gemv')) {
       found.push([g, label]);
       console.log(`gemv sweep ${label}: ${g.toFixed(0)} GB/s (${((100 * g) / copy).toFixed(0)}% of copy)`);
     };
+    // the loads alone in the words kernel's pattern: what the shapes could reach without decoding
+    for (const [R, NW] of [[8, 2], [16, 2], [8, 4], [4, 4], [16, 8]]) {
+      const g = await readOnly(n, R, NW);
+      console.log(`gemv sweep read only R ${R} NW ${NW} W 2: ${g.toFixed(0)} GB/s (${((100 * g) / copy).toFixed(0)}% of copy)`);
+    }
     // every shape with wgpu's shader runtime checks and without (Device.checks)
     for (const checks of [true, false]) {
       dev.checks = checks;
