@@ -47,11 +47,15 @@ console.log(`adapter: ${dev.info.name} (${dev.info.backend}, ${dev.info.deviceTy
 
 const NF4 = formats.nf(4, { group: 64, doubleQuant: true });
 
-interface Row { name: string; ms: number; gbps?: number; gflops?: number; note?: string }
+/** ms: wall time per call (host recording overlapped with the GPU); gpuMs: the GPU's own time per
+ *  call (timestamps around the command batches), where the adapter has timestamp queries. */
+interface Row { name: string; ms: number; gpuMs?: number; gbps?: number; gpuGbps?: number; gflops?: number; note?: string }
 const rows: Row[] = [];
 
-/** Mean ms per call of `call` (which records GPU work and frees its result), over `reps` calls per sample. */
-async function timeGpu(name: string, reps: number, call: () => void): Promise<number> {
+/** Wall ms per call of `call` (which records GPU work and frees its result), the mean over `reps`
+ *  calls per tinybench sample; then, where the adapter has timestamps, the GPU's ms per call over
+ *  3 x reps more calls recorded the same way. */
+async function timeGpu(name: string, reps: number, call: () => void, gpuTime = true): Promise<{ ms: number; gpuMs?: number }> {
   const bench = new Bench({ name, time, iterations: 3, warmupIterations: 1, warmupTime: 0 });
   bench.add(name, () => {
     for (let i = 0; i < reps; i++) {
@@ -63,8 +67,18 @@ async function timeGpu(name: string, reps: number, call: () => void): Promise<nu
   await bench.run();
   const r = bench.tasks[0].result as { latency?: { mean: number }; error?: unknown; state: string };
   if (!r.latency) throw new Error(`${name}: ${String(r.error ?? r.state)}`);
-  return r.latency.mean / reps;
+  const ms = r.latency.mean / reps;
+  if (!gpuTime || !dev.addon.gpuTimingStart()) return { ms };
+  for (let i = 0; i < 3 * reps; i++) {
+    call();
+    if (i % 4 === 3) dev.addon.gpuFlush();
+  }
+  const t = dev.addon.gpuTimingStop()!;
+  return { ms, gpuMs: t.ms / (3 * reps) };
 }
+
+/** Bytes per call over ms per call, as GB/s. */
+const gbpsOf = (bytes: number, ms: number | undefined) => (ms === undefined ? undefined : bytes / (ms * 1e6));
 
 const COPY = /* wgsl */ `
 @group(0) @binding(0) var<storage, read> P: array<u32>;
@@ -76,18 +90,18 @@ override WG: u32 = 256u;
   if (i < P[0]) { dst[i] = src[i]; }
 }`;
 
-async function copyBandwidth(mib: number): Promise<number> {
+async function copyBandwidth(mib: number): Promise<Row> {
   const bytes = mib * 2 ** 20;
   const src = dev.alloc(bytes, true);
   const dst = dev.alloc(bytes, true);
   const vecs = bytes / 16;
   const pipe = dev.pipeline('bench_copy', COPY);
-  const ms = await timeGpu(`copy ${mib} MiB`, 20, () => dev.run(pipe, [vecs], [src, dst], dev.grid(vecs, 256)));
+  const { ms, gpuMs } = await timeGpu(`copy ${mib} MiB`, 20, () => dev.run(pipe, [vecs], [src, dst], dev.grid(vecs, 256)));
   dev.free(src);
   dev.free(dst);
-  const gbps = (2 * bytes) / (ms * 1e6);
-  rows.push({ name: `copy kernel ${mib} MiB (read + write)`, ms, gbps });
-  return gbps;
+  const row = { name: `copy kernel ${mib} MiB (read + write)`, ms, gpuMs, gbps: gbpsOf(2 * bytes, ms)!, gpuGbps: gbpsOf(2 * bytes, gpuMs) };
+  rows.push(row);
+  return row;
 }
 
 // Reads the code words of an n x n 4-bit weight in the words GEMV's pattern (R rows per workgroup,
@@ -113,23 +127,23 @@ override WG: u32 = 64u;
   y[wg * WG + t] = acc;
 }`;
 
-async function readOnly(n: number, R: number, NW: number): Promise<number> {
+async function readOnly(n: number, R: number, NW: number): Promise<Row> {
   const bytes = (n * n) / 2;
   const codes = dev.alloc(bytes, true);
   const groups = Math.ceil(n / R);
   const y = dev.alloc(groups * NW * 32 * 4);
   const pipe = dev.pipeline('bench_read_only', READ_ONLY, 'main', { R, WG: NW * 32 });
-  const ms = await timeGpu(`read only ${n}`, 50, () => dev.run(pipe, [n, n / 16], [codes, y], dev.grid(groups * NW * 32, NW * 32)));
+  const { ms, gpuMs } = await timeGpu(`read only ${n}`, 50, () => dev.run(pipe, [n, n / 16], [codes, y], dev.grid(groups * NW * 32, NW * 32)));
   dev.free(codes);
   dev.free(y);
-  const gbps = bytes / (ms * 1e6);
-  rows.push({ name: `read only (the words GEMV's loads, no decode) ${n}² 4-bit, R ${R} NW ${NW} W 2`, ms, gbps });
-  return gbps;
+  const row = { name: `read only (the words GEMV's loads, no decode) ${n}² 4-bit, R ${R} NW ${NW} W 2`, ms, gpuMs, gbps: gbpsOf(bytes, ms)!, gpuGbps: gbpsOf(bytes, gpuMs) };
+  rows.push(row);
+  return row;
 }
 
 /** GB/s of packed weight bytes read by a one-token dequantizeMatmul over an n x n weight of format f
  *  (quantized here unless `q` is given: sweeps reuse one). */
-async function gemv(n: number, f: QuantFormat = NF4, label = '', q?: QuantizedTensor, T = 1): Promise<number> {
+async function gemv(n: number, f: QuantFormat = NF4, label = "", q?: QuantizedTensor, T = 1): Promise<Row> {
   const own = !q;
   if (!q) {
     const w = randn([n, n], { seed: 11, std: 0.02 }, gpu);
@@ -138,22 +152,22 @@ async function gemv(n: number, f: QuantFormat = NF4, label = '', q?: QuantizedTe
   }
   const x = randn([T, n], { seed: 12 }, gpu);
   const qq = q;
-  const ms = await timeGpu(`dequantizeMatmul ${f.name} ${n}`, 50, () => dequantizeMatmul(x, qq).dispose());
-  const gbps = q.bytes / (ms * 1e6);
-  rows.push({ name: `dequantizeMatmul ${f.name} ${T}x${n} · (${n}x${n})ᵀ${label ? ` (${label})` : ''}`, ms, gbps });
+  const { ms, gpuMs } = await timeGpu(`dequantizeMatmul ${f.name} ${n}`, 50, () => dequantizeMatmul(x, qq).dispose());
+  const row = { name: `dequantizeMatmul ${f.name} ${T}x${n} · (${n}x${n})ᵀ${label ? ` (${label})` : ''}`, ms, gpuMs, gbps: gbpsOf(q.bytes, ms)!, gpuGbps: gbpsOf(q.bytes, gpuMs) };
+  rows.push(row);
   if (own) q.dispose();
   x.dispose();
-  return gbps;
+  return row;
 }
 
 async function sgemm(n: number): Promise<number> {
   const a = randn([n, n], { seed: 1 }, gpu);
   const b = randn([n, n], { seed: 2 }, gpu);
-  const ms = await timeGpu(`matmul ${n}`, quick ? 2 : 10, () => matmul(a, b).dispose());
+  const { ms, gpuMs } = await timeGpu(`matmul ${n}`, quick ? 2 : 10, () => matmul(a, b).dispose());
   a.dispose();
   b.dispose();
   const gflops = (2 * n ** 3) / (ms * 1e6);
-  rows.push({ name: `matmul f32 ${n}³`, ms, gflops });
+  rows.push({ name: `matmul f32 ${n}³`, ms, gpuMs, gflops });
   return gflops;
 }
 
@@ -183,7 +197,7 @@ async function rilqStep(c: LlamaConfig, tokens: number, rank: number): Promise<{
   const data = calibrationWindows(ids, { count: 1, seqlen: tokens, seed: 1 });
   let ms: number;
   try {
-    ms = await timeGpu('rilq step', 1, () => { rilq(fp, qm, { data, steps: 1, lr: 1e-4 }); });
+    ({ ms } = await timeGpu('rilq step', 1, () => { rilq(fp, qm, { data, steps: 1, lr: 1e-4 }); }, false));
   } finally {
     fp.dispose();
     qm.dispose();
@@ -211,6 +225,10 @@ function torch(args: string[]): Record<string, number> | undefined {
 
 const goals: string[] = [];
 const want = (s: string) => s.includes(only);
+/** "X GB/s = Y% of copy" by wall time, and by GPU time where the adapter has timestamps. */
+const vsCopy = (r: Row, copy: Row) =>
+  `${r.gbps!.toFixed(0)} GB/s = ${((100 * r.gbps!) / copy.gbps!).toFixed(0)}% of the copy kernel's ${copy.gbps!.toFixed(0)} (wall)` +
+  (r.gpuGbps !== undefined && copy.gpuGbps !== undefined ? `; GPU time: ${r.gpuGbps.toFixed(0)} GB/s = ${((100 * r.gpuGbps) / copy.gpuGbps).toFixed(0)}% of ${copy.gpuGbps.toFixed(0)}` : '');
 if (want('gemv')) {
   const copy = await copyBandwidth(quick ? 16 : 1024);
   if (process.argv.includes('--sweep')) {
@@ -224,13 +242,13 @@ if (want('gemv')) {
     const found: [number, string][] = [];
     const time1 = async (label: string) => {
       const g = await gemv(n, NF4, label, q);
-      found.push([g, label]);
-      console.log(`gemv sweep ${label}: ${g.toFixed(0)} GB/s (${((100 * g) / copy).toFixed(0)}% of copy)`);
+      found.push([g.gpuGbps ?? g.gbps!, label]);
+      console.log(`gemv sweep ${label}: ${vsCopy(g, copy)}`);
     };
     // the loads alone in the words kernel's pattern: what the shapes could reach without decoding
     for (const [R, NW] of [[8, 2], [16, 2], [8, 4], [4, 4], [16, 8]]) {
       const g = await readOnly(n, R, NW);
-      console.log(`gemv sweep read only R ${R} NW ${NW} W 2: ${g.toFixed(0)} GB/s (${((100 * g) / copy).toFixed(0)}% of copy)`);
+      console.log(`gemv sweep read only R ${R} NW ${NW} W 2: ${vsCopy(g, copy)}`);
     }
     // every shape with wgpu's shader runtime checks and without (Device.checks)
     for (const checks of [true, false]) {
@@ -255,13 +273,13 @@ if (want('gemv')) {
       for (const words of [false, true]) {
         Object.assign(gemvShape, base, { words });
         const g = await gemv(n, NF4, words ? 'words' : 'banked', q, T);
-        console.log(`gemv ${T} x rows ${words ? 'words' : 'banked'}: ${g.toFixed(0)} GB/s of weights (${((100 * g) / copy).toFixed(0)}% of copy)`);
+        console.log(`gemv ${T} x rows ${words ? 'words' : 'banked'}: weights at ${vsCopy(g, copy)}`);
       }
     }
     q.dispose();
     Object.assign(gemvShape, base);
     found.sort((a, b) => b[0] - a[0]);
-    console.log(`gemv sweep best: ${found.slice(0, 5).map(([g, l]) => `${l}: ${g.toFixed(0)}`).join('; ')}`);
+    console.log(`gemv sweep best (GB/s, GPU time where measured): ${found.slice(0, 5).map(([g, l]) => `${l}: ${g.toFixed(0)}`).join('; ')}`);
   }
   // the goal's rows at the default kernel shapes, with wgpu's shader runtime checks and without
   for (const checks of [true, false]) {
@@ -270,8 +288,8 @@ if (want('gemv')) {
     for (const n of quick ? [1024] : [8192, 16384]) {
       const g = await gemv(n, NF4, checks ? '' : 'unchecked');
       const gi = await gemv(n, formats.int(4, { group: 64 }), checks ? '' : 'unchecked');
-      goals.push(`dequantizeMatmul int4 1 token ${n}²${c}: ${gi.toFixed(1)} GB/s = ${((100 * gi) / copy).toFixed(0)}% of copy`);
-      goals.push(`dequantizeMatmul nf4 1 token ${n}²${c}: ${g.toFixed(1)} GB/s = ${((100 * g) / copy).toFixed(0)}% of the copy kernel's ${copy.toFixed(1)} GB/s (goal ≥ 60%)`);
+      goals.push(`dequantizeMatmul int4 1 token ${n}²${c}: ${vsCopy(gi, copy)}`);
+      goals.push(`dequantizeMatmul nf4 1 token ${n}²${c}: ${vsCopy(g, copy)} (goal ≥ 60%)`);
     }
   }
   dev.checks = true;
@@ -308,7 +326,7 @@ if (want('rilq')) {
   else goals.push(`rilq step: ${ms.toFixed(1)} ms (no PyTorch reference here)`);
 }
 
-console.table(rows.map((r) => ({ name: r.name, 'ms': r.ms.toFixed(4), 'GB/s': r.gbps?.toFixed(1) ?? '', 'GFLOP/s': r.gflops?.toFixed(0) ?? '' })));
+console.table(rows.map((r) => ({ name: r.name, 'ms': r.ms.toFixed(4), 'GPU ms': r.gpuMs?.toFixed(4) ?? '', 'GB/s': r.gbps?.toFixed(1) ?? '', 'GPU GB/s': r.gpuGbps?.toFixed(1) ?? '', 'GFLOP/s': r.gflops?.toFixed(0) ?? '' })));
 for (const g of goals) console.log(g);
 const report = { date: new Date().toISOString(), adapter: dev.info, hostKernels: gpu.hostKernels, quick, rows, goals };
 mkdirSync(dirname(outFile), { recursive: true });

@@ -171,6 +171,25 @@ test('kernels compiled without shader runtime checks compute exactly what the ch
   }
 });
 
+test('GPU timestamps sum the time of every pass, past one query set', { skip }, () => {
+  const g = gpu as GpuBackend;
+  const addon = g.dev.addon;
+  assert.equal(addon.gpuTimingStop(), null, 'not started: null');
+  if (!addon.gpuTimingStart()) return; // no timestamp queries on this adapter
+  const x = q.tensor(new Float32Array(4096).fill(1), [4096], 'f32', g);
+  // one pass per flush: more passes than one query set has pairs (2048), so a harvest runs midway
+  const passes = 2100;
+  for (let i = 0; i < passes; i++) {
+    q.exp(x).dispose();
+    addon.gpuFlush();
+  }
+  const t = addon.gpuTimingStop();
+  x.dispose();
+  assert.ok(t && t.passes === passes, `timed ${t?.passes} passes, recorded ${passes}`);
+  assert.ok(t.ms > 0 && Number.isFinite(t.ms), `GPU time ${t.ms} ms`);
+  assert.equal(addon.gpuTimingStop(), null, 'stopped: null');
+});
+
 test('reads at any byte offset and length (sync and async)', { skip }, async () => {
   const g = gpu as GpuBackend;
   const bytes = Uint8Array.from({ length: 99 }, (_, i) => (i * 7 + 3) & 255);

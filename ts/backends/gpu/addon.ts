@@ -32,6 +32,11 @@ export interface GpuAddon {
   gpuFlush(): void;
   /** The first batch's size after a wait (QUANTLORA_GPU_FIRST_BATCH); returns the previous one. */
   gpuSetFirstBatch(n: number): number;
+  /** Starts summing the GPU time of the recorded work (timestamps around every pass); false where
+   *  the adapter has no timestamp queries. */
+  gpuTimingStart(): boolean;
+  /** Submits, waits, and returns the GPU time since gpuTimingStart (null if not started). */
+  gpuTimingStop(): { ms: number; passes: number } | null;
   gpuWait(): void;
   gpuReadSync(id: number, offset: number, bytes: number): Uint8Array;
   gpuRead(id: number, offset: number, bytes: number): Promise<Uint8Array>;

@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex};
 
 pub type Res<T> = std::result::Result<T, String>;
 
+use super::timing::{Timing, PAIRS};
+
 /// Dispatches per batch before a submit (keeps latency bounded and the parameter buffer small).
 const MAX_BATCH: u32 = 2048;
 /// Dispatches in the first batch after the host waited for the GPU (then idle): submitted early so
@@ -84,6 +86,8 @@ pub struct Gpu {
     first_batch: u32,
     pub dispatches: u64,
     pub submits: u64,
+    /// GPU time of the passes while a benchmark asks for it (timing.rs; needs TIMESTAMP_QUERY).
+    pub timing: Option<Timing>,
 }
 
 struct Batch {
@@ -140,7 +144,7 @@ impl Gpu {
         cands.sort_by_key(|a| rank(a.get_info().device_type));
         let adapter = cands.into_iter().next().ok_or_else(|| format!("no usable GPU adapter among: {}{}", names.join("; "), sel.asked()))?;
         let info = adapter.get_info();
-        let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SHADER_F64 | wgpu::Features::SUBGROUP;
+        let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SHADER_F64 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
         let features = adapter.features() & wanted;
         let limits = adapter.limits();
         let mut dd = wgpu::DeviceDescriptor::default();
@@ -186,6 +190,7 @@ impl Gpu {
             flush_at: first_batch,
             dispatches: 0,
             submits: 0,
+            timing: None,
         })
     }
 
@@ -353,6 +358,10 @@ impl Gpu {
         if groups.iter().any(|&g| g > max) {
             return Err(format!("dispatch of {groups:?} workgroups exceeds the adapter's {max} per dimension"));
         }
+        // every timestamp pair in use and a new pass to open: submit and read them first
+        if self.timing.as_ref().map_or(false, |t| t.used >= PAIRS) && self.batch.as_ref().map_or(true, |b| b.pass.is_none()) {
+            self.harvest_timing()?;
+        }
         let need = round4(params.len() as u64).max(self.param_align);
         let full = self.batch.as_ref().map_or(false, |b| b.host.len() as u64 + need + self.param_align > PARAMS_BYTES);
         if full {
@@ -384,7 +393,8 @@ impl Gpu {
         let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &layout, entries: &entries });
         let batch = self.batch.as_mut().unwrap();
         if batch.pass.is_none() {
-            batch.pass = Some(batch.enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None }).forget_lifetime());
+            let timestamp_writes = self.timing.as_mut().and_then(|t| t.writes());
+            batch.pass = Some(batch.enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes }).forget_lifetime());
         }
         let pass = batch.pass.as_mut().unwrap();
         pass.set_pipeline(&pipeline);
@@ -433,6 +443,32 @@ impl Gpu {
             }
         }
         self.check("submit")
+    }
+
+    /// Starts summing the GPU time of the passes (false where the adapter has no timestamps).
+    pub fn timing_start(&mut self) -> Res<bool> {
+        if !self.features.contains(wgpu::Features::TIMESTAMP_QUERY) {
+            return Ok(false);
+        }
+        self.flush()?; // the pending pass has no timestamps
+        self.timing = Some(Timing::new(&self.device, &self.queue));
+        Ok(true)
+    }
+
+    /// Submits the pending work, reads the outstanding timestamps and adds them up.
+    pub fn harvest_timing(&mut self) -> Res<()> {
+        self.flush()?;
+        let (device, queue) = (self.device.clone(), self.queue.clone());
+        match self.timing.as_mut() {
+            Some(t) => t.harvest(&device, &queue),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops timing: (GPU milliseconds, passes) since timing_start, or None if it was not started.
+    pub fn timing_stop(&mut self) -> Res<Option<(f64, f64)>> {
+        self.harvest_timing()?;
+        Ok(self.timing.take().map(|t| (t.ns / 1e6, t.passes as f64)))
     }
 
     /// Sets the first batch's size after a wait (1..=MAX_BATCH); returns the previous one.

@@ -3,6 +3,7 @@
 //! returns a JS Error naming itself on bad input or a device error; none aborts the process.
 
 mod device;
+mod timing;
 
 use crate::args::err;
 use device::{read_staged, with_gpu, Gpu, Selection, GPU};
@@ -145,6 +146,28 @@ pub fn gpu_copy(src: u32, src_offset: f64, dst: u32, dst_offset: f64, bytes_: f6
 #[napi(catch_unwind)]
 pub fn gpu_set_first_batch(n: u32) -> Result<u32> {
     js(with_gpu("gpuSetFirstBatch", |g| Ok(g.set_first_batch(n))))
+}
+
+/// Starts summing the GPU time of the recorded work (timestamps around every pass; benchmarks).
+/// false where the adapter has no timestamp queries.
+#[napi(catch_unwind)]
+pub fn gpu_timing_start() -> Result<bool> {
+    js(with_gpu("gpuTimingStart", |g| g.timing_start()))
+}
+
+#[napi(object)]
+pub struct GpuTiming {
+    /// Milliseconds the GPU spent inside the timed passes.
+    pub ms: f64,
+    /// Passes timed (one per command batch).
+    pub passes: f64,
+}
+
+/// Submits the pending work, waits for it, and returns the GPU time since gpuTimingStart (null if
+/// timing was not started).
+#[napi(catch_unwind)]
+pub fn gpu_timing_stop() -> Result<Option<GpuTiming>> {
+    js(with_gpu("gpuTimingStop", |g| Ok(g.timing_stop()?.map(|(ms, passes)| GpuTiming { ms, passes }))))
 }
 
 /// Submits the pending kernels.
