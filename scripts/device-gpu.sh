@@ -17,7 +17,7 @@
 # `table` resumes from results/issue7-paper.json (tracked here) or from an earlier `table` call's
 # results on the same warm machine, whichever has more rows; it stops after BUDGET seconds (default
 # 500, inside one 10-minute call; the row in progress is lost, every finished row is saved) and
-# returns results/issue7-paper.{json,md,svg} and table.log in $OUT: copy them into results/ here,
+# returns results/issue7-paper.{json,md,svg} and table.wN.log (one per worker process, PAR=3) in $OUT: copy them into results/ here,
 # commit, and repeat `table` (again after model-a and model-b if the machine went cold). Long rows
 # (ApiQ, RILQ, finetuning) checkpoint into /root/xfer/checkpoints (ApiQ after each block, the
 # trainers every 25 steps), so the next `table` call on the same warm machine resumes inside the row;
@@ -87,16 +87,31 @@ case "$1" in
     fi
     echo "table: $NAME resumes with $(rows $X/results/$NAME.json) rows; backend $QUANTLORA_BACKEND; budget ${BUDGET:-500} s"
     node .xfer9/cli.mjs doctor 2>&1 | grep -v XDG_RUNTIME || true
-    set +e
-    timeout ${BUDGET:-500} node .xfer9/cli.mjs experiment --preset "$PRESET" --name "$NAME" --model "$MODEL" --data "$DATA" \
-      --calib "$CALIB" --out $X/results --checkpoints $X/checkpoints "$@" 2>&1 | tee "$OUT/table.log" | grep -v -e XDG_RUNTIME -e '^apiq layer'
-    rc=${PIPESTATUS[0]}
-    set -e
-    [ "$rc" = 124 ] && echo "table: stopped after ${BUDGET:-500} s (the row in progress is lost): run table again"
+    # PAR processes (default 3) share the rows: each claims the next row nobody has (--claims), runs
+    # it in its own results folder seeded with the table so far, and the folders are merged after.
+    # A row mostly waits on the host (recording kernels), so the GPU serves several at once.
+    PAR=${PAR:-3}
+    rm -rf $X/claims; mkdir -p $X/claims
+    pids=()
+    for i in $(seq 1 $PAR); do
+      mkdir -p $X/results/w$i; rm -f $X/results/w$i/$NAME.*
+      if [ -f $X/results/$NAME.json ]; then cp $X/results/$NAME.json $X/results/w$i/; fi
+      timeout ${BUDGET:-500} node .xfer9/cli.mjs experiment --preset "$PRESET" --name "$NAME" --model "$MODEL" --data "$DATA" \
+        --calib "$CALIB" --out $X/results/w$i --claims $X/claims --checkpoints $X/checkpoints "$@" > "$OUT/table.w$i.log" 2>&1 &
+      pids+=($!)
+    done
+    rc=0
+    for p in "${pids[@]}"; do
+      set +e; wait $p; r=$?; set -e
+      if [ "$r" = 124 ]; then echo "table: a worker stopped after ${BUDGET:-500} s (its row in progress is lost; run table again)"
+      elif [ "$r" != 0 ]; then rc=$r; fi
+    done
+    grep -h -v -e XDG_RUNTIME -e '^apiq layer' -e 'done earlier' -e 'claimed by' "$OUT"/table.w*.log | grep -e '^experiment:' -e 'Error' || true
+    node .xfer9/cli.mjs experiment --preset "$PRESET" --name "$NAME" --out $X/results --merge "$(ls $X/results/w*/$NAME.json 2>/dev/null | paste -sd, -)"
     [ -f $X/results/$NAME.json ] && node -e 'const d = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); console.log(`table: ${d.rows.length} rows, written on backend ${d.backend}`)' $X/results/$NAME.json
     for e in json md svg; do [ -f $X/results/$NAME.$e ] && cp $X/results/$NAME.$e "$OUT/"; done
     ls -la "$OUT"
-    exit $([ "$rc" = 0 ] || [ "$rc" = 124 ] && echo 0 || echo "$rc") ;;
+    exit $rc ;;
   run|parity|suites)
     setup
     if [ "$1" = suites ]; then

@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -106,6 +106,43 @@ test('eval: bad input is one typed error line, never a crash', { skip: skipModel
       assert.match(r.err, re);
       assert.doesNotMatch(r.err, /\n\s+at /, 'no stack trace');
     }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('experiment: processes sharing --claims split the rows, --merge joins their tables', { skip: skipModel }, () => {
+  const dir = scratch();
+  try {
+    const wiki = readFileSync(WIKI, 'utf8');
+    const data = join(dir, 'eval.txt');
+    const calib = join(dir, 'calib.txt');
+    writeFileSync(data, wiki.slice(0, 4000));
+    writeFileSync(calib, wiki.slice(20000, 40000));
+    const claims = join(dir, 'claims');
+    const run = (out: string, only: string, extra: string[] = []) => {
+      const r = cli(['experiment', '--preset', 'tiny', '--model', MODEL!, '--data', data, '--calib', calib, '--name', 't', '--out', join(dir, out), '--only', only, '--claims', claims, ...extra]);
+      assert.equal(r.code, 0, r.err);
+      return r.err;
+    };
+    const keys = (out: string) => (JSON.parse(readFileSync(join(dir, out, 't.json'), 'utf8')).rows as { key: string }[]).map((r) => r.key);
+    // int4-rtn is held by "another process": the first run takes fp and nf4-rtn only
+    mkdirSync(claims);
+    writeFileSync(join(claims, 'int4-rtn'), '');
+    const log = run('a', 'nf4-rtn,int4-rtn');
+    assert.match(log, /int4-rtn claimed by another process/);
+    assert.deepEqual(keys('a'), ['fp', 'nf4-rtn']);
+    rmSync(join(claims, 'int4-rtn'));
+    run('b', 'nf4-rtn,int4-rtn'); // fp and nf4-rtn are claimed: b runs int4-rtn alone
+    assert.deepEqual(keys('b'), ['int4-rtn']);
+    // merged in the preset's row order, nothing run
+    const m = cli(['experiment', '--preset', 'tiny', '--name', 't', '--out', join(dir, 'm'), '--merge', `${join(dir, 'b', 't.json')},${join(dir, 'a', 't.json')}`]);
+    assert.equal(m.code, 0, m.err);
+    assert.deepEqual(keys('m'), ['fp', 'nf4-rtn', 'int4-rtn']);
+    assert.ok(readFileSync(join(dir, 'm', 't.md'), 'utf8').includes('NF RTN'));
+    const bad = cli(['experiment', '--preset', 'small', '--name', 't', '--out', join(dir, 'm2'), '--merge', join(dir, 'a', 't.json')]);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.err, /preset 'tiny', not 'small'/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

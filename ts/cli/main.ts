@@ -34,9 +34,11 @@ Usage:
                                        (model.quantlora.safetensors), PEFT adapters (adapter/) and
                                        with --merged the merged Hugging Face model (merged/)
   quantlora experiment [--preset small|paper|tiny] [--model PATH] [--eval-windows N] [--only KEYS] [--checkpoints DIR]
-                       [--out results] [--name NAME] [--fresh]
+                       [--out results] [--name NAME] [--fresh] [--claims DIR] [--merge FILES]
                                        the methods' results table: results/NAME.{json,md,svg};
-                                       resumes an interrupted run unless --fresh
+                                       resumes an interrupted run unless --fresh; processes sharing
+                                       --claims DIR split the rows; --merge a.json,b.json joins
+                                       their tables into NAME (runs nothing)
   quantlora doctor                     list backends and what each one found
   quantlora help
 
