@@ -149,7 +149,8 @@ export async function experimentCommand(args: Args): Promise<number> {
       try {
         const stats = row.spec.init === 'none' ? quantStats(model, fp) : undefined;
         const ppl = await perplexity(model, evalIds, evalOpts);
-        result = { ...row, perplexity: ppl.perplexity, evalWindows: ppl.windows, ...stats, seconds: (Date.now() - t0) / 1000, details: report };
+        const resumed = [report.apiq, report.rilq, report.finetune].some((r) => r?.resumedFrom !== undefined);
+        result = { ...row, perplexity: ppl.perplexity, evalWindows: ppl.windows, ...stats, seconds: (Date.now() - t0) / 1000, ...(resumed ? { resumed } : {}), details: report };
       } finally {
         model.dispose();
       }

@@ -50,7 +50,10 @@ export interface RowResult extends Row {
   entropy?: number;
   /** sum ||W - deq(Q)||² / sum ||W||² over the quantized layers (plain and ICQ quantizers). */
   weightError?: number;
+  /** Wall seconds of this process's part of the row (a row resumed from a checkpoint ran partly
+   *  in an earlier process: then `resumed` is true and the earlier part is not counted). */
   seconds: number;
+  resumed?: boolean;
   details?: unknown;
 }
 
