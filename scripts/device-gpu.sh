@@ -5,7 +5,7 @@
 # ignored folders (.xfer9, .gl) to carry; no wasm modules travel (the bundles would look for them in
 # .xfer9/generated/), so the backends there are js, native and gpu. There (carry .xfer9 and .gl):
 # `bash scripts/device-gpu.sh run [bench/gpu.ts flags]` unpacks the loader and runs the bench (the
-# JSON goes to $OUT); `parity` runs the parity table and test/gpu.test.ts with the real GPU, `suites` the general
+# JSON goes to $OUT); `measure` runs the GEMV sweep, the RILQ step A/B and parity in one call; `parity` runs the parity table and test/gpu.test.ts with the real GPU, `suites` the general
 # benchmark suites (bench/run.ts) on gpu and native.
 #
 # The results table on the GPU (`quantlora experiment --preset paper`, results/issue7-paper.*) needs
@@ -112,6 +112,17 @@ case "$1" in
     for e in json md svg; do [ -f $X/results/$NAME.$e ] && cp $X/results/$NAME.$e "$OUT/"; done
     ls -la "$OUT"
     exit $rc ;;
+  measure)  # carry .xfer9 and .gl: the GEMV sweep, the RILQ step A/B and parity in one call (~6 min)
+    mkdir -p "$OUT"
+    set +e
+    timeout 300 bash "$0" run --only gemv --sweep --no-torch --time 800 > "$OUT/sweep.log" 2>&1; echo "sweep rc=$?"
+    mv "$OUT/gpu-bench.json" "$OUT/sweep.json"
+    timeout 150 bash "$0" run --only rilq --ab > "$OUT/ab.log" 2>&1; echo "ab rc=$?"
+    mv "$OUT/gpu-bench.json" "$OUT/ab.json"
+    timeout 120 bash "$0" parity > "$OUT/parity.log" 2>&1; echo "parity rc=$?"
+    set -e
+    grep -h -e '^gemv sweep \(read only\|best\|wide\)' -e '^dequantizeMatmul' -e '^rilq step' "$OUT/sweep.log" "$OUT/ab.log" || true
+    tail -12 "$OUT/parity.log" ;;
   run|parity|suites)
     setup
     if [ "$1" = suites ]; then
@@ -127,5 +138,5 @@ case "$1" in
       shift
       node .xfer9/gpubench.mjs --out "$OUT/gpu-bench.json" "$@" 2>&1 | grep -v XDG_RUNTIME
     fi ;;
-  *) echo "usage: bash scripts/device-gpu.sh pack|run|parity|suites|model-a|model-b|table [flags]" >&2; exit 2 ;;
+  *) echo "usage: bash scripts/device-gpu.sh pack|run|measure|parity|suites|model-a|model-b|table [flags]" >&2; exit 2 ;;
 esac
