@@ -358,14 +358,14 @@ impl Gpu {
         if groups.iter().any(|&g| g > max) {
             return Err(format!("dispatch of {groups:?} workgroups exceeds the adapter's {max} per dimension"));
         }
-        // every timestamp pair in use and a new pass to open: submit and read them first
-        if self.timing.as_ref().map_or(false, |t| t.used >= PAIRS) && self.batch.as_ref().map_or(true, |b| b.pass.is_none()) {
-            self.harvest_timing()?;
-        }
         let need = round4(params.len() as u64).max(self.param_align);
         let full = self.batch.as_ref().map_or(false, |b| b.host.len() as u64 + need + self.param_align > PARAMS_BYTES);
         if full {
             self.flush()?;
+        }
+        // every timestamp pair in use and a new pass to open: submit and read them first
+        if self.timing.as_ref().map_or(false, |t| t.used >= PAIRS) && self.batch.as_ref().map_or(true, |b| b.pass.is_none()) {
+            self.harvest_timing()?;
         }
         if need > PARAMS_BYTES {
             return Err(format!("{} bytes of kernel parameters is too many", params.len()));
