@@ -205,10 +205,12 @@ test('checkpoint: tensors, optimizer state and metadata round-trip; mismatches a
     opt.step([q.tensor([1, 2, 3, 4], [2, 2], 'f32', js), q.tensor([-1], [1], 'f32', js)]);
     const path = join(dir, 'rt.safetensors');
     const meta = { step: 1, rng: 12345, best: 0.25, note: 'ünïcode' };
-    saveCheckpoint(path, { tensors: { 'layer.a': a, 'layer.b': b }, optimizer: opt, meta });
+    const best = Float32Array.of(0.5, -1, 2);
+    saveCheckpoint(path, { tensors: { 'layer.a': a, 'layer.b': b }, optimizer: opt, arrays: { 'best/0': best }, meta });
     const ck = readCheckpoint(path);
     assert.deepEqual(ck.meta, meta);
-    assert.deepEqual([...ck.tensors.keys()], ['layer.a', 'layer.b']);
+    assert.deepEqual([...ck.tensors.keys()], ['layer.a', 'layer.b'], 'arrays are not among the tensors');
+    assert.deepEqual([...ck.arrays.entries()], [['best/0', best]]);
     assert.deepEqual(ck.tensors.get('layer.a')!.shape, [2, 2]);
     assert.deepEqual(Array.from(ck.tensors.get('layer.a')!.data), host(a));
     const st = opt.state();
@@ -230,6 +232,7 @@ test('checkpoint: tensors, optimizer state and metadata round-trip; mismatches a
     const opt4 = new AdamW([{ params: [a2], lr: 0.1 }]);
     assert.throws(() => loadCheckpoint(path, { tensors: { 'layer.a': a2, 'layer.b': b2 }, optimizer: opt4 }), /for 2 parameters, the optimizer has 1/);
     assert.throws(() => saveCheckpoint(join(dir, 'x.safetensors'), { tensors: { 'optimizer/m/0': a } }), CheckpointError);
+    assert.throws(() => saveCheckpoint(join(dir, 'x.safetensors'), { tensors: { 'arrays/x': a } }), CheckpointError);
     for (const o of [opt, opt2, opt3, opt4]) o.dispose();
   });
 });
@@ -248,6 +251,14 @@ test('checkpoint: corrupt, truncated, foreign and missing files raise Checkpoint
   cases.push(['foreign safetensors', q.encodeSafetensors([{ name: 'w', shape: [1], data: new Float32Array(1) }]), /not a quantlora checkpoint/]);
   cases.push(['bad meta JSON', flip('"meta":"{', '"meta":"['), /metadata 'meta'/]);
   cases.push(['unsupported version', flip('"version":"1"', '"version":"9"'), /version "9"/]);
+  // an array listed in the metadata but not in the file, and an array list that is not a list
+  // (same-length edits: the header's length prefix stays right)
+  const withArray = join(dir, 'arrays.safetensors');
+  q.tidy(() => saveCheckpoint(withArray, { tensors: { w: q.tensor([1, 2, 3], [3], 'f32', js) }, arrays: { best: Float32Array.of(4, 5) } }));
+  const arrayHeader = readFileSync(withArray).toString('latin1');
+  const flipArrays = (from: string, to: string) => Buffer.from(arrayHeader.replace(from, to), 'latin1');
+  cases.push(['array missing', flipArrays('"arrays":"[\\"best\\"]"', '"arrays":"[\\"bust\\"]"'), /tensor 'arrays\/bust' is missing/]);
+  cases.push(['array names not a list', flipArrays('"arrays":"[\\"best\\"]"', '"arrays":"{\\"b\\":12}"'), /metadata 'arrays' is not a list of names/]);
   for (const [what, data, re] of cases) {
     const p = join(dir, `bad-${what.replace(/ /g, '-')}.safetensors`);
     writeFileSync(p, data);

@@ -122,15 +122,14 @@ export function trainAdapters(name: string, qm: LlamaModel, loss: (w: Int32Array
   const snapshot = () => params.map((p) => readF32(p, name));
 
   if (opts.checkpoint && nodeFs().existsSync(opts.checkpoint)) {
-    const ck = loadCheckpoint(opts.checkpoint, { tensors: named, optimizer: opt, strict: false });
-    const meta = ck.meta as { step: number; bestStep: number; bestLoss: number; stale: number; trainLoss: number[]; validation: { step: number; loss: number }[]; guard: GuardState; best?: number; dropout?: (number | null)[] };
-    const extra = [...ck.tensors.keys()].filter((n) => !named.has(n) && !/^best\/\d+$/.test(n));
-    if (extra.length) throw new CheckpointError(`${opts.checkpoint}: holds tensors that are not this model's adapters: ${extra.slice(0, 5).join(', ')}`);
-    if (meta.best !== undefined) {
+    const ck = loadCheckpoint(opts.checkpoint, { tensors: named, optimizer: opt });
+    const meta = ck.meta as { step: number; bestStep: number; bestLoss: number; stale: number; trainLoss: number[]; validation: { step: number; loss: number }[]; guard: GuardState; dropout?: (number | null)[] };
+    // the best-so-far parameters (saved from the first validation on): one array per parameter
+    if (ck.arrays.size) {
       best = params.map((p, i) => {
-        const b = ck.tensors.get(`best/${i}`);
-        if (!b || b.data.length !== p.size) throw new CheckpointError(`${opts.checkpoint}: best parameters ${i} ${b ? `hold ${b.data.length} values, expected ${p.size}` : 'are missing'}`);
-        return b.data;
+        const b = ck.arrays.get(`best/${i}`);
+        if (!b || b.length !== p.size) throw new CheckpointError(`${opts.checkpoint}: best parameters ${i} ${b ? `hold ${b.length} values, expected ${p.size}` : 'are missing'}`);
+        return b;
       });
     }
     step = meta.step;
@@ -166,7 +165,6 @@ export function trainAdapters(name: string, qm: LlamaModel, loss: (w: Int32Array
         saveCheckpoint(opts.checkpoint, { tensors: named, optimizer: opt, meta: {
           step, bestStep: report.bestStep, bestLoss: Number.isFinite(report.bestLoss) ? report.bestLoss : null, stale, trainLoss: report.trainLoss,
           validation: report.validation, guard: guard.state(), dropout: quantLayers(qm).map(({ layer }) => layer.lora?.dropRng.state ?? null),
-          best: best ? best.length : undefined,
         }, arrays: best ? Object.fromEntries(best.map((b, i) => [`best/${i}`, b])) : undefined });
       }
     }

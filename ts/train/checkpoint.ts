@@ -3,8 +3,10 @@
 // previous checkpoint intact). Layout:
 //   tensors        the caller's names, F32
 //   optimizer/m/i, optimizer/v/i   the optimizer's moments for its i-th parameter
+//   arrays/NAME    the caller's host arrays (1-D F32)
 //   __metadata__   format = "quantlora-checkpoint", version = "1", tensors = JSON list of the
-//                  caller's names, optimizer = JSON {step, paramSteps, lrs, count}, meta = JSON
+//                  caller's names, optimizer = JSON {step, paramSteps, lrs, count}, arrays = JSON
+//                  list of the array names (when there are any), meta = JSON
 // Reading validates all of it; anything wrong is a CheckpointError naming the file and the problem.
 
 import { FormatError } from '../errors.js';
@@ -19,6 +21,7 @@ import { assignHost, readF32 } from './tensors.js';
 const FORMAT = 'quantlora-checkpoint';
 const VERSION = '1';
 const OPT_PREFIX = 'optimizer/';
+const ARRAY_PREFIX = 'arrays/';
 
 export type NamedTensors = Record<string, Tensor> | Map<string, Tensor>;
 
@@ -27,9 +30,8 @@ export interface CheckpointContents {
   tensors: NamedTensors;
   /** The optimizer (its state() is saved) or a state taken earlier. */
   optimizer?: AdamW | OptimizerState;
-  /** Host arrays saved as 1-D tensors beside `tensors` (large state such as a best-so-far copy of
-   *  the parameters: JSON metadata would blow past the header limit). They come back in
-   *  LoadedCheckpoint.tensors; restore with strict: false, or restoreTensors raises on them. */
+  /** Named host arrays (large state such as a best-so-far copy of the parameters: as JSON metadata
+   *  it would blow past the header limit). They come back in LoadedCheckpoint.arrays. */
   arrays?: Record<string, Float32Array>;
   /** JSON-serializable metadata (step, rng state, best validation loss, guard state...). */
   meta?: Record<string, unknown>;
@@ -39,6 +41,7 @@ export interface LoadedCheckpoint {
   path: string;
   tensors: Map<string, { shape: number[]; data: Float32Array }>;
   optimizer: OptimizerState | undefined;
+  arrays: Map<string, Float32Array>;
   meta: Record<string, unknown>;
 }
 
@@ -48,15 +51,14 @@ const entriesOf = (t: NamedTensors): [string, Tensor][] => (t instanceof Map ? [
 export function saveCheckpoint(path: string, c: CheckpointContents): void {
   const list: TensorToWrite[] = [];
   for (const [name, t] of entriesOf(c.tensors)) {
-    if (name.startsWith(OPT_PREFIX)) throw new CheckpointError(`saveCheckpoint: tensor names starting with '${OPT_PREFIX}' are reserved, got '${name}'`);
+    for (const reserved of [OPT_PREFIX, ARRAY_PREFIX]) {
+      if (name.startsWith(reserved)) throw new CheckpointError(`saveCheckpoint: tensor names starting with '${reserved}' are reserved, got '${name}'`);
+    }
     list.push({ name, shape: [...t.shape], data: readF32(t, `saveCheckpoint (tensor '${name}')`) });
   }
-  for (const [name, data] of Object.entries(c.arrays ?? {})) {
-    if (name.startsWith(OPT_PREFIX)) throw new CheckpointError(`saveCheckpoint: array names starting with '${OPT_PREFIX}' are reserved, got '${name}'`);
-    if (list.some((t) => t.name === name)) throw new CheckpointError(`saveCheckpoint: '${name}' is both a tensor and an array`);
-    list.push({ name, shape: [data.length], data });
-  }
   const names = list.map((t) => t.name);
+  const arrays = Object.entries(c.arrays ?? {});
+  for (const [name, data] of arrays) list.push({ name: `${ARRAY_PREFIX}${name}`, shape: [data.length], data });
   const opt = c.optimizer && 'loadState' in c.optimizer ? c.optimizer.state() : c.optimizer;
   const metadata: Record<string, string> = { format: FORMAT, version: VERSION, tensors: JSON.stringify(names) };
   if (opt) {
@@ -64,6 +66,7 @@ export function saveCheckpoint(path: string, c: CheckpointContents): void {
     opt.v.forEach((v, i) => list.push({ name: `${OPT_PREFIX}v/${i}`, shape: [v.length], data: v }));
     metadata.optimizer = JSON.stringify({ step: opt.step, paramSteps: opt.paramSteps, lrs: opt.lrs, count: opt.m.length });
   }
+  if (arrays.length) metadata.arrays = JSON.stringify(arrays.map(([name]) => name));
   let meta: string;
   try {
     meta = JSON.stringify(c.meta ?? {});
@@ -125,15 +128,21 @@ export function parseCheckpoint(bytes: Uint8Array, path = '<memory>'): LoadedChe
     }
     optimizer = { step: o.step as number, paramSteps: o.paramSteps as number[], lrs: o.lrs as number[], m, v };
   }
-  const expected = names.length + 2 * (optimizer?.m.length ?? 0);
+  const arrays = new Map<string, Float32Array>();
+  if (md.arrays !== undefined) {
+    const list = parseJson(path, 'arrays', md.arrays);
+    if (!Array.isArray(list) || !list.every((n) => typeof n === 'string')) throw new CheckpointError(`${path}: metadata 'arrays' is not a list of names`);
+    for (const n of list as string[]) arrays.set(n, f32Tensor(file, `${ARRAY_PREFIX}${n}`).data);
+  }
+  const expected = names.length + 2 * (optimizer?.m.length ?? 0) + arrays.size;
   if (file.entries.size !== expected) {
     const known = new Set<string>(names as string[]);
-    const extra = [...file.entries.keys()].filter((n) => !known.has(n) && !n.startsWith(OPT_PREFIX));
+    const extra = [...file.entries.keys()].filter((n) => !known.has(n) && !n.startsWith(OPT_PREFIX) && !n.startsWith(ARRAY_PREFIX));
     throw new CheckpointError(`${path}: holds ${file.entries.size} tensors, its metadata accounts for ${expected}${extra.length ? ` (unlisted: ${extra.slice(0, 5).join(', ')})` : ''}`);
   }
   const meta = parseJson(path, 'meta', md.meta);
   if (typeof meta !== 'object' || meta === null || Array.isArray(meta)) throw new CheckpointError(`${path}: metadata 'meta' is not a JSON object`);
-  return { path, tensors, optimizer, meta: meta as Record<string, unknown> };
+  return { path, tensors, optimizer, arrays, meta: meta as Record<string, unknown> };
 }
 
 /** Reads and validates a checkpoint file. */
