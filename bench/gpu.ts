@@ -55,7 +55,7 @@ const rows: Row[] = [];
 /** Wall ms per call of `call` (which records GPU work and frees its result), the mean over `reps`
  *  calls per tinybench sample; then, where the adapter has timestamps, the GPU's ms per call over
  *  3 x reps more calls recorded the same way. */
-async function timeGpu(name: string, reps: number, call: () => void, gpuTime = true): Promise<{ ms: number; gpuMs?: number }> {
+async function timeGpu(name: string, reps: number, call: () => void): Promise<{ ms: number; gpuMs?: number }> {
   const bench = new Bench({ name, time, iterations: 3, warmupIterations: 1, warmupTime: 0 });
   bench.add(name, () => {
     for (let i = 0; i < reps; i++) {
@@ -68,7 +68,7 @@ async function timeGpu(name: string, reps: number, call: () => void, gpuTime = t
   const r = bench.tasks[0].result as { latency?: { mean: number }; error?: unknown; state: string };
   if (!r.latency) throw new Error(`${name}: ${String(r.error ?? r.state)}`);
   const ms = r.latency.mean / reps;
-  if (!gpuTime || !dev.addon.gpuTimingStart()) return { ms };
+  if (!dev.addon.gpuTimingStart()) return { ms };
   for (let i = 0; i < 3 * reps; i++) {
     call();
     if (i % 4 === 3) dev.addon.gpuFlush();
@@ -143,7 +143,7 @@ async function readOnly(n: number, R: number, NW: number): Promise<Row> {
 
 /** GB/s of packed weight bytes read by a one-token dequantizeMatmul over an n x n weight of format f
  *  (quantized here unless `q` is given: sweeps reuse one). */
-async function gemv(n: number, f: QuantFormat = NF4, label = "", q?: QuantizedTensor, T = 1): Promise<Row> {
+async function gemv(n: number, f: QuantFormat = NF4, label = '', q?: QuantizedTensor, T = 1): Promise<Row> {
   const own = !q;
   if (!q) {
     const w = randn([n, n], { seed: 11, std: 0.02 }, gpu);

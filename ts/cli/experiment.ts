@@ -128,7 +128,7 @@ export async function experimentCommand(args: Args): Promise<number> {
 
   mkdirSync(outDir, { recursive: true });
   const jsonPath = join(outDir, `${name}.json`);
-  const previous: RowResult[] = existsSync(jsonPath) && !args.has('fresh') ? (JSON.parse(readFileSync(jsonPath, 'utf8')).rows as RowResult[]) : [];
+  const previous: RowResult[] = existsSync(jsonPath) && !args.has('fresh') ? readTable(jsonPath, p).rows : [];
   const results = new Map(previous.map((r) => [r.key, r]));
   const rows = experimentRows(p).filter((r) => !only || only.includes(r.key) || r.key === 'fp');
   const save = () => writeTable(outDir, name, p, { backend: getBackend().name, model: fp.config, evalData: dataPath, calibData: calibPath }, results);
