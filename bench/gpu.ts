@@ -43,6 +43,8 @@ const outFile = arg('out') ?? join(here, 'results', 'gpu-latest.json');
 
 const gpu = backendByName('gpu') as GpuBackend;
 const dev = gpu.dev;
+/** Shader runtime checks as the environment set them (QUANTLORA_GPU_SHADER_CHECKS; off by default); the sweeps switch and restore it. */
+const defaultChecks = dev.checks;
 console.log(`adapter: ${dev.info.name} (${dev.info.backend}, ${dev.info.deviceType}); host kernels: ${gpu.hostKernels.join(' ') || 'none'}`);
 
 const NF4 = formats.nf(4, { group: 64, doubleQuant: true });
@@ -270,7 +272,7 @@ if (want('gemv')) {
         }
       }
     }
-    dev.checks = true;
+    dev.checks = defaultChecks;
     // a few x rows (the words kernel's default shapes against the banked kernel)
     for (const T of quick ? [4] : [4, 8]) {
       for (const words of [false, true]) {
@@ -295,7 +297,7 @@ if (want('gemv')) {
       goals.push(`dequantizeMatmul nf4 1 token ${n}²${c}: ${vsCopy(g, copy)} (goal ≥ 60%)`);
     }
   }
-  dev.checks = true;
+  dev.checks = defaultChecks;
 }
 if (want('matmul')) {
   const n = quick ? 512 : 4096;
@@ -317,11 +319,12 @@ if (want('rilq')) {
     matmulSizing.on = true;
     dev.addon.gpuSetFirstBatch(before);
     goals.push(`rilq step without work sizing and early submits: ${old.ms.toFixed(1)} ms`);
-    dev.checks = false;
-    const unchecked = await rilqStep(c, tokens, 16);
-    rows[rows.length - 1].note = 'shader checks off';
-    dev.checks = true;
-    goals.push(`rilq step with shader checks off: ${unchecked.ms.toFixed(1)} ms`);
+    dev.checks = !defaultChecks; // the setting that is not the default
+    const other = await rilqStep(c, tokens, 16);
+    const label = `shader checks ${dev.checks ? 'on' : 'off'}`;
+    rows[rows.length - 1].note = label;
+    dev.checks = defaultChecks;
+    goals.push(`rilq step with ${label}: ${other.ms.toFixed(1)} ms`);
   }
   const { ms, dir } = await rilqStep(c, tokens, 16);
   const ref = torch(['rilq', dir, String(tokens), '16']);

@@ -131,9 +131,9 @@ case "$1" in
       node .xfer9/suites.mjs --backends gpu,native --out "$OUT/suites.json" "$@" 2>&1 | grep -v XDG_RUNTIME
     elif [ "$1" = parity ]; then
       # the parity table with the real GPU as the gpu backend (no wasm modules travel: js, native, gpu),
-      # also with the kernels compiled without shader runtime checks
+      # also with the kernels compiled with shader runtime checks (off by default)
       # and test/gpu.test.ts (subgroup kernels against the tree fallback, the GEMV shapes, batching)
-      QUANTLORA_PARITY_UNCHECKED=1 QUANTLORA_EXPECT_BACKENDS=native,gpu node --test --test-reporter=spec .xfer9/parity.mjs .xfer9/gputest.mjs 2>&1 | grep -v XDG_RUNTIME | grep -v '^ *\(duration_ms\|---\|\.\.\.\)' | tail -60
+      QUANTLORA_PARITY_BOTH_CHECKS=1 QUANTLORA_EXPECT_BACKENDS=native,gpu node --test --test-reporter=spec .xfer9/parity.mjs .xfer9/gputest.mjs 2>&1 | grep -v XDG_RUNTIME | grep -v '^ *\(duration_ms\|---\|\.\.\.\)' | tail -60
     else
       shift
       node .xfer9/gpubench.mjs --out "$OUT/gpu-bench.json" "$@" 2>&1 | grep -v XDG_RUNTIME

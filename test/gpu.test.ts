@@ -52,7 +52,7 @@ test('fused adamStep matches the op-by-op Adam/AdamW update', { skip }, () => {
   assert.ok(typeof g.adamStep === 'function');
 });
 
-test('many kernels per submit, freed buffers reused only after their batch', { skip }, () => {
+test('many kernels per submit, freed buffers reused by later outputs', { skip }, () => {
   const g = gpu as GpuBackend;
   const stats0 = g.dev.addon.gpuStats();
   const before = g.liveBuffers();
@@ -71,6 +71,37 @@ test('many kernels per submit, freed buffers reused only after their batch', { s
   // batches of 32, 64, 128 dispatches after the test's first upload's sync at the latest, the rest at the read
   assert.ok(stats.submits - stats0.submits <= 6, `300 kernels took ${stats.submits - stats0.submits} submits`);
   assert.equal(g.liveBuffers(), before);
+});
+
+test('memory: a batch reuses what its kernels freed; an upload never takes a buffer the batch still reads', { skip }, () => {
+  const g = gpu as GpuBackend;
+  const n = 1 << 18; // 1 MiB of f32
+  let x = q.tensor(new Float32Array(n).fill(1), [n], 'f32', g);
+  x.dataSync();
+  g.dev.addon.gpuTrim();
+  const s0 = g.dev.addon.gpuStats(true);
+  for (let i = 0; i < 200; i++) {
+    const y = q.affine(x, 1, 1);
+    x.dispose();
+    x = y;
+  }
+  const s1 = g.dev.addon.gpuStats();
+  assert.ok(s1.submits - s0.submits <= 3, 'the chain is recorded in few batches');
+  // two 1 MiB buffers alternate: without reuse inside a batch it would hold up to 128 of them
+  assert.ok(s1.peakBytes - s0.liveBytes <= 3 * 4 * n, `peak ${s1.peakBytes} bytes, ${s0.liveBytes} live before`);
+  assert.equal(x.dataSync()[n - 1], 201);
+  // an upload of the same size as a buffer freed in the pending batch gets a fresh one
+  const a = q.tensor(new Float32Array(n).fill(2), [n], 'f32', g);
+  a.dataSync();
+  const b = q.affine(a, 3, 0);
+  a.dispose();
+  const c = q.tensor(new Float32Array(n).fill(7), [n], 'f32', g);
+  assert.equal(b.dataSync()[0], 6);
+  assert.equal(c.dataSync()[n - 1], 7);
+  for (const t of [x, b, c]) t.dispose();
+  const s2 = g.dev.addon.gpuStats();
+  assert.equal(s2.live, s0.live - 1);
+  assert.equal(s2.liveBytes, s0.liveBytes - 4 * n);
 });
 
 test('after a wait the first kernels are submitted early (the GPU starts while the host records)', { skip: skip || (process.env.QUANTLORA_GPU_FIRST_BATCH ? 'QUANTLORA_GPU_FIRST_BATCH changes the schedule' : false) }, () => {
@@ -142,7 +173,7 @@ test('row kernels with subgroup reductions match the workgroup-tree fallback', {
 test('kernels compiled without shader runtime checks compute exactly what the checked ones do', { skip }, () => {
   const g = gpu as GpuBackend;
   const was = g.dev.checks;
-  // a sample across the kernel files (the whole table runs unchecked with QUANTLORA_PARITY_UNCHECKED=1)
+  // a sample across the kernel files (QUANTLORA_PARITY_BOTH_CHECKS=1 runs the whole parity table both ways)
   const run = () => q.tidy(() => {
     const outs: q.Tensor[] = [];
     for (const [f, T] of [[q.formats.nf(4, { group: 64, doubleQuant: true }), 1], [q.formats.int(4, { group: 64 }), 2], [q.formats.nf(3, { group: 32 }), 1], [q.formats.nf(2, { group: 64 }), 20]] as const) {

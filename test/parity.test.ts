@@ -33,10 +33,14 @@ if (!others.includes('gpu')) {
     gpuFailure = (e as Error).message;
   }
 }
-// QUANTLORA_PARITY_UNCHECKED=1: the table also on the gpu kernels compiled without wgpu's shader
-// runtime checks (QUANTLORA_GPU_SHADER_CHECKS=0; compiling everything twice takes minutes on
-// lavapipe, so CI runs a sample of them in test/gpu.test.ts; scripts/device-gpu.sh parity runs all)
-if (process.env.QUANTLORA_PARITY_UNCHECKED === '1' && under.some(([n]) => n === 'gpu')) under.push(['gpu, shader checks off', openGpuBackend({ ...gpuOptionsFromEnv(), allowSoftware: true, checks: false })]);
+// QUANTLORA_PARITY_BOTH_CHECKS=1: the table also on the gpu kernels compiled with the other setting
+// of wgpu's shader runtime checks (QUANTLORA_GPU_SHADER_CHECKS; off by default). Compiling
+// everything twice takes minutes on lavapipe, so CI runs a sample of them in test/gpu.test.ts;
+// scripts/device-gpu.sh parity runs all.
+if (process.env.QUANTLORA_PARITY_BOTH_CHECKS === '1' && under.some(([n]) => n === 'gpu')) {
+  const checks = !gpuOptionsFromEnv().checks;
+  under.push([`gpu, shader checks ${checks ? 'on' : 'off'}`, openGpuBackend({ ...gpuOptionsFromEnv(), allowSoftware: true, checks })]);
+}
 
 const t = (b: B, shape: number[], seed: number, scale = 1) => q.tensor(gaussianArray(shape.reduce((x, y) => x * y, 1), seed, scale), shape, 'f32', b);
 const pos = (b: B, shape: number[], seed: number) => q.abs(t(b, shape, seed)).dataSync().map((v) => v + 0.1) as Float32Array;

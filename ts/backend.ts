@@ -82,6 +82,10 @@ export interface Backend {
   free(h: Handle): void;
   /** Buffers allocated and not yet freed. */
   liveBuffers(): number;
+  /** Device memory in bytes, where the backend counts it: behind live buffers, and the most it held
+   *  (live, pooled and waiting for the GPU together) since the last reset. `resetPeak` restarts the
+   *  peak from what is held now, after reading it. */
+  memoryStats?(resetPeak?: boolean): { liveBytes: number; peakBytes: number };
 
   // elementwise
   unary(op: UnaryOp, a: Handle, size: number): Handle;

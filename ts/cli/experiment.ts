@@ -137,11 +137,14 @@ export async function experimentCommand(args: Args): Promise<number> {
     if (results.has(row.key)) { log(`experiment: ${row.key} done earlier (${results.get(row.key)!.perplexity.toFixed(3)})`); continue; }
     if (!claim(claims, row.key)) { log(`experiment: ${row.key} claimed by another process`); continue; }
     const t0 = Date.now();
+    const backend = getBackend();
+    backend.memoryStats?.(true);
+    const peak = (): { peakMiB?: number } => (backend.memoryStats ? { peakMiB: Math.round(backend.memoryStats().peakBytes / 2 ** 20) } : {});
     log(`experiment: ${row.key} (${row.label}, ${row.bits} bits)`);
     let result: RowResult;
     if (!row.spec) {
       const ppl = await perplexity(fp, evalIds, evalOpts);
-      result = { ...row, perplexity: ppl.perplexity, evalWindows: ppl.windows, seconds: (Date.now() - t0) / 1000 };
+      result = { ...row, perplexity: ppl.perplexity, evalWindows: ppl.windows, seconds: (Date.now() - t0) / 1000, ...peak() };
     } else {
       const ck = ckDir ? rowCheckpoints(row, resolve(ckDir)) : { spec: row.spec, files: [] };
       const { model, report } = runMethod(fp, ck.spec!, data, log);
@@ -150,12 +153,12 @@ export async function experimentCommand(args: Args): Promise<number> {
         const stats = row.spec.init === 'none' ? quantStats(model, fp) : undefined;
         const ppl = await perplexity(model, evalIds, evalOpts);
         const resumed = [report.apiq, report.rilq, report.finetune].some((r) => r?.resumedFrom !== undefined);
-        result = { ...row, perplexity: ppl.perplexity, evalWindows: ppl.windows, ...stats, seconds: (Date.now() - t0) / 1000, ...(resumed ? { resumed } : {}), details: report };
+        result = { ...row, perplexity: ppl.perplexity, evalWindows: ppl.windows, ...stats, seconds: (Date.now() - t0) / 1000, ...(resumed ? { resumed } : {}), ...peak(), details: report };
       } finally {
         model.dispose();
       }
     }
-    log(`experiment: ${row.key}: perplexity ${result.perplexity.toFixed(3)} (${result.seconds.toFixed(0)} s)`);
+    log(`experiment: ${row.key}: perplexity ${result.perplexity.toFixed(3)} (${result.seconds.toFixed(0)} s${result.peakMiB !== undefined ? `, device peak ${result.peakMiB} MiB` : ''})`);
     results.set(row.key, result);
     save();
   }

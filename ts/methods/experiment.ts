@@ -54,6 +54,8 @@ export interface RowResult extends Row {
    *  in an earlier process: then `resumed` is true and the earlier part is not counted). */
   seconds: number;
   resumed?: boolean;
+  /** The most device memory the backend held during the row (MiB), where it counts it (gpu). */
+  peakMiB?: number;
   details?: unknown;
 }
 

@@ -18,13 +18,27 @@ export interface GpuInfo {
   maxWorkgroupInvocations: number;
 }
 
+export interface GpuStats {
+  dispatches: number;
+  submits: number;
+  live: number;
+  liveBytes: number;
+  deferredBytes: number;
+  poolBytes: number;
+  peakBytes: number;
+}
+
 export interface GpuAddon {
   gpuInit(backends: string | null, adapter: string | null, allowSoftware: boolean): GpuInfo;
   gpuAlloc(bytes: number, zeroed: boolean): number;
   gpuUpload(data: Uint8Array): number;
   gpuFree(id: number): void;
   gpuLive(): number;
-  gpuStats(): { dispatches: number; submits: number; live: number };
+  /** Counters and memory (bytes: live, freed but still in the pending batch, pooled, and the peak
+   *  of the three together since init or the last resetPeak). */
+  gpuStats(resetPeak?: boolean): GpuStats;
+  /** Destroys the pooled free buffers. */
+  gpuTrim(): void;
   /** checks false: compiled without wgpu's shader runtime checks (see Device.checks). */
   gpuPipeline(module: string, source: string, entry: string, names: string[], values: number[], checks?: boolean): number;
   gpuRun(pipeline: number, params: Uint8Array, buffers: Uint32Array, x: number, y: number, z: number): void;

@@ -6,8 +6,8 @@
 // platform's primary APIs), QUANTLORA_GPU_ADAPTER (a substring of the adapter name),
 // QUANTLORA_GPU_SOFTWARE=1 (accept a software adapter such as Mesa's llvmpipe; refused otherwise,
 // so a machine without a GPU keeps the native CPU backend), QUANTLORA_GPU_SUBGROUPS=0 (no subgroup
-// operations), QUANTLORA_GPU_SHADER_CHECKS=0 (kernels compiled without wgpu's runtime checks:
-// Device.checks), QUANTLORA_GPU_PROFILE=1 (a per-kernel profile).
+// operations), QUANTLORA_GPU_SHADER_CHECKS=1 (kernels compiled with wgpu's runtime checks:
+// Device.checks; off by default), QUANTLORA_GPU_PROFILE=1 (a per-kernel profile).
 //
 // A kernel without a WGSL implementation on this adapter runs on the native CPU backend with its
 // inputs copied to the host and its outputs back (`hostKernels` in info() lists them); the kernel
@@ -151,7 +151,7 @@ export class GpuBackend implements Backend {
         subgroups: i.subgroups ? `${i.subgroupMin}-${i.subgroupMax}${this.dev.subgroups ? '' : ' (off: QUANTLORA_GPU_SUBGROUPS=0)'}` : false,
         maxBufferMiB: Math.floor(i.maxStorageBindingBytes / 2 ** 20),
         hostKernels: this.hostKernels.length ? this.hostKernels.join(' ') : 'none',
-        shaderChecks: this.dev.checks ? 'on' : 'off (QUANTLORA_GPU_SHADER_CHECKS=0)',
+        shaderChecks: this.dev.checks ? 'on (QUANTLORA_GPU_SHADER_CHECKS=1)' : 'off',
       },
     };
   }
@@ -181,6 +181,10 @@ export class GpuBackend implements Backend {
   }
   liveBuffers(): number {
     return this.dev.live;
+  }
+  memoryStats(resetPeak = false): { liveBytes: number; peakBytes: number } {
+    const s = this.dev.addon.gpuStats(resetPeak);
+    return { liveBytes: s.liveBytes, peakBytes: s.peakBytes };
   }
 
   // ---- host fallback ----
@@ -243,7 +247,7 @@ export function gpuOptionsFromEnv(env: Record<string, string | undefined> = (glo
     allowSoftware: env.QUANTLORA_GPU_SOFTWARE === '1' || env.QUANTLORA_GPU_SOFTWARE === 'true',
     profile: env.QUANTLORA_GPU_PROFILE === '1',
     subgroups: env.QUANTLORA_GPU_SUBGROUPS !== '0',
-    checks: env.QUANTLORA_GPU_SHADER_CHECKS !== '0',
+    checks: env.QUANTLORA_GPU_SHADER_CHECKS === '1' || env.QUANTLORA_GPU_SHADER_CHECKS === 'true',
   };
 }
 

@@ -10,8 +10,16 @@
 //!
 //! Ordering. queue.write_buffer runs before the next submit's commands, so an upload may only go
 //! into a buffer no pending command uses: a buffer freed while a batch is pending waits in
-//! `deferred` and enters the pool only after that batch is submitted. The parameter buffer is
+//! `deferred` and enters the pool only after that batch is submitted. A kernel's output (alloc) may
+//! reuse a deferred buffer at once: whatever writes it is recorded after the commands that read
+//! it, and wgpu orders the two. Without that, a batch of 2048 dispatches held every intermediate
+//! it freed until its submit (tens of GB for ApiQ-block at 128 windows). The parameter buffer is
 //! written once per batch, just before its submit.
+//!
+//! Memory. Bytes are counted in three places: live (behind ids), deferred and pooled; `peak` is
+//! the most the three ever held together. A buffer that does not fit on the device (wgpu reports
+//! out-of-memory) is retried once after the pool is emptied and the batch submitted, then refused
+//! with the counts in the message.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -73,10 +81,14 @@ pub struct Gpu {
     buffers: Vec<Option<(wgpu::Buffer, u64)>>,
     free_ids: Vec<u32>,
     live: usize,
+    live_bytes: u64,
     pool: HashMap<u64, Vec<wgpu::Buffer>>,
     pool_bytes: u64,
     pool_cap: u64,
-    deferred: Vec<(wgpu::Buffer, u64)>,
+    /// Buffers freed while the pending batch may still use them, by size (see Ordering).
+    deferred: HashMap<u64, Vec<wgpu::Buffer>>,
+    deferred_bytes: u64,
+    peak: u64,
     params: wgpu::Buffer,
     param_align: u64,
     batch: Option<Batch>,
@@ -179,10 +191,13 @@ impl Gpu {
             buffers: Vec::new(),
             free_ids: Vec::new(),
             live: 0,
+            live_bytes: 0,
             pool: HashMap::new(),
             pool_bytes: 0,
             pool_cap,
-            deferred: Vec::new(),
+            deferred: HashMap::new(),
+            deferred_bytes: 0,
+            peak: 0,
             params,
             param_align,
             batch: None,
@@ -200,8 +215,7 @@ impl Gpu {
         if e.is_empty() {
             return Ok(());
         }
-        let all = e.drain(..).collect::<Vec<_>>().join("; ");
-        Err(format!("{what}: the GPU device reported: {all}"))
+        Err(format!("{what}: the GPU device reported: {}", summarize(&e.drain(..).collect::<Vec<_>>())))
     }
 
     // ---- buffers ----
@@ -210,7 +224,9 @@ impl Gpu {
         self.live
     }
 
-    fn create(&mut self, size: u64) -> Res<wgpu::Buffer> {
+    /// A buffer of `size` bytes (a multiple of 4): from the pool, else (`reuse_pending`, for kernel
+    /// outputs) one freed in the pending batch, else a new one.
+    fn create(&mut self, size: u64, reuse_pending: bool) -> Res<wgpu::Buffer> {
         if size > self.limits.max_buffer_size || size > self.limits.max_storage_buffer_binding_size as u64 {
             return Err(format!(
                 "a {size}-byte buffer exceeds this adapter's limits (max buffer {} bytes, max storage binding {} bytes)",
@@ -221,16 +237,73 @@ impl Gpu {
             self.pool_bytes -= size;
             return Ok(b);
         }
-        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+        if reuse_pending {
+            if let Some(b) = self.deferred.get_mut(&size).and_then(|v| v.pop()) {
+                self.deferred_bytes -= size;
+                return Ok(b);
+            }
+        }
+        if let Some(b) = self.try_new(size) {
+            return Ok(b);
+        }
+        // out of device memory: give back what the pool holds (and, after a submit, what the batch
+        // freed), then try once more
+        self.flush_pending();
+        self.trim();
+        if let Some(b) = self.try_new(size) {
+            return Ok(b);
+        }
+        Err(format!(
+            "the GPU is out of memory: a {size}-byte buffer did not fit beside {} live buffers of {} MiB (peak {} MiB); \
+             other processes on this GPU count too",
+            self.live,
+            self.live_bytes >> 20,
+            self.peak >> 20
+        ))
+    }
+
+    /// A new buffer, or None where the device is out of memory.
+    fn try_new(&mut self, size: u64) -> Option<wgpu::Buffer> {
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let b = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: None,
             size,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
-        }))
+        });
+        match pollster::block_on(scope.pop()) {
+            None => Some(b),
+            Some(_) => None,
+        }
+    }
+
+    /// Destroys every pooled buffer.
+    pub fn trim(&mut self) {
+        for (_, v) in self.pool.drain() {
+            for b in v {
+                b.destroy();
+            }
+        }
+        self.pool_bytes = 0;
+    }
+
+    /// (live, deferred, pooled, peak) bytes; `reset` starts the peak again from what is held now.
+    pub fn memory(&mut self, reset: bool) -> (u64, u64, u64, u64) {
+        let out = (self.live_bytes, self.deferred_bytes, self.pool_bytes, self.peak);
+        if reset {
+            self.peak = self.held();
+        }
+        out
+    }
+
+    fn held(&self) -> u64 {
+        self.live_bytes + self.deferred_bytes + self.pool_bytes
     }
 
     fn insert(&mut self, b: wgpu::Buffer, bytes: u64) -> u32 {
         self.live += 1;
+        self.live_bytes += round4(bytes);
+        self.peak = self.peak.max(self.held());
         match self.free_ids.pop() {
             Some(id) => {
                 self.buffers[id as usize] = Some((b, bytes));
@@ -253,7 +326,7 @@ impl Gpu {
     /// A new buffer of `bytes` (rounded up to 4); zeroed in order with the pending kernels.
     pub fn alloc(&mut self, bytes: u64, zeroed: bool) -> Res<u32> {
         let size = round4(bytes);
-        let b = self.create(size)?;
+        let b = self.create(size, true)?;
         if zeroed {
             let batch = self.batch()?;
             batch.pass = None;
@@ -264,7 +337,7 @@ impl Gpu {
 
     pub fn upload(&mut self, data: &[u8]) -> Res<u32> {
         let size = round4(data.len() as u64);
-        let b = self.create(size)?;
+        let b = self.create(size, false)?;
         if !data.is_empty() {
             let whole = data.len() & !3;
             if whole > 0 {
@@ -285,8 +358,10 @@ impl Gpu {
         self.free_ids.push(id);
         self.live -= 1;
         let size = round4(bytes);
+        self.live_bytes -= size;
         if self.batch.is_some() {
-            self.deferred.push((b, size));
+            self.deferred.entry(size).or_default().push(b);
+            self.deferred_bytes += size;
         } else {
             self.to_pool(b, size);
         }
@@ -430,6 +505,15 @@ impl Gpu {
 
     /// Submits the pending batch (if any).
     pub fn flush(&mut self) -> Res<()> {
+        if self.batch.is_some() {
+            self.flush_pending();
+            self.flush_at = (self.flush_at * 2).min(MAX_BATCH);
+        }
+        self.check("submit")
+    }
+
+    /// Submits the pending batch without reporting the device's errors (they stay for the next check).
+    fn flush_pending(&mut self) {
         if let Some(mut b) = self.batch.take() {
             b.pass = None;
             if !b.host.is_empty() {
@@ -437,12 +521,17 @@ impl Gpu {
             }
             self.queue.submit([b.enc.finish()]);
             self.submits += 1;
-            self.flush_at = (self.flush_at * 2).min(MAX_BATCH);
-            for (buf, size) in std::mem::take(&mut self.deferred) {
+            self.release_deferred();
+        }
+    }
+
+    fn release_deferred(&mut self) {
+        for (size, v) in std::mem::take(&mut self.deferred) {
+            for buf in v {
                 self.to_pool(buf, size);
             }
         }
-        self.check("submit")
+        self.deferred_bytes = 0;
     }
 
     /// Starts summing the GPU time of the passes (false where the adapter has no timestamps).
@@ -510,6 +599,21 @@ impl Gpu {
         self.check("read")?;
         Ok(staging)
     }
+}
+
+/// The device's error messages, each distinct one once with its count ("... (x120)"), at most 8.
+fn summarize(errors: &[String]) -> String {
+    let mut seen: Vec<(&str, usize)> = Vec::new();
+    for e in errors {
+        let e = e.trim();
+        match seen.iter_mut().find(|(m, _)| *m == e) {
+            Some(s) => s.1 += 1,
+            None => seen.push((e, 1)),
+        }
+    }
+    let shown: Vec<String> = seen.iter().take(8).map(|(m, n)| if *n > 1 { format!("{m} (x{n})") } else { m.to_string() }).collect();
+    let more = if seen.len() > 8 { format!("; and {} other messages", seen.len() - 8) } else { String::new() };
+    format!("{}{more}", shown.join("; "))
 }
 
 /// Maps a staged buffer, waits for the GPU, and copies `bytes` starting at `skip`.

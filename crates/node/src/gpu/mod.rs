@@ -108,11 +108,40 @@ pub struct GpuStats {
     pub dispatches: f64,
     pub submits: f64,
     pub live: u32,
+    /// Bytes behind live buffers.
+    pub live_bytes: f64,
+    /// Bytes freed while the pending batch may still read them (reused only by kernel outputs).
+    pub deferred_bytes: f64,
+    /// Bytes in the free pool (QUANTLORA_GPU_POOL_MB caps it; default 1024).
+    pub pool_bytes: f64,
+    /// The most bytes the three held together (since init or the last reset).
+    pub peak_bytes: f64,
 }
 
+/// Counters and memory; `resetPeak` starts the peak again from what is held now (after reading it).
 #[napi(catch_unwind)]
-pub fn gpu_stats() -> Result<GpuStats> {
-    js(with_gpu("gpuStats", |g| Ok(GpuStats { dispatches: g.dispatches as f64, submits: g.submits as f64, live: g.live() as u32 })))
+pub fn gpu_stats(reset_peak: Option<bool>) -> Result<GpuStats> {
+    js(with_gpu("gpuStats", |g| {
+        let (live_bytes, deferred_bytes, pool_bytes, peak) = g.memory(reset_peak.unwrap_or(false));
+        Ok(GpuStats {
+            dispatches: g.dispatches as f64,
+            submits: g.submits as f64,
+            live: g.live() as u32,
+            live_bytes: live_bytes as f64,
+            deferred_bytes: deferred_bytes as f64,
+            pool_bytes: pool_bytes as f64,
+            peak_bytes: peak as f64,
+        })
+    }))
+}
+
+/// Destroys the pooled free buffers (the memory goes back to the driver).
+#[napi(catch_unwind)]
+pub fn gpu_trim() -> Result<()> {
+    js(with_gpu("gpuTrim", |g| {
+        g.trim();
+        Ok(())
+    }))
 }
 
 /// Compiles entry `entry` of WGSL `source` (the module cached under `module`) with override
