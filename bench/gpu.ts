@@ -201,7 +201,10 @@ async function rilqStep(c: LlamaConfig, tokens: number, rank: number): Promise<{
   let gpuMs: number | undefined;
   try {
     // GPU time too: how much of the step's wall time the GPU is busy (the rest is the host)
+    const s0 = dev.addon.gpuStats();
     ({ ms, gpuMs } = await timeGpu('rilq step', 1, () => { rilq(fp, qm, { data, steps: 1, lr: 1e-4 }); }));
+    const s1 = dev.addon.gpuStats();
+    console.log(`rilq step: bind groups reused for ${((100 * (s1.bindHits - s0.bindHits)) / (s1.dispatches - s0.dispatches)).toFixed(0)}% of ${s1.dispatches - s0.dispatches} dispatches`);
   } finally {
     fp.dispose();
     qm.dispose();
@@ -319,6 +322,11 @@ if (want('rilq')) {
     matmulSizing.on = true;
     dev.addon.gpuSetFirstBatch(before);
     goals.push(`rilq step without work sizing and early submits: ${old.ms.toFixed(1)} ms`);
+    const cache = dev.addon.gpuSetBindCache(false);
+    const fresh = await rilqStep(c, tokens, 16);
+    rows[rows.length - 1].note = 'a bind group per dispatch';
+    dev.addon.gpuSetBindCache(cache);
+    goals.push(`rilq step with a bind group made per dispatch: ${fresh.ms.toFixed(1)} ms`);
     dev.checks = !defaultChecks; // the setting that is not the default
     const other = await rilqStep(c, tokens, 16);
     const label = `shader checks ${dev.checks ? 'on' : 'off'}`;

@@ -104,6 +104,33 @@ test('memory: a batch reuses what its kernels freed; an upload never takes a buf
   assert.equal(s2.liveBytes, s0.liveBytes - 4 * n);
 });
 
+test('bind groups are reused per buffers and parameter window, with the results of one per dispatch', { skip }, () => {
+  const g = gpu as GpuBackend;
+  const run = () => q.tidy(() => {
+    const a = q.tensor(gaussianArray(40 * 300, 51), [40, 300], 'f32', g);
+    const b = q.tensor(gaussianArray(300 * 24, 52), [300, 24], 'f32', g);
+    const w = q.quantize(q.tensor(gaussianArray(24 * 256, 53, 0.05), [24, 256], 'f32', g), q.formats.nf(4, { group: 64, doubleQuant: true }));
+    let x = q.matmul(a, b);
+    for (let i = 0; i < 20; i++) x = q.add(q.mul(x, 0.5), q.softmax(x)); // the same kernels on recycled buffers
+    const y = q.dequantizeMatmul(q.tensor(gaussianArray(3 * 256, 54), [3, 256], 'f32', g), w);
+    return [x, y].map((t) => Float32Array.from(t.dataSync() as Float32Array));
+  });
+  const was = g.dev.addon.gpuSetBindCache(false);
+  try {
+    const fresh = run();
+    g.dev.addon.gpuSetBindCache(true);
+    const h0 = g.dev.addon.gpuStats().bindHits;
+    // the pool hands out the freed buffers in reverse order, so every other run gets the same ones
+    const outs = [run(), run(), run()];
+    assert.ok(g.dev.addon.gpuStats().bindHits - h0 > 20, `the runs reuse bind groups (${g.dev.addon.gpuStats().bindHits - h0} hits)`);
+    for (const out of outs) out.forEach((o, k) => o.forEach((v, i) => assert.ok(Object.is(v, fresh[k][i]), `output ${k}[${i}]: cached ${v}, fresh ${fresh[k][i]}`)));
+    g.dev.addon.gpuTrim(); // destroys pooled buffers: their cached bind groups go with them
+    assert.deepEqual(run(), fresh);
+  } finally {
+    g.dev.addon.gpuSetBindCache(was);
+  }
+});
+
 test('after a wait the first kernels are submitted early (the GPU starts while the host records)', { skip: skip || (process.env.QUANTLORA_GPU_FIRST_BATCH ? 'QUANTLORA_GPU_FIRST_BATCH changes the schedule' : false) }, () => {
   const g = gpu as GpuBackend;
   let x = q.tensor(new Float32Array(1024).fill(1), [1024], 'f32', g);

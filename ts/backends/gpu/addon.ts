@@ -26,6 +26,10 @@ export interface GpuStats {
   deferredBytes: number;
   poolBytes: number;
   peakBytes: number;
+  /** Dispatches that reused a cached bind group. */
+  bindHits: number;
+  /** Device buffers created (not taken from the pool). */
+  created: number;
 }
 
 export interface GpuAddon {
@@ -37,6 +41,8 @@ export interface GpuAddon {
   /** Counters and memory (bytes: live, freed but still in the pending batch, pooled, and the peak
    *  of the three together since init or the last resetPeak). */
   gpuStats(resetPeak?: boolean): GpuStats;
+  /** Bind group cache on/off (default on; QUANTLORA_GPU_BIND_CACHE=0); returns the previous setting. */
+  gpuSetBindCache(on: boolean): boolean;
   /** Destroys the pooled free buffers. */
   gpuTrim(): void;
   /** checks false: compiled without wgpu's shader runtime checks (see Device.checks). */

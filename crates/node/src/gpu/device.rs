@@ -13,8 +13,15 @@
 //! `deferred` and enters the pool only after that batch is submitted. A kernel's output (alloc) may
 //! reuse a deferred buffer at once: whatever writes it is recorded after the commands that read
 //! it, and wgpu orders the two. Without that, a batch of 2048 dispatches held every intermediate
-//! it freed until its submit (tens of GB for ApiQ-block at 128 windows). The parameter buffer is
-//! written once per batch, just before its submit.
+//! it freed until its submit (the H200's results table ran out of memory with 4-5 processes). The
+//! parameter buffer is written once per batch, just before its submit.
+//!
+//! Bind groups. A kernel whose WGSL follows the binding convention gets an explicit layout with
+//! its parameters at a dynamic offset, so a bind group depends only on the buffers (and the size
+//! of the parameter window): bind groups are cached by the buffers' serial numbers and reused
+//! whenever a dispatch names the same buffers again (a chain of kernels on recycled buffers, a
+//! training loop). Making one costs about 2.4 of the 6.3 us a small dispatch takes to record on the
+//! CPU here (bench/README).
 //!
 //! Memory. Bytes are counted in three places: live (behind ids), deferred and pooled; `peak` is
 //! the most the three ever held together. A buffer that does not fit on the device (wgpu reports
@@ -76,17 +83,25 @@ pub struct Gpu {
     pub features: wgpu::Features,
     pub limits: wgpu::Limits,
     errors: Arc<Mutex<Vec<String>>>,
-    pipelines: Vec<(wgpu::ComputePipeline, wgpu::BindGroupLayout)>,
+    pipelines: Vec<Pipe>,
+    /// Explicit bind group layouts by binding signature (see `Pipe`), shared by pipelines.
+    layouts: Vec<(Vec<bool>, wgpu::BindGroupLayout)>,
+    /// Bind groups of explicit-layout pipelines, reused while their buffers live (see `BindKey`).
+    bind_cache: HashMap<BindKey, wgpu::BindGroup>,
+    pub bind_cache_on: bool,
+    pub bind_hits: u64,
+    /// Buffers created so far (the last serial number).
+    pub serial: u64,
     modules: HashMap<String, wgpu::ShaderModule>,
-    buffers: Vec<Option<(wgpu::Buffer, u64)>>,
+    buffers: Vec<Option<(Buf, u64)>>,
     free_ids: Vec<u32>,
     live: usize,
     live_bytes: u64,
-    pool: HashMap<u64, Vec<wgpu::Buffer>>,
+    pool: HashMap<u64, Vec<Buf>>,
     pool_bytes: u64,
     pool_cap: u64,
     /// Buffers freed while the pending batch may still use them, by size (see Ordering).
-    deferred: HashMap<u64, Vec<wgpu::Buffer>>,
+    deferred: HashMap<u64, Vec<Buf>>,
     deferred_bytes: u64,
     peak: u64,
     params: wgpu::Buffer,
@@ -100,6 +115,68 @@ pub struct Gpu {
     pub submits: u64,
     /// GPU time of the passes while a benchmark asks for it (timing.rs; needs TIMESTAMP_QUERY).
     pub timing: Option<Timing>,
+}
+
+/// A device buffer and its serial number (unique per creation: the bind group cache's key).
+struct Buf {
+    b: wgpu::Buffer,
+    serial: u64,
+}
+
+/// A pipeline. `layout` is the index into `Gpu::layouts` where its WGSL declares every binding
+/// in the project's convention (`@group(0) @binding(i) var<storage, read|read_write>`, binding 0
+/// read): then binding 0 (the parameters) takes a dynamic offset and its bind groups are cached.
+/// Otherwise (None) wgpu derives the layout and every dispatch makes its bind group.
+#[derive(Clone)]
+struct Pipe {
+    pipeline: wgpu::ComputePipeline,
+    auto_layout: wgpu::BindGroupLayout,
+    layout: Option<u32>,
+    bindings: usize,
+}
+
+/// A cached bind group: the layout, the parameter window's size and the buffers' serials.
+#[derive(Hash, PartialEq, Eq)]
+struct BindKey {
+    layout: u32,
+    window: u64,
+    serials: [u64; MAX_BINDINGS],
+}
+
+/// Buffers per dispatch that the bind group cache handles (more: a bind group per dispatch).
+const MAX_BINDINGS: usize = 8;
+/// The cache is emptied when it holds this many bind groups.
+const BIND_CACHE_MAX: usize = 16384;
+
+/// The storage bindings of group 0 declared in WGSL `source`, in binding order (true =
+/// read_write), when every one follows the convention and binding 0 is read-only; else None.
+pub fn binding_signature(source: &str) -> Option<Vec<bool>> {
+    let mut found: Vec<(u32, bool)> = Vec::new();
+    let mut rest = source;
+    while let Some(i) = rest.find("@binding(") {
+        let before = rest[..i].trim_end();
+        if !before.ends_with("@group(0)") {
+            return None;
+        }
+        rest = &rest[i + "@binding(".len()..];
+        let close = rest.find(')')?;
+        let n: u32 = rest[..close].trim().parse().ok()?;
+        rest = rest[close + 1..].trim_start();
+        let access = rest.strip_prefix("var<storage,")?.trim_start();
+        let rw = if access.starts_with("read_write>") {
+            true
+        } else if access.starts_with("read>") {
+            false
+        } else {
+            return None;
+        };
+        found.push((n, rw));
+    }
+    found.sort();
+    if found.is_empty() || found.len() > MAX_BINDINGS + 1 || found[0] != (0, false) || found.iter().enumerate().any(|(i, (n, _))| *n as usize != i) {
+        return None;
+    }
+    Some(found.into_iter().map(|(_, rw)| rw).collect())
 }
 
 struct Batch {
@@ -171,7 +248,7 @@ impl Gpu {
         }));
         let params = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("params"),
-            size: PARAMS_BYTES,
+            size: 2 * PARAMS_BYTES, // a parameter window (a power of two <= PARAMS_BYTES) may start anywhere below PARAMS_BYTES
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
@@ -187,6 +264,11 @@ impl Gpu {
             limits,
             errors,
             pipelines: Vec::new(),
+            layouts: Vec::new(),
+            bind_cache: HashMap::new(),
+            bind_cache_on: std::env::var("QUANTLORA_GPU_BIND_CACHE").map_or(true, |v| v != "0"),
+            bind_hits: 0,
+            serial: 0,
             modules: HashMap::new(),
             buffers: Vec::new(),
             free_ids: Vec::new(),
@@ -226,7 +308,7 @@ impl Gpu {
 
     /// A buffer of `size` bytes (a multiple of 4): from the pool, else (`reuse_pending`, for kernel
     /// outputs) one freed in the pending batch, else a new one.
-    fn create(&mut self, size: u64, reuse_pending: bool) -> Res<wgpu::Buffer> {
+    fn create(&mut self, size: u64, reuse_pending: bool) -> Res<Buf> {
         if size > self.limits.max_buffer_size || size > self.limits.max_storage_buffer_binding_size as u64 {
             return Err(format!(
                 "a {size}-byte buffer exceeds this adapter's limits (max buffer {} bytes, max storage binding {} bytes)",
@@ -263,7 +345,7 @@ impl Gpu {
     }
 
     /// A new buffer, or None where the device is out of memory.
-    fn try_new(&mut self, size: u64) -> Option<wgpu::Buffer> {
+    fn try_new(&mut self, size: u64) -> Option<Buf> {
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let b = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: None,
@@ -272,19 +354,27 @@ impl Gpu {
             mapped_at_creation: false,
         });
         match pollster::block_on(scope.pop()) {
-            None => Some(b),
+            None => {
+                self.serial += 1;
+                Some(Buf { b, serial: self.serial })
+            }
             Some(_) => None,
         }
     }
 
     /// Destroys every pooled buffer.
     pub fn trim(&mut self) {
-        for (_, v) in self.pool.drain() {
-            for b in v {
-                b.destroy();
-            }
-        }
+        let all: Vec<Buf> = self.pool.drain().flat_map(|(_, v)| v).collect();
+        self.destroy(all);
         self.pool_bytes = 0;
+    }
+
+    /// Destroys buffers. Bind groups cached with them stay until the cache is emptied, but are
+    /// never used again: serials are not reused, so no later dispatch names theirs.
+    fn destroy(&mut self, bufs: Vec<Buf>) {
+        for b in bufs {
+            b.b.destroy();
+        }
     }
 
     /// (live, deferred, pooled, peak) bytes; `reset` starts the peak again from what is held now.
@@ -300,7 +390,7 @@ impl Gpu {
         self.live_bytes + self.deferred_bytes + self.pool_bytes
     }
 
-    fn insert(&mut self, b: wgpu::Buffer, bytes: u64) -> u32 {
+    fn insert(&mut self, b: Buf, bytes: u64) -> u32 {
         self.live += 1;
         self.live_bytes += round4(bytes);
         self.peak = self.peak.max(self.held());
@@ -318,7 +408,7 @@ impl Gpu {
 
     pub fn buffer(&self, id: u32) -> Res<(&wgpu::Buffer, u64)> {
         match self.buffers.get(id as usize) {
-            Some(Some((b, n))) => Ok((b, *n)),
+            Some(Some((b, n))) => Ok((&b.b, *n)),
             _ => Err(format!("GPU buffer {id} does not exist (freed already?)")),
         }
     }
@@ -330,7 +420,7 @@ impl Gpu {
         if zeroed {
             let batch = self.batch()?;
             batch.pass = None;
-            batch.enc.clear_buffer(&b, 0, None);
+            batch.enc.clear_buffer(&b.b, 0, None);
         }
         Ok(self.insert(b, bytes))
     }
@@ -341,12 +431,12 @@ impl Gpu {
         if !data.is_empty() {
             let whole = data.len() & !3;
             if whole > 0 {
-                self.queue.write_buffer(&b, 0, &data[..whole]);
+                self.queue.write_buffer(&b.b, 0, &data[..whole]);
             }
             if whole < data.len() {
                 let mut tail = [0u8; 4];
                 tail[..data.len() - whole].copy_from_slice(&data[whole..]);
-                self.queue.write_buffer(&b, whole as u64, &tail);
+                self.queue.write_buffer(&b.b, whole as u64, &tail);
             }
         }
         Ok(self.insert(b, data.len() as u64))
@@ -368,12 +458,12 @@ impl Gpu {
         Ok(())
     }
 
-    fn to_pool(&mut self, b: wgpu::Buffer, size: u64) {
+    fn to_pool(&mut self, b: Buf, size: u64) {
         if self.pool_bytes + size <= self.pool_cap {
             self.pool.entry(size).or_default().push(b);
             self.pool_bytes += size;
         } else {
-            b.destroy();
+            self.destroy(vec![b]);
         }
     }
 
@@ -398,11 +488,17 @@ impl Gpu {
             };
             self.modules.insert(key.clone(), m);
         }
+        let signature = binding_signature(source);
+        let layout = signature.as_ref().map(|sig| self.layout_for(sig));
+        let explicit = layout.map(|l| {
+            let bgl = &self.layouts[l as usize].1;
+            self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor { label: None, bind_group_layouts: &[Some(bgl)], immediate_size: 0 })
+        });
         let module = &self.modules[&key];
         let consts: Vec<(&str, f64)> = constants.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         let p = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(entry),
-            layout: None,
+            layout: explicit.as_ref(),
             module,
             entry_point: Some(entry),
             compilation_options: wgpu::PipelineCompilationOptions { constants: &consts, ..Default::default() },
@@ -412,9 +508,31 @@ impl Gpu {
             self.modules.remove(&key);
             return Err(format!("compiling GPU kernel {module_key}:{entry}: {e}"));
         }
-        let layout = p.get_bind_group_layout(0);
-        self.pipelines.push((p, layout));
+        let auto_layout = p.get_bind_group_layout(0);
+        let bindings = signature.map_or(0, |s| s.len());
+        self.pipelines.push(Pipe { pipeline: p, auto_layout, layout, bindings });
         Ok((self.pipelines.len() - 1) as u32)
+    }
+
+    /// The explicit layout for a binding signature (made on first use): binding 0 the parameters
+    /// (read-only, dynamic offset), the others read-only or read_write storage.
+    fn layout_for(&mut self, sig: &[bool]) -> u32 {
+        if let Some(i) = self.layouts.iter().position(|(s, _)| s == sig) {
+            return i as u32;
+        }
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = sig
+            .iter()
+            .enumerate()
+            .map(|(i, &rw)| wgpu::BindGroupLayoutEntry {
+                binding: i as u32,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Storage { read_only: !rw }, has_dynamic_offset: i == 0, min_binding_size: None },
+                count: None,
+            })
+            .collect();
+        let l = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: None, entries: &entries });
+        self.layouts.push((sig.to_vec(), l));
+        (self.layouts.len() - 1) as u32
     }
 
     // ---- batching ----
@@ -445,35 +563,58 @@ impl Gpu {
         if need > PARAMS_BYTES {
             return Err(format!("{} bytes of kernel parameters is too many", params.len()));
         }
-        let mut entries_bufs: Vec<wgpu::Buffer> = Vec::with_capacity(ids.len());
-        for &id in ids {
-            entries_bufs.push(self.buffer(id)?.0.clone());
+        let pipe_ = self.pipelines.get(pipe as usize).ok_or_else(|| format!("GPU pipeline {pipe} does not exist"))?.clone();
+        if pipe_.layout.is_some() && ids.len() + 1 != pipe_.bindings {
+            return Err(format!("GPU pipeline {pipe} declares {} buffers, the dispatch gave {}", pipe_.bindings - 1, ids.len()));
         }
-        let (pipeline, layout) = self.pipelines.get(pipe as usize).ok_or_else(|| format!("GPU pipeline {pipe} does not exist"))?.clone();
         let align = self.param_align;
-        let params_buf = self.params.clone();
         let batch = self.batch()?;
         let offset = (batch.host.len() as u64 + align - 1) / align * align;
         batch.host.resize(offset as usize, 0);
         batch.host.extend_from_slice(params);
         batch.host.resize((offset + need) as usize, 0);
-        let mut entries = Vec::with_capacity(ids.len() + 1);
-        entries.push(wgpu::BindGroupEntry {
-            binding: 0,
-            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: &params_buf, offset, size: wgpu::BufferSize::new(need) }),
-        });
-        for (i, b) in entries_bufs.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
-        }
-        let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &layout, entries: &entries });
+        // the bind group: cached (parameters at a dynamic offset) or made for this dispatch
+        let (bg, dynamic) = match pipe_.layout {
+            Some(layout) => {
+                let window = need.next_power_of_two();
+                let bg = if self.bind_cache_on {
+                    let mut serials = [0u64; MAX_BINDINGS];
+                    for (k, &id) in ids.iter().enumerate() {
+                        serials[k] = self.buf(id)?.serial;
+                    }
+                    let key = BindKey { layout, window, serials };
+                    match self.bind_cache.get(&key) {
+                        Some(bg) => {
+                            self.bind_hits += 1;
+                            bg.clone()
+                        }
+                        None => {
+                            if self.bind_cache.len() >= BIND_CACHE_MAX {
+                                self.bind_cache.clear();
+                            }
+                            let bg = self.bind_group(&self.layouts[layout as usize].1, ids, 0, window)?;
+                            self.bind_cache.insert(key, bg.clone());
+                            bg
+                        }
+                    }
+                } else {
+                    self.bind_group(&self.layouts[layout as usize].1, ids, 0, window)?
+                };
+                (bg, Some(offset as u32))
+            }
+            None => (self.bind_group(&pipe_.auto_layout, ids, offset, need)?, None),
+        };
         let batch = self.batch.as_mut().unwrap();
         if batch.pass.is_none() {
             let timestamp_writes = self.timing.as_mut().and_then(|t| t.writes());
             batch.pass = Some(batch.enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes }).forget_lifetime());
         }
         let pass = batch.pass.as_mut().unwrap();
-        pass.set_pipeline(&pipeline);
-        pass.set_bind_group(0, &bg, &[]);
+        pass.set_pipeline(&pipe_.pipeline);
+        match dynamic {
+            Some(o) => pass.set_bind_group(0, &bg, &[o]),
+            None => pass.set_bind_group(0, &bg, &[]),
+        }
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
         batch.count += 1;
         self.dispatches += 1;
@@ -481,6 +622,26 @@ impl Gpu {
             self.flush()?;
         }
         Ok(())
+    }
+
+    fn buf(&self, id: u32) -> Res<&Buf> {
+        match self.buffers.get(id as usize) {
+            Some(Some((b, _))) => Ok(b),
+            _ => Err(format!("GPU buffer {id} does not exist (freed already?)")),
+        }
+    }
+
+    /// A bind group: the parameter window [offset, offset + size) at binding 0, `ids` at 1...
+    fn bind_group(&self, layout: &wgpu::BindGroupLayout, ids: &[u32], offset: u64, size: u64) -> Res<wgpu::BindGroup> {
+        let mut entries = Vec::with_capacity(ids.len() + 1);
+        entries.push(wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: &self.params, offset, size: wgpu::BufferSize::new(size) }),
+        });
+        for (i, &id) in ids.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: self.buf(id)?.b.as_entire_binding() });
+        }
+        Ok(self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout, entries: &entries }))
     }
 
     /// Buffer-to-buffer copy in order with the pending kernels.

@@ -116,6 +116,10 @@ pub struct GpuStats {
     pub pool_bytes: f64,
     /// The most bytes the three held together (since init or the last reset).
     pub peak_bytes: f64,
+    /// Dispatches that reused a cached bind group.
+    pub bind_hits: f64,
+    /// Device buffers created (not taken from the pool).
+    pub created: f64,
 }
 
 /// Counters and memory; `resetPeak` starts the peak again from what is held now (after reading it).
@@ -131,8 +135,17 @@ pub fn gpu_stats(reset_peak: Option<bool>) -> Result<GpuStats> {
             deferred_bytes: deferred_bytes as f64,
             pool_bytes: pool_bytes as f64,
             peak_bytes: peak as f64,
+            bind_hits: g.bind_hits as f64,
+            created: g.serial as f64,
         })
     }))
+}
+
+/// Turns the bind group cache on or off (QUANTLORA_GPU_BIND_CACHE=0 starts with it off); returns
+/// the previous setting. Benchmarks compare both in one process.
+#[napi(catch_unwind)]
+pub fn gpu_set_bind_cache(on: bool) -> Result<bool> {
+    js(with_gpu("gpuSetBindCache", |g| Ok(std::mem::replace(&mut g.bind_cache_on, on))))
 }
 
 /// Destroys the pooled free buffers (the memory goes back to the driver).
