@@ -17,7 +17,7 @@
 # `table` resumes from results/issue7-paper.json (tracked here) or from an earlier `table` call's
 # results on the same warm machine, whichever has more rows; it stops after BUDGET seconds (default
 # 500, inside one 10-minute call; the row in progress is lost, every finished row is saved) and
-# returns results/issue7-paper.{json,md,svg} and table.wN.log (one per worker process, PAR=3) in $OUT: copy them into results/ here,
+# returns results/issue7-paper.{json,md,svg} and table.log (the worker processes' logs, PAR=6, one after another) in $OUT: copy them into results/ here,
 # commit, and repeat `table` (again after model-a and model-b if the machine went cold). Long rows
 # (ApiQ, RILQ, finetuning) checkpoint into /root/xfer/checkpoints (ApiQ after each block, the
 # trainers every 25 steps), so the next `table` call on the same warm machine resumes inside the row;
@@ -87,10 +87,10 @@ case "$1" in
     fi
     echo "table: $NAME resumes with $(rows $X/results/$NAME.json) rows; backend $QUANTLORA_BACKEND; budget ${BUDGET:-500} s"
     node .xfer9/cli.mjs doctor 2>&1 | grep -v XDG_RUNTIME || true
-    # PAR processes (default 3) share the rows: each claims the next row nobody has (--claims), runs
+    # PAR processes (default 6) share the rows: each claims the next row nobody has (--claims), runs
     # it in its own results folder seeded with the table so far, and the folders are merged after.
     # A row mostly waits on the host (recording kernels), so the GPU serves several at once.
-    PAR=${PAR:-3}
+    PAR=${PAR:-6}
     rm -rf $X/claims; mkdir -p $X/claims
     pids=()
     for i in $(seq 1 $PAR); do
@@ -106,7 +106,9 @@ case "$1" in
       if [ "$r" = 124 ]; then echo "table: a worker stopped after ${BUDGET:-500} s (its row in progress is lost; run table again)"
       elif [ "$r" != 0 ]; then rc=$r; fi
     done
-    grep -h -v -e XDG_RUNTIME -e '^apiq layer' -e 'done earlier' -e 'claimed by' "$OUT"/table.w*.log | grep -e '^experiment:' -e 'Error' || true
+    # one log file (what comes back from $OUT is at most 8 files)
+    for i in $(seq 1 $PAR); do echo "== worker $i"; grep -v XDG_RUNTIME "$OUT/table.w$i.log"; done > "$OUT/table.log"; rm -f "$OUT"/table.w*.log
+    grep -v -e '^apiq layer' -e 'done earlier' -e 'claimed by' "$OUT/table.log" | grep -e '^experiment:' -e 'Error' || true
     node .xfer9/cli.mjs experiment --preset "$PRESET" --name "$NAME" --out $X/results --merge "$(ls $X/results/w*/$NAME.json 2>/dev/null | paste -sd, -)"
     [ -f $X/results/$NAME.json ] && node -e 'const d = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); console.log(`table: ${d.rows.length} rows, written on backend ${d.backend}`)' $X/results/$NAME.json
     for e in json md svg; do [ -f $X/results/$NAME.$e ] && cp $X/results/$NAME.$e "$OUT/"; done

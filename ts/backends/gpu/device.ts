@@ -26,7 +26,13 @@ export function f32Bits(x: number): number {
 }
 
 export class Device {
+  /** Pipelines by key, compiled without and with shader runtime checks. */
   private readonly pipes = new Map<string, number>();
+  private readonly pipesChecked = new Map<string, number>();
+  /** Scratch for run(): parameter words, byte views of their first n words, id arrays by length. */
+  private words = new Uint32Array(64);
+  private wordViews: Uint8Array[] = [];
+  private readonly idViews: Uint32Array[] = [];
   private liveCount = 0;
 
   /** Kernels may use subgroup operations (the adapter has them and they were not turned off). */
@@ -76,23 +82,34 @@ export class Device {
   /** Pipeline for `entry` of a WGSL module; compiled on first use, then cached. A generated
    *  source should be passed as a function: it is only called on the first use. */
   pipeline(module: string, source: string | (() => string), entry = 'main', constants?: Record<string, number>): number {
-    const names = constants ? Object.keys(constants).sort() : [];
-    const base = names.length ? `${module}|${entry}|${names.map((n) => `${n}=${constants![n]}`).join(',')}` : `${module}|${entry}`;
-    const key = this.checks ? base : `${base}|unchecked`;
-    let p = this.pipes.get(key);
+    const pipes = this.checks ? this.pipesChecked : this.pipes;
+    const names = constants ? Object.keys(constants).sort() : undefined;
+    // the common case (no constants, entry main) keys by the module name alone: no string is built
+    const key = names?.length ? `${module}|${entry}|${names.map((n) => `${n}=${constants![n]}`).join(',')}` : entry === 'main' ? module : `${module}|${entry}`;
+    let p = pipes.get(key);
     if (p === undefined) {
-      p = this.addon.gpuPipeline(module, typeof source === 'string' ? source : source(), entry, names, names.map((n) => constants![n]), this.checks);
-      this.pipes.set(key, p);
+      p = this.addon.gpuPipeline(module, typeof source === 'string' ? source : source(), entry, names ?? [], (names ?? []).map((n) => constants![n]), this.checks);
+      pipes.set(key, p);
     }
     return p;
   }
 
-  /** Records one dispatch. params: u32 words (use f32Bits for floats). */
+  /** Records one dispatch. params: u32 words (use f32Bits for floats). The addon copies the
+   *  parameters and ids before it returns, so both travel in reused scratch views. */
   run(pipeline: number, params: ArrayLike<number>, buffers: GpuHandle[], groups: [number, number, number]): void {
-    const words = params.length === 0 ? Uint32Array.of(0) : Uint32Array.from(params);
-    const ids = new Uint32Array(buffers.length);
+    const n = Math.max(1, params.length);
+    if (n > this.words.length) this.grow(n);
+    const words = this.words;
+    words[0] = 0;
+    for (let i = 0; i < params.length; i++) words[i] = params[i];
+    const ids = this.idViews[buffers.length] ?? (this.idViews[buffers.length] = new Uint32Array(buffers.length));
     for (let i = 0; i < buffers.length; i++) ids[i] = buffers[i].id;
-    this.addon.gpuRun(pipeline, new Uint8Array(words.buffer), ids, groups[0], groups[1], groups[2]);
+    this.addon.gpuRun(pipeline, this.wordViews[n] ?? (this.wordViews[n] = new Uint8Array(words.buffer, 0, 4 * n)), ids, groups[0], groups[1], groups[2]);
+  }
+
+  private grow(n: number): void {
+    this.words = new Uint32Array(Math.max(n, 2 * this.words.length));
+    this.wordViews = [];
   }
 
   /** A grid of at least ceil(threads / wg) workgroups of size wg, as [x, y, 1] with x <= 65535. */
