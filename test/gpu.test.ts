@@ -120,9 +120,13 @@ test('bind groups are reused per buffers and parameter window, with the results 
     const fresh = run();
     g.dev.addon.gpuSetBindCache(true);
     const h0 = g.dev.addon.gpuStats().bindHits;
-    // the pool hands out the freed buffers in reverse order, so every other run gets the same ones
-    const outs = [run(), run(), run()];
+    const outs = [run(), run()];
     assert.ok(g.dev.addon.gpuStats().bindHits - h0 > 20, `the runs reuse bind groups (${g.dev.addon.gpuStats().bindHits - h0} hits)`);
+    // the pool hands out free buffers lowest serial first: the same pattern gets the same buffers
+    const s0 = g.dev.addon.gpuStats();
+    outs.push(run());
+    const s1 = g.dev.addon.gpuStats();
+    assert.equal(s1.bindHits - s0.bindHits, s1.dispatches - s0.dispatches, 'a repeated run reuses every bind group');
     for (const out of outs) out.forEach((o, k) => o.forEach((v, i) => assert.ok(Object.is(v, fresh[k][i]), `output ${k}[${i}]: cached ${v}, fresh ${fresh[k][i]}`)));
     g.dev.addon.gpuTrim(); // destroys pooled buffers: their cached bind groups go with them
     assert.deepEqual(run(), fresh);

@@ -20,7 +20,8 @@
 //! its parameters at a dynamic offset, so a bind group depends only on the buffers (and the size
 //! of the parameter window): bind groups are cached by the buffers' serial numbers and reused
 //! whenever a dispatch names the same buffers again (a chain of kernels on recycled buffers, a
-//! training loop). Making one costs about 2.4 of the 6.3 us a small dispatch takes to record on the
+//! training loop: the pool hands out the lowest serial first, so a repeated pattern of frees and
+//! allocations gets the same buffers). Making one costs about 2.4 of the 6.3 us a small dispatch takes to record on the
 //! CPU here (bench/README).
 //!
 //! Memory. Bytes are counted in three places: live (behind ids), deferred and pooled; `peak` is
@@ -28,7 +29,8 @@
 //! out-of-memory) is retried once after the pool is emptied and the batch submitted, then refused
 //! with the counts in the message.
 
-use std::collections::HashMap;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex};
 
 pub type Res<T> = std::result::Result<T, String>;
@@ -97,11 +99,11 @@ pub struct Gpu {
     free_ids: Vec<u32>,
     live: usize,
     live_bytes: u64,
-    pool: HashMap<u64, Vec<Buf>>,
+    pool: HashMap<u64, BinaryHeap<Buf>>,
     pool_bytes: u64,
     pool_cap: u64,
     /// Buffers freed while the pending batch may still use them, by size (see Ordering).
-    deferred: HashMap<u64, Vec<Buf>>,
+    deferred: HashMap<u64, BinaryHeap<Buf>>,
     deferred_bytes: u64,
     peak: u64,
     params: wgpu::Buffer,
@@ -118,10 +120,30 @@ pub struct Gpu {
 }
 
 /// A device buffer and its serial number (unique per creation: the bind group cache's key).
+/// Free buffers of a size leave the pool lowest serial first (the order below), so a loop that
+/// frees and allocates in the same pattern every step gets the same buffers every step, and its
+/// cached bind groups apply again.
 struct Buf {
     b: wgpu::Buffer,
     serial: u64,
 }
+
+impl Ord for Buf {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.serial.cmp(&self.serial) // BinaryHeap pops the greatest: the lowest serial
+    }
+}
+impl PartialOrd for Buf {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl PartialEq for Buf {
+    fn eq(&self, other: &Self) -> bool {
+        self.serial == other.serial
+    }
+}
+impl Eq for Buf {}
 
 /// A pipeline. `layout` is the index into `Gpu::layouts` where its WGSL declares every binding
 /// in the project's convention (`@group(0) @binding(i) var<storage, read|read_write>`, binding 0
