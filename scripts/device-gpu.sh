@@ -114,16 +114,18 @@ case "$1" in
     for e in json md svg; do [ -f $X/results/$NAME.$e ] && cp $X/results/$NAME.$e "$OUT/"; done
     ls -la "$OUT"
     exit $rc ;;
-  measure)  # carry .xfer9 and .gl: the GEMV sweep, the RILQ step A/B and parity in one call (~6 min)
+  measure)  # carry .xfer9 and .gl: the GEMV sweep, the RILQ step A/B and parity in one call (~6 min; SWEEP=0: no sweep, ~3 min)
     mkdir -p "$OUT"
     set +e
-    timeout 300 bash "$0" run --only gemv --sweep --no-torch --time 800 > "$OUT/sweep.log" 2>&1; echo "sweep rc=$?"
-    mv "$OUT/gpu-bench.json" "$OUT/sweep.json"
-    timeout 150 bash "$0" run --only rilq --ab > "$OUT/ab.log" 2>&1; echo "ab rc=$?"
+    if [ "${SWEEP:-1}" != 0 ]; then
+      timeout 300 bash "$0" run --only gemv --sweep --no-torch --time 800 > "$OUT/sweep.log" 2>&1; echo "sweep rc=$?"
+      mv "$OUT/gpu-bench.json" "$OUT/sweep.json"
+    fi
+    timeout 200 bash "$0" run --only rilq --ab > "$OUT/ab.log" 2>&1; echo "ab rc=$?"
     mv "$OUT/gpu-bench.json" "$OUT/ab.json"
     timeout 120 bash "$0" parity > "$OUT/parity.log" 2>&1; echo "parity rc=$?"
     set -e
-    grep -h -e '^gemv sweep \(read only\|best\|wide\)' -e '^dequantizeMatmul' -e '^rilq step' "$OUT/sweep.log" "$OUT/ab.log" || true
+    grep -h -e '^gemv sweep \(read only\|best\|wide\)' -e '^dequantizeMatmul' -e '^rilq step' "$OUT"/sweep.log "$OUT/ab.log" 2>/dev/null || true
     tail -12 "$OUT/parity.log" ;;
   run|parity|suites)
     setup
