@@ -21,8 +21,8 @@
 //! of the parameter window): bind groups are cached by the buffers' serial numbers and reused
 //! whenever a dispatch names the same buffers again (a chain of kernels on recycled buffers, a
 //! training loop: the pool hands out the lowest serial first, so a repeated pattern of frees and
-//! allocations gets the same buffers). Making one costs about 2.4 of the 6.3 us a small dispatch takes to record on the
-//! CPU here (bench/README).
+//! allocations gets the same buffers). Making one costs about 2.4 of the 6.3 us a small dispatch
+//! takes to record on the CPU here (bench/README).
 //!
 //! Memory. Bytes are counted in three places: live (behind ids), deferred and pooled; `peak` is
 //! the most the three ever held together. A buffer that does not fit on the device (wgpu reports
@@ -152,6 +152,7 @@ impl Eq for Buf {}
 #[derive(Clone)]
 struct Pipe {
     pipeline: wgpu::ComputePipeline,
+    /// The pipeline's group 0 layout (wgpu's derived one where `layout` is None).
     auto_layout: wgpu::BindGroupLayout,
     layout: Option<u32>,
     bindings: usize,
@@ -384,19 +385,14 @@ impl Gpu {
         }
     }
 
-    /// Destroys every pooled buffer.
+    /// Destroys every pooled buffer. (Bind groups cached with a destroyed buffer stay until the
+    /// cache is emptied, but are never used again: serials are not reused, so no later dispatch
+    /// names theirs.)
     pub fn trim(&mut self) {
-        let all: Vec<Buf> = self.pool.drain().flat_map(|(_, v)| v).collect();
-        self.destroy(all);
-        self.pool_bytes = 0;
-    }
-
-    /// Destroys buffers. Bind groups cached with them stay until the cache is emptied, but are
-    /// never used again: serials are not reused, so no later dispatch names theirs.
-    fn destroy(&mut self, bufs: Vec<Buf>) {
-        for b in bufs {
+        for b in self.pool.drain().flat_map(|(_, v)| v) {
             b.b.destroy();
         }
+        self.pool_bytes = 0;
     }
 
     /// (live, deferred, pooled, peak) bytes; `reset` starts the peak again from what is held now.
@@ -485,7 +481,7 @@ impl Gpu {
             self.pool.entry(size).or_default().push(b);
             self.pool_bytes += size;
         } else {
-            self.destroy(vec![b]);
+            b.b.destroy();
         }
     }
 
