@@ -128,7 +128,7 @@ test('bind groups are reused per buffers and parameter window, with the results 
     const s1 = g.dev.addon.gpuStats();
     assert.equal(s1.bindHits - s0.bindHits, s1.dispatches - s0.dispatches, 'a repeated run reuses every bind group');
     for (const out of outs) out.forEach((o, k) => o.forEach((v, i) => assert.ok(Object.is(v, fresh[k][i]), `output ${k}[${i}]: cached ${v}, fresh ${fresh[k][i]}`)));
-    g.dev.addon.gpuTrim(); // destroys pooled buffers: their cached bind groups go with them
+    g.dev.addon.gpuTrim(); // destroys the pooled buffers: their replacements get new serials, and no stale bind group is used
     assert.deepEqual(run(), fresh);
   } finally {
     g.dev.addon.gpuSetBindCache(was);
