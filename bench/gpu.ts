@@ -244,38 +244,55 @@ if (want('gemv')) {
     // thread, prefetch, staged scales) and the wide kernel's best setting of the earlier sweep
     const base = { ...gemvShape };
     const n = quick ? 1024 : 16384;
-    const w = randn([n, n], { seed: 11, std: 0.02 }, gpu);
-    const q = quantize(w, NF4);
-    w.dispose();
+    const INT4 = formats.int(4, { group: 64 });
+    const weights = (f: QuantFormat, size: number) => {
+      const w = randn([size, size], { seed: 11, std: 0.02 }, gpu);
+      const qw = quantize(w, f);
+      w.dispose();
+      return qw;
+    };
+    const q = weights(NF4, n);
     const found: [number, string][] = [];
-    const time1 = async (label: string) => {
-      const g = await gemv(n, NF4, label, q);
+    const time1 = async (label: string, f = NF4, qw = q, size = n) => {
+      const g = await gemv(size, f, label, qw);
       found.push([g.gpuGbps ?? g.gbps!, label]);
       console.log(`gemv sweep ${label}: ${vsCopy(g, copy)}`);
+      return g.gpuGbps ?? g.gbps!;
     };
     // the loads alone in the words kernel's pattern: what the shapes could reach without decoding
     for (const [R, NW] of [[8, 2], [16, 2], [8, 4], [4, 4], [16, 8]]) {
       const g = await readOnly(n, R, NW);
       console.log(`gemv sweep read only R ${R} NW ${NW} W 2: ${vsCopy(g, copy)}`);
     }
-    // every shape with wgpu's shader runtime checks and without (Device.checks)
-    for (const checks of [true, false]) {
-      dev.checks = checks;
-      const c = checks ? '' : ', unchecked';
-      Object.assign(gemvShape, { words: false, lut: 'banked', teams: 2, rows: () => 8 });
-      await time1(`wide banked, teams 2, rows 8${c}`);
-      for (const W of [1, 2] as const) {
+    Object.assign(gemvShape, { words: false, lut: 'banked', teams: 2, rows: () => 8 });
+    await time1('wide banked, teams 2, rows 8');
+    // every words shape for nf4 (double-quantized) and int4 (asymmetric), at the default shader
+    // checks (off; the fourth session timed both), then each format's best 3 shapes at 8192²
+    for (const f of [NF4, INT4]) {
+      const qf = f === NF4 ? q : weights(f, n);
+      const mine: [number, { R: number; NW: number; W: 1 | 2 | 4; pf: boolean }, string][] = [];
+      for (const W of [1, 2, 4] as const) {
         for (const NW of [2, 4, 8]) {
           for (const R of [4, 8, 16]) {
             for (const pf of [false, true]) {
-              Object.assign(gemvShape, { words: true, wordsShape: () => ({ R, NW, W, pf }) });
-              await time1(`words R ${R} NW ${NW} W ${W}${pf ? ' pf' : ''}${c}`);
+              const shape = { R, NW, W, pf };
+              Object.assign(gemvShape, { words: true, wordsShape: () => shape });
+              const label = `${f === NF4 ? 'nf4' : 'int4'} words R ${R} NW ${NW} W ${W}${pf ? ' pf' : ''}`;
+              mine.push([await time1(label, f, qf), shape, label]);
             }
           }
         }
       }
+      if (qf !== q) qf.dispose();
+      if (!quick) {
+        const q8 = weights(f, 8192);
+        for (const [, shape, label] of mine.sort((a, b) => b[0] - a[0]).slice(0, 3)) {
+          Object.assign(gemvShape, { words: true, wordsShape: () => shape });
+          await time1(`${label} at 8192²`, f, q8, 8192);
+        }
+        q8.dispose();
+      }
     }
-    dev.checks = defaultChecks;
     // a few x rows (the words kernel's default shapes against the banked kernel)
     for (const T of quick ? [4] : [4, 8]) {
       for (const words of [false, true]) {

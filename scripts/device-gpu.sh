@@ -5,7 +5,7 @@
 # ignored folders (.xfer9, .gl) to carry; no wasm modules travel (the bundles would look for them in
 # .xfer9/generated/), so the backends there are js, native and gpu. There (carry .xfer9 and .gl):
 # `bash scripts/device-gpu.sh run [bench/gpu.ts flags]` unpacks the loader and runs the bench (the
-# JSON goes to $OUT); `measure` runs the GEMV sweep, the RILQ step A/B and parity in one call; `parity` runs the parity table and test/gpu.test.ts with the real GPU, `suites` the general
+# JSON goes to $OUT); `measure` runs the GEMV sweep and parity in one call (PARTS="ab parity": the RILQ step A/B instead of the sweep); `parity` runs the parity table and test/gpu.test.ts with the real GPU, `suites` the general
 # benchmark suites (bench/run.ts) on gpu and native.
 #
 # The results table on the GPU (`quantlora experiment --preset paper`, results/issue7-paper.*) needs
@@ -114,19 +114,22 @@ case "$1" in
     for e in json md svg; do [ -f $X/results/$NAME.$e ] && cp $X/results/$NAME.$e "$OUT/"; done
     ls -la "$OUT"
     exit $rc ;;
-  measure)  # carry .xfer9 and .gl: the GEMV sweep, the RILQ step A/B and parity in one call (~6 min; SWEEP=0: no sweep, ~3 min)
+  measure)  # carry .xfer9 and .gl: PARTS (default "sweep parity", ~7 min; also "ab", ~3 min) in one call
     mkdir -p "$OUT"
     set +e
-    if [ "${SWEEP:-1}" != 0 ]; then
-      timeout 300 bash "$0" run --only gemv --sweep --no-torch --time 800 > "$OUT/sweep.log" 2>&1; echo "sweep rc=$?"
-      mv "$OUT/gpu-bench.json" "$OUT/sweep.json"
-    fi
-    timeout 200 bash "$0" run --only rilq --ab > "$OUT/ab.log" 2>&1; echo "ab rc=$?"
-    mv "$OUT/gpu-bench.json" "$OUT/ab.json"
-    timeout 120 bash "$0" parity > "$OUT/parity.log" 2>&1; echo "parity rc=$?"
+    for part in ${PARTS:-sweep parity}; do
+      case "$part" in
+        sweep) timeout 300 bash "$0" run --only gemv --sweep --no-torch --time 600 > "$OUT/sweep.log" 2>&1; echo "sweep rc=$?"
+               mv "$OUT/gpu-bench.json" "$OUT/sweep.json" ;;
+        ab) timeout 200 bash "$0" run --only rilq --ab > "$OUT/ab.log" 2>&1; echo "ab rc=$?"
+            mv "$OUT/gpu-bench.json" "$OUT/ab.json" ;;
+        parity) timeout 120 bash "$0" parity > "$OUT/parity.log" 2>&1; echo "parity rc=$?" ;;
+        *) echo "measure: unknown part $part (sweep, ab, parity)" >&2 ;;
+      esac
+    done
     set -e
-    grep -h -e '^gemv sweep \(read only\|best\|wide\)' -e '^dequantizeMatmul' -e '^rilq step' "$OUT"/sweep.log "$OUT/ab.log" 2>/dev/null || true
-    tail -12 "$OUT/parity.log" ;;
+    grep -h -e '^gemv sweep \(read only\|best\|wide\)' -e 'at 8192' -e '^dequantizeMatmul' -e '^rilq step' "$OUT"/sweep.log "$OUT"/ab.log 2>/dev/null || true
+    if [ -f "$OUT/parity.log" ]; then tail -12 "$OUT/parity.log"; fi ;;
   run|parity|suites)
     setup
     if [ "$1" = suites ]; then
