@@ -149,7 +149,6 @@ impl Eq for Buf {}
 /// in the project's convention (`@group(0) @binding(i) var<storage, read|read_write>`, binding 0
 /// read): then binding 0 (the parameters) takes a dynamic offset and its bind groups are cached.
 /// Otherwise (None) wgpu derives the layout and every dispatch makes its bind group.
-#[derive(Clone)]
 struct Pipe {
     pipeline: wgpu::ComputePipeline,
     /// The pipeline's group 0 layout (wgpu's derived one where `layout` is None).
@@ -425,8 +424,13 @@ impl Gpu {
     }
 
     pub fn buffer(&self, id: u32) -> Res<(&wgpu::Buffer, u64)> {
+        self.buf(id).map(|(b, n)| (&b.b, *n))
+    }
+
+    /// The live buffer behind `id` and its logical size in bytes.
+    fn buf(&self, id: u32) -> Res<&(Buf, u64)> {
         match self.buffers.get(id as usize) {
-            Some(Some((b, n))) => Ok((&b.b, *n)),
+            Some(Some(e)) => Ok(e),
             _ => Err(format!("GPU buffer {id} does not exist (freed already?)")),
         }
     }
@@ -581,9 +585,10 @@ impl Gpu {
         if need > PARAMS_BYTES {
             return Err(format!("{} bytes of kernel parameters is too many", params.len()));
         }
-        let pipe_ = self.pipelines.get(pipe as usize).ok_or_else(|| format!("GPU pipeline {pipe} does not exist"))?.clone();
-        if pipe_.layout.is_some() && ids.len() + 1 != pipe_.bindings {
-            return Err(format!("GPU pipeline {pipe} declares {} buffers, the dispatch gave {}", pipe_.bindings - 1, ids.len()));
+        let Pipe { pipeline, layout, bindings, .. } = self.pipelines.get(pipe as usize).ok_or_else(|| format!("GPU pipeline {pipe} does not exist"))?;
+        let (pipeline, layout, bindings) = (pipeline.clone(), *layout, *bindings);
+        if layout.is_some() && ids.len() + 1 != bindings {
+            return Err(format!("GPU pipeline {pipe} declares {} buffers, the dispatch gave {}", bindings - 1, ids.len()));
         }
         let align = self.param_align;
         let batch = self.batch()?;
@@ -592,13 +597,13 @@ impl Gpu {
         batch.host.extend_from_slice(params);
         batch.host.resize((offset + need) as usize, 0);
         // the bind group: cached (parameters at a dynamic offset) or made for this dispatch
-        let (bg, dynamic) = match pipe_.layout {
+        let (bg, dynamic) = match layout {
             Some(layout) => {
                 let window = need.next_power_of_two();
                 let bg = if self.bind_cache_on {
                     let mut serials = [0u64; MAX_BINDINGS];
                     for (k, &id) in ids.iter().enumerate() {
-                        serials[k] = self.buf(id)?.serial;
+                        serials[k] = self.buf(id)?.0.serial;
                     }
                     let key = BindKey { layout, window, serials };
                     match self.bind_cache.get(&key) {
@@ -620,7 +625,7 @@ impl Gpu {
                 };
                 (bg, Some(offset as u32))
             }
-            None => (self.bind_group(&pipe_.auto_layout, ids, offset, need)?, None),
+            None => (self.bind_group(&self.pipelines[pipe as usize].auto_layout, ids, offset, need)?, None),
         };
         let batch = self.batch.as_mut().unwrap();
         if batch.pass.is_none() {
@@ -628,7 +633,7 @@ impl Gpu {
             batch.pass = Some(batch.enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes }).forget_lifetime());
         }
         let pass = batch.pass.as_mut().unwrap();
-        pass.set_pipeline(&pipe_.pipeline);
+        pass.set_pipeline(&pipeline);
         match dynamic {
             Some(o) => pass.set_bind_group(0, &bg, &[o]),
             None => pass.set_bind_group(0, &bg, &[]),
@@ -642,13 +647,6 @@ impl Gpu {
         Ok(())
     }
 
-    fn buf(&self, id: u32) -> Res<&Buf> {
-        match self.buffers.get(id as usize) {
-            Some(Some((b, _))) => Ok(b),
-            _ => Err(format!("GPU buffer {id} does not exist (freed already?)")),
-        }
-    }
-
     /// A bind group: the parameter window [offset, offset + size) at binding 0, `ids` at 1...
     fn bind_group(&self, layout: &wgpu::BindGroupLayout, ids: &[u32], offset: u64, size: u64) -> Res<wgpu::BindGroup> {
         let mut entries = Vec::with_capacity(ids.len() + 1);
@@ -657,7 +655,7 @@ impl Gpu {
             resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: &self.params, offset, size: wgpu::BufferSize::new(size) }),
         });
         for (i, &id) in ids.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: self.buf(id)?.b.as_entire_binding() });
+            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: self.buf(id)?.0.b.as_entire_binding() });
         }
         Ok(self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout, entries: &entries }))
     }
