@@ -184,7 +184,7 @@ test('row kernels with subgroup reductions match the workgroup-tree fallback', {
   const g = gpu as GpuBackend;
   if (!g.dev.info.subgroups) return; // nothing to compare on this adapter
   assert.ok(g.dev.subgroups || process.env.QUANTLORA_GPU_SUBGROUPS === '0', 'an adapter with subgroups uses them by default');
-  const tree = openGpuBackend({ ...gpuOptionsFromEnv(), allowSoftware: true, subgroups: false });
+  const tree = treeBackend();
   assert.equal(tree.dev.subgroups, false);
   const run = (b: q.Backend) => q.tidy(() => {
     const x = q.tensor(gaussianArray(37 * 3001, 5, 3), [37, 3001], 'f32', b);
@@ -267,17 +267,16 @@ test('reads at any byte offset and length (sync and async)', { skip }, async () 
   }
 });
 
-test('the words GEMV matches the js reference in every shape, with subgroups and with the tree', { skip }, () => {
+let tree0: GpuBackend | undefined;
+/** One gpu backend without subgroups (the workgroup-tree reductions), shared by the tests. */
+const treeBackend = () => (tree0 ??= openGpuBackend({ ...gpuOptionsFromEnv(), allowSoftware: true, subgroups: false }));
+
+/** Runs the words GEMV of every format in `fmts` with the shapes `pick(fi, T)` chooses, on the gpu
+ *  backend with subgroups and with the tree reduction, against the js reference (1e-5 of Σ|x·w|);
+ *  returns the number of runs and the shape indices used. */
+function wordsAgainstJs(fmts: q.QuantFormat[], shapes: WordsShape[], Ts: number[], pick: (fi: number, T: number) => number[]): { ran: number; used: Set<number> } {
   const g = gpu as GpuBackend;
-  const tree = openGpuBackend({ ...gpuOptionsFromEnv(), allowSoftware: true, subgroups: false });
-  const fmts = [
-    q.formats.nf(4, { group: 64, doubleQuant: true }), q.formats.nf(2, { group: 64 }), q.formats.int(4, { group: 32 }),
-    q.formats.int(2, { group: 64, symmetric: true }), q.formats.nf(4, { group: 128 }),
-  ];
-  const shapes: WordsShape[] = [
-    { R: 8, NW: 4, W: 1, pf: false }, { R: 3, NW: 1, W: 2, pf: true }, { R: 5, NW: 2, W: 4, pf: false }, { R: 16, NW: 8, W: 1, pf: true },
-    { R: 8, NW: 4, W: 1, pf: false, ss: true }, { R: 3, NW: 2, W: 2, pf: true, ss: true },
-  ];
+  const tree = treeBackend();
   const used = new Set<number>();
   const rows = 37;
   const cols = 448; // a multiple of 64, not of 128: the last group of g128 is partial
@@ -288,16 +287,13 @@ test('the words GEMV matches the js reference in every shape, with subgroups and
       const w = q.tensor(gaussianArray(rows * cols, 21, 0.05), [rows, cols], 'f32', js);
       const qw = q.quantize(w, f);
       const dq = q.dequantize(qw).dataSync() as Float32Array;
-      for (const T of [1, 3, 8]) {
+      for (const T of Ts) {
         const xs = gaussianArray(T * cols, 22 + T);
         const want = q.dequantizeMatmul(q.tensor(xs, [T, cols], 'f32', js), qw).dataSync() as Float32Array;
         for (const b of [g, tree]) {
           const qb = q.quantize(q.tensor(w.dataSync() as Float32Array, [rows, cols], 'f32', b), f);
           const xb = q.tensor(xs, [T, cols], 'f32', b);
-          // each format x T pair takes two of the shapes in rotation; 8 x rows only with few weight
-          // rows per workgroup (as gemvShape picks; R·T accumulators unrolled compile slowly on lavapipe)
-          const cand = shapes.map((_, i) => i).filter((i) => T < 8 || shapes[i].R <= 5);
-          for (const si of [cand[(fi + T) % cand.length], cand[(fi + T + 3) % cand.length]]) {
+          for (const si of pick(fi, T)) {
             const s = shapes[si];
             used.add(si);
             Object.assign(gemvShape, { words: true, wordsShape: () => s });
@@ -322,8 +318,37 @@ test('the words GEMV matches the js reference in every shape, with subgroups and
   } finally {
     Object.assign(gemvShape, base);
   }
+  return { ran, used };
+}
+
+test('the words GEMV matches the js reference in every shape, with subgroups and with the tree', { skip }, () => {
+  const fmts = [
+    q.formats.nf(4, { group: 64, doubleQuant: true }), q.formats.nf(2, { group: 64 }), q.formats.int(4, { group: 32 }),
+    q.formats.int(2, { group: 64, symmetric: true }), q.formats.nf(4, { group: 128 }),
+  ];
+  const shapes: WordsShape[] = [
+    { R: 8, NW: 4, W: 1, pf: false }, { R: 3, NW: 1, W: 2, pf: true }, { R: 5, NW: 2, W: 4, pf: false }, { R: 16, NW: 8, W: 1, pf: true },
+    { R: 8, NW: 4, W: 1, pf: false, ss: true }, { R: 3, NW: 2, W: 2, pf: true, ss: true },
+  ];
+  // each format x T pair takes two of the shapes in rotation; 8 x rows only with few weight rows
+  // per workgroup (as gemvShape picks; R·T accumulators unrolled compile slowly on lavapipe)
+  const { ran, used } = wordsAgainstJs(fmts, shapes, [1, 3, 8], (fi, T) => {
+    const cand = shapes.map((_, i) => i).filter((i) => T < 8 || shapes[i].R <= 5);
+    return [cand[(fi + T) % cand.length], cand[(fi + T + 3) % cand.length]];
+  });
   assert.equal(ran, fmts.length * 3 * 2 * 2);
   assert.equal(used.size, shapes.length, 'every shape ran');
+});
+
+test('the words GEMV decoders: the replicated 4-bit pair table and the INT x sums match the js reference', { skip }, () => {
+  const fmts = [q.formats.nf(4, { group: 64, doubleQuant: true }), q.formats.nf(4, { group: 128 }), q.formats.int(4, { group: 32 }), q.formats.int(2, { group: 64, symmetric: true })];
+  const shapes: WordsShape[] = [
+    { R: 8, NW: 2, W: 2, pf: true, pt: 16, xs: true }, { R: 3, NW: 1, W: 1, pf: false, pt: 1, xs: true },
+    { R: 5, NW: 2, W: 4, pf: true, pt: 4, xs: true, ss: true }, { R: 4, NW: 4, W: 2, pf: false, pt: 32, xs: true, ss: true },
+  ];
+  const { ran, used } = wordsAgainstJs(fmts, shapes, [1, 3], () => shapes.map((_, i) => i));
+  assert.equal(ran, fmts.length * 2 * 2 * shapes.length);
+  assert.equal(used.size, shapes.length);
 });
 
 test('matmul work sizing: shrunk tiles and k split into ordered slices match the js reference', { skip }, () => {

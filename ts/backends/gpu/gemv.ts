@@ -15,6 +15,15 @@
 //   - optionally (ss) the R rows' group scales (and INT zero points) are decoded once into
 //     workgroup memory at the start, so a step reads one value per row there instead of the scale
 //     parts (for double quantization: the 8-bit code, the second-level scale and the map);
+//   - optionally (pt, 4-bit) the codes decode a byte at a time through a pair table, replicated
+//     pt times so that lanes read distinct banks: lutp[byte · pt + lane % pt] = (value(high
+//     nibble), value(low nibble)), 2 KB per copy; one 8-byte lookup per 2 weights (NF: instead of
+//     a 4-byte lookup per weight, the exact same values; INT: the codes as floats, the zero point
+//     applied through the x sums as below);
+//   - optionally (xs, INT) the codes become floats as 1 + code / 2^bits (the code in the top mantissa
+//     bits of 1.0), and the zero point is applied once per step through the sum X of the step's x
+//     slice: s · Σ x (code − z) = s · (2^bits · Σ x (1 + code / 2^bits) − (2^bits + z) · X), so no
+//     subtraction per weight (X serves all R rows); the difference can lose a few low bits;
 //   - the R·T sums are reduced per subgroup (subgroupAdd) then across subgroups in order, or by a
 //     workgroup tree where the adapter has no subgroups.
 // P: rows, cols, rowBytes, groupsPerRow (as the other GEMV). Grid: ceil(rows / R) workgroups.
@@ -33,7 +42,17 @@ export interface WordsShape {
   pf: boolean;
   /** Stage the rows' group scales in workgroup memory (needs groupsPerRow baked into the kernel). */
   ss?: boolean;
+  /** 4-bit: decode through a pair table replicated this many times (a power of 2 up to 32); INT
+   *  codes then apply the zero point through the x sums, as xs does. */
+  pt?: number;
+  /** INT: weights as 1 + code / 2^bits, the zero point applied once per step via the x sums. */
+  xs?: boolean;
 }
+
+/** Whether shape s's pair table applies to format f (4 bits). */
+export const usesPairs = (f: QuantFormat, s: WordsShape) => !!s.pt && f.bits === 4;
+/** Workgroup memory bytes of the replicated pair table. */
+export const pairBytes = (f: QuantFormat, s: WordsShape) => (usesPairs(f, s) ? 2048 * s.pt! : 0);
 
 /** Whether the words GEMV can run format f over `cols` columns with W words per thread. */
 export function wordsFits(f: QuantFormat, cols: number, W: number): boolean {
@@ -62,6 +81,13 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   const rr = range(R);
   const tt = range(T);
   const asym = f.kind === 'int' && !f.symmetric;
+  const pt = usesPairs(f, s) ? s.pt! : 0;
+  if (pt && (pt & (pt - 1)) !== 0) throw new Error(`wordsSource: pair table copies ${pt} is not a power of 2`);
+  // INT by x sums: weights decode to K·code/2^bits + off (xs: 1 + code/2^bits, K = 2^bits, off =
+  // 2^bits; pt: the code, K = 1, off = 0), and a row's step adds (K·Σ x w − (off + zero)·X) · scale
+  const xsum = f.kind === 'int' && (!!s.xs || !!pt);
+  const K = pt ? 1 : 1 << bits;
+  const off = pt ? 0 : 1 << bits;
   const vecT = W === 1 ? 'u32' : `vec${W}<u32>`;
   const { decl, next } = partBindings(f, vecT);
   const word = (r: number, i: number) => (W === 1 ? `q${r}` : `q${r}.${'xyzw'[i]}`);
@@ -72,30 +98,48 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
     const w = word(r, i);
     return sh + bits === 32 ? `(${w} >> ${sh}u)` : sh === 0 ? `(${w} & ${mask}u)` : `((${w} >> ${sh}u) & ${mask}u)`;
   };
+  // bits [from, from + width) of e moved to [to, to + width), the rest cleared
+  const move = (e: string, from: number, to: number, width: number) => {
+    const m = `0x${(((1 << width) - 1) * 2 ** to).toString(16)}u`;
+    return from === to ? `(${e} & ${m})` : from > to ? `((${e} >> ${from - to}u) & ${m})` : `((${e} << ${to - from}u) & ${m})`;
+  };
   const weight = (r: number, i: number, j: number) =>
-    f.kind === 'nf' ? `lut[${code(r, i, j)}]` : `bitcast<f32>(${code(r, i, j)} | 0x4b000000u)`;
+    f.kind === 'nf'
+      ? `lut[${code(r, i, j)}]`
+      : xsum
+        ? `bitcast<f32>(${move(word(r, i), shift(j), 23 - bits, bits)} | 0x3f800000u)`
+        : `bitcast<f32>(${code(r, i, j)} | 0x4b000000u)`;
+  // the 4 weights of columns 4v..4v+3 of word i (from code j0)
+  const log2pt = Math.log2(pt || 1);
+  const pair = (r: number, i: number, k: number) => `lutp[${move(word(r, i), 8 * k, log2pt, 8)} | lc]`;
+  const quad = (r: number, i: number, j0: number) =>
+    pt ? `vec4<f32>(${pair(r, i, j0 >> 1)}, ${pair(r, i, (j0 >> 1) + 1)})` : `vec4<f32>(${range(4).map((d) => weight(r, i, j0 + d)).join(', ')})${xsum ? '' : zeroSub(f, r)}`;
   // the per-step loads of row r at step k: [name, expression]
   const loads = (r: number, k: string): [string, string][] => {
     const l: [string, string][] = [[`q${r}`, `codes[rc${r} * units + ${k}]`]];
     return ss ? l : [...l, ...scaleLoads(f, r, `(rc${r} * gpr + (${k} * ${cpl}u) / GROUP)`)];
   };
+  // xs/pt: zk = off + zero, from zb = 2^23 + zero (exact)
+  const zk = (r: number) => (!xsum ? '' : asym ? ` let zk${r} = zb${r} - ${8388608 - off}.0;` : ` let zk${r} = ${off + (1 << (bits - 1)) - 1}.0;`);
   const scale = (r: number) => {
     if (ss) {
       const at = `${r * gpr}u + (k * ${cpl}u) / GROUP`;
-      return `let sc${r} = scl[${at}];${asym ? ` let zb${r} = zbl[${at}];` : ''}`;
+      return `let sc${r} = scl[${at}];${asym ? ` let zb${r} = zbl[${at}];` : ''}${zk(r)}`;
     }
-    return `${f.doubleQuant || asym ? `let g${r} = rc${r} * gpr + (k * ${cpl}u) / GROUP; ` : ''}${scaleOf(f, r, `g${r}`)}`;
+    return `${f.doubleQuant || asym ? `let g${r} = rc${r} * gpr + (k * ${cpl}u) / GROUP; ` : ''}${scaleOf(f, r, `g${r}`)}${zk(r)}`;
   };
-  const xs = tt.map((t) => range(nv).map((v) => `let x${t}_${v} = x[${t}u * c4 + k * ${nv}u + ${v}u];`).join(' ')).join('\n    ');
+  const xs = tt.map((t) => range(nv).map((v) => `let x${t}_${v} = x[${t}u * c4 + k * ${nv}u + ${v}u];`).join(' ') +
+    (xsum ? ` let X${t} = dot(${range(nv).map((v) => `x${t}_${v}`).join(' + ')}, vec4<f32>(1.0));` : '')).join('\n    ');
   const dots = rr.map((r) => {
     const terms = range(nv).map((v) => {
       const i = Math.floor((4 * v) / cpw);
       const j0 = (4 * v) % cpw;
-      return { v, w: `vec4<f32>(${range(4).map((d) => weight(r, i, j0 + d)).join(', ')})${zeroSub(f, r)}` };
+      return { v, w: quad(r, i, j0) };
     });
+    const dot = (t: number) => terms.map(({ v }) => `dot(x${t}_${v}, w${v})`).join(' + ');
     return `{
       ${terms.map(({ v, w }) => `let w${v} = ${w};`).join('\n      ')}
-      ${tt.map((t) => `a${r}_${t} += (${terms.map(({ v }) => `dot(x${t}_${v}, w${v})`).join(' + ')}) * sc${r};`).join('\n      ')}
+      ${tt.map((t) => (xsum ? `a${r}_${t} += (${K === 1 ? '' : `${K}.0 * `}(${dot(t)}) - zk${r} * X${t}) * sc${r};` : `a${r}_${t} += (${dot(t)}) * sc${r};`)).join('\n      ')}
     }`;
   }).join('\n    ');
   const loop = pf
@@ -141,7 +185,7 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
 ${decl}
 @group(0) @binding(${next}) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(${next + 1}) var<storage, read_write> y: array<f32>;
-${f.kind === 'nf' ? `var<workgroup> lut: array<f32, ${1 << bits}>;` : ''}
+${pt ? `var<workgroup> lutp: array<vec2<f32>, ${256 * pt}>;` : f.kind === 'nf' ? `var<workgroup> lut: array<f32, ${1 << bits}>;` : ''}
 ${f.doubleQuant && !ss ? DQ_DECL : ''}
 ${ss ? `var<workgroup> scl: array<f32, ${R * gpr}>;${asym ? `
 var<workgroup> zbl: array<f32, ${R * gpr}>;` : ''}` : ''}
@@ -150,14 +194,15 @@ ${decodeLib(f, false)}
 @compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32${sgArgs}) {
   let rows = P[0]; let cols = P[1]; let gpr = P[3];
   let row0 = (wid.x + wid.y * nwg.x) * ${R}u;
-  ${f.kind === 'nf' ? `if (t < ${1 << bits}u) { lut[t] = value(t); }` : ''}
+  ${pt ? `for (var e = t; e < ${256 * pt}u; e += ${WG}u) { let b = e >> ${log2pt}u; lutp[e] = vec2<f32>(value(b >> 4u), value(b & 15u)); }
+  let lc = t & ${pt - 1}u;` : f.kind === 'nf' ? `if (t < ${1 << bits}u) { lut[t] = value(t); }` : ''}
   ${f.doubleQuant && !ss ? dqFill(WG) : ''}
   ${ss ? `for (var e = t; e < ${R * gpr}u; e += ${WG}u) {
     let g = min(row0 + e / ${gpr}u, rows - 1u) * ${gpr}u + e % ${gpr}u;
     scl[e] = groupScale(g);${asym ? `
     zbl[e] = bitcast<f32>(((zeros[g >> 2u] >> ((g & 3u) * 8u)) & 0xffu) | 0x4b000000u);` : ''}
   }` : ''}
-  ${f.kind === 'nf' || f.doubleQuant || ss ? 'workgroupBarrier();' : ''}
+  ${f.kind === 'nf' || pt || f.doubleQuant || ss ? 'workgroupBarrier();' : ''}
   ${f.doubleQuant && !ss ? DQ_CONSTS : ''}
   let units = cols / ${cpl}u;
   let c4 = cols / 4u;

@@ -31,7 +31,7 @@ import type { QuantFormat } from '../../quant/formats.js';
 import { rowBytes } from '../../quant/packing.js';
 import type { Device, GpuHandle } from './device.js';
 import { f32Bits, GRID_INDEX } from './device.js';
-import { stagedBytes, treeBytes, wordsFits, wordsSource, type WordsShape } from './gemv.js';
+import { pairBytes, stagedBytes, treeBytes, usesPairs, wordsFits, wordsSource, type WordsShape } from './gemv.js';
 import type { KernelGroup } from './index.js';
 
 export const ONE = 15;
@@ -590,9 +590,13 @@ function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: Qua
   const s = { ...gemvShape.wordsShape(T) };
   const sg = dev.subgroups;
   const limit = dev.info.maxWorkgroupStorageBytes - 1088; // the codebook and bitsandbytes' map
+  if (!usesPairs(f, s)) s.pt = 0;
+  if (f.kind !== 'int') s.xs = false;
   if (s.ss && stagedBytes(f, s, gpr) > limit / 2) s.ss = false;
-  while (!sg && s.NW > 1 && treeBytes(s, T) + stagedBytes(f, s, gpr) > limit) s.NW /= 2;
-  const key = `quant_gemvw_${fmtKey(f)}_t${T}r${s.R}w${s.NW}x${s.W}${s.pf ? 'p' : ''}${sg ? 's' : ''}${s.ss ? `S${gpr}` : ''}`;
+  const red = () => (sg ? s.R * T * s.NW * 8 * 4 : treeBytes(s, T));
+  while (s.pt && pairBytes(f, s) + stagedBytes(f, s, gpr) + red() > limit) s.pt /= 2;
+  while (!sg && s.NW > 1 && red() + stagedBytes(f, s, gpr) + pairBytes(f, s) > limit) s.NW /= 2;
+  const key = `quant_gemvw_${fmtKey(f)}_t${T}r${s.R}w${s.NW}x${s.W}${s.pf ? 'p' : ''}${sg ? 's' : ''}${s.ss ? `S${gpr}` : ''}${s.pt ? `P${s.pt}` : ''}${s.xs ? 'X' : ''}`;
   const pipe = dev.pipeline(key, () => wordsSource(f, T, s, sg, gpr));
   const groups = Math.ceil(rows / s.R);
   const grid: [number, number, number] = groups <= 65535 ? [groups, 1, 1] : [65535, Math.ceil(groups / 65535), 1];
