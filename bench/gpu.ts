@@ -9,7 +9,7 @@
 // overlaps the recording), then one wait; a sample is the mean per kernel.
 //
 // Usage: npx tsx bench/gpu.ts [--quick] [--time ms] [--out file] [--no-torch] [--only substring]
-//        [--sweep] (GEMV kernel shapes) [--ab] (the RILQ step also with the earlier scheduling and
+//        [--sweep] (GEMV decoders on the best shapes; --sweep-all: every shape) [--ab] (the RILQ step also with the earlier scheduling and
 //        without shader checks)
 // Needs the gpu backend (a real adapter, or QUANTLORA_GPU_SOFTWARE=1 for a functional run).
 
@@ -23,6 +23,7 @@ import { backendByName, dequantizeMatmul, formats, matmul, quantize, randn, type
 import type { GpuBackend } from '../ts/backends/gpu/index.js';
 import { GRID_INDEX } from '../ts/backends/gpu/device.js';
 import { gemvShape } from '../ts/backends/gpu/quant.js';
+import type { WordsShape } from '../ts/backends/gpu/gemv.js';
 import { matmulSizing } from '../ts/backends/gpu/matmul.js';
 import type { QuantFormat } from '../ts/quant/formats.js';
 import type { QuantizedTensor } from '../ts/quant/api.js';
@@ -266,29 +267,40 @@ if (want('gemv')) {
     }
     Object.assign(gemvShape, { words: false, lut: 'banked', teams: 2, rows: () => 8 });
     await time1('wide banked, teams 2, rows 8');
-    // every words shape for nf4 (double-quantized) and int4 (asymmetric), at the default shader
-    // checks (off; the fourth session timed both), then each format's best 3 shapes at 8192²
+    // the words kernel for nf4 (double-quantized) and int4 (asymmetric) at the default shader checks
+    // (off): the fifth session's decoders (pt: the pair table replicated pt times; xs: INT weights as
+    // 1 + code/16 with the zero point through the x sums) on the best shapes of the fourth session's
+    // full sweep (--sweep-all: every R 4/8/16 x NW 2/4/8 x W 1/2/4 x pf shape instead), then each
+    // format's best 3 at 8192²
+    const shapes: WordsShape[] = [];
+    if (process.argv.includes('--sweep-all')) {
+      for (const W of [1, 2, 4] as const) for (const NW of [2, 4, 8]) for (const R of [4, 8, 16]) for (const pf of [false, true]) shapes.push({ R, NW, W, pf });
+    } else {
+      for (const [R, NW, W, pf] of [[16, 2, 2, 1], [8, 4, 2, 1], [8, 2, 2, 1], [16, 8, 2, 0], [16, 4, 2, 1], [4, 4, 2, 1], [8, 8, 2, 0]] as const) shapes.push({ R, NW, W, pf: !!pf });
+    }
+    const decoders: Record<string, Partial<WordsShape>[]> = { nf4: [{}, { pt: 4 }, { pt: 8 }, { pt: 16 }], int4: [{}, { xs: true }, { pt: 8 }, { pt: 16 }] };
+    const shapeLabel = (s: WordsShape) => `R ${s.R} NW ${s.NW} W ${s.W}${s.pf ? ' pf' : ''}${s.pt ? ` pt ${s.pt}` : ''}${s.xs ? ' xs' : ''}`;
     for (const f of [NF4, INT4]) {
+      const name = f === NF4 ? 'nf4' : 'int4';
       const qf = f === NF4 ? q : weights(f, n);
-      const mine: [number, { R: number; NW: number; W: 1 | 2 | 4; pf: boolean }, string][] = [];
-      for (const W of [1, 2, 4] as const) {
-        for (const NW of [2, 4, 8]) {
-          for (const R of [4, 8, 16]) {
-            for (const pf of [false, true]) {
-              const shape = { R, NW, W, pf };
-              Object.assign(gemvShape, { words: true, wordsShape: () => shape });
-              const label = `${f === NF4 ? 'nf4' : 'int4'} words R ${R} NW ${NW} W ${W}${pf ? ' pf' : ''}`;
-              mine.push([await time1(label, f, qf), shape, label]);
-            }
-          }
+      const mine: [number, WordsShape, string][] = [];
+      for (const base of shapes) {
+        for (const d of decoders[name]) {
+          const shape = { ...base, ...d };
+          Object.assign(gemvShape, { words: true, wordsShape: () => shape });
+          const label = `${name} words ${shapeLabel(shape)}`;
+          mine.push([await time1(label, f, qf), shape, label]);
         }
       }
       if (qf !== q) qf.dispose();
+      mine.sort((a, b) => b[0] - a[0]);
+      console.log(`gemv sweep ${name} top at ${n}²: ${mine.slice(0, 4).map(([g, sh]) => `${shapeLabel(sh)}: ${((100 * g) / (copy.gpuGbps ?? copy.gbps!)).toFixed(1)}%`).join('; ')}`);
       if (!quick) {
         const q8 = weights(f, 8192);
-        for (const [, shape, label] of mine.sort((a, b) => b[0] - a[0]).slice(0, 3)) {
+        for (const [, shape, label] of mine.slice(0, 3)) {
           Object.assign(gemvShape, { words: true, wordsShape: () => shape });
-          await time1(`${label} at 8192²`, f, q8, 8192);
+          const g8 = await gemv(8192, f, `${label} at 8192²`, q8);
+          console.log(`gemv sweep ${name} best at 8192² ${shapeLabel(shape)}: ${vsCopy(g8, copy)}`);
         }
         q8.dispose();
       }
