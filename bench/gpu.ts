@@ -5,8 +5,10 @@
 //  3. One RILQ step (batch 1 x 512 tokens, nf2, rank 16, hidden-state + LM loss, Adam) on a model
 //     shaped like SmolLM2-135M, against the same step in PyTorch eager on the same GPU
 //     (bench/torch_ref.py loads our Hugging Face export of that model).
-// GPU work is timed as `reps` kernels recorded and submitted (flushed every few kernels so the GPU
-// overlaps the recording), then one wait; a sample is the mean per kernel.
+// GPU work is timed as `reps` kernels recorded, then one wait; a sample is the mean per kernel. The
+// device submits as a user's code gets it: the first 32 dispatches after a wait, then batches
+// doubling up to 2048, so the GPU runs while the host records. (Up to the fifth session the bench
+// submitted every 4 kernels itself, which made the wall time of small kernels mostly submits.)
 //
 // Usage: npx tsx bench/gpu.ts [--quick] [--time ms] [--out file] [--no-torch] [--only substring]
 //        [--sweep] (GEMV decoders on the best shapes; --sweep-all: every shape) [--ab] (the RILQ step also with the earlier scheduling and
@@ -61,10 +63,7 @@ const rows: Row[] = [];
 async function timeGpu(name: string, reps: number, call: () => void): Promise<{ ms: number; gpuMs?: number }> {
   const bench = new Bench({ name, time, iterations: 3, warmupIterations: 1, warmupTime: 0 });
   bench.add(name, () => {
-    for (let i = 0; i < reps; i++) {
-      call();
-      if (i % 4 === 3) dev.addon.gpuFlush();
-    }
+    for (let i = 0; i < reps; i++) call();
     dev.addon.gpuWait();
   });
   await bench.run();
@@ -72,10 +71,7 @@ async function timeGpu(name: string, reps: number, call: () => void): Promise<{ 
   if (!r.latency) throw new Error(`${name}: ${String(r.error ?? r.state)}`);
   const ms = r.latency.mean / reps;
   if (!dev.addon.gpuTimingStart()) return { ms };
-  for (let i = 0; i < 3 * reps; i++) {
-    call();
-    if (i % 4 === 3) dev.addon.gpuFlush();
-  }
+  for (let i = 0; i < 3 * reps; i++) call();
   const t = dev.addon.gpuTimingStop()!;
   return { ms, gpuMs: t.ms / (3 * reps) };
 }
