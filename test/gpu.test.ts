@@ -10,6 +10,7 @@ import { gaussianArray } from '../ts/tensor.js';
 import { gpuExpected, gpuSkip, testGpu } from './gpu-helper.js';
 import { gemvShape } from '../ts/backends/gpu/quant.js';
 import type { WordsShape } from '../ts/backends/gpu/gemv.js';
+import type { GpuHandle } from '../ts/backends/gpu/device.js';
 import { matmulPlan } from '../ts/backends/gpu/matmul.js';
 import { AdamW } from '../ts/train/optim.js';
 import { trainStep } from '../ts/methods/trainer.js';
@@ -102,6 +103,38 @@ test('memory: a batch reuses what its kernels freed; an upload never takes a buf
   const s2 = g.dev.addon.gpuStats();
   assert.equal(s2.live, s0.live - 1);
   assert.equal(s2.liveBytes, s0.liveBytes - 4 * n);
+});
+
+test('a memory limit: the pool is emptied and the buffer tried again, then a BackendError naming the limit', { skip }, () => {
+  const g = gpu as GpuBackend;
+  const MiB = 1 << 20;
+  g.dev.addon.gpuWait();
+  g.dev.addon.gpuTrim();
+  const s0 = g.dev.addon.gpuStats();
+  assert.equal(s0.poolBytes, 0);
+  const prev = g.dev.setMemoryLimit(s0.liveBytes + s0.deferredBytes + 4 * MiB);
+  const held: GpuHandle[] = [];
+  try {
+    // 3 MiB freed into the pool; a new 2 MiB buffer fits only once the pool is emptied
+    const a = g.dev.alloc(3 * MiB);
+    g.dev.addon.gpuWait();
+    g.dev.free(a);
+    assert.equal(g.dev.addon.gpuStats().poolBytes, 3 * MiB);
+    held.push(g.dev.alloc(2 * MiB));
+    assert.equal(g.dev.addon.gpuStats().poolBytes, 0, 'the pool was emptied for the new buffer');
+    // 2 + 3 MiB is past the limit with nothing left to give back
+    assert.throws(() => g.dev.alloc(3 * MiB), (e: Error) => e instanceof q.BackendError && /a 3145728-byte buffer: .*over the GPU memory limit.*limit of \d+ MiB/.test(e.message));
+    assert.throws(() => q.tensor(new Float32Array(MiB), [MiB], 'f32', g), (e: Error) => e instanceof q.BackendError && /memory limit/.test(e.message));
+    // nothing was lost: the device still computes, and what fits still allocates
+    const x = q.tensor(Float32Array.from([1, 2, 3]), [3], 'f32', g);
+    assert.deepEqual(Array.from(q.mul(x, x).dataSync()), [1, 4, 9]);
+    x.dispose();
+    held.push(g.dev.alloc(MiB));
+  } finally {
+    for (const h of held) g.dev.free(h);
+    assert.equal(g.dev.setMemoryLimit(prev), s0.liveBytes + s0.deferredBytes + 4 * MiB);
+  }
+  assert.throws(() => g.dev.setMemoryLimit(-1), /finite number of bytes >= 0/);
 });
 
 test('bind groups are reused per buffers and parameter window, with the results of one per dispatch', { skip }, () => {

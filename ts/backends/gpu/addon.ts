@@ -45,6 +45,8 @@ export interface GpuAddon {
   gpuSetBindCache(on: boolean): boolean;
   /** Destroys the pooled free buffers. */
   gpuTrim(): void;
+  /** Caps the bytes the device holds (0: none; QUANTLORA_GPU_MEMORY_MB); returns the previous cap. */
+  gpuSetMemoryLimit(bytes: number): number;
   /** checks false: compiled without wgpu's shader runtime checks (see Device.checks). */
   gpuPipeline(module: string, source: string, entry: string, names: string[], values: number[], checks?: boolean): number;
   gpuRun(pipeline: number, params: Uint8Array, buffers: Uint32Array, x: number, y: number, z: number): void;

@@ -8,6 +8,7 @@
 // 65535 workgroups: index = gid.x + gid.y * num_workgroups.x * WG (see GRID_INDEX).
 
 import type { GpuAddon, GpuInfo } from './addon.js';
+import { BackendError } from '../../errors.js';
 
 export interface GpuHandle {
   id: number;
@@ -52,15 +53,33 @@ export class Device {
   }
 
   alloc(bytes: number, zeroed = false): GpuHandle {
-    const id = this.addon.gpuAlloc(bytes, zeroed);
-    this.liveCount++;
+    const id = this.buffer(bytes, () => this.addon.gpuAlloc(bytes, zeroed));
     return { id, bytes };
   }
 
   upload(data: ArrayBufferView): GpuHandle {
-    const id = this.addon.gpuUpload(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-    this.liveCount++;
+    const id = this.buffer(data.byteLength, () => this.addon.gpuUpload(new Uint8Array(data.buffer, data.byteOffset, data.byteLength)));
     return { id, bytes: data.byteLength };
+  }
+
+  /** A new buffer's id from `make`; the device's refusals (out of memory, over the memory limit,
+   *  past the adapter's buffer limits) become BackendErrors. */
+  private buffer(bytes: number, make: () => number): number {
+    let id: number;
+    try {
+      id = make();
+    } catch (e) {
+      throw new BackendError(`gpu: a ${bytes}-byte buffer: ${(e as Error).message}`);
+    }
+    this.liveCount++;
+    return id;
+  }
+
+  /** Caps the bytes the device holds (live, pending and pooled buffers; 0: no cap), as
+   *  QUANTLORA_GPU_MEMORY_MB does at start; returns the previous cap. Past it, the pool is
+   *  emptied and the buffer tried again, then refused with a BackendError. */
+  setMemoryLimit(bytes: number): number {
+    return this.addon.gpuSetMemoryLimit(bytes);
   }
 
   free(h: GpuHandle): void {

@@ -91,6 +91,9 @@ pub struct Gpu {
     /// Bind groups of explicit-layout pipelines, reused while their buffers live (see `BindKey`).
     bind_cache: HashMap<BindKey, wgpu::BindGroup>,
     pub bind_cache_on: bool,
+    /// A cap on the bytes this device holds (live, deferred and pooled buffers); 0: none. A buffer
+    /// past it is refused as if the GPU were out of memory (QUANTLORA_GPU_MEMORY_MB).
+    pub memory_limit: u64,
     pub bind_hits: u64,
     /// Buffers created so far (the last serial number).
     pub serial: u64,
@@ -289,6 +292,7 @@ impl Gpu {
             layouts: Vec::new(),
             bind_cache: HashMap::new(),
             bind_cache_on: std::env::var("QUANTLORA_GPU_BIND_CACHE").map_or(true, |v| v != "0"),
+            memory_limit: std::env::var("QUANTLORA_GPU_MEMORY_MB").ok().and_then(|v| v.trim().parse::<f64>().ok()).filter(|m| *m > 0.0).map_or(0, |m| (m * 1048576.0) as u64),
             bind_hits: 0,
             serial: 0,
             modules: HashMap::new(),
@@ -357,17 +361,27 @@ impl Gpu {
         if let Some(b) = self.try_new(size) {
             return Ok(b);
         }
-        Err(format!(
-            "the GPU is out of memory: a {size}-byte buffer did not fit beside {} live buffers of {} MiB (peak {} MiB); \
-             other processes on this GPU count too",
-            self.live,
-            self.live_bytes >> 20,
-            self.peak >> 20
-        ))
+        let held = format!("{} live buffers of {} MiB (peak {} MiB)", self.live, self.live_bytes >> 20, self.peak >> 20);
+        if self.over_limit(size) {
+            return Err(format!(
+                "over the GPU memory limit: a {size}-byte buffer would bring the bytes held to {} MiB, past the limit of {} MiB \
+                 (QUANTLORA_GPU_MEMORY_MB); held: {held}",
+                (self.held() + size) >> 20,
+                self.memory_limit >> 20
+            ));
+        }
+        Err(format!("the GPU is out of memory: a {size}-byte buffer did not fit beside {held}; other processes on this GPU count too"))
     }
 
-    /// A new buffer, or None where the device is out of memory.
+    fn over_limit(&self, size: u64) -> bool {
+        self.memory_limit > 0 && self.held() + size > self.memory_limit
+    }
+
+    /// A new buffer, or None where the device is out of memory or the memory limit is reached.
     fn try_new(&mut self, size: u64) -> Option<Buf> {
+        if self.over_limit(size) {
+            return None;
+        }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let b = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: None,

@@ -148,6 +148,19 @@ pub fn gpu_set_bind_cache(on: bool) -> Result<bool> {
     js(with_gpu("gpuSetBindCache", |g| Ok(std::mem::replace(&mut g.bind_cache_on, on))))
 }
 
+/// Caps the bytes the device holds (live, deferred and pooled buffers; 0: no cap); returns the
+/// previous cap. A buffer past the cap is refused with the out-of-memory path: the pool is emptied
+/// and the allocation tried once more, then a typed error. QUANTLORA_GPU_MEMORY_MB sets it at start.
+#[napi(catch_unwind)]
+pub fn gpu_set_memory_limit(bytes: f64) -> Result<f64> {
+    js(with_gpu("gpuSetMemoryLimit", |g| {
+        if !(bytes >= 0.0 && bytes.is_finite()) {
+            return Err(format!("the memory limit must be a finite number of bytes >= 0, got {bytes}"));
+        }
+        Ok(std::mem::replace(&mut g.memory_limit, bytes as u64) as f64)
+    }))
+}
+
 /// Destroys the pooled free buffers (the memory goes back to the driver).
 #[napi(catch_unwind)]
 pub fn gpu_trim() -> Result<()> {
