@@ -831,3 +831,16 @@ pub fn with_gpu<R>(what: &str, f: impl FnOnce(&mut Gpu) -> Res<R>) -> Res<R> {
     let gpu = g.as_mut().ok_or_else(|| format!("{what}: the GPU is not initialized (call gpuInit first)"))?;
     f(gpu)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::summarize;
+
+    #[test]
+    fn summarize_counts_repeats_and_bounds_the_list() {
+        let e = |s: &str| s.to_string();
+        assert_eq!(summarize(&[e("a"), e(" a "), e("b"), e("a")]), "a (x3); b");
+        let many: Vec<String> = (0..11).map(|i| format!("m{i}")).collect();
+        assert_eq!(summarize(&many), "m0; m1; m2; m3; m4; m5; m6; m7; and 3 other messages");
+    }
+}
