@@ -305,9 +305,9 @@ let tree0: GpuBackend | undefined;
 const treeBackend = () => (tree0 ??= openGpuBackend({ ...gpuOptionsFromEnv(), allowSoftware: true, subgroups: false }));
 
 /** Runs the words GEMV of every format in `fmts` with the shapes `pick(fi, T)` chooses, on the gpu
- *  backend with subgroups and with the tree reduction, against the js reference (1e-5 of Σ|x·w|);
- *  returns the number of runs and the shape indices used. */
-function wordsAgainstJs(fmts: q.QuantFormat[], shapes: WordsShape[], Ts: number[], pick: (fi: number, T: number) => number[]): { ran: number; used: Set<number> } {
+ *  backend with subgroups and with the tree reduction, against the js reference (within `tol` of
+ *  Σ|x·w|); returns the number of runs and the shape indices used. */
+function wordsAgainstJs(fmts: q.QuantFormat[], shapes: WordsShape[], Ts: number[], pick: (fi: number, T: number) => number[], tol = 1e-5): { ran: number; used: Set<number> } {
   const g = gpu as GpuBackend;
   const tree = treeBackend();
   const used = new Set<number>();
@@ -337,7 +337,7 @@ function wordsAgainstJs(fmts: q.QuantFormat[], shapes: WordsShape[], Ts: number[
                 let mag = 0;
                 for (let c = 0; c < cols; c++) mag += Math.abs(xs[t * cols + c] * dq[r * cols + c]);
                 const i = t * rows + r;
-                assert.ok(Math.abs(got[i] - want[i]) <= 1e-5 * mag + 1e-30, `${f.name} T${T} ${JSON.stringify(s)} sg ${b.dev.subgroups}: y[${t},${r}] = ${got[i]}, want ${want[i]}`);
+                assert.ok(Math.abs(got[i] - want[i]) <= tol * mag + 1e-30, `${f.name} T${T} ${JSON.stringify(s)} sg ${b.dev.subgroups}: y[${t},${r}] = ${got[i]}, want ${want[i]}`);
               }
             }
           }
@@ -382,6 +382,35 @@ test('the words GEMV decoders: the replicated 4-bit pair table and the INT x sum
   const { ran, used } = wordsAgainstJs(fmts, shapes, [1, 3], () => shapes.map((_, i) => i));
   assert.equal(ran, fmts.length * 2 * 2 * shapes.length);
   assert.equal(used.size, shapes.length);
+});
+
+test('the words GEMV in f16 (opt-in, shader-f16 adapters): within f16 error of the js reference, and really f16', { skip }, () => {
+  const g = gpu as GpuBackend;
+  if (!g.dev.info.f16) return; // the f32 kernels serve such adapters (gemvWords drops h)
+  const fmts = [q.formats.nf(4, { group: 64, doubleQuant: true }), q.formats.nf(4, { group: 128 }), q.formats.int(4, { group: 32 }), q.formats.int(4, { group: 64, symmetric: true })];
+  const shapes: WordsShape[] = [
+    { R: 8, NW: 2, W: 2, pf: true, h: true }, { R: 3, NW: 1, W: 1, pf: false, h: true, pt: 4 },
+    { R: 5, NW: 2, W: 4, pf: true, h: true, ss: true }, { R: 4, NW: 4, W: 2, pf: false, h: true, pt: 16 },
+  ];
+  const { ran } = wordsAgainstJs(fmts, shapes, [1, 3], () => shapes.map((_, i) => i), 1e-3);
+  assert.equal(ran, fmts.length * 2 * 2 * shapes.length);
+  // gemvShape.f16 (QUANTLORA_GPU_GEMV_F16=1) turns it on for the default shapes: results differ from f32's
+  const base = { ...gemvShape };
+  try {
+    const f = q.formats.nf(4, { group: 64, doubleQuant: true });
+    const w = q.quantize(q.tensor(gaussianArray(64 * 512, 3, 0.05), [64, 512], 'f32', g), f);
+    const x = q.tensor(gaussianArray(512, 4), [1, 512], 'f32', g);
+    const y32 = q.dequantizeMatmul(x, w).dataSync() as Float32Array;
+    gemvShape.f16 = true;
+    const y16 = q.dequantizeMatmul(x, w).dataSync() as Float32Array;
+    const diff = y32.reduce((m, v, i) => Math.max(m, Math.abs(v - y16[i])), 0);
+    const scale = y32.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+    assert.ok(diff > 0 && diff < 1e-2 * scale, `f16 against f32: max difference ${diff} of ${scale}`);
+    w.dispose();
+    x.dispose();
+  } finally {
+    Object.assign(gemvShape, base);
+  }
 });
 
 test('matmul work sizing: shrunk tiles and k split into ordered slices match the js reference', { skip }, () => {

@@ -47,12 +47,15 @@ export interface WordsShape {
   pt?: number;
   /** INT: weights as 1 + code / 2^bits, the zero point applied once per step via the x sums. */
   xs?: boolean;
+  /** 4-bit, adapters with shader-f16: multiply in f16 pairs (see the header), through the pair
+   *  table of f16 pairs (needs pt). */
+  h?: boolean;
 }
 
 /** Whether shape s's pair table applies to format f (4 bits). */
 export const usesPairs = (f: QuantFormat, s: WordsShape) => !!s.pt && f.bits === 4;
 /** Workgroup memory bytes of the replicated pair table. */
-export const pairBytes = (f: QuantFormat, s: WordsShape) => (usesPairs(f, s) ? 2048 * s.pt! : 0);
+export const pairBytes = (f: QuantFormat, s: WordsShape) => (usesPairs(f, s) ? (s.h ? 1024 : 2048) * s.pt! : 0);
 
 /** Whether the words GEMV can run format f over `cols` columns with W words per thread. */
 export function wordsFits(f: QuantFormat, cols: number, W: number): boolean {
@@ -85,6 +88,8 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   if (pt && (pt & (pt - 1)) !== 0) throw new Error(`wordsSource: pair table copies ${pt} is not a power of 2`);
   // INT by x sums: weights decode to K·code/2^bits + off (xs: 1 + code/2^bits, K = 2^bits, off =
   // 2^bits; pt: the code, K = 1, off = 0), and a row's step adds (K·Σ x w − (off + zero)·X) · scale
+  const h = !!s.h && bits === 4;
+  if (h && !pt) throw new Error('wordsSource: f16 decoding needs the pair table (pt)');
   const xsum = f.kind === 'int' && (!!s.xs || !!pt);
   const K = pt ? 1 : 1 << bits;
   const off = pt ? 0 : 1 << bits;
@@ -128,9 +133,22 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
     }
     return `${f.doubleQuant || asym ? `let g${r} = rc${r} * gpr + (k * ${cpl}u) / GROUP; ` : ''}${scaleOf(f, r, `g${r}`)}${zk(r)}`;
   };
+  // h: x as f16 pairs in the order of the weight pairs (byte k of word i holds the codes of columns
+  // 2k and 2k+1 of the word: x.xy, x.zw of its vec4s)
+  const hpairs = (t: number) => range(nv).flatMap((v) => [`let xh${t}_${2 * v} = vec2<f16>(x${t}_${v}.xy);`, `let xh${t}_${2 * v + 1} = vec2<f16>(x${t}_${v}.zw);`]);
   const xs = tt.map((t) => range(nv).map((v) => `let x${t}_${v} = x[${t}u * c4 + k * ${nv}u + ${v}u];`).join(' ') +
-    (xsum ? ` let X${t} = dot(${range(nv).map((v) => `x${t}_${v}`).join(' + ')}, vec4<f32>(1.0));` : '')).join('\n    ');
+    (xsum ? ` let X${t} = dot(${range(nv).map((v) => `x${t}_${v}`).join(' + ')}, vec4<f32>(1.0));` : '') +
+    (h ? ` ${hpairs(t).join(' ')}` : '')).join('\n    ');
+  // h: the f16 weight pairs of row r, in hpairs' order
+  const wpairs = (r: number) => range(4 * W).map((p) => pair(r, p >> 2, p & 3));
   const dots = rr.map((r) => {
+    if (h) {
+      const w = wpairs(r);
+      return `{
+      ${w.map((e, p) => `let w${p} = ${e};`).join('\n      ')}
+      ${tt.map((t) => `{ let hs = ${w.map((_, p) => `xh${t}_${p} * w${p}`).join(' + ')}; a${r}_${t} += (f32(hs.x) + f32(hs.y)${xsum ? ` - zk${r} * X${t}` : ''}) * sc${r}; }`).join('\n      ')}
+    }`;
+    }
     const terms = range(nv).map((v) => {
       const i = Math.floor((4 * v) / cpw);
       const j0 = (4 * v) % cpw;
@@ -180,12 +198,12 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   }
   for (var e = t; e < ${RT}u; e += ${WG}u) ${out('e', `red[e * ${WG}u]`)}`;
   const sgArgs = subgroups ? ', @builtin(subgroup_invocation_id) sgi: u32, @builtin(subgroup_id) sid: u32, @builtin(num_subgroups) nsg: u32' : '';
-  return /* wgsl */ `
+  return /* wgsl */ `${h ? 'enable f16;' : ''}
 @group(0) @binding(0) var<storage, read> P: array<u32>;
 ${decl}
 @group(0) @binding(${next}) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(${next + 1}) var<storage, read_write> y: array<f32>;
-${pt ? `var<workgroup> lutp: array<vec2<f32>, ${256 * pt}>;` : f.kind === 'nf' ? `var<workgroup> lut: array<f32, ${1 << bits}>;` : ''}
+${pt ? `var<workgroup> lutp: array<vec2<${h ? 'f16' : 'f32'}>, ${256 * pt}>;` : f.kind === 'nf' ? `var<workgroup> lut: array<f32, ${1 << bits}>;` : ''}
 ${f.doubleQuant && !ss ? DQ_DECL : ''}
 ${ss ? `var<workgroup> scl: array<f32, ${R * gpr}>;${asym ? `
 var<workgroup> zbl: array<f32, ${R * gpr}>;` : ''}` : ''}
@@ -194,7 +212,7 @@ ${decodeLib(f, false)}
 @compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32${sgArgs}) {
   let rows = P[0]; let cols = P[1]; let gpr = P[3];
   let row0 = (wid.x + wid.y * nwg.x) * ${R}u;
-  ${pt ? `for (var e = t; e < ${256 * pt}u; e += ${WG}u) { let b = e >> ${log2pt}u; lutp[e] = vec2<f32>(value(b >> 4u), value(b & 15u)); }
+  ${pt ? `for (var e = t; e < ${256 * pt}u; e += ${WG}u) { let b = e >> ${log2pt}u; lutp[e] = vec2<${h ? 'f16' : 'f32'}>(vec2<f32>(value(b >> 4u), value(b & 15u))); }
   let lc = t & ${pt - 1}u;` : f.kind === 'nf' ? `if (t < ${1 << bits}u) { lut[t] = value(t); }` : ''}
   ${f.doubleQuant && !ss ? dqFill(WG) : ''}
   ${ss ? `for (var e = t; e < ${R * gpr}u; e += ${WG}u) {

@@ -544,6 +544,13 @@ export const gemvShape = {
    *  R shrinks with T to keep R·T accumulators per thread. */
   words: true,
   wordsShape: (T: number): WordsShape => ({ R: T <= 2 ? 8 : T <= 4 ? 4 : 2, NW: 2, W: 2, pf: true }),
+  /** Multiply in f16 in the words kernel for 4-bit codes where the adapter has shader-f16
+   *  (QUANTLORA_GPU_GEMV_F16=1; off by default): the weights (NF values rounded to f16, INT codes
+   *  exact; INT zero points applied in f32 through the x sums) times x rounded to f16, summed in
+   *  f16 over one thread's step (16 columns at W 2), then scaled and accumulated in f32. About
+   *  1e-3 relative error instead of f32's 1e-7, and |x| beyond ~4000 can overflow f16: what a
+   *  compute dtype of f16 means. */
+  f16: process.env.QUANTLORA_GPU_GEMV_F16 === '1',
 };
 
 function unitOf(cols: number, f: QuantFormat): 1 | 8 | 32 {
@@ -590,13 +597,16 @@ function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: Qua
   const s = { ...gemvShape.wordsShape(T) };
   const sg = dev.subgroups;
   const limit = dev.info.maxWorkgroupStorageBytes - 1088; // the codebook and bitsandbytes' map
+  s.h = (!!s.h || gemvShape.f16) && dev.info.f16 && f.bits === 4;
+  if (s.h && !s.pt) s.pt = 32;
   if (!usesPairs(f, s)) s.pt = 0;
   if (f.kind !== 'int') s.xs = false;
   if (s.ss && stagedBytes(f, s, gpr) > limit / 2) s.ss = false;
   const red = () => (sg ? s.R * T * s.NW * 8 * 4 : treeBytes(s, T));
   while (s.pt && pairBytes(f, s) + stagedBytes(f, s, gpr) + red() > limit) s.pt /= 2;
+  if (s.h && !s.pt) s.h = false; // no room for the f16 pair table: f32
   while (!sg && s.NW > 1 && red() + stagedBytes(f, s, gpr) + pairBytes(f, s) > limit) s.NW /= 2;
-  const key = `quant_gemvw_${fmtKey(f)}_t${T}r${s.R}w${s.NW}x${s.W}${s.pf ? 'p' : ''}${sg ? 's' : ''}${s.ss ? `S${gpr}` : ''}${s.pt ? `P${s.pt}` : ''}${s.xs ? 'X' : ''}`;
+  const key = `quant_gemvw_${fmtKey(f)}_t${T}r${s.R}w${s.NW}x${s.W}${s.pf ? 'p' : ''}${sg ? 's' : ''}${s.ss ? `S${gpr}` : ''}${s.pt ? `P${s.pt}` : ''}${s.xs ? 'X' : ''}${s.h ? 'H' : ''}`;
   const pipe = dev.pipeline(key, () => wordsSource(f, T, s, sg, gpr));
   const groups = Math.ceil(rows / s.R);
   const grid: [number, number, number] = groups <= 65535 ? [groups, 1, 1] : [65535, Math.ceil(groups / 65535), 1];
