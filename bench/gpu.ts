@@ -266,7 +266,8 @@ if (want('gemv')) {
     // the words kernel for nf4 (double-quantized) and int4 (asymmetric) at the default shader checks
     // (off): the fifth session's decoders (pt: the pair table replicated pt times; xs: INT weights as
     // 1 + code/16 with the zero point through the x sums; f16: the opt-in f16 products, through a
-    // pair table of f16 pairs, 32 copies unless given) on the best shapes of the fourth session's
+    // pair table of f16 pairs, 32 copies unless given; pw: that many persistent workgroups, 4 or 8
+    // per SM of an H200) on the best shapes of the fourth session's
     // full sweep (--sweep-all: every R 4/8/16 x NW 2/4/8 x W 1/2/4 x pf shape instead), then each
     // format's best 3 at 8192²
     const shapes: WordsShape[] = [];
@@ -276,10 +277,10 @@ if (want('gemv')) {
       for (const [R, NW, W, pf] of [[16, 2, 2, 1], [8, 4, 2, 1], [8, 2, 2, 1], [16, 8, 2, 0], [16, 4, 2, 1], [4, 4, 2, 1], [8, 8, 2, 0]] as const) shapes.push({ R, NW, W, pf: !!pf });
     }
     const decoders: Record<string, Partial<WordsShape>[]> = {
-      nf4: [{}, { pt: 4 }, { pt: 8 }, { pt: 16 }, { h: true }, { h: true, pt: 16 }],
-      int4: [{}, { xs: true }, { pt: 8 }, { pt: 16 }, { h: true }, { h: true, pt: 16 }],
+      nf4: [{}, { pt: 4 }, { pt: 8 }, { pt: 16 }, { h: true }, { h: true, pt: 16 }, { pt: 16, pw: 528 }, { pt: 16, pw: 1056 }, { h: true, pw: 528 }],
+      int4: [{}, { xs: true }, { pt: 8 }, { pt: 16 }, { h: true }, { h: true, pt: 16 }, { xs: true, pw: 528 }, { pt: 16, pw: 528 }, { h: true, pw: 528 }],
     };
-    const shapeLabel = (s: WordsShape) => `R ${s.R} NW ${s.NW} W ${s.W}${s.pf ? ' pf' : ''}${s.pt ? ` pt ${s.pt}` : ''}${s.xs ? ' xs' : ''}${s.h ? ' f16' : ''}`;
+    const shapeLabel = (s: WordsShape) => `R ${s.R} NW ${s.NW} W ${s.W}${s.pf ? ' pf' : ''}${s.pt ? ` pt ${s.pt}` : ''}${s.xs ? ' xs' : ''}${s.h ? ' f16' : ''}${s.pw ? ` pw ${s.pw}` : ''}`;
     for (const f of [NF4, INT4]) {
       const name = f === NF4 ? 'nf4' : 'int4';
       const qf = f === NF4 ? q : weights(f, n);

@@ -114,16 +114,16 @@ case "$1" in
     for e in json md svg; do [ -f $X/results/$NAME.$e ] && cp $X/results/$NAME.$e "$OUT/"; done
     ls -la "$OUT"
     exit $rc ;;
-  measure)  # carry .xfer9 and .gl: PARTS (default "sweep parity", ~7 min; also "ab", ~3 min) in one call
+  measure)  # carry .xfer9 and .gl: PARTS (default "sweep parity", up to 9.5 min; also "ab", ~3 min) in one call
     mkdir -p "$OUT"
     set +e
     for part in ${PARTS:-sweep parity}; do
       case "$part" in
-        sweep) timeout 300 bash "$0" run --only gemv --sweep --no-torch --time 600 > "$OUT/sweep.log" 2>&1; echo "sweep rc=$?"
+        sweep) timeout 420 bash "$0" run --only gemv --sweep --no-torch --time 600 > "$OUT/sweep.log" 2>&1; echo "sweep rc=$?"
                mv "$OUT/gpu-bench.json" "$OUT/sweep.json" ;;
         ab) timeout 200 bash "$0" run --only rilq --ab > "$OUT/ab.log" 2>&1; echo "ab rc=$?"
             mv "$OUT/gpu-bench.json" "$OUT/ab.json" ;;
-        parity) timeout 120 bash "$0" parity > "$OUT/parity.log" 2>&1; echo "parity rc=$?" ;;
+        parity) timeout 150 bash "$0" parity > "$OUT/parity.log" 2>&1; echo "parity rc=$?" ;;
         *) echo "measure: unknown part $part (sweep, ab, parity)" >&2 ;;
       esac
     done

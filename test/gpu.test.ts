@@ -361,7 +361,7 @@ test('the words GEMV matches the js reference in every shape, with subgroups and
   ];
   const shapes: WordsShape[] = [
     { R: 8, NW: 4, W: 1, pf: false }, { R: 3, NW: 1, W: 2, pf: true }, { R: 5, NW: 2, W: 4, pf: false }, { R: 16, NW: 8, W: 1, pf: true },
-    { R: 8, NW: 4, W: 1, pf: false, ss: true }, { R: 3, NW: 2, W: 2, pf: true, ss: true },
+    { R: 8, NW: 4, W: 1, pf: false, ss: true }, { R: 3, NW: 2, W: 2, pf: true, ss: true }, { R: 5, NW: 2, W: 2, pf: true, pw: 3 },
   ];
   // each format x T pair takes two of the shapes in rotation; 8 x rows only with few weight rows
   // per workgroup (as gemvShape picks; R·T accumulators unrolled compile slowly on lavapipe)
@@ -373,10 +373,10 @@ test('the words GEMV matches the js reference in every shape, with subgroups and
   assert.equal(used.size, shapes.length, 'every shape ran');
 });
 
-test('the words GEMV decoders: the replicated 4-bit pair table and the INT x sums match the js reference', { skip }, () => {
+test('the words GEMV decoders: the replicated 4-bit pair table, the INT x sums and persistent workgroups match the js reference', { skip }, () => {
   const fmts = [q.formats.nf(4, { group: 64, doubleQuant: true }), q.formats.nf(4, { group: 128 }), q.formats.int(4, { group: 32 }), q.formats.int(2, { group: 64, symmetric: true })];
   const shapes: WordsShape[] = [
-    { R: 8, NW: 2, W: 2, pf: true, pt: 16, xs: true }, { R: 3, NW: 1, W: 1, pf: false, pt: 1, xs: true },
+    { R: 8, NW: 2, W: 2, pf: true, pt: 16, xs: true }, { R: 3, NW: 1, W: 1, pf: false, pt: 1, xs: true, pw: 2 },
     { R: 5, NW: 2, W: 4, pf: true, pt: 4, xs: true, ss: true }, { R: 4, NW: 4, W: 2, pf: false, pt: 32, xs: true, ss: true },
   ];
   const { ran, used } = wordsAgainstJs(fmts, shapes, [1, 3], () => shapes.map((_, i) => i));
@@ -390,7 +390,7 @@ test('the words GEMV in f16 (opt-in, shader-f16 adapters): within f16 error of t
   const fmts = [q.formats.nf(4, { group: 64, doubleQuant: true }), q.formats.nf(4, { group: 128 }), q.formats.int(4, { group: 32 }), q.formats.int(4, { group: 64, symmetric: true })];
   const shapes: WordsShape[] = [
     { R: 8, NW: 2, W: 2, pf: true, h: true }, { R: 3, NW: 1, W: 1, pf: false, h: true, pt: 4 },
-    { R: 5, NW: 2, W: 4, pf: true, h: true, ss: true }, { R: 4, NW: 4, W: 2, pf: false, h: true, pt: 16 },
+    { R: 5, NW: 2, W: 4, pf: true, h: true, ss: true }, { R: 4, NW: 4, W: 2, pf: false, h: true, pt: 16, pw: 3 },
   ];
   const { ran } = wordsAgainstJs(fmts, shapes, [1, 3], () => shapes.map((_, i) => i), 1e-3);
   assert.equal(ran, fmts.length * 2 * 2 * shapes.length);

@@ -50,6 +50,9 @@ export interface WordsShape {
   /** 4-bit, adapters with shader-f16: multiply in f16 pairs (see the header), through the pair
    *  table of f16 pairs (needs pt). */
   h?: boolean;
+  /** Persistent workgroups: launch at most this many, each looping over row blocks, so the tables
+   *  are built once per workgroup rather than once per R rows (not with ss). */
+  pw?: number;
 }
 
 /** Whether shape s's pair table applies to format f (4 bits). */
@@ -74,6 +77,7 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   const { R, NW, W, pf } = s;
   const ss = !!s.ss;
   if (ss && !(gpr > 0)) throw new Error('wordsSource: staged scales need groupsPerRow');
+  const persistent = !!s.pw && !ss;
   const WG = 32 * NW;
   const bits = f.bits;
   const mask = (1 << bits) - 1;
@@ -211,7 +215,7 @@ var<workgroup> red: array<f32, ${subgroups ? RT * (WG / 4) : RT * WG}>; // subgr
 ${decodeLib(f, false)}
 @compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32${sgArgs}) {
   let rows = P[0]; let cols = P[1]; let gpr = P[3];
-  let row0 = (wid.x + wid.y * nwg.x) * ${R}u;
+  ${persistent ? '' : `let row0 = (wid.x + wid.y * nwg.x) * ${R}u;`}
   ${pt ? `for (var e = t; e < ${256 * pt}u; e += ${WG}u) { let b = e >> ${log2pt}u; lutp[e] = vec2<${h ? 'f16' : 'f32'}>(vec2<f32>(value(b >> 4u), value(b & 15u))); }
   let lc = t & ${pt - 1}u;` : f.kind === 'nf' ? `if (t < ${1 << bits}u) { lut[t] = value(t); }` : ''}
   ${f.doubleQuant && !ss ? dqFill(WG) : ''}
@@ -224,10 +228,14 @@ ${decodeLib(f, false)}
   ${f.doubleQuant && !ss ? DQ_CONSTS : ''}
   let units = cols / ${cpl}u;
   let c4 = cols / 4u;
+  ${persistent ? `for (var blk = wid.x + wid.y * nwg.x; blk < (rows + ${R - 1}u) / ${R}u; blk += nwg.x * nwg.y) {
+  let row0 = blk * ${R}u;` : ''}
   // rows past the end decode the last row (their sums are not written)
   ${rr.map((r) => `let rc${r} = min(row0 + ${r}u, rows - 1u);`).join(' ')}
   ${accs.map((a) => `var ${a} = 0.0;`).join(' ')}
   ${loop}
   ${reduce}
+  ${persistent ? `workgroupBarrier(); // red is written again by the next block
+  }` : ''}
 }`;
 }

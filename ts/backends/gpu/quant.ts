@@ -602,13 +602,14 @@ function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: Qua
   if (!usesPairs(f, s)) s.pt = 0;
   if (f.kind !== 'int') s.xs = false;
   if (s.ss && stagedBytes(f, s, gpr) > limit / 2) s.ss = false;
+  s.pw = s.ss || !(s.pw! >= 1) ? 0 : Math.min(Math.floor(s.pw!), 65535);
   const red = () => (sg ? s.R * T * s.NW * 8 * 4 : treeBytes(s, T));
   while (s.pt && pairBytes(f, s) + stagedBytes(f, s, gpr) + red() > limit) s.pt /= 2;
   if (s.h && !s.pt) s.h = false; // no room for the f16 pair table: f32
   while (!sg && s.NW > 1 && red() + stagedBytes(f, s, gpr) + pairBytes(f, s) > limit) s.NW /= 2;
-  const key = `quant_gemvw_${fmtKey(f)}_t${T}r${s.R}w${s.NW}x${s.W}${s.pf ? 'p' : ''}${sg ? 's' : ''}${s.ss ? `S${gpr}` : ''}${s.pt ? `P${s.pt}` : ''}${s.xs ? 'X' : ''}${s.h ? 'H' : ''}`;
+  const key = `quant_gemvw_${fmtKey(f)}_t${T}r${s.R}w${s.NW}x${s.W}${s.pf ? 'p' : ''}${sg ? 's' : ''}${s.ss ? `S${gpr}` : ''}${s.pt ? `P${s.pt}` : ''}${s.xs ? 'X' : ''}${s.h ? 'H' : ''}${s.pw ? 'W' : ''}`;
   const pipe = dev.pipeline(key, () => wordsSource(f, T, s, sg, gpr));
-  const groups = Math.ceil(rows / s.R);
+  const groups = s.pw ? Math.min(s.pw, Math.ceil(rows / s.R)) : Math.ceil(rows / s.R);
   const grid: [number, number, number] = groups <= 65535 ? [groups, 1, 1] : [65535, Math.ceil(groups / 65535), 1];
   dev.run(pipe, params(f, [rows, cols, rb, gpr]), [...partsOf(q, f), x, y], grid);
 }
