@@ -24,9 +24,14 @@
 //     bits of 1.0), and the zero point is applied once per step through the sum X of the step's x
 //     slice: s · Σ x (code − z) = s · (2^bits · Σ x (1 + code / 2^bits) − (2^bits + z) · X), so no
 //     subtraction per weight (X serves all R rows); the difference can lose a few low bits;
+//   - optionally (h, 4-bit, opt-in: gemvShape.f16) the products are f16: weight pairs from a pair
+//     table of f16 pairs, x rounded to f16 pairs, summed in f16 over the step, then scaled and
+//     added in f32 (a compute dtype of f16: ~1e-4 relative error);
+//   - optionally (pw) at most pw workgroups loop over the row blocks (the tables built once each);
 //   - the R·T sums are reduced per subgroup (subgroupAdd) then across subgroups in order, or by a
 //     workgroup tree where the adapter has no subgroups.
-// P: rows, cols, rowBytes, groupsPerRow (as the other GEMV). Grid: ceil(rows / R) workgroups.
+// P: rows, cols, rowBytes, groupsPerRow (as the other GEMV). Grid: ceil(rows / R) workgroups (at
+// most pw with pw).
 
 import type { QuantFormat } from '../../quant/formats.js';
 import { decodeLib, DQ_CONSTS, DQ_DECL, dqFill, partBindings, range, scaleLoads, scaleOf, zeroSub } from './quant.js';
