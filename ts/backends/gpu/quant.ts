@@ -550,7 +550,7 @@ export const gemvShape = {
    *  f16 over one thread's step (16 columns at W 2), then scaled and accumulated in f32. About
    *  1e-3 relative error instead of f32's 1e-7, and |x| beyond ~4000 can overflow f16: what a
    *  compute dtype of f16 means. */
-  f16: process.env.QUANTLORA_GPU_GEMV_F16 === '1',
+  f16: typeof process !== 'undefined' && process.env?.QUANTLORA_GPU_GEMV_F16 === '1', // (browsers have no process)
 };
 
 function unitOf(cols: number, f: QuantFormat): 1 | 8 | 32 {
