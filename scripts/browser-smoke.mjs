@@ -47,6 +47,8 @@ let failed = false;
 try {
   const tab = await browser.newPage();
   tab.on('console', (m) => console.log(`[browser] ${m.text()}`));
+  // an exception while the page loads the package (it never sets window.result) names itself here
+  tab.on('pageerror', (e) => console.log(`[browser] uncaught: ${e.message}`));
   await tab.goto(url);
   await tab.waitForFunction(() => window.result !== undefined, null, { timeout: 30000 });
   const inBrowser = await tab.evaluate(() => window.result);
