@@ -306,13 +306,27 @@ if (want('gemv')) {
         q8.dispose();
       }
     }
-    // a few x rows (the words kernel's default shapes against the banked kernel)
+    // a few x rows: the words kernel's default shapes against the banked kernel, then more rows per
+    // workgroup (each x slice serves R rows: at T 8 the default R 2 reads 16x more x than codes)
     for (const T of quick ? [4] : [4, 8]) {
       for (const words of [false, true]) {
         Object.assign(gemvShape, base, { words });
         const g = await gemv(n, NF4, words ? 'words' : 'banked', q, T);
         console.log(`gemv ${T} x rows ${words ? 'words' : 'banked'}: weights at ${vsCopy(g, copy)}`);
       }
+      const tops: [number, string][] = [];
+      for (const R of T === 4 ? [4, 8, 16] : [2, 4, 8]) {
+        for (const NW of [2, 4]) {
+          for (const d of [{}, { pt: 16 }]) {
+            const shape: WordsShape = { R, NW, W: 2, pf: true, ...d };
+            Object.assign(gemvShape, base, { words: true, wordsShape: () => shape });
+            const g = await gemv(n, NF4, `words ${shapeLabel(shape)}`, q, T);
+            tops.push([g.gpuGbps ?? g.gbps!, shapeLabel(shape)]);
+          }
+        }
+      }
+      tops.sort((a, b) => b[0] - a[0]);
+      console.log(`gemv sweep ${T} x rows top: ${tops.slice(0, 3).map(([g, l]) => `${l}: ${((100 * g) / (copy.gpuGbps ?? copy.gbps!)).toFixed(1)}%`).join('; ')}`);
     }
     q.dispose();
     Object.assign(gemvShape, base);
