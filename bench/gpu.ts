@@ -250,11 +250,14 @@ if (want('gemv')) {
     };
     const q = weights(NF4, n);
     const found: [number, string][] = [];
+    /** GB/s of a row: GPU time where measured, else wall; and that as a share of the copy kernel's. */
+    const gbps = (r: Row) => r.gpuGbps ?? r.gbps!;
+    const pct = (g: number) => `${((100 * g) / gbps(copy)).toFixed(1)}%`;
     const time1 = async (label: string, f = NF4, qw = q, size = n) => {
       const g = await gemv(size, f, label, qw);
-      found.push([g.gpuGbps ?? g.gbps!, label]);
+      found.push([gbps(g), label]);
       console.log(`gemv sweep ${label}: ${vsCopy(g, copy)}`);
-      return g.gpuGbps ?? g.gbps!;
+      return gbps(g);
     };
     // the loads alone in the words kernel's pattern: what the shapes could reach without decoding
     for (const [R, NW] of [[8, 2], [16, 2], [8, 4], [4, 4], [16, 8]]) {
@@ -295,7 +298,7 @@ if (want('gemv')) {
       }
       if (qf !== q) qf.dispose();
       mine.sort((a, b) => b[0] - a[0]);
-      console.log(`gemv sweep ${name} top at ${n}²: ${mine.slice(0, 4).map(([g, sh]) => `${shapeLabel(sh)}: ${((100 * g) / (copy.gpuGbps ?? copy.gbps!)).toFixed(1)}%`).join('; ')}`);
+      console.log(`gemv sweep ${name} top at ${n}²: ${mine.slice(0, 4).map(([g, sh]) => `${shapeLabel(sh)}: ${pct(g)}`).join('; ')}`);
       if (!quick) {
         const q8 = weights(f, 8192);
         for (const [, shape, label] of mine.slice(0, 3)) {
@@ -321,12 +324,12 @@ if (want('gemv')) {
             const shape: WordsShape = { R, NW, W: 2, pf: true, ...d };
             Object.assign(gemvShape, base, { words: true, wordsShape: () => shape });
             const g = await gemv(n, NF4, `words ${shapeLabel(shape)}`, q, T);
-            tops.push([g.gpuGbps ?? g.gbps!, shapeLabel(shape)]);
+            tops.push([gbps(g), shapeLabel(shape)]);
           }
         }
       }
       tops.sort((a, b) => b[0] - a[0]);
-      console.log(`gemv sweep ${T} x rows top: ${tops.slice(0, 3).map(([g, l]) => `${l}: ${((100 * g) / (copy.gpuGbps ?? copy.gbps!)).toFixed(1)}%`).join('; ')}`);
+      console.log(`gemv sweep ${T} x rows top: ${tops.slice(0, 3).map(([g, l]) => `${l}: ${pct(g)}`).join('; ')}`);
     }
     q.dispose();
     Object.assign(gemvShape, base);

@@ -72,8 +72,9 @@ export function wordsFits(f: QuantFormat, cols: number, W: number): boolean {
   return cols % cpl === 0 && f.group % cpl === 0;
 }
 
-/** Workgroup memory bytes of the tree reduction (no subgroups). */
-export const treeBytes = (s: WordsShape, T: number) => s.R * T * s.NW * 32 * 4;
+/** Workgroup memory bytes of the sums' reduction: R·T per subgroup (at least 4 invocations each)
+ *  with subgroups, R·T per thread for the workgroup tree. */
+export const redBytes = (s: WordsShape, T: number, subgroups: boolean) => 4 * s.R * T * ((s.NW * 32) / (subgroups ? 4 : 1));
 /** Workgroup memory bytes of the staged scales (and zero points) for `gpr` groups per row. */
 export const stagedBytes = (f: QuantFormat, s: WordsShape, gpr: number) => (s.ss ? s.R * gpr * 4 * (f.kind === 'int' && !f.symmetric ? 2 : 1) : 0);
 
@@ -85,7 +86,6 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   const persistent = !!s.pw && !ss;
   const WG = 32 * NW;
   const bits = f.bits;
-  const mask = (1 << bits) - 1;
   const cpw = 32 / bits; // codes per word
   const cpl = W * cpw; // columns per thread and step
   const nv = cpl / 4; // x vec4 per thread, step and x row
@@ -107,16 +107,14 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   const word = (r: number, i: number) => (W === 1 ? `q${r}` : `q${r}.${'xyzw'[i]}`);
   // code j of word i (first element in the high bits of each byte)
   const shift = (j: number) => (bits === 4 ? 8 * (j >> 1) + (j & 1 ? 0 : 4) : 8 * (j >> 2) + 6 - 2 * (j & 3));
-  const code = (r: number, i: number, j: number) => {
-    const sh = shift(j);
-    const w = word(r, i);
-    return sh + bits === 32 ? `(${w} >> ${sh}u)` : sh === 0 ? `(${w} & ${mask}u)` : `((${w} >> ${sh}u) & ${mask}u)`;
-  };
-  // bits [from, from + width) of e moved to [to, to + width), the rest cleared
+  // bits [from, from + width) of e moved to [to, to + width), the rest cleared (no mask needed
+  // when the field is the top of the word and lands at bit 0)
   const move = (e: string, from: number, to: number, width: number) => {
+    if (to === 0 && from + width === 32) return `(${e} >> ${from}u)`;
     const m = `0x${(((1 << width) - 1) * 2 ** to).toString(16)}u`;
     return from === to ? `(${e} & ${m})` : from > to ? `((${e} >> ${from - to}u) & ${m})` : `((${e} << ${to - from}u) & ${m})`;
   };
+  const code = (r: number, i: number, j: number) => move(word(r, i), shift(j), 0, bits);
   const weight = (r: number, i: number, j: number) =>
     f.kind === 'nf'
       ? `lut[${code(r, i, j)}]`
@@ -216,7 +214,7 @@ ${pt ? `var<workgroup> lutp: array<vec2<${h ? 'f16' : 'f32'}>, ${256 * pt}>;` : 
 ${f.doubleQuant && !ss ? DQ_DECL : ''}
 ${ss ? `var<workgroup> scl: array<f32, ${R * gpr}>;${asym ? `
 var<workgroup> zbl: array<f32, ${R * gpr}>;` : ''}` : ''}
-var<workgroup> red: array<f32, ${subgroups ? RT * (WG / 4) : RT * WG}>; // subgroups have at least 4 invocations
+var<workgroup> red: array<f32, ${redBytes(s, T, subgroups) / 4}>;
 ${decodeLib(f, false)}
 @compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32${sgArgs}) {
   let rows = P[0]; let cols = P[1]; let gpr = P[3];

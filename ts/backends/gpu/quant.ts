@@ -31,7 +31,7 @@ import type { QuantFormat } from '../../quant/formats.js';
 import { rowBytes } from '../../quant/packing.js';
 import type { Device, GpuHandle } from './device.js';
 import { f32Bits, GRID_INDEX } from './device.js';
-import { pairBytes, stagedBytes, treeBytes, usesPairs, wordsFits, wordsSource, type WordsShape } from './gemv.js';
+import { pairBytes, redBytes, stagedBytes, usesPairs, wordsFits, wordsSource, type WordsShape } from './gemv.js';
 import type { KernelGroup } from './index.js';
 
 export const ONE = 15;
@@ -603,10 +603,10 @@ function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: Qua
   if (f.kind !== 'int') s.xs = false;
   if (s.ss && stagedBytes(f, s, gpr) > limit / 2) s.ss = false;
   s.pw = s.ss || !(s.pw! >= 1) ? 0 : Math.min(Math.floor(s.pw!), 65535);
-  const red = () => (sg ? s.R * T * s.NW * 8 * 4 : treeBytes(s, T));
-  while (s.pt && pairBytes(f, s) + stagedBytes(f, s, gpr) + red() > limit) s.pt /= 2;
+  const shared = () => redBytes(s, T, sg) + stagedBytes(f, s, gpr) + pairBytes(f, s);
+  while (s.pt && shared() > limit) s.pt = s.pt > 1 ? s.pt / 2 : 0;
   if (s.h && !s.pt) s.h = false; // no room for the f16 pair table: f32
-  while (!sg && s.NW > 1 && red() + stagedBytes(f, s, gpr) + pairBytes(f, s) > limit) s.NW /= 2;
+  while (!sg && s.NW > 1 && shared() > limit) s.NW /= 2;
   const key = `quant_gemvw_${fmtKey(f)}_t${T}r${s.R}w${s.NW}x${s.W}${s.pf ? 'p' : ''}${sg ? 's' : ''}${s.ss ? `S${gpr}` : ''}${s.pt ? `P${s.pt}` : ''}${s.xs ? 'X' : ''}${s.h ? 'H' : ''}${s.pw ? 'W' : ''}`;
   const pipe = dev.pipeline(key, () => wordsSource(f, T, s, sg, gpr));
   const groups = s.pw ? Math.min(s.pw, Math.ceil(rows / s.R)) : Math.ceil(rows / s.R);
