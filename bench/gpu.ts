@@ -267,51 +267,46 @@ if (want('gemv')) {
     Object.assign(gemvShape, { words: false, lut: 'banked', teams: 2, rows: () => 8 });
     await time1('wide banked, teams 2, rows 8');
     // the words kernel for nf4 (double-quantized) and int4 (asymmetric) at the default shader checks
-    // (off): the fifth session's decoders (pt: the pair table replicated pt times; xs: INT weights as
-    // 1 + code/16 with the zero point through the x sums; f16: the opt-in f16 products, through a
-    // pair table of f16 pairs, 32 copies unless given; pw: that many persistent workgroups, 4 or 8
-    // per SM of an H200) on the best shapes of the fourth session's
-    // full sweep (--sweep-all: every R 4/8/16 x NW 2/4/8 x W 1/2/4 x pf shape instead), then each
-    // format's best 3 at 8192²
+    // (off), at 16384² and 8192²: the fifth session's decoders (pt: the pair table replicated pt
+    // times; xs: INT weights as 1 + code/16 with the zero point through the x sums; f16: the opt-in
+    // f16 products through a pair table of f16 pairs; pw: that many persistent workgroups, 4 per SM
+    // of an H200) and the sixth's x loads (px: prefetched with the codes; sx: staged in workgroup
+    // memory, where T·cols·4 bytes fit: 8192² but not 16384²) on the best shapes of the earlier
+    // sweeps (--sweep-all: every R 4/8/16 x NW 2/4/8 x W 1/2/4 x pf shape instead). Each format's
+    // ranking is by the lower of its two sizes' shares of copy.
     const shapes: WordsShape[] = [];
     if (process.argv.includes('--sweep-all')) {
       for (const W of [1, 2, 4] as const) for (const NW of [2, 4, 8]) for (const R of [4, 8, 16]) for (const pf of [false, true]) shapes.push({ R, NW, W, pf });
     } else {
-      for (const [R, NW, W, pf] of [[16, 2, 2, 1], [8, 4, 2, 1], [8, 2, 2, 1], [16, 8, 2, 0], [16, 4, 2, 1], [4, 4, 2, 1], [8, 8, 2, 0]] as const) shapes.push({ R, NW, W, pf: !!pf });
+      for (const [R, NW] of [[16, 2], [8, 4], [8, 2], [16, 4], [16, 8]]) shapes.push({ R, NW, W: 2, pf: true });
     }
     const decoders: Record<string, Partial<WordsShape>[]> = {
-      nf4: [{}, { pt: 4 }, { pt: 8 }, { pt: 16 }, { h: true }, { h: true, pt: 16 }, { pt: 16, pw: 528 }, { pt: 16, pw: 1056 }, { h: true, pw: 528 }],
-      int4: [{}, { xs: true }, { pt: 8 }, { pt: 16 }, { h: true }, { h: true, pt: 16 }, { xs: true, pw: 528 }, { pt: 16, pw: 528 }, { h: true, pw: 528 }],
+      nf4: [{}, { px: true }, { h: true, pt: 16 }, { h: true, pt: 16, px: true }, { pw: 528, sx: true }, { pw: 528, sx: true, px: true }, { pt: 16, px: true, pw: 528 }, { h: true, pt: 8, px: true, pw: 528, sx: true }],
+      int4: [{ xs: true }, { xs: true, px: true }, { h: true, pt: 16 }, { h: true, pt: 16, px: true }, { xs: true, pw: 528, sx: true }, { xs: true, pw: 528, sx: true, px: true }, { xs: true, px: true, pw: 528 }, { h: true, pt: 8, px: true, pw: 528, sx: true }],
     };
-    const shapeLabel = (s: WordsShape) => `R ${s.R} NW ${s.NW} W ${s.W}${s.pf ? ' pf' : ''}${s.pt ? ` pt ${s.pt}` : ''}${s.xs ? ' xs' : ''}${s.h ? ' f16' : ''}${s.pw ? ` pw ${s.pw}` : ''}`;
+    const shapeLabel = (s: WordsShape) =>
+      `R ${s.R} NW ${s.NW} W ${s.W}${s.pf ? ' pf' : ''}${s.pt ? ` pt ${s.pt}` : ''}${s.xs ? ' xs' : ''}${s.h ? ' f16' : ''}${s.pw ? ` pw ${s.pw}` : ''}${s.px ? ' px' : ''}${s.sx ? ' sx' : ''}`;
+    const sizes = quick ? [n] : [n, 8192];
     for (const f of [NF4, INT4]) {
       const name = f === NF4 ? 'nf4' : 'int4';
-      const qf = f === NF4 ? q : weights(f, n);
-      const mine: [number, WordsShape, string][] = [];
+      const qs = sizes.map((size) => (f === NF4 && size === n ? q : weights(f, size)));
+      const mine: [number[], WordsShape][] = [];
       for (const base of shapes) {
         for (const d of decoders[name]) {
           const shape = { ...base, ...d };
           Object.assign(gemvShape, { words: true, wordsShape: () => shape });
-          const label = `${name} words ${shapeLabel(shape)}`;
-          mine.push([await time1(label, f, qf), shape, label]);
+          const got: number[] = [];
+          for (const [i, size] of sizes.entries()) got.push(await time1(`${name} words ${shapeLabel(shape)} at ${size}²`, f, qs[i], size));
+          mine.push([got, shape]);
         }
       }
-      if (qf !== q) qf.dispose();
-      mine.sort((a, b) => b[0] - a[0]);
-      console.log(`gemv sweep ${name} top at ${n}²: ${mine.slice(0, 4).map(([g, sh]) => `${shapeLabel(sh)}: ${pct(g)}`).join('; ')}`);
-      if (!quick) {
-        const q8 = weights(f, 8192);
-        for (const [, shape, label] of mine.slice(0, 3)) {
-          Object.assign(gemvShape, { words: true, wordsShape: () => shape });
-          const g8 = await gemv(8192, f, `${label} at 8192²`, q8);
-          console.log(`gemv sweep ${name} best at 8192² ${shapeLabel(shape)}: ${vsCopy(g8, copy)}`);
-        }
-        q8.dispose();
-      }
+      for (const qw of qs) if (qw !== q) qw.dispose();
+      mine.sort((a, b) => Math.min(...b[0]) - Math.min(...a[0]));
+      console.log(`gemv sweep ${name} top (${sizes.map((z) => `${z}²`).join(' / ')}): ${mine.slice(0, 5).map(([g, sh]) => `${shapeLabel(sh)}: ${g.map(pct).join(' / ')}`).join('; ')}`);
     }
     // a few x rows: the words kernel's default shapes against the banked kernel, then more rows per
     // workgroup (each x slice serves R rows: at T 8 the default R 2 reads 16x more x than codes)
-    for (const T of quick ? [4] : [4, 8]) {
+    for (const T of process.argv.includes('--sweep-rows') ? (quick ? [4] : [4, 8]) : []) {
       for (const words of [false, true]) {
         Object.assign(gemvShape, base, { words });
         const g = await gemv(n, NF4, words ? 'words' : 'banked', q, T);

@@ -128,7 +128,7 @@ case "$1" in
       esac
     done
     set -e
-    grep -h -e '^gemv sweep \(read only\|best\|wide\)' -e '^gemv sweep [a-z0-9]* top' -e '^gemv sweep [0-9] x rows top' -e 'at 8192' -e '^dequantizeMatmul' -e '^rilq step' "$OUT"/sweep.log "$OUT"/ab.log 2>/dev/null || true
+    grep -h -e '^gemv sweep \(read only\|best\|wide\)' -e '^gemv sweep [a-z0-9]* top' -e '^gemv sweep [0-9] x rows top' -e '^dequantizeMatmul' -e '^rilq step' "$OUT"/sweep.log "$OUT"/ab.log 2>/dev/null || true
     if [ -f "$OUT/parity.log" ]; then tail -12 "$OUT/parity.log"; fi ;;
   run|parity|suites)
     setup

@@ -373,11 +373,12 @@ test('the words GEMV matches the js reference in every shape, with subgroups and
   assert.equal(used.size, shapes.length, 'every shape ran');
 });
 
-test('the words GEMV decoders: the replicated 4-bit pair table, the INT x sums and persistent workgroups match the js reference', { skip }, () => {
+test('the words GEMV decoders: the replicated 4-bit pair table, the INT x sums, persistent workgroups and the x prefetch and staging match the js reference', { skip }, () => {
   const fmts = [q.formats.nf(4, { group: 64, doubleQuant: true }), q.formats.nf(4, { group: 128 }), q.formats.int(4, { group: 32 }), q.formats.int(2, { group: 64, symmetric: true })];
   const shapes: WordsShape[] = [
     { R: 8, NW: 2, W: 2, pf: true, pt: 16, xs: true }, { R: 3, NW: 1, W: 1, pf: false, pt: 1, xs: true, pw: 2 },
     { R: 5, NW: 2, W: 4, pf: true, pt: 4, xs: true, ss: true }, { R: 4, NW: 4, W: 2, pf: false, pt: 32, xs: true, ss: true },
+    { R: 8, NW: 2, W: 2, pf: true, px: true, sx: true, pw: 3 }, { R: 3, NW: 1, W: 2, pf: true, pt: 8, xs: true, px: true },
   ];
   const { ran, used } = wordsAgainstJs(fmts, shapes, [1, 3], () => shapes.map((_, i) => i));
   assert.equal(ran, fmts.length * 2 * 2 * shapes.length);

@@ -28,6 +28,9 @@
 //     table of f16 pairs, x rounded to f16 pairs, summed in f16 over the step, then scaled and
 //     added in f32 (a compute dtype of f16: ~1e-4 relative error);
 //   - optionally (pw) at most pw workgroups loop over the row blocks (the tables built once each);
+//   - optionally (px, with pf) the next step's x slice is loaded with its codes; optionally (sx) x
+//     is staged in workgroup memory once per workgroup (with pw: once per pw row blocks, instead of
+//     one read of x from L2 per R rows);
 //   - the R·T sums are reduced per subgroup (subgroupAdd) then across subgroups in order, or by a
 //     workgroup tree where the adapter has no subgroups.
 // P: rows, cols, rowBytes, groupsPerRow (as the other GEMV). Grid: ceil(rows / R) workgroups (at
@@ -58,6 +61,12 @@ export interface WordsShape {
   /** Persistent workgroups: launch at most this many, each looping over row blocks, so the tables
    *  are built once per workgroup rather than once per R rows (not with ss). */
   pw?: number;
+  /** With pf: prefetch the next step's x slice too (x comes from L2 when the code stream has
+   *  evicted it from L1, so an unprefetched load stalls each step). */
+  px?: boolean;
+  /** Stage x in workgroup memory once per workgroup (needs the columns baked in and T·cols·4
+   *  bytes of room; pays off with pw, where a workgroup serves many row blocks). */
+  sx?: boolean;
 }
 
 /** Whether shape s's pair table applies to format f (4 bits). */
@@ -79,10 +88,13 @@ export const redBytes = (s: WordsShape, T: number, subgroups: boolean) => 4 * s.
 export const stagedBytes = (f: QuantFormat, s: WordsShape, gpr: number) => (s.ss ? s.R * gpr * 4 * (f.kind === 'int' && !f.symmetric ? 2 : 1) : 0);
 
 /** WGSL of the words GEMV; `gpr` (groups per row) is baked in when the scales are staged. */
-export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups: boolean, gpr = 0): string {
+export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups: boolean, gpr = 0, cols = 0): string {
   const { R, NW, W, pf } = s;
   const ss = !!s.ss;
   if (ss && !(gpr > 0)) throw new Error('wordsSource: staged scales need groupsPerRow');
+  const sx = !!s.sx;
+  if (sx && !(cols > 0 && cols % 4 === 0)) throw new Error('wordsSource: staged x needs the column count (a multiple of 4)');
+  const px = !!s.px && pf;
   const persistent = !!s.pw && !ss;
   const WG = 32 * NW;
   const bits = f.bits;
@@ -143,7 +155,8 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   // h: x as f16 pairs in the order of the weight pairs (byte k of word i holds the codes of columns
   // 2k and 2k+1 of the word: x.xy, x.zw of its vec4s)
   const hpairs = (t: number) => range(nv).flatMap((v) => [`let xh${t}_${2 * v} = vec2<f16>(x${t}_${v}.xy);`, `let xh${t}_${2 * v + 1} = vec2<f16>(x${t}_${v}.zw);`]);
-  const xs = tt.map((t) => range(nv).map((v) => `let x${t}_${v} = x[${t}u * c4 + k * ${nv}u + ${v}u];`).join(' ') +
+  const xAt = (t: number, v: number, k: string) => `${sx ? 'xl' : 'x'}[${t}u * c4 + ${k} * ${nv}u + ${v}u]`;
+  const xs = tt.map((t) => range(nv).map((v) => (px ? `let x${t}_${v} = nx${t}_${v}; nx${t}_${v} = ${xAt(t, v, 'kn')};` : `let x${t}_${v} = ${xAt(t, v, 'k')};`)).join(' ') +
     (xsum ? ` let X${t} = dot(${range(nv).map((v) => `x${t}_${v}`).join(' + ')}, vec4<f32>(1.0));` : '') +
     (h ? ` ${hpairs(t).join(' ')}` : '')).join('\n    ');
   // h: the f16 weight pairs of row r, in hpairs' order
@@ -171,6 +184,7 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
     ? `let last = units - 1u;
   let k0 = min(t, last);
   ${rr.map((r) => loads(r, 'k0').map(([n, e]) => `var n${n} = ${e};`).join(' ')).join('\n  ')}
+  ${px ? tt.map((t) => range(nv).map((v) => `var nx${t}_${v} = ${xAt(t, v, 'k0')};`).join(' ')).join('\n  ') : ''}
   for (var k = t; k < units; k += ${WG}u) {
     let kn = min(k + ${WG}u, last);
     ${rr.map((r) => loads(r, 'kn').map(([n, e]) => `let ${n} = n${n}; n${n} = ${e};`).join(' ')).join('\n    ')}
@@ -212,7 +226,8 @@ ${decl}
 @group(0) @binding(${next + 1}) var<storage, read_write> y: array<f32>;
 ${pt ? `var<workgroup> lutp: array<vec2<${h ? 'f16' : 'f32'}>, ${256 * pt}>;` : f.kind === 'nf' ? `var<workgroup> lut: array<f32, ${1 << bits}>;` : ''}
 ${f.doubleQuant && !ss ? DQ_DECL : ''}
-${ss ? `var<workgroup> scl: array<f32, ${R * gpr}>;${asym ? `
+${sx ? `var<workgroup> xl: array<vec4<f32>, ${(T * cols) / 4}>;
+` : ''}${ss ? `var<workgroup> scl: array<f32, ${R * gpr}>;${asym ? `
 var<workgroup> zbl: array<f32, ${R * gpr}>;` : ''}` : ''}
 var<workgroup> red: array<f32, ${redBytes(s, T, subgroups) / 4}>;
 ${decodeLib(f, false)}
@@ -227,7 +242,8 @@ ${decodeLib(f, false)}
     scl[e] = groupScale(g);${asym ? `
     zbl[e] = bitcast<f32>(((zeros[g >> 2u] >> ((g & 3u) * 8u)) & 0xffu) | 0x4b000000u);` : ''}
   }` : ''}
-  ${f.kind === 'nf' || pt || f.doubleQuant || ss ? 'workgroupBarrier();' : ''}
+  ${sx ? `for (var e = t; e < ${(T * cols) / 4}u; e += ${WG}u) { xl[e] = x[e]; }` : ''}
+  ${f.kind === 'nf' || pt || f.doubleQuant || ss || sx ? 'workgroupBarrier();' : ''}
   ${f.doubleQuant && !ss ? DQ_CONSTS : ''}
   let units = cols / ${cpl}u;
   let c4 = cols / 4u;

@@ -607,8 +607,10 @@ function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: Qua
   while (s.pt && shared() > limit) s.pt = s.pt > 1 ? s.pt / 2 : 0;
   if (s.h && !s.pt) s.h = false; // no room for the f16 pair table: f32
   while (!sg && s.NW > 1 && shared() > limit) s.NW /= 2;
-  const key = `quant_gemvw_${fmtKey(f)}_t${T}r${s.R}w${s.NW}x${s.W}${s.pf ? 'p' : ''}${sg ? 's' : ''}${s.ss ? `S${gpr}` : ''}${s.pt ? `P${s.pt}` : ''}${s.xs ? 'X' : ''}${s.h ? 'H' : ''}${s.pw ? 'W' : ''}`;
-  const pipe = dev.pipeline(key, () => wordsSource(f, T, s, sg, gpr));
+  s.px = !!s.px && s.pf;
+  s.sx = !!s.sx && shared() + T * cols * 4 <= limit; // x staged only where it fits beside the rest
+  const key = `quant_gemvw_${fmtKey(f)}_t${T}r${s.R}w${s.NW}x${s.W}${s.pf ? 'p' : ''}${sg ? 's' : ''}${s.ss ? `S${gpr}` : ''}${s.pt ? `P${s.pt}` : ''}${s.xs ? 'X' : ''}${s.h ? 'H' : ''}${s.pw ? 'W' : ''}${s.px ? 'F' : ''}${s.sx ? `C${cols}` : ''}`;
+  const pipe = dev.pipeline(key, () => wordsSource(f, T, s, sg, gpr, cols));
   const groups = s.pw ? Math.min(s.pw, Math.ceil(rows / s.R)) : Math.ceil(rows / s.R);
   const grid: [number, number, number] = groups <= 65535 ? [groups, 1, 1] : [65535, Math.ceil(groups / 65535), 1];
   dev.run(pipe, params(f, [rows, cols, rb, gpr]), [...partsOf(q, f), x, y], grid);
