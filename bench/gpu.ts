@@ -271,21 +271,22 @@ if (want('gemv')) {
     // times; xs: INT weights as 1 + code/16 with the zero point through the x sums; f16: the opt-in
     // f16 products through a pair table of f16 pairs; pw: that many persistent workgroups, 4 per SM
     // of an H200) and the sixth's x loads (px: prefetched with the codes; sx: staged in workgroup
-    // memory, where T·cols·4 bytes fit: 8192² but not 16384²) on the best shapes of the earlier
+    // memory, where T·cols·4 bytes fit: 8192² but not 16384²; i8: int8 x and integer dot products,
+    // INT only, also with W 4) on the best shapes of the earlier
     // sweeps (--sweep-all: every R 4/8/16 x NW 2/4/8 x W 1/2/4 x pf shape instead). Each format's
     // ranking is by the lower of its two sizes' shares of copy.
     const shapes: WordsShape[] = [];
     if (process.argv.includes('--sweep-all')) {
       for (const W of [1, 2, 4] as const) for (const NW of [2, 4, 8]) for (const R of [4, 8, 16]) for (const pf of [false, true]) shapes.push({ R, NW, W, pf });
     } else {
-      for (const [R, NW] of [[16, 2], [8, 4], [8, 2], [16, 4], [16, 8]]) shapes.push({ R, NW, W: 2, pf: true });
+      for (const [R, NW] of [[16, 2], [8, 4], [8, 2], [16, 4], [16, 8], [4, 8], [8, 8]]) shapes.push({ R, NW, W: 2, pf: true });
     }
     const decoders: Record<string, Partial<WordsShape>[]> = {
-      nf4: [{}, { px: true }, { h: true, pt: 16 }, { h: true, pt: 16, px: true }, { pw: 528, sx: true }, { pw: 528, sx: true, px: true }, { pt: 16, px: true, pw: 528 }, { h: true, pt: 8, px: true, pw: 528, sx: true }],
-      int4: [{ xs: true }, { xs: true, px: true }, { h: true, pt: 16 }, { h: true, pt: 16, px: true }, { xs: true, pw: 528, sx: true }, { xs: true, pw: 528, sx: true, px: true }, { xs: true, px: true, pw: 528 }, { h: true, pt: 8, px: true, pw: 528, sx: true }],
+      nf4: [{}, { px: true }, { pt: 16 }, { h: true, pt: 16 }],
+      int4: [{ xs: true }, { xs: true, px: true }, { h: true, pt: 16 }, { i8: true }, { i8: true, W: 4 }, { i8: true, pw: 528 }],
     };
     const shapeLabel = (s: WordsShape) =>
-      `R ${s.R} NW ${s.NW} W ${s.W}${s.pf ? ' pf' : ''}${s.pt ? ` pt ${s.pt}` : ''}${s.xs ? ' xs' : ''}${s.h ? ' f16' : ''}${s.pw ? ` pw ${s.pw}` : ''}${s.px ? ' px' : ''}${s.sx ? ' sx' : ''}`;
+      `R ${s.R} NW ${s.NW} W ${s.W}${s.pf ? ' pf' : ''}${s.pt ? ` pt ${s.pt}` : ''}${s.xs ? ' xs' : ''}${s.h ? ' f16' : ''}${s.pw ? ` pw ${s.pw}` : ''}${s.px ? ' px' : ''}${s.sx ? ' sx' : ''}${s.i8 ? ' i8' : ''}`;
     const sizes = quick ? [n] : [n, 8192];
     for (const f of [NF4, INT4]) {
       const name = f === NF4 ? 'nf4' : 'int4';

@@ -31,6 +31,11 @@
 //   - optionally (px, with pf) the next step's x slice is loaded with its codes; optionally (sx) x
 //     is staged in workgroup memory once per workgroup (with pw: once per pw row blocks, instead of
 //     one read of x from L2 per R rows);
+//   - optionally (i8, 4-bit INT, opt-in: gemvShape.int8) x arrives quantized to int8 (x8Source: per
+//     step slice of cpl columns, a scale m/127 and the sum of its int8 values; the bytes of each
+//     8 columns ordered as the word's high nibbles, then its low nibbles), so a code word is two
+//     masks and two dot4I8Packed (4 integer products each), and a row's step adds
+//     (Σ q·code − zero · Σ q) · scale · x scale (a compute dtype of int8 for x: ~1e-3 error);
 //   - the R·T sums are reduced per subgroup (subgroupAdd) then across subgroups in order, or by a
 //     workgroup tree where the adapter has no subgroups.
 // P: rows, cols, rowBytes, groupsPerRow (as the other GEMV). Grid: ceil(rows / R) workgroups (at
@@ -67,6 +72,10 @@ export interface WordsShape {
   /** Stage x in workgroup memory once per workgroup (needs the columns baked in and T·cols·4
    *  bytes of room; pays off with pw, where a workgroup serves many row blocks). */
   sx?: boolean;
+  /** 4-bit INT, W ≥ 2 (opt-in: gemvShape.int8): x quantized to int8 per step slice (a scale and
+   *  the codes' sum per slice, x8Source), the products summed as integers by dot4I8Packed (4
+   *  products per instruction where the adapter has integer dot products). */
+  i8?: boolean;
 }
 
 /** Whether shape s's pair table applies to format f (4 bits). */
@@ -94,6 +103,8 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   if (ss && !(gpr > 0)) throw new Error('wordsSource: staged scales need groupsPerRow');
   const sx = !!s.sx;
   if (sx && !(cols > 0 && cols % 4 === 0)) throw new Error('wordsSource: staged x needs the column count (a multiple of 4)');
+  const i8 = !!s.i8;
+  if (i8 && !(f.kind === 'int' && f.bits === 4 && W >= 2 && !s.pt && !s.h && !s.xs && !s.sx && !s.px)) throw new Error('wordsSource: int8 x needs 4-bit INT codes, W ≥ 2, and none of pt, h, xs, sx, px');
   const px = !!s.px && pf;
   const persistent = !!s.pw && !ss;
   const WG = 32 * NW;
@@ -156,12 +167,20 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   // 2k and 2k+1 of the word: x.xy, x.zw of its vec4s)
   const hpairs = (t: number) => range(nv).flatMap((v) => [`let xh${t}_${2 * v} = vec2<f16>(x${t}_${v}.xy);`, `let xh${t}_${2 * v + 1} = vec2<f16>(x${t}_${v}.zw);`]);
   const xAt = (t: number, v: number, k: string) => `${sx ? 'xl' : 'x'}[${t}u * c4 + ${k} * ${nv}u + ${v}u]`;
-  const xs = tt.map((t) => range(nv).map((v) => (px ? `let x${t}_${v} = nx${t}_${v}; nx${t}_${v} = ${xAt(t, v, 'kn')};` : `let x${t}_${v} = ${xAt(t, v, 'k')};`)).join(' ') +
+  const xs = i8 ? tt.map((t) => `${range(W / 2).map((v) => `let xq${t}_${v} = xq[${t}u * c16 + k * ${W / 2}u + ${v}u];`).join(' ')} let xv${t} = xsc[${t}u * units + k];`).join('\n    ') : tt.map((t) => range(nv).map((v) => (px ? `let x${t}_${v} = nx${t}_${v}; nx${t}_${v} = ${xAt(t, v, 'kn')};` : `let x${t}_${v} = ${xAt(t, v, 'k')};`)).join(' ') +
     (xsum ? ` let X${t} = dot(${range(nv).map((v) => `x${t}_${v}`).join(' + ')}, vec4<f32>(1.0));` : '') +
     (h ? ` ${hpairs(t).join(' ')}` : '')).join('\n    ');
   // h: the f16 weight pairs of row r, in hpairs' order
   const wpairs = (r: number) => range(4 * W).map((p) => pair(r, p >> 2, p & 3));
+  // i8: the x word of component c (0..2W-1) of the step, and row r's zero point
+  const xw = (t: number, c: number) => `xq${t}_${c >> 2}.${'xyzw'[c & 3]}`;
+  const z8 = (r: number) => (asym ? `(zb${r} - 8388608.0)` : `${(1 << (bits - 1)) - 1}.0`);
   const dots = rr.map((r) => {
+    if (i8) {
+      return `{
+      ${tt.map((t) => `{ let d = ${range(W).map((i) => `dot4I8Packed((${word(r, i)} >> 4u) & 0x0f0f0f0fu, ${xw(t, 2 * i)}) + dot4I8Packed(${word(r, i)} & 0x0f0f0f0fu, ${xw(t, 2 * i + 1)})`).join(' + ')}; a${r}_${t} += (f32(d) - ${z8(r)} * xv${t}.y) * (sc${r} * xv${t}.x); }`).join('\n      ')}
+    }`;
+    }
     if (h) {
       const w = wpairs(r);
       return `{
@@ -222,8 +241,9 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   return /* wgsl */ `${h ? 'enable f16;' : ''}
 @group(0) @binding(0) var<storage, read> P: array<u32>;
 ${decl}
-@group(0) @binding(${next}) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(${next + 1}) var<storage, read_write> y: array<f32>;
+${i8 ? `@group(0) @binding(${next}) var<storage, read> xq: array<vec4<u32>>;
+@group(0) @binding(${next + 1}) var<storage, read> xsc: array<vec2<f32>>;` : `@group(0) @binding(${next}) var<storage, read> x: array<vec4<f32>>;`}
+@group(0) @binding(${next + (i8 ? 2 : 1)}) var<storage, read_write> y: array<f32>;
 ${pt ? `var<workgroup> lutp: array<vec2<${h ? 'f16' : 'f32'}>, ${256 * pt}>;` : f.kind === 'nf' ? `var<workgroup> lut: array<f32, ${1 << bits}>;` : ''}
 ${f.doubleQuant && !ss ? DQ_DECL : ''}
 ${sx ? `var<workgroup> xl: array<vec4<f32>, ${(T * cols) / 4}>;
@@ -246,7 +266,7 @@ ${decodeLib(f, false)}
   ${f.kind === 'nf' || pt || f.doubleQuant || ss || sx ? 'workgroupBarrier();' : ''}
   ${f.doubleQuant && !ss ? DQ_CONSTS : ''}
   let units = cols / ${cpl}u;
-  let c4 = cols / 4u;
+  ${i8 ? 'let c16 = cols / 16u;' : 'let c4 = cols / 4u;'}
   ${persistent ? `for (var blk = wid.x + wid.y * nwg.x; blk < (rows + ${R - 1}u) / ${R}u; blk += nwg.x * nwg.y) {
   let row0 = blk * ${R}u;` : ''}
   // rows past the end decode the last row (their sums are not written)
@@ -256,5 +276,43 @@ ${decodeLib(f, false)}
   ${reduce}
   ${persistent ? `workgroupBarrier(); // red is written again by the next block
   }` : ''}
+}`;
+}
+
+/** WGSL quantizing x [T, cols] to int8 for the words GEMV's i8 decoder, one thread per slice of
+ *  `cpl` columns (P: [slices]): the slice's values q = round(x · 127 / m), m = max |x| (0 for an
+ *  all-zero slice), packed 4 per u32, the bytes of each 8 columns as x0 x2 x4 x6 | x1 x3 x5 x7 (the
+ *  order of a code word's high and low nibbles); xsc[slice] = (m / 127, Σ q). A NaN in the slice
+ *  makes its scale NaN (so the sums come out NaN, as f32 would). */
+export function x8Source(cpl: number): string {
+  return /* wgsl */ `
+@group(0) @binding(0) var<storage, read> P: array<u32>;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> xq: array<u32>;
+@group(0) @binding(3) var<storage, read_write> xsc: array<vec2<f32>>;
+override WG: u32 = 64u;
+@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let b = ${'gid.x + gid.y * nwg.x * WG'};
+  if (b >= P[0]) { return; }
+  let base = b * ${cpl}u;
+  var m = 0.0;
+  var nan = false;
+  for (var i = 0u; i < ${cpl}u; i++) { let v = x[base + i]; m = max(m, abs(v)); nan = nan || (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u; }
+  let inv = select(0.0, 127.0 / m, m > 0.0);
+  var sum = 0i;
+  for (var w = 0u; w < ${cpl / 8}u; w++) {
+    var hi = 0u;
+    var lo = 0u;
+    for (var k = 0u; k < 4u; k++) {
+      let qh = i32(clamp(round(x[base + w * 8u + 2u * k] * inv), -127.0, 127.0));
+      let ql = i32(clamp(round(x[base + w * 8u + 2u * k + 1u] * inv), -127.0, 127.0));
+      sum += qh + ql;
+      hi |= (bitcast<u32>(qh) & 0xffu) << (8u * k);
+      lo |= (bitcast<u32>(ql) & 0xffu) << (8u * k);
+    }
+    xq[b * ${cpl / 4}u + 2u * w] = hi;
+    xq[b * ${cpl / 4}u + 2u * w + 1u] = lo;
+  }
+  xsc[b] = vec2<f32>(select(m / 127.0, bitcast<f32>(0x7fc00000u), nan), f32(sum));
 }`;
 }

@@ -31,7 +31,7 @@ import type { QuantFormat } from '../../quant/formats.js';
 import { rowBytes } from '../../quant/packing.js';
 import type { Device, GpuHandle } from './device.js';
 import { f32Bits, GRID_INDEX } from './device.js';
-import { pairBytes, redBytes, stagedBytes, usesPairs, wordsFits, wordsSource, type WordsShape } from './gemv.js';
+import { pairBytes, redBytes, stagedBytes, usesPairs, wordsFits, wordsSource, x8Source, type WordsShape } from './gemv.js';
 import type { KernelGroup } from './index.js';
 
 export const ONE = 15;
@@ -551,6 +551,11 @@ export const gemvShape = {
    *  1e-3 relative error instead of f32's 1e-7, and |x| beyond ~4000 can overflow f16: what a
    *  compute dtype of f16 means. */
   f16: typeof process !== 'undefined' && process.env?.QUANTLORA_GPU_GEMV_F16 === '1', // (browsers have no process)
+  /** Quantize x to int8 (per slice of 16 columns: a scale and the sum) for 4-bit INT codes in the
+   *  words kernel, whose products then run as integer dot products (dot4I8Packed: 4 per
+   *  instruction where the adapter has them) (QUANTLORA_GPU_GEMV_INT8=1; off by default): x's
+   *  rounding to 8 bits costs ~1e-3 relative error, as llama.cpp's 8-bit activations do. */
+  int8: typeof process !== 'undefined' && process.env?.QUANTLORA_GPU_GEMV_INT8 === '1',
 };
 
 function unitOf(cols: number, f: QuantFormat): 1 | 8 | 32 {
@@ -607,13 +612,27 @@ function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: Qua
   while (s.pt && shared() > limit) s.pt = s.pt > 1 ? s.pt / 2 : 0;
   if (s.h && !s.pt) s.h = false; // no room for the f16 pair table: f32
   while (!sg && s.NW > 1 && shared() > limit) s.NW /= 2;
+  s.i8 = (!!s.i8 || gemvShape.int8) && f.kind === 'int' && f.bits === 4 && s.W >= 2;
+  if (s.i8) Object.assign(s, { pt: 0, h: false, xs: false, px: false, sx: false });
   s.px = !!s.px && s.pf;
   s.sx = !!s.sx && shared() + T * cols * 4 <= limit; // x staged only where it fits beside the rest
-  const key = `quant_gemvw_${fmtKey(f)}_t${T}r${s.R}w${s.NW}x${s.W}${s.pf ? 'p' : ''}${sg ? 's' : ''}${s.ss ? `S${gpr}` : ''}${s.pt ? `P${s.pt}` : ''}${s.xs ? 'X' : ''}${s.h ? 'H' : ''}${s.pw ? 'W' : ''}${s.px ? 'F' : ''}${s.sx ? `C${cols}` : ''}`;
+  const key = `quant_gemvw_${fmtKey(f)}_t${T}r${s.R}w${s.NW}x${s.W}${s.pf ? 'p' : ''}${sg ? 's' : ''}${s.ss ? `S${gpr}` : ''}${s.pt ? `P${s.pt}` : ''}${s.xs ? 'X' : ''}${s.h ? 'H' : ''}${s.pw ? 'W' : ''}${s.px ? 'F' : ''}${s.sx ? `C${cols}` : ''}${s.i8 ? 'I' : ''}`;
   const pipe = dev.pipeline(key, () => wordsSource(f, T, s, sg, gpr, cols));
   const groups = s.pw ? Math.min(s.pw, Math.ceil(rows / s.R)) : Math.ceil(rows / s.R);
   const grid: [number, number, number] = groups <= 65535 ? [groups, 1, 1] : [65535, Math.ceil(groups / 65535), 1];
-  dev.run(pipe, params(f, [rows, cols, rb, gpr]), [...partsOf(q, f), x, y], grid);
+  if (!s.i8) {
+    dev.run(pipe, params(f, [rows, cols, rb, gpr]), [...partsOf(q, f), x, y], grid);
+    return;
+  }
+  // int8 x: quantized per step slice first (gemv.ts x8Source)
+  const cpl = s.W * 8;
+  const slices = (T * cols) / cpl;
+  const xq = dev.alloc(T * cols);
+  const xsc = dev.alloc(slices * 8);
+  dev.run(dev.pipeline(`quant_gemv_x8_${cpl}`, () => x8Source(cpl)), [slices], [x, xq, xsc], dev.grid(slices, 64));
+  dev.run(pipe, params(f, [rows, cols, rb, gpr]), [...partsOf(q, f), xq, xsc, y], grid);
+  dev.free(xq);
+  dev.free(xsc);
 }
 
 function dequantizeMatmulT(dev: Device, dy: GpuHandle, n: number, q: QuantHandles, rows: number, cols: number, f: QuantFormat): GpuHandle {
