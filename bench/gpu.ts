@@ -282,8 +282,8 @@ if (want('gemv')) {
       for (const [R, NW] of [[16, 2], [8, 4], [8, 2], [16, 4], [16, 8], [4, 8], [8, 8]]) shapes.push({ R, NW, W: 2, pf: true });
     }
     const decoders: Record<string, Partial<WordsShape>[]> = {
-      nf4: [{}, { px: true }, { pt: 16 }, { h: true, pt: 16 }],
-      int4: [{ xs: true }, { xs: true, px: true }, { h: true, pt: 16 }, { i8: true }, { i8: true, W: 4 }, { i8: true, pw: 528 }],
+      nf4: [{}, { h: true, pt: 16 }, { i8: true }, { i8: true, pt: 16 }, { i8: true, pt: 32 }, { i8: true, W: 4 }],
+      int4: [{ xs: true }, { h: true, pt: 16 }, { i8: true }, { i8: true, W: 4 }],
     };
     const shapeLabel = (s: WordsShape) =>
       `R ${s.R} NW ${s.NW} W ${s.W}${s.pf ? ' pf' : ''}${s.pt ? ` pt ${s.pt}` : ''}${s.xs ? ' xs' : ''}${s.h ? ' f16' : ''}${s.pw ? ` pw ${s.pw}` : ''}${s.px ? ' px' : ''}${s.sx ? ' sx' : ''}${s.i8 ? ' i8' : ''}`;
@@ -344,6 +344,15 @@ if (want('gemv')) {
     }
   }
   dev.checks = defaultChecks;
+  // the same at the opt-in int8 compute (gemvShape.int8: x quantized to int8, integer dot products)
+  gemvShape.int8 = true;
+  for (const n of quick ? [1024] : [8192, 16384]) {
+    const g = await gemv(n, NF4, 'int8 x');
+    const gi = await gemv(n, formats.int(4, { group: 64 }), 'int8 x');
+    goals.push(`dequantizeMatmul int4 1 token ${n}² (int8 x): ${vsCopy(gi, copy)} (goal ≥ 60%)`);
+    goals.push(`dequantizeMatmul nf4 1 token ${n}² (int8 x): ${vsCopy(g, copy)} (goal ≥ 60%)`);
+  }
+  gemvShape.int8 = false;
 }
 if (want('matmul')) {
   const n = quick ? 512 : 4096;

@@ -414,7 +414,7 @@ test('the words GEMV in f16 (opt-in, shader-f16 adapters): within f16 error of t
   }
 });
 
-test('the words GEMV with int8 x (opt-in, 4-bit INT): within int8 error of the js reference, really int8, and NaN stays NaN', { skip }, () => {
+test('the words GEMV with int8 x (opt-in, 4-bit INT and NF): within int8 error of the js reference, really int8, and NaN stays NaN', { skip }, () => {
   const g = gpu as GpuBackend;
   const fmts = [q.formats.int(4, { group: 32 }), q.formats.int(4, { group: 64, symmetric: true }), q.formats.int(4, { group: 128 })];
   const shapes: WordsShape[] = [
@@ -423,24 +423,30 @@ test('the words GEMV with int8 x (opt-in, 4-bit INT): within int8 error of the j
   ];
   const { ran } = wordsAgainstJs(fmts, shapes, [1, 3], () => shapes.map((_, i) => i), 1e-2);
   assert.equal(ran, fmts.length * 2 * 2 * shapes.length);
+  // NF values rounded to int8 as well (through the int8 pair table; 8 copies unless pt says)
+  const nfs = [q.formats.nf(4, { group: 64, doubleQuant: true }), q.formats.nf(4, { group: 128 })];
+  const nfShapes: WordsShape[] = [{ R: 8, NW: 2, W: 2, pf: true, i8: true }, { R: 3, NW: 1, W: 4, pf: false, i8: true, pt: 2 }, { R: 4, NW: 4, W: 2, pf: true, i8: true, pt: 32, pw: 3 }];
+  assert.equal(wordsAgainstJs(nfs, nfShapes, [1, 3], () => nfShapes.map((_, i) => i), 2e-2).ran, nfs.length * 2 * 2 * nfShapes.length);
   const base = { ...gemvShape };
   try {
-    const f = q.formats.int(4, { group: 64 });
-    const w = q.quantize(q.tensor(gaussianArray(64 * 512, 3, 0.05), [64, 512], 'f32', g), f);
-    const xs = gaussianArray(2 * 512, 4);
-    const x = q.tensor(xs, [2, 512], 'f32', g);
-    const y32 = q.dequantizeMatmul(x, w).dataSync() as Float32Array;
-    gemvShape.int8 = true;
-    const y8 = q.dequantizeMatmul(x, w).dataSync() as Float32Array;
-    const diff = y32.reduce((m, v, i) => Math.max(m, Math.abs(v - y8[i])), 0);
-    const scale = y32.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
-    assert.ok(diff > 0 && diff < 1e-2 * scale, `int8 against f32: max difference ${diff} of ${scale}`);
-    // a NaN in x row 1 (columns 16..31: one slice) makes that row's outputs NaN, row 0's stay finite
-    xs[512 + 20] = NaN;
-    const xn = q.tensor(xs, [2, 512], 'f32', g);
-    const yn = q.dequantizeMatmul(xn, w).dataSync() as Float32Array;
-    assert.ok(yn.slice(0, 64).every(Number.isFinite) && yn.slice(64).every(Number.isNaN), `NaN in x row 1 only reaches row 1: ${yn.slice(0, 3)} / ${yn.slice(64, 67)}`);
-    for (const t of [w, x, xn]) t.dispose();
+    for (const f of [q.formats.int(4, { group: 64 }), q.formats.nf(4, { group: 64 })]) {
+      const w = q.quantize(q.tensor(gaussianArray(64 * 512, 3, 0.05), [64, 512], 'f32', g), f);
+      const xs = gaussianArray(2 * 512, 4);
+      const x = q.tensor(xs, [2, 512], 'f32', g);
+      const y32 = q.dequantizeMatmul(x, w).dataSync() as Float32Array;
+      gemvShape.int8 = true;
+      const y8 = q.dequantizeMatmul(x, w).dataSync() as Float32Array;
+      const diff = y32.reduce((m, v, i) => Math.max(m, Math.abs(v - y8[i])), 0);
+      const scale = y32.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+      assert.ok(diff > 0 && diff < 2e-2 * scale, `${f.name} int8 against f32: max difference ${diff} of ${scale}`);
+      // a NaN in x row 1 (columns 16..31: one slice) makes that row's outputs NaN, row 0's stay finite
+      xs[512 + 20] = NaN;
+      const xn = q.tensor(xs, [2, 512], 'f32', g);
+      const yn = q.dequantizeMatmul(xn, w).dataSync() as Float32Array;
+      assert.ok(yn.slice(0, 64).every(Number.isFinite) && yn.slice(64).every(Number.isNaN), `${f.name}: NaN in x row 1 only reaches row 1: ${yn.slice(0, 3)} / ${yn.slice(64, 67)}`);
+      for (const t of [w, x, xn]) t.dispose();
+      gemvShape.int8 = false;
+    }
   } finally {
     Object.assign(gemvShape, base);
   }

@@ -31,11 +31,14 @@
 //   - optionally (px, with pf) the next step's x slice is loaded with its codes; optionally (sx) x
 //     is staged in workgroup memory once per workgroup (with pw: once per pw row blocks, instead of
 //     one read of x from L2 per R rows);
-//   - optionally (i8, 4-bit INT, opt-in: gemvShape.int8) x arrives quantized to int8 (x8Source: per
-//     step slice of cpl columns, a scale m/127 and the sum of its int8 values; the bytes of each
-//     8 columns ordered as the word's high nibbles, then its low nibbles), so a code word is two
-//     masks and two dot4I8Packed (4 integer products each), and a row's step adds
-//     (Σ q·code − zero · Σ q) · scale · x scale (a compute dtype of int8 for x: ~1e-3 error);
+//   - optionally (i8, 4-bit, opt-in: gemvShape.int8) x arrives quantized to int8 (x8Source: per
+//     step slice of cpl columns, a scale m/127 and the sum of its int8 values), and the products
+//     are summed as integers by dot4I8Packed (4 per instruction). INT: x's bytes of each 8 columns
+//     ordered as the word's high nibbles, then its low nibbles, so a code word is two masks and two
+//     dot products, and a row's step adds (Σ q·code − zero · Σ q) · scale · x scale. NF: the
+//     values become int8 (round(127 · value)) through a pair table of int8 pairs (lut8,
+//     replicated pt times as lutp), two lookups per 4 weights. A compute dtype of int8: ~1e-3
+//     relative error for INT (x's rounding), ~1e-2 for NF (the values' too);
 //   - the R·T sums are reduced per subgroup (subgroupAdd) then across subgroups in order, or by a
 //     workgroup tree where the adapter has no subgroups.
 // P: rows, cols, rowBytes, groupsPerRow (as the other GEMV). Grid: ceil(rows / R) workgroups (at
@@ -81,7 +84,7 @@ export interface WordsShape {
 /** Whether shape s's pair table applies to format f (4 bits). */
 export const usesPairs = (f: QuantFormat, s: WordsShape) => !!s.pt && f.bits === 4;
 /** Workgroup memory bytes of the replicated pair table. */
-export const pairBytes = (f: QuantFormat, s: WordsShape) => (usesPairs(f, s) ? (s.h ? 1024 : 2048) * s.pt! : 0);
+export const pairBytes = (f: QuantFormat, s: WordsShape) => (usesPairs(f, s) ? (s.h || s.i8 ? 1024 : 2048) * s.pt! : 0);
 
 /** Whether the words GEMV can run format f over `cols` columns with W words per thread. */
 export function wordsFits(f: QuantFormat, cols: number, W: number): boolean {
@@ -104,7 +107,9 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   const sx = !!s.sx;
   if (sx && !(cols > 0 && cols % 4 === 0)) throw new Error('wordsSource: staged x needs the column count (a multiple of 4)');
   const i8 = !!s.i8;
-  if (i8 && !(f.kind === 'int' && f.bits === 4 && W >= 2 && !s.pt && !s.h && !s.xs && !s.sx && !s.px)) throw new Error('wordsSource: int8 x needs 4-bit INT codes, W ≥ 2, and none of pt, h, xs, sx, px');
+  if (i8 && !(f.bits === 4 && W >= 2 && (f.kind === 'nf') === !!s.pt && !s.h && !s.xs && !s.sx && !s.px)) {
+    throw new Error('wordsSource: int8 x needs 4-bit codes, W ≥ 2, the int8 pair table (pt) for NF and none for INT, and none of h, xs, sx, px');
+  }
   const px = !!s.px && pf;
   const persistent = !!s.pw && !ss;
   const WG = 32 * NW;
@@ -146,7 +151,7 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
         : `bitcast<f32>(${code(r, i, j)} | 0x4b000000u)`;
   // the 4 weights of columns 4v..4v+3 of word i (from code j0)
   const log2pt = Math.log2(pt || 1);
-  const pair = (r: number, i: number, k: number) => `lutp[${move(word(r, i), 8 * k, log2pt, 8)} | lc]`;
+  const pair = (r: number, i: number, k: number) => `${i8 ? 'lut8' : 'lutp'}[${move(word(r, i), 8 * k, log2pt, 8)} | lc]`;
   const quad = (r: number, i: number, j0: number) =>
     pt ? `vec4<f32>(${pair(r, i, j0 >> 1)}, ${pair(r, i, (j0 >> 1) + 1)})` : `vec4<f32>(${range(4).map((d) => weight(r, i, j0 + d)).join(', ')})${xsum ? '' : zeroSub(f, r)}`;
   // the per-step loads of row r at step k: [name, expression]
@@ -167,7 +172,7 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   // 2k and 2k+1 of the word: x.xy, x.zw of its vec4s)
   const hpairs = (t: number) => range(nv).flatMap((v) => [`let xh${t}_${2 * v} = vec2<f16>(x${t}_${v}.xy);`, `let xh${t}_${2 * v + 1} = vec2<f16>(x${t}_${v}.zw);`]);
   const xAt = (t: number, v: number, k: string) => `${sx ? 'xl' : 'x'}[${t}u * c4 + ${k} * ${nv}u + ${v}u]`;
-  const xs = i8 ? tt.map((t) => `${range(W / 2).map((v) => `let xq${t}_${v} = xq[${t}u * c16 + k * ${W / 2}u + ${v}u];`).join(' ')} let xv${t} = xsc[${t}u * units + k];`).join('\n    ') : tt.map((t) => range(nv).map((v) => (px ? `let x${t}_${v} = nx${t}_${v}; nx${t}_${v} = ${xAt(t, v, 'kn')};` : `let x${t}_${v} = ${xAt(t, v, 'k')};`)).join(' ') +
+  const xs = i8 ? tt.map((t) => `${range(W / 2).map((v) => `let xq${t}_${v} = xq[${t}u * c16 + k * ${W / 2}u + ${v}u];`).join(' ')} let xv${t} = xsc[${t}u * units + k];${f.kind === 'nf' ? ` let xn${t} = xv${t}.x * ${1 / 127};` : ''}`).join('\n    ') : tt.map((t) => range(nv).map((v) => (px ? `let x${t}_${v} = nx${t}_${v}; nx${t}_${v} = ${xAt(t, v, 'kn')};` : `let x${t}_${v} = ${xAt(t, v, 'k')};`)).join(' ') +
     (xsum ? ` let X${t} = dot(${range(nv).map((v) => `x${t}_${v}`).join(' + ')}, vec4<f32>(1.0));` : '') +
     (h ? ` ${hpairs(t).join(' ')}` : '')).join('\n    ');
   // h: the f16 weight pairs of row r, in hpairs' order
@@ -176,6 +181,14 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   const xw = (t: number, c: number) => `xq${t}_${c >> 2}.${'xyzw'[c & 3]}`;
   const z8 = (r: number) => (asym ? `(zb${r} - 8388608.0)` : `${(1 << (bits - 1)) - 1}.0`);
   const dots = rr.map((r) => {
+    if (i8 && f.kind === 'nf') {
+      // word i's columns 0-3 and 4-7 as int8 (127 · value) from two pair lookups each
+      const packed = (i: number, h2: number) => `(${pair(r, i, 2 * h2)} | (${pair(r, i, 2 * h2 + 1)} << 16u))`;
+      return `{
+      ${range(W).map((i) => `let p${i}_0 = ${packed(i, 0)}; let p${i}_1 = ${packed(i, 1)};`).join('\n      ')}
+      ${tt.map((t) => `{ let d = ${range(W).map((i) => `dot4I8Packed(p${i}_0, ${xw(t, 2 * i)}) + dot4I8Packed(p${i}_1, ${xw(t, 2 * i + 1)})`).join(' + ')}; a${r}_${t} += f32(d) * (sc${r} * xn${t}); }`).join('\n      ')}
+    }`;
+    }
     if (i8) {
       return `{
       ${tt.map((t) => `{ let d = ${range(W).map((i) => `dot4I8Packed((${word(r, i)} >> 4u) & 0x0f0f0f0fu, ${xw(t, 2 * i)}) + dot4I8Packed(${word(r, i)} & 0x0f0f0f0fu, ${xw(t, 2 * i + 1)})`).join(' + ')}; a${r}_${t} += (f32(d) - ${z8(r)} * xv${t}.y) * (sc${r} * xv${t}.x); }`).join('\n      ')}
@@ -244,7 +257,7 @@ ${decl}
 ${i8 ? `@group(0) @binding(${next}) var<storage, read> xq: array<vec4<u32>>;
 @group(0) @binding(${next + 1}) var<storage, read> xsc: array<vec2<f32>>;` : `@group(0) @binding(${next}) var<storage, read> x: array<vec4<f32>>;`}
 @group(0) @binding(${next + (i8 ? 2 : 1)}) var<storage, read_write> y: array<f32>;
-${pt ? `var<workgroup> lutp: array<vec2<${h ? 'f16' : 'f32'}>, ${256 * pt}>;` : f.kind === 'nf' ? `var<workgroup> lut: array<f32, ${1 << bits}>;` : ''}
+${pt && i8 ? `var<workgroup> lut8: array<u32, ${256 * pt}>;` : pt ? `var<workgroup> lutp: array<vec2<${h ? 'f16' : 'f32'}>, ${256 * pt}>;` : f.kind === 'nf' ? `var<workgroup> lut: array<f32, ${1 << bits}>;` : ''}
 ${f.doubleQuant && !ss ? DQ_DECL : ''}
 ${sx ? `var<workgroup> xl: array<vec4<f32>, ${(T * cols) / 4}>;
 ` : ''}${ss ? `var<workgroup> scl: array<f32, ${R * gpr}>;${asym ? `
@@ -254,7 +267,8 @@ ${decodeLib(f, false)}
 @compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32${sgArgs}) {
   let rows = P[0]; let cols = P[1]; let gpr = P[3];
   ${persistent ? '' : `let row0 = (wid.x + wid.y * nwg.x) * ${R}u;`}
-  ${pt ? `for (var e = t; e < ${256 * pt}u; e += ${WG}u) { let b = e >> ${log2pt}u; lutp[e] = vec2<${h ? 'f16' : 'f32'}>(vec2<f32>(value(b >> 4u), value(b & 15u))); }
+  ${pt && i8 ? `for (var e = t; e < ${256 * pt}u; e += ${WG}u) { let b = e >> ${log2pt}u; lut8[e] = (bitcast<u32>(i32(round(127.0 * value(b >> 4u)))) & 0xffu) | ((bitcast<u32>(i32(round(127.0 * value(b & 15u)))) & 0xffu) << 8u); }
+  let lc = t & ${pt - 1}u;` : pt ? `for (var e = t; e < ${256 * pt}u; e += ${WG}u) { let b = e >> ${log2pt}u; lutp[e] = vec2<${h ? 'f16' : 'f32'}>(vec2<f32>(value(b >> 4u), value(b & 15u))); }
   let lc = t & ${pt - 1}u;` : f.kind === 'nf' ? `if (t < ${1 << bits}u) { lut[t] = value(t); }` : ''}
   ${f.doubleQuant && !ss ? dqFill(WG) : ''}
   ${ss ? `for (var e = t; e < ${R * gpr}u; e += ${WG}u) {
@@ -281,10 +295,11 @@ ${decodeLib(f, false)}
 
 /** WGSL quantizing x [T, cols] to int8 for the words GEMV's i8 decoder, one thread per slice of
  *  `cpl` columns (P: [slices]): the slice's values q = round(x · 127 / m), m = max |x| (0 for an
- *  all-zero slice), packed 4 per u32, the bytes of each 8 columns as x0 x2 x4 x6 | x1 x3 x5 x7 (the
- *  order of a code word's high and low nibbles); xsc[slice] = (m / 127, Σ q). A NaN in the slice
+ *  all-zero slice), packed 4 per u32, the bytes of each 8 columns in order (`natural`: NF, whose
+ *  pair table gives the weights in order) or as x0 x2 x4 x6 | x1 x3 x5 x7 (INT: the order of a
+ *  code word's high and low nibbles); xsc[slice] = (m / 127, Σ q). A NaN in the slice
  *  makes its scale NaN (so the sums come out NaN, as f32 would). */
-export function x8Source(cpl: number): string {
+export function x8Source(cpl: number, natural: boolean): string {
   return /* wgsl */ `
 @group(0) @binding(0) var<storage, read> P: array<u32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -304,8 +319,8 @@ override WG: u32 = 64u;
     var hi = 0u;
     var lo = 0u;
     for (var k = 0u; k < 4u; k++) {
-      let qh = i32(clamp(round(x[base + w * 8u + 2u * k] * inv), -127.0, 127.0));
-      let ql = i32(clamp(round(x[base + w * 8u + 2u * k + 1u] * inv), -127.0, 127.0));
+      let qh = i32(clamp(round(x[base + w * 8u + ${natural ? 'k' : '2u * k'}] * inv), -127.0, 127.0));
+      let ql = i32(clamp(round(x[base + w * 8u + ${natural ? '4u + k' : '2u * k + 1u'}] * inv), -127.0, 127.0));
       sum += qh + ql;
       hi |= (bitcast<u32>(qh) & 0xffu) << (8u * k);
       lo |= (bitcast<u32>(ql) & 0xffu) << (8u * k);

@@ -551,10 +551,11 @@ export const gemvShape = {
    *  1e-3 relative error instead of f32's 1e-7, and |x| beyond ~4000 can overflow f16: what a
    *  compute dtype of f16 means. */
   f16: typeof process !== 'undefined' && process.env?.QUANTLORA_GPU_GEMV_F16 === '1', // (browsers have no process)
-  /** Quantize x to int8 (per slice of 16 columns: a scale and the sum) for 4-bit INT codes in the
+  /** Quantize x to int8 (per slice of 16 columns: a scale and the sum) for 4-bit codes in the
    *  words kernel, whose products then run as integer dot products (dot4I8Packed: 4 per
-   *  instruction where the adapter has them) (QUANTLORA_GPU_GEMV_INT8=1; off by default): x's
-   *  rounding to 8 bits costs ~1e-3 relative error, as llama.cpp's 8-bit activations do. */
+   *  instruction where the adapter has them) (QUANTLORA_GPU_GEMV_INT8=1; off by default). INT
+   *  codes stay exact and x's rounding to 8 bits costs ~1e-3 relative error, as llama.cpp's 8-bit
+   *  activations do; NF values are rounded to int8 too (127 · value), ~1e-2. */
   int8: typeof process !== 'undefined' && process.env?.QUANTLORA_GPU_GEMV_INT8 === '1',
 };
 
@@ -602,6 +603,9 @@ function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: Qua
   const s = { ...gemvShape.wordsShape(T) };
   const sg = dev.subgroups;
   const limit = dev.info.maxWorkgroupStorageBytes - 1088; // the codebook and bitsandbytes' map
+  s.i8 = (!!s.i8 || gemvShape.int8) && f.bits === 4 && s.W >= 2;
+  // int8 x: NF through the int8 pair table (8 copies unless given), INT with no table
+  if (s.i8) Object.assign(s, { pt: f.kind === 'nf' ? s.pt || 8 : 0, h: false, xs: false, px: false, sx: false });
   s.h = (!!s.h || gemvShape.f16) && dev.info.f16 && f.bits === 4;
   if (s.h && !s.pt) s.pt = 32;
   if (!usesPairs(f, s)) s.pt = 0;
@@ -611,9 +615,8 @@ function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: Qua
   const shared = () => redBytes(s, T, sg) + stagedBytes(f, s, gpr) + pairBytes(f, s);
   while (s.pt && shared() > limit) s.pt = s.pt > 1 ? s.pt / 2 : 0;
   if (s.h && !s.pt) s.h = false; // no room for the f16 pair table: f32
+  if (s.i8 && f.kind === 'nf' && !s.pt) s.i8 = false; // nor for the int8 one
   while (!sg && s.NW > 1 && shared() > limit) s.NW /= 2;
-  s.i8 = (!!s.i8 || gemvShape.int8) && f.kind === 'int' && f.bits === 4 && s.W >= 2;
-  if (s.i8) Object.assign(s, { pt: 0, h: false, xs: false, px: false, sx: false });
   s.px = !!s.px && s.pf;
   s.sx = !!s.sx && shared() + T * cols * 4 <= limit; // x staged only where it fits beside the rest
   const key = `quant_gemvw_${fmtKey(f)}_t${T}r${s.R}w${s.NW}x${s.W}${s.pf ? 'p' : ''}${sg ? 's' : ''}${s.ss ? `S${gpr}` : ''}${s.pt ? `P${s.pt}` : ''}${s.xs ? 'X' : ''}${s.h ? 'H' : ''}${s.pw ? 'W' : ''}${s.px ? 'F' : ''}${s.sx ? `C${cols}` : ''}${s.i8 ? 'I' : ''}`;
@@ -629,7 +632,8 @@ function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: Qua
   const slices = (T * cols) / cpl;
   const xq = dev.alloc(T * cols);
   const xsc = dev.alloc(slices * 8);
-  dev.run(dev.pipeline(`quant_gemv_x8_${cpl}`, () => x8Source(cpl)), [slices], [x, xq, xsc], dev.grid(slices, 64));
+  const natural = f.kind === 'nf';
+  dev.run(dev.pipeline(`quant_gemv_x8_${cpl}${natural ? 'n' : ''}`, () => x8Source(cpl, natural)), [slices], [x, xq, xsc], dev.grid(slices, 64));
   dev.run(pipe, params(f, [rows, cols, rb, gpr]), [...partsOf(q, f), xq, xsc, y], grid);
   dev.free(xq);
   dev.free(xsc);
