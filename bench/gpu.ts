@@ -288,7 +288,12 @@ if (want('gemv')) {
     const shapeLabel = (s: WordsShape) =>
       `R ${s.R} NW ${s.NW} W ${s.W}${s.pf ? ' pf' : ''}${s.pt ? ` pt ${s.pt}` : ''}${s.xs ? ' xs' : ''}${s.h ? ' f16' : ''}${s.pw ? ` pw ${s.pw}` : ''}${s.px ? ' px' : ''}${s.sx ? ' sx' : ''}${s.i8 ? ' i8' : ''}`;
     const sizes = quick ? [n] : [n, 8192];
-    for (const f of [NF4, INT4]) {
+    // --decoders nf4:JSON (a list of decoder settings) replaces one format's list; --formats nf4 times one
+    const arg = (k: string) => (process.argv.includes(k) ? process.argv[process.argv.indexOf(k) + 1] : undefined);
+    const dflag = arg('--decoders');
+    if (dflag) decoders[dflag.slice(0, dflag.indexOf(':'))] = JSON.parse(dflag.slice(dflag.indexOf(':') + 1));
+    if (arg('--shapes')) shapes.splice(0, shapes.length, ...(JSON.parse(arg('--shapes')!) as WordsShape[]));
+    for (const f of [NF4, INT4].filter((g) => !arg('--formats') || arg('--formats')!.split(',').includes(g === NF4 ? 'nf4' : 'int4'))) {
       const name = f === NF4 ? 'nf4' : 'int4';
       const qs = sizes.map((size) => (f === NF4 && size === n ? q : weights(f, size)));
       const mine: [number[], WordsShape][] = [];

@@ -539,11 +539,12 @@ export type GemvLut = 'pair' | 'banked';
 export const gemvShape = {
   teams: 2, rows: (T: number) => (T <= 4 ? 8 : 4), lut: 'banked' as GemvLut,
   /** The words kernel (gemv.ts) for 2- and 4-bit codes where it fits; its shape for T x rows. On
-   *  the H200 (bench/gpu.ts --sweep, nf4-dq 1 x 16384²) R 8, 2 teams, 2 words, prefetch was the
-   *  best of 108 shapes: 1473 GB/s against 1075 for the banked kernel's best, in the same run.
-   *  R shrinks with T to keep R·T accumulators per thread. */
+   *  the H200 (bench/gpu.ts --sweep, one x row) R 8, 4 teams, 2 words, prefetch, INT codes by the
+   *  x sums (xs): nf4-dq 44% / 36% of copy at 16384² / 8192², int4 54% / 45%, against 43% / 36%
+   *  and 47% / 41% for the earlier R 8, 2 teams without xs, in the same runs (sixth session). R
+   *  shrinks with T to keep R·T accumulators per thread. */
   words: true,
-  wordsShape: (T: number): WordsShape => ({ R: T <= 2 ? 8 : T <= 4 ? 4 : 2, NW: 2, W: 2, pf: true }),
+  wordsShape: (T: number): WordsShape => ({ R: T <= 2 ? 8 : T <= 4 ? 4 : 2, NW: T <= 2 ? 4 : 2, W: 2, pf: true, xs: true }),
   /** Multiply in f16 in the words kernel for 4-bit codes where the adapter has shader-f16
    *  (QUANTLORA_GPU_GEMV_F16=1; off by default): the weights (NF values rounded to f16, INT codes
    *  exact; INT zero points applied in f32 through the x sums) times x rounded to f16, summed in
