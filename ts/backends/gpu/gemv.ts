@@ -151,6 +151,9 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
         : `bitcast<f32>(${code(r, i, j)} | 0x4b000000u)`;
   // the 4 weights of columns 4v..4v+3 of word i (from code j0)
   const log2pt = Math.log2(pt || 1);
+  // a pair table entry's value: NF from the codebook staged in workgroup memory first (one
+  // storage load per code per workgroup, not two per entry), INT the code itself
+  const pv = (c: string) => (f.kind === 'nf' ? `lut[${c}]` : `value(${c})`);
   const pair = (r: number, i: number, k: number) => `${i8 ? 'lut8' : 'lutp'}[${move(word(r, i), 8 * k, log2pt, 8)} | lc]`;
   const quad = (r: number, i: number, j0: number) =>
     pt ? `vec4<f32>(${pair(r, i, j0 >> 1)}, ${pair(r, i, (j0 >> 1) + 1)})` : `vec4<f32>(${range(4).map((d) => weight(r, i, j0 + d)).join(', ')})${xsum ? '' : zeroSub(f, r)}`;
@@ -257,7 +260,8 @@ ${decl}
 ${i8 ? `@group(0) @binding(${next}) var<storage, read> xq: array<vec4<u32>>;
 @group(0) @binding(${next + 1}) var<storage, read> xsc: array<vec2<f32>>;` : `@group(0) @binding(${next}) var<storage, read> x: array<vec4<f32>>;`}
 @group(0) @binding(${next + (i8 ? 2 : 1)}) var<storage, read_write> y: array<f32>;
-${pt && i8 ? `var<workgroup> lut8: array<u32, ${256 * pt}>;` : pt ? `var<workgroup> lutp: array<vec2<${h ? 'f16' : 'f32'}>, ${256 * pt}>;` : f.kind === 'nf' ? `var<workgroup> lut: array<f32, ${1 << bits}>;` : ''}
+${pt && i8 ? `var<workgroup> lut8: array<u32, ${256 * pt}>;` : pt ? `var<workgroup> lutp: array<vec2<${h ? 'f16' : 'f32'}>, ${256 * pt}>;` : ''}
+${f.kind === 'nf' ? `var<workgroup> lut: array<f32, ${1 << bits}>;` : ''}
 ${f.doubleQuant && !ss ? DQ_DECL : ''}
 ${sx ? `var<workgroup> xl: array<vec4<f32>, ${(T * cols) / 4}>;
 ` : ''}${ss ? `var<workgroup> scl: array<f32, ${R * gpr}>;${asym ? `
@@ -267,9 +271,11 @@ ${decodeLib(f, false)}
 @compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32${sgArgs}) {
   let rows = P[0]; let cols = P[1]; let gpr = P[3];
   ${persistent ? '' : `let row0 = (wid.x + wid.y * nwg.x) * ${R}u;`}
-  ${pt && i8 ? `for (var e = t; e < ${256 * pt}u; e += ${WG}u) { let b = e >> ${log2pt}u; lut8[e] = (bitcast<u32>(i32(round(127.0 * value(b >> 4u)))) & 0xffu) | ((bitcast<u32>(i32(round(127.0 * value(b & 15u)))) & 0xffu) << 8u); }
-  let lc = t & ${pt - 1}u;` : pt ? `for (var e = t; e < ${256 * pt}u; e += ${WG}u) { let b = e >> ${log2pt}u; lutp[e] = vec2<${h ? 'f16' : 'f32'}>(vec2<f32>(value(b >> 4u), value(b & 15u))); }
-  let lc = t & ${pt - 1}u;` : f.kind === 'nf' ? `if (t < ${1 << bits}u) { lut[t] = value(t); }` : ''}
+  ${f.kind === 'nf' ? `if (t < ${1 << bits}u) { lut[t] = value(t); }` : ''}
+  ${pt && f.kind === 'nf' ? 'workgroupBarrier(); // the pair tables read the codebook' : ''}
+  ${pt && i8 ? `for (var e = t; e < ${256 * pt}u; e += ${WG}u) { let b = e >> ${log2pt}u; lut8[e] = (bitcast<u32>(i32(round(127.0 * ${pv('b >> 4u')}))) & 0xffu) | ((bitcast<u32>(i32(round(127.0 * ${pv('b & 15u')}))) & 0xffu) << 8u); }
+  let lc = t & ${pt - 1}u;` : pt ? `for (var e = t; e < ${256 * pt}u; e += ${WG}u) { let b = e >> ${log2pt}u; lutp[e] = vec2<${h ? 'f16' : 'f32'}>(vec2<f32>(${pv('b >> 4u')}, ${pv('b & 15u')})); }
+  let lc = t & ${pt - 1}u;` : ''}
   ${f.doubleQuant && !ss ? dqFill(WG) : ''}
   ${ss ? `for (var e = t; e < ${R * gpr}u; e += ${WG}u) {
     let g = min(row0 + e / ${gpr}u, rows - 1u) * ${gpr}u + e % ${gpr}u;
