@@ -414,11 +414,11 @@ test('the words GEMV in f16 (opt-in, shader-f16 adapters): within f16 error of t
   }
 });
 
-test('the words GEMV with int8 x (opt-in, 4-bit INT and NF): within int8 error of the js reference, really int8, and NaN stays NaN', { skip }, () => {
+test('the words GEMV with int8 x (opt-in, 2/4-bit INT and 4-bit NF): within int8 error of the js reference, really int8, and NaN stays NaN', { skip }, () => {
   const g = gpu as GpuBackend;
-  const fmts = [q.formats.int(4, { group: 32 }), q.formats.int(4, { group: 64, symmetric: true }), q.formats.int(4, { group: 128 })];
+  const fmts = [q.formats.int(4, { group: 32 }), q.formats.int(4, { group: 64, symmetric: true }), q.formats.int(4, { group: 128 }), q.formats.int(2, { group: 64 }), q.formats.int(2, { group: 32, symmetric: true })];
   const shapes: WordsShape[] = [
-    { R: 8, NW: 2, W: 2, pf: true, i8: true }, { R: 3, NW: 1, W: 4, pf: false, i8: true },
+    { R: 8, NW: 2, W: 2, pf: true, i8: true }, { R: 3, NW: 1, W: 4, pf: false, i8: true }, { R: 6, NW: 2, W: 1, pf: true, i8: true },
     { R: 5, NW: 2, W: 2, pf: true, i8: true, ss: true }, { R: 4, NW: 4, W: 4, pf: true, i8: true, pw: 3 },
   ];
   const { ran } = wordsAgainstJs(fmts, shapes, [1, 3], () => shapes.map((_, i) => i), 1e-2);
@@ -429,7 +429,7 @@ test('the words GEMV with int8 x (opt-in, 4-bit INT and NF): within int8 error o
   assert.equal(wordsAgainstJs(nfs, nfShapes, [1, 3], () => nfShapes.map((_, i) => i), 2e-2).ran, nfs.length * 2 * 2 * nfShapes.length);
   const base = { ...gemvShape };
   try {
-    for (const f of [q.formats.int(4, { group: 64 }), q.formats.nf(4, { group: 64 })]) {
+    for (const f of [q.formats.int(4, { group: 64 }), q.formats.nf(4, { group: 64 }), q.formats.int(2, { group: 64 })]) {
       const w = q.quantize(q.tensor(gaussianArray(64 * 512, 3, 0.05), [64, 512], 'f32', g), f);
       const xs = gaussianArray(2 * 512, 4);
       const x = q.tensor(xs, [2, 512], 'f32', g);

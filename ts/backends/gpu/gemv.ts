@@ -31,14 +31,14 @@
 //   - optionally (px, with pf) the next step's x slice is loaded with its codes; optionally (sx) x
 //     is staged in workgroup memory once per workgroup (with pw: once per pw row blocks, instead of
 //     one read of x from L2 per R rows);
-//   - optionally (i8, 4-bit, opt-in: gemvShape.int8) x arrives quantized to int8 (x8Source: per
-//     step slice of cpl columns, a scale m/127 and the sum of its int8 values), and the products
-//     are summed as integers by dot4I8Packed (4 per instruction). INT: x's bytes of each 8 columns
-//     ordered as the word's high nibbles, then its low nibbles, so a code word is two masks and two
-//     dot products, and a row's step adds (Σ q·code − zero · Σ q) · scale · x scale. NF: the
+//   - optionally (i8, 4-bit NF and 2/4-bit INT, opt-in: gemvShape.int8) x arrives quantized to
+//     int8 (x8Source: per step slice of cpl columns, a scale m/127 and the sum of its int8 values),
+//     and the products are summed as integers by dot4I8Packed (4 per instruction). INT: x's bytes
+//     ordered as the code word's fields (high nibbles, then low; 2-bit: the 4 fields of each byte),
+//     so a code word is a shift and mask and a dot product per field, and a row's step adds (Σ q·code − zero · Σ q) · scale · x scale. NF: the
 //     values become int8 (round(127 · value)) through a pair table of int8 pairs (lut8,
-//     replicated pt times as lutp), two lookups per 4 weights. A compute dtype of int8: ~1e-3
-//     relative error for INT (x's rounding), ~1e-2 for NF (the values' too);
+//     replicated pt times as lutp), two lookups per 4 weights. A compute dtype of int8: ~0.5%
+//     relative RMS error for INT (x's rounding), ~0.75% for NF (the values' too);
 //   - the R·T sums are reduced per subgroup (subgroupAdd) then across subgroups in order, or by a
 //     workgroup tree where the adapter has no subgroups.
 // P: rows, cols, rowBytes, groupsPerRow (as the other GEMV). Grid: ceil(rows / R) workgroups (at
@@ -81,6 +81,10 @@ export interface WordsShape {
   i8?: boolean;
 }
 
+/** Whether the int8 decoder (i8) serves format f at W words per thread and step: 4-bit NF, 2- or
+ *  4-bit INT, steps of 16 columns or more (x8Source's slices are whole vec4s of int8). */
+export const i8Fits = (f: QuantFormat, W: number) => (f.kind === 'int' || (f.kind === 'nf' && f.bits === 4)) && (f.bits === 2 || f.bits === 4) && (W * 32) / f.bits >= 16;
+
 /** Whether shape s's pair table applies to format f (4 bits). */
 export const usesPairs = (f: QuantFormat, s: WordsShape) => !!s.pt && f.bits === 4;
 /** Workgroup memory bytes of the replicated pair table. */
@@ -107,8 +111,8 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   const sx = !!s.sx;
   if (sx && !(cols > 0 && cols % 4 === 0)) throw new Error('wordsSource: staged x needs the column count (a multiple of 4)');
   const i8 = !!s.i8;
-  if (i8 && !(f.bits === 4 && W >= 2 && (f.kind === 'nf') === !!s.pt && !s.h && !s.xs && !s.sx && !s.px)) {
-    throw new Error('wordsSource: int8 x needs 4-bit codes, W ≥ 2, the int8 pair table (pt) for NF and none for INT, and none of h, xs, sx, px');
+  if (i8 && !(i8Fits(f, W) && (f.kind === 'nf') === !!s.pt && !s.h && !s.xs && !s.sx && !s.px)) {
+    throw new Error('wordsSource: int8 x needs 4-bit NF or 2/4-bit INT codes, 16 columns per step or more, the int8 pair table (pt) for NF and none for INT, and none of h, xs, sx, px');
   }
   const px = !!s.px && pf;
   const persistent = !!s.pw && !ss;
@@ -175,13 +179,19 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   // 2k and 2k+1 of the word: x.xy, x.zw of its vec4s)
   const hpairs = (t: number) => range(nv).flatMap((v) => [`let xh${t}_${2 * v} = vec2<f16>(x${t}_${v}.xy);`, `let xh${t}_${2 * v + 1} = vec2<f16>(x${t}_${v}.zw);`]);
   const xAt = (t: number, v: number, k: string) => `${sx ? 'xl' : 'x'}[${t}u * c4 + ${k} * ${nv}u + ${v}u]`;
-  const xs = i8 ? tt.map((t) => `${range(W / 2).map((v) => `let xq${t}_${v} = xq[${t}u * c16 + k * ${W / 2}u + ${v}u];`).join(' ')} let xv${t} = xsc[${t}u * units + k];${f.kind === 'nf' ? ` let xn${t} = xv${t}.x * ${1 / 127};` : ''}`).join('\n    ') : tt.map((t) => range(nv).map((v) => (px ? `let x${t}_${v} = nx${t}_${v}; nx${t}_${v} = ${xAt(t, v, 'kn')};` : `let x${t}_${v} = ${xAt(t, v, 'k')};`)).join(' ') +
+  const xs = i8 ? tt.map((t) => `${range(cpl / 16).map((v) => `let xq${t}_${v} = xq[${t}u * c16 + k * ${cpl / 16}u + ${v}u];`).join(' ')} let xv${t} = xsc[${t}u * units + k];${f.kind === 'nf' ? ` let xn${t} = xv${t}.x * ${1 / 127};` : ''}`).join('\n    ') : tt.map((t) => range(nv).map((v) => (px ? `let x${t}_${v} = nx${t}_${v}; nx${t}_${v} = ${xAt(t, v, 'kn')};` : `let x${t}_${v} = ${xAt(t, v, 'k')};`)).join(' ') +
     (xsum ? ` let X${t} = dot(${range(nv).map((v) => `x${t}_${v}`).join(' + ')}, vec4<f32>(1.0));` : '') +
     (h ? ` ${hpairs(t).join(' ')}` : '')).join('\n    ');
   // h: the f16 weight pairs of row r, in hpairs' order
   const wpairs = (r: number) => range(4 * W).map((p) => pair(r, p >> 2, p & 3));
-  // i8: the x word of component c (0..2W-1) of the step, and row r's zero point
+  // i8: x word c of the step (word i's are i·cpw/4 + j, j < cpw/4: x8Source's order), and row r's
+  // zero point; an INT code word's fields j of each byte (code per·k + j at bit 8k + 8 − bits·(j+1))
   const xw = (t: number, c: number) => `xq${t}_${c >> 2}.${'xyzw'[c & 3]}`;
+  const per = 8 / bits;
+  const field = (r: number, i: number, j: number) => {
+    const sh = 8 - bits * (j + 1);
+    return `(${sh ? `(${word(r, i)} >> ${sh}u)` : word(r, i)} & 0x${(((1 << bits) - 1) * 0x01010101).toString(16).padStart(8, '0')}u)`;
+  };
   const z8 = (r: number) => (asym ? `(zb${r} - 8388608.0)` : `${(1 << (bits - 1)) - 1}.0`);
   const dots = rr.map((r) => {
     if (i8 && f.kind === 'nf') {
@@ -194,7 +204,7 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
     }
     if (i8) {
       return `{
-      ${tt.map((t) => `{ let d = ${range(W).map((i) => `dot4I8Packed((${word(r, i)} >> 4u) & 0x0f0f0f0fu, ${xw(t, 2 * i)}) + dot4I8Packed(${word(r, i)} & 0x0f0f0f0fu, ${xw(t, 2 * i + 1)})`).join(' + ')}; a${r}_${t} += (f32(d) - ${z8(r)} * xv${t}.y) * (sc${r} * xv${t}.x); }`).join('\n      ')}
+      ${tt.map((t) => `{ let d = ${range(W).flatMap((i) => range(per).map((j) => `dot4I8Packed(${field(r, i, j)}, ${xw(t, i * per + j)})`)).join(' + ')}; a${r}_${t} += (f32(d) - ${z8(r)} * xv${t}.y) * (sc${r} * xv${t}.x); }`).join('\n      ')}
     }`;
     }
     if (h) {
@@ -301,11 +311,12 @@ ${decodeLib(f, false)}
 
 /** WGSL quantizing x [T, cols] to int8 for the words GEMV's i8 decoder, one thread per slice of
  *  `cpl` columns (P: [slices]): the slice's values q = round(x · 127 / m), m = max |x| (0 for an
- *  all-zero slice), packed 4 per u32, the bytes of each 8 columns in order (`natural`: NF, whose
- *  pair table gives the weights in order) or as x0 x2 x4 x6 | x1 x3 x5 x7 (INT: the order of a
- *  code word's high and low nibbles); xsc[slice] = (m / 127, Σ q). A NaN in the slice
- *  makes its scale NaN (so the sums come out NaN, as f32 would). */
-export function x8Source(cpl: number, natural: boolean): string {
+ *  all-zero slice), packed 4 per u32; in each chunk of 4·per columns, u32 j (j < per) holds columns
+ *  per·k + j (k = 0..3): per 1 is plain order (NF, whose pair table yields weights in order), per
+ *  2 and 4 the order of a 4- and 2-bit INT code word's fields (x0 x2 x4 x6 | x1 x3 x5 x7: the
+ *  high nibbles, then the low ones). xsc[slice] = (m / 127, Σ q). A NaN in the slice makes its
+ *  scale NaN (so the sums come out NaN, as f32 would). */
+export function x8Source(cpl: number, per: number): string {
   return /* wgsl */ `
 @group(0) @binding(0) var<storage, read> P: array<u32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -321,18 +332,15 @@ override WG: u32 = 64u;
   for (var i = 0u; i < ${cpl}u; i++) { let v = x[base + i]; m = max(m, abs(v)); nan = nan || (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u; }
   let inv = select(0.0, 127.0 / m, m > 0.0);
   var sum = 0i;
-  for (var w = 0u; w < ${cpl / 8}u; w++) {
-    var hi = 0u;
-    var lo = 0u;
+  for (var u = 0u; u < ${cpl / 4}u; u++) {
+    let c0 = base + (u / ${per}u) * ${4 * per}u + u % ${per}u; // column of byte 0
+    var packed = 0u;
     for (var k = 0u; k < 4u; k++) {
-      let qh = i32(clamp(round(x[base + w * 8u + ${natural ? 'k' : '2u * k'}] * inv), -127.0, 127.0));
-      let ql = i32(clamp(round(x[base + w * 8u + ${natural ? '4u + k' : '2u * k + 1u'}] * inv), -127.0, 127.0));
-      sum += qh + ql;
-      hi |= (bitcast<u32>(qh) & 0xffu) << (8u * k);
-      lo |= (bitcast<u32>(ql) & 0xffu) << (8u * k);
+      let q = i32(clamp(round(x[c0 + ${per}u * k] * inv), -127.0, 127.0));
+      sum += q;
+      packed |= (bitcast<u32>(q) & 0xffu) << (8u * k);
     }
-    xq[b * ${cpl / 4}u + 2u * w] = hi;
-    xq[b * ${cpl / 4}u + 2u * w + 1u] = lo;
+    xq[b * ${cpl / 4}u + u] = packed;
   }
   xsc[b] = vec2<f32>(select(m / 127.0, bitcast<f32>(0x7fc00000u), nan), f32(sum));
 }`;

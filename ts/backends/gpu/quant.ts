@@ -31,7 +31,7 @@ import type { QuantFormat } from '../../quant/formats.js';
 import { rowBytes } from '../../quant/packing.js';
 import type { Device, GpuHandle } from './device.js';
 import { f32Bits, GRID_INDEX } from './device.js';
-import { pairBytes, redBytes, stagedBytes, usesPairs, wordsFits, wordsSource, x8Source, type WordsShape } from './gemv.js';
+import { i8Fits, pairBytes, redBytes, stagedBytes, usesPairs, wordsFits, wordsSource, x8Source, type WordsShape } from './gemv.js';
 import type { KernelGroup } from './index.js';
 
 export const ONE = 15;
@@ -552,11 +552,12 @@ export const gemvShape = {
    *  1e-3 relative error instead of f32's 1e-7, and |x| beyond ~4000 can overflow f16: what a
    *  compute dtype of f16 means. */
   f16: typeof process !== 'undefined' && process.env?.QUANTLORA_GPU_GEMV_F16 === '1', // (browsers have no process)
-  /** Quantize x to int8 (per slice of 16 columns: a scale and the sum) for 4-bit codes in the
+  /** Quantize x to int8 (per step slice of 16+ columns: a scale and the sum) for the codes in the
    *  words kernel, whose products then run as integer dot products (dot4I8Packed: 4 per
-   *  instruction where the adapter has them) (QUANTLORA_GPU_GEMV_INT8=1; off by default). INT
-   *  codes stay exact and x's rounding to 8 bits costs ~1e-3 relative error, as llama.cpp's 8-bit
-   *  activations do; NF values are rounded to int8 too (127 · value), ~1e-2. */
+   *  instruction where the adapter has them) (QUANTLORA_GPU_GEMV_INT8=1; off by default), for
+   *  2- and 4-bit INT and 4-bit NF codes. INT codes stay exact; x's rounding to 8 bits costs about
+   *  0.5% relative RMS error on the outputs (Gaussian x and weights, 4096 columns), as 8-bit
+   *  activations do elsewhere; NF values are rounded to int8 too (127 · value): 0.75%. */
   int8: typeof process !== 'undefined' && process.env?.QUANTLORA_GPU_GEMV_INT8 === '1',
 };
 
@@ -604,7 +605,7 @@ function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: Qua
   const s = { ...gemvShape.wordsShape(T) };
   const sg = dev.subgroups;
   const limit = dev.info.maxWorkgroupStorageBytes - 1088; // the codebook and bitsandbytes' map
-  s.i8 = (!!s.i8 || gemvShape.int8) && f.bits === 4 && s.W >= 2;
+  s.i8 = (!!s.i8 || gemvShape.int8) && i8Fits(f, s.W);
   // int8 x: NF through the int8 pair table (8 copies unless given), INT with no table
   if (s.i8) Object.assign(s, { pt: f.kind === 'nf' ? s.pt || 8 : 0, h: false, xs: false, px: false, sx: false });
   s.h = (!!s.h || gemvShape.f16) && dev.info.f16 && f.bits === 4;
@@ -629,12 +630,12 @@ function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: Qua
     return;
   }
   // int8 x: quantized per step slice first (gemv.ts x8Source)
-  const cpl = s.W * 8;
+  const cpl = (s.W * 32) / f.bits;
   const slices = (T * cols) / cpl;
   const xq = dev.alloc(T * cols);
   const xsc = dev.alloc(slices * 8);
-  const natural = f.kind === 'nf';
-  dev.run(dev.pipeline(`quant_gemv_x8_${cpl}${natural ? 'n' : ''}`, () => x8Source(cpl, natural)), [slices], [x, xq, xsc], dev.grid(slices, 64));
+  const per = f.kind === 'nf' ? 1 : 8 / f.bits; // x's order: as the pair table's weights, or as the code fields
+  dev.run(dev.pipeline(`quant_gemv_x8_${cpl}_${per}`, () => x8Source(cpl, per)), [slices], [x, xq, xsc], dev.grid(slices, 64));
   dev.run(pipe, params(f, [rows, cols, rb, gpr]), [...partsOf(q, f), xq, xsc, y], grid);
   dev.free(xq);
   dev.free(xsc);
