@@ -439,6 +439,10 @@ test('the words GEMV with int8 x (opt-in, 2/4-bit INT and 4-bit NF): within int8
       const diff = y32.reduce((m, v, i) => Math.max(m, Math.abs(v - y8[i])), 0);
       const scale = y32.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
       assert.ok(diff > 0 && diff < 2e-2 * scale, `${f.name} int8 against f32: max difference ${diff} of ${scale}`);
+      // with f16 asked for as well, int8 takes precedence (the same results)
+      gemvShape.f16 = true;
+      assert.deepEqual(q.dequantizeMatmul(x, w).dataSync(), y8, `${f.name}: int8 and f16 both on`);
+      gemvShape.f16 = false;
       // a NaN in x row 1 (columns 16..31: one slice) makes that row's outputs NaN, row 0's stay finite
       xs[512 + 20] = NaN;
       const xn = q.tensor(xs, [2, 512], 'f32', g);

@@ -158,6 +158,17 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   // a pair table entry's value: NF from the codebook staged in workgroup memory first (one
   // storage load per code per workgroup, not two per entry), INT the code itself
   const pv = (c: string) => (f.kind === 'nf' ? `lut[${c}]` : `value(${c})`);
+  // the pair table: its 256 entries into copy 0 (slot byte · pt), then (pt > 1) every other copy
+  // from copy 0, so each entry is computed once per workgroup, and a warp's replica reads touch
+  // 32 / pt addresses (broadcasts) and its writes consecutive words
+  const tbl = i8 ? 'lut8' : 'lutp';
+  const entry = i8
+    ? `(bitcast<u32>(i32(round(127.0 * ${pv('b >> 4u')}))) & 0xffu) | ((bitcast<u32>(i32(round(127.0 * ${pv('b & 15u')}))) & 0xffu) << 8u)`
+    : `vec2<${h ? 'f16' : 'f32'}>(vec2<f32>(${pv('b >> 4u')}, ${pv('b & 15u')}))`;
+  const pairFill = `for (var b = t; b < 256u; b += ${WG}u) { ${tbl}[b << ${log2pt}u] = ${entry}; }${pt > 1 ? `
+  workgroupBarrier();
+  for (var e = t; e < ${256 * pt}u; e += ${WG}u) { if ((e & ${pt - 1}u) != 0u) { ${tbl}[e] = ${tbl}[e & ${~(pt - 1) >>> 0}u]; } }` : ''}
+  let lc = t & ${pt - 1}u;`;
   const pair = (r: number, i: number, k: number) => `${i8 ? 'lut8' : 'lutp'}[${move(word(r, i), 8 * k, log2pt, 8)} | lc]`;
   const quad = (r: number, i: number, j0: number) =>
     pt ? `vec4<f32>(${pair(r, i, j0 >> 1)}, ${pair(r, i, (j0 >> 1) + 1)})` : `vec4<f32>(${range(4).map((d) => weight(r, i, j0 + d)).join(', ')})${xsum ? '' : zeroSub(f, r)}`;
@@ -283,9 +294,7 @@ ${decodeLib(f, false)}
   ${persistent ? '' : `let row0 = (wid.x + wid.y * nwg.x) * ${R}u;`}
   ${f.kind === 'nf' ? `if (t < ${1 << bits}u) { lut[t] = value(t); }` : ''}
   ${pt && f.kind === 'nf' ? 'workgroupBarrier(); // the pair tables read the codebook' : ''}
-  ${pt && i8 ? `for (var e = t; e < ${256 * pt}u; e += ${WG}u) { let b = e >> ${log2pt}u; lut8[e] = (bitcast<u32>(i32(round(127.0 * ${pv('b >> 4u')}))) & 0xffu) | ((bitcast<u32>(i32(round(127.0 * ${pv('b & 15u')}))) & 0xffu) << 8u); }
-  let lc = t & ${pt - 1}u;` : pt ? `for (var e = t; e < ${256 * pt}u; e += ${WG}u) { let b = e >> ${log2pt}u; lutp[e] = vec2<${h ? 'f16' : 'f32'}>(vec2<f32>(${pv('b >> 4u')}, ${pv('b & 15u')})); }
-  let lc = t & ${pt - 1}u;` : ''}
+  ${pt ? pairFill : ''}
   ${f.doubleQuant && !ss ? dqFill(WG) : ''}
   ${ss ? `for (var e = t; e < ${R * gpr}u; e += ${WG}u) {
     let g = min(row0 + e / ${gpr}u, rows - 1u) * ${gpr}u + e % ${gpr}u;

@@ -608,7 +608,7 @@ function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: Qua
   s.i8 = (!!s.i8 || gemvShape.int8) && i8Fits(f, s.W);
   // int8 x: NF through the int8 pair table (8 copies unless given), INT with no table
   if (s.i8) Object.assign(s, { pt: f.kind === 'nf' ? s.pt || 8 : 0, h: false, xs: false, px: false, sx: false });
-  s.h = (!!s.h || gemvShape.f16) && dev.info.f16 && f.bits === 4;
+  s.h = !s.i8 && (!!s.h || gemvShape.f16) && dev.info.f16 && f.bits === 4; // int8 takes precedence over f16
   if (s.h && !s.pt) s.pt = 32;
   if (!usesPairs(f, s)) s.pt = 0;
   if (f.kind !== 'int') s.xs = false;
