@@ -284,7 +284,7 @@ if (want('gemv')) {
     const decoders: Record<string, Partial<WordsShape>[]> = {
       // the table decoders again since their fill reads the staged codebook once and copies the
       // replicas (sixth session, untimed): pt 16/32 have few or no bank conflicts
-      nf4: [{}, { pt: 16 }, { h: true, pt: 16 }, { h: true, pt: 32 }, { i8: true, pt: 16 }, { i8: true, pt: 32 }, { i8: true, pt: 32, pw: 528 }, { pt: 16, pw: 528 }],
+      nf4: [{}, { pt: 16 }, { h: true, pt: 16 }, { h: true, pt: 32 }, { i8: true, pt: 16 }, { i8: true, pt: 32 }, { i8: true, pt: 32, W: 4 }, { i8: true, pt: 32, pw: 528 }, { pt: 16, pw: 528 }],
       int4: [{ xs: true }, { i8: true }, { i8: true, W: 4 }],
     };
     const shapeLabel = (s: WordsShape) =>
