@@ -11,8 +11,9 @@
 // submitted every 4 kernels itself, which made the wall time of small kernels mostly submits.)
 //
 // Usage: npx tsx bench/gpu.ts [--quick] [--time ms] [--out file] [--no-torch] [--only substring]
-//        [--sweep] (GEMV decoders on the best shapes; --sweep-all: every shape) [--ab] (the RILQ step also with the earlier scheduling and
-//        without shader checks)
+//        [--sweep] (GEMV decoders on the best shapes; --sweep-all: every shape; --formats nf4,int4,
+//        --shapes JSON, --decoders fmt:JSON narrow it; --sweep-rows adds 4 and 8 x rows)
+//        [--ab] (the RILQ step also with the earlier scheduling and without shader checks)
 // Needs the gpu backend (a real adapter, or QUANTLORA_GPU_SOFTWARE=1 for a functional run).
 
 import { execFileSync } from 'node:child_process';
@@ -291,11 +292,11 @@ if (want('gemv')) {
       `R ${s.R} NW ${s.NW} W ${s.W}${s.pf ? ' pf' : ''}${s.pt ? ` pt ${s.pt}` : ''}${s.xs ? ' xs' : ''}${s.h ? ' f16' : ''}${s.pw ? ` pw ${s.pw}` : ''}${s.px ? ' px' : ''}${s.sx ? ' sx' : ''}${s.i8 ? ' i8' : ''}`;
     const sizes = quick ? [n] : [n, 8192];
     // --decoders nf4:JSON (a list of decoder settings) replaces one format's list; --formats nf4 times one
-    const arg = (k: string) => (process.argv.includes(k) ? process.argv[process.argv.indexOf(k) + 1] : undefined);
-    const dflag = arg('--decoders');
+    const dflag = arg('decoders');
     if (dflag) decoders[dflag.slice(0, dflag.indexOf(':'))] = JSON.parse(dflag.slice(dflag.indexOf(':') + 1));
-    if (arg('--shapes')) shapes.splice(0, shapes.length, ...(JSON.parse(arg('--shapes')!) as WordsShape[]));
-    for (const f of [NF4, INT4].filter((g) => !arg('--formats') || arg('--formats')!.split(',').includes(g === NF4 ? 'nf4' : 'int4'))) {
+    if (arg('shapes')) shapes.splice(0, shapes.length, ...(JSON.parse(arg('shapes')!) as WordsShape[]));
+    const fmts = arg('formats')?.split(',');
+    for (const f of [NF4, INT4].filter((g) => !fmts || fmts.includes(g === NF4 ? 'nf4' : 'int4'))) {
       const name = f === NF4 ? 'nf4' : 'int4';
       const qs = sizes.map((size) => (f === NF4 && size === n ? q : weights(f, size)));
       const mine: [number[], WordsShape][] = [];

@@ -35,8 +35,8 @@
 //     int8 (x8Source: per step slice of cpl columns, a scale m/127 and the sum of its int8 values),
 //     and the products are summed as integers by dot4I8Packed (4 per instruction). INT: x's bytes
 //     ordered as the code word's fields (high nibbles, then low; 2-bit: the 4 fields of each byte),
-//     so a code word is a shift and mask and a dot product per field, and a row's step adds (Σ q·code − zero · Σ q) · scale · x scale. NF: the
-//     values become int8 (round(127 · value)) through a pair table of int8 pairs (lut8,
+//     so a code word is a shift and mask and a dot product per field, and a row's step adds
+//     (Σ q·code − zero · Σ q) · scale · x scale. NF: the values become int8 (round(127 · value)) through a pair table of int8 pairs (lut8,
 //     replicated pt times as lutp), two lookups per 4 weights. A compute dtype of int8: ~0.5%
 //     relative RMS error for INT (x's rounding), ~0.75% for NF (the values' too);
 //   - the R·T sums are reduced per subgroup (subgroupAdd) then across subgroups in order, or by a
@@ -45,6 +45,7 @@
 // most pw with pw).
 
 import type { QuantFormat } from '../../quant/formats.js';
+import { GRID_INDEX } from './device.js';
 import { decodeLib, DQ_CONSTS, DQ_DECL, dqFill, partBindings, range, scaleLoads, scaleOf, zeroSub } from './quant.js';
 
 export interface WordsShape {
@@ -75,9 +76,9 @@ export interface WordsShape {
   /** Stage x in workgroup memory once per workgroup (needs the columns baked in and T·cols·4
    *  bytes of room; pays off with pw, where a workgroup serves many row blocks). */
   sx?: boolean;
-  /** 4-bit INT, W ≥ 2 (opt-in: gemvShape.int8): x quantized to int8 per step slice (a scale and
-   *  the codes' sum per slice, x8Source), the products summed as integers by dot4I8Packed (4
-   *  products per instruction where the adapter has integer dot products). */
+  /** Where i8Fits (opt-in: gemvShape.int8): x quantized to int8 per step slice (a scale and the
+   *  sum of its int8 values, x8Source), the products summed as integers by dot4I8Packed (4
+   *  products per instruction where the adapter has integer dot products); NF needs pt. */
   i8?: boolean;
 }
 
@@ -169,7 +170,7 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   workgroupBarrier();
   for (var e = t; e < ${256 * pt}u; e += ${WG}u) { if ((e & ${pt - 1}u) != 0u) { ${tbl}[e] = ${tbl}[e & ${~(pt - 1) >>> 0}u]; } }` : ''}
   let lc = t & ${pt - 1}u;`;
-  const pair = (r: number, i: number, k: number) => `${i8 ? 'lut8' : 'lutp'}[${move(word(r, i), 8 * k, log2pt, 8)} | lc]`;
+  const pair = (r: number, i: number, k: number) => `${tbl}[${move(word(r, i), 8 * k, log2pt, 8)} | lc]`;
   const quad = (r: number, i: number, j0: number) =>
     pt ? `vec4<f32>(${pair(r, i, j0 >> 1)}, ${pair(r, i, (j0 >> 1) + 1)})` : `vec4<f32>(${range(4).map((d) => weight(r, i, j0 + d)).join(', ')})${xsum ? '' : zeroSub(f, r)}`;
   // the per-step loads of row r at step k: [name, expression]
@@ -333,7 +334,7 @@ export function x8Source(cpl: number, per: number): string {
 @group(0) @binding(3) var<storage, read_write> xsc: array<vec2<f32>>;
 override WG: u32 = 64u;
 @compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let b = ${'gid.x + gid.y * nwg.x * WG'};
+  let b = ${GRID_INDEX};
   if (b >= P[0]) { return; }
   let base = b * ${cpl}u;
   var m = 0.0;
