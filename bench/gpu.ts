@@ -261,9 +261,9 @@ if (want('gemv')) {
       return gbps(g);
     };
     // the loads alone in the words kernel's pattern: what the shapes could reach without decoding
-    for (const [R, NW] of [[8, 2], [16, 2], [8, 4], [4, 4], [16, 8]]) {
-      const g = await readOnly(n, R, NW);
-      console.log(`gemv sweep read only R ${R} NW ${NW} W 2: ${vsCopy(g, copy)}`);
+    for (const [R, NW, size] of [[8, 2, n], [16, 2, n], [8, 4, n], [4, 4, n], [16, 8, n], ...(quick ? [] : [[8, 4, 8192], [16, 2, 8192]])]) {
+      const g = await readOnly(size, R, NW);
+      console.log(`gemv sweep read only R ${R} NW ${NW} W 2 at ${size}²: ${vsCopy(g, copy)}`);
     }
     Object.assign(gemvShape, { words: false, lut: 'banked', teams: 2, rows: () => 8 });
     await time1('wide banked, teams 2, rows 8');
@@ -280,16 +280,16 @@ if (want('gemv')) {
     if (process.argv.includes('--sweep-all')) {
       for (const W of [1, 2, 4] as const) for (const NW of [2, 4, 8]) for (const R of [4, 8, 16]) for (const pf of [false, true]) shapes.push({ R, NW, W, pf });
     } else {
-      for (const [R, NW] of [[8, 4], [16, 2], [8, 2], [16, 4], [4, 8]]) shapes.push({ R, NW, W: 2, pf: true });
+      for (const [R, NW] of [[8, 4], [16, 2], [8, 2], [16, 4]]) shapes.push({ R, NW, W: 2, pf: true });
     }
     const decoders: Record<string, Partial<WordsShape>[]> = {
-      // the table decoders again since their fill reads the staged codebook once and copies the
-      // replicas (sixth session, untimed): pt 16/32 have few or no bank conflicts
-      nf4: [{}, { pt: 16 }, { h: true, pt: 16 }, { h: true, pt: 32 }, { i8: true, pt: 16 }, { i8: true, pt: 32 }, { i8: true, pt: 32, W: 4 }, { i8: true, pt: 32, pw: 528 }, { pt: 16, pw: 528 }],
-      int4: [{ xs: true }, { i8: true }, { i8: true, W: 4 }],
+      // seventh session: deeper prefetch (pd: loads 2-3 steps ahead, for the 8192² rows' few steps
+      // per thread), fma chains (fc), INT codes two per shift (hl)
+      nf4: [{}, { fc: true }, { pd: 2 }, { fc: true, pd: 2 }, { pd: 3 }],
+      int4: [{ xs: true }, { hl: true }, { hl: true, pd: 2 }, { xs: true, fc: true }, { i8: true }, { i8: true, pd: 2 }],
     };
     const shapeLabel = (s: WordsShape) =>
-      `R ${s.R} NW ${s.NW} W ${s.W}${s.pf ? ' pf' : ''}${s.pt ? ` pt ${s.pt}` : ''}${s.xs ? ' xs' : ''}${s.h ? ' f16' : ''}${s.pw ? ` pw ${s.pw}` : ''}${s.px ? ' px' : ''}${s.sx ? ' sx' : ''}${s.i8 ? ' i8' : ''}`;
+      `R ${s.R} NW ${s.NW} W ${s.W}${s.pf ? ' pf' : ''}${s.pt ? ` pt ${s.pt}` : ''}${s.xs ? ' xs' : ''}${s.h ? ' f16' : ''}${s.pw ? ` pw ${s.pw}` : ''}${s.px ? ' px' : ''}${s.sx ? ' sx' : ''}${s.i8 ? ' i8' : ''}${s.pd && s.pd > 1 ? ` pd ${s.pd}` : ''}${s.hl ? ' hl' : ''}${s.fc ? ' fc' : ''}`;
     const sizes = quick ? [n] : [n, 8192];
     // --decoders nf4:JSON (a list of decoder settings) replaces one format's list; --formats nf4 times one
     const dflag = arg('decoders');

@@ -80,6 +80,17 @@ export interface WordsShape {
    *  sum of its int8 values, x8Source), the products summed as integers by dot4I8Packed (4
    *  products per instruction where the adapter has integer dot products); NF needs pt. */
   i8?: boolean;
+  /** With pf: how many steps ahead the code and scale loads are issued (default 1). Each step
+   *  holds R·(W + scale parts) more registers; deeper keeps more bytes in flight per thread, which
+   *  matters where a thread has few steps (8192 columns: 4 steps at 4 teams of W 2). */
+  pd?: number;
+  /** 4-bit INT (f32): the two codes of a byte from one shift, the high one in the top mantissa
+   *  bits (1 + code/16), the low one below it (1 + code/256), each class summed in its own fma
+   *  chain; the zero point through the x sums as xs. 1.5 integer ops per code instead of 2. */
+  hl?: boolean;
+  /** f32 decoders (not h, i8, hl): the step's products summed in one fma chain per row and x row
+   *  instead of vec4 dot products added together (one op per weight). */
+  fc?: boolean;
 }
 
 /** Whether the int8 decoder (i8) serves format f at W words per thread and step: 4-bit NF, 2- or
@@ -116,6 +127,11 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
     throw new Error('wordsSource: int8 x needs 4-bit NF or 2/4-bit INT codes, 16 columns per step or more, the int8 pair table (pt) for NF and none for INT, and none of h, xs, sx, px');
   }
   const px = !!s.px && pf;
+  const D = pf ? Math.max(1, Math.floor(s.pd ?? 1)) : 0; // prefetch depth
+  if (D > 1 && px) throw new Error('wordsSource: a prefetch depth above 1 does not go with px');
+  const hl = !!s.hl;
+  if (hl && !(f.kind === 'int' && f.bits === 4 && !s.pt && !s.h && !i8)) throw new Error('wordsSource: hl needs 4-bit INT codes and none of pt, h, i8');
+  const fc = !!s.fc && !hl;
   const persistent = !!s.pw && !ss;
   const WG = 32 * NW;
   const bits = f.bits;
@@ -132,7 +148,7 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   // 2^bits; pt: the code, K = 1, off = 0), and a row's step adds (K·Σ x w − (off + zero)·X) · scale
   const h = !!s.h && bits === 4;
   if (h && !pt) throw new Error('wordsSource: f16 decoding needs the pair table (pt)');
-  const xsum = f.kind === 'int' && (!!s.xs || !!pt);
+  const xsum = f.kind === 'int' && !hl && (!!s.xs || !!pt);
   const K = pt ? 1 : 1 << bits;
   const off = pt ? 0 : 1 << bits;
   const vecT = W === 1 ? 'u32' : `vec${W}<u32>`;
@@ -193,6 +209,7 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   const xAt = (t: number, v: number, k: string) => `${sx ? 'xl' : 'x'}[${t}u * c4 + ${k} * ${nv}u + ${v}u]`;
   const xs = i8 ? tt.map((t) => `${range(cpl / 16).map((v) => `let xq${t}_${v} = xq[${t}u * c16 + k * ${cpl / 16}u + ${v}u];`).join(' ')} let xv${t} = xsc[${t}u * units + k];${f.kind === 'nf' ? ` let xn${t} = xv${t}.x * ${1 / 127};` : ''}`).join('\n    ') : tt.map((t) => range(nv).map((v) => (px ? `let x${t}_${v} = nx${t}_${v}; nx${t}_${v} = ${xAt(t, v, 'kn')};` : `let x${t}_${v} = ${xAt(t, v, 'k')};`)).join(' ') +
     (xsum ? ` let X${t} = dot(${range(nv).map((v) => `x${t}_${v}`).join(' + ')}, vec4<f32>(1.0));` : '') +
+    (hl ? ` let S${t} = ${range(nv).map((v) => `x${t}_${v}`).join(' + ')}; let Xh${t} = S${t}.x + S${t}.z; let Xl${t} = S${t}.y + S${t}.w; let X${t} = Xh${t} + Xl${t}; let Xc${t} = fma(16.0, Xh${t}, 256.0 * Xl${t});` : '') +
     (h ? ` ${hpairs(t).join(' ')}` : '')).join('\n    ');
   // h: the f16 weight pairs of row r, in hpairs' order
   const wpairs = (r: number) => range(4 * W).map((p) => pair(r, p >> 2, p & 3));
@@ -219,6 +236,20 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
       ${tt.map((t) => `{ let d = ${range(W).flatMap((i) => range(per).map((j) => `dot4I8Packed(${field(r, i, j)}, ${xw(t, i * per + j)})`)).join(' + ')}; a${r}_${t} += (f32(d) - ${z8(r)} * xv${t}.y) * (sc${r} * xv${t}.x); }`).join('\n      ')}
     }`;
     }
+    if (hl) {
+      // byte k of word i (codes 2k: high nibble, 2k + 1: low) moved to bits 15..22
+      const moved = (i: number, k: number) => (k < 2 ? `(${word(r, i)} << ${15 - 8 * k}u)` : `(${word(r, i)} >> ${8 * k - 15}u)`);
+      const xc = (t: number, c: number) => `x${t}_${c >> 2}.${'xyzw'[c & 3]}`;
+      const chain = (t: number, lo: number) => range(4 * W).reduce((acc, p) => {
+        const c = 8 * (p >> 2) + 2 * (p & 3) + lo;
+        const term = `${xc(t, c)}, ${lo ? 'l' : 'h'}${p}`;
+        return acc ? `fma(${term}, ${acc})` : `${xc(t, c)} * ${lo ? 'l' : 'h'}${p}`;
+      }, '');
+      return `{
+      ${range(4 * W).map((p) => `let m${p} = ${moved(p >> 2, p & 3)}; let h${p} = bitcast<f32>((m${p} & 0x00780000u) | 0x3f800000u); let l${p} = bitcast<f32>((m${p} & 0x00078000u) | 0x3f800000u);`).join('\n      ')}
+      ${tt.map((t) => `a${r}_${t} += (fma(16.0, ${chain(t, 0)}, 256.0 * (${chain(t, 1)})) - Xc${t} - ${z8(r)} * X${t}) * sc${r};`).join('\n      ')}
+    }`;
+    }
     if (h) {
       const w = wpairs(r);
       return `{
@@ -231,26 +262,26 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
       const j0 = (4 * v) % cpw;
       return { v, w: quad(r, i, j0) };
     });
-    const dot = (t: number) => terms.map(({ v }) => `dot(x${t}_${v}, w${v})`).join(' + ');
+    const dot = (t: number) =>
+      fc
+        ? terms.flatMap(({ v }) => range(4).map((c) => [`x${t}_${v}.${'xyzw'[c]}`, `w${v}.${'xyzw'[c]}`])).reduce((acc, [a, b]) => (acc ? `fma(${a}, ${b}, ${acc})` : `${a} * ${b}`), '')
+        : terms.map(({ v }) => `dot(x${t}_${v}, w${v})`).join(' + ');
     return `{
       ${terms.map(({ v, w }) => `let w${v} = ${w};`).join('\n      ')}
       ${tt.map((t) => (xsum ? `a${r}_${t} += (${K === 1 ? '' : `${K}.0 * `}(${dot(t)}) - zk${r} * X${t}) * sc${r};` : `a${r}_${t} += (${dot(t)}) * sc${r};`)).join('\n      ')}
     }`;
   }).join('\n    ');
-  const loop = pf
-    ? `let last = units - 1u;
-  let k0 = min(t, last);
-  ${rr.map((r) => loads(r, 'k0').map(([n, e]) => `var n${n} = ${e};`).join(' ')).join('\n  ')}
-  ${px ? tt.map((t) => range(nv).map((v) => `var nx${t}_${v} = ${xAt(t, v, 'k0')};`).join(' ')).join('\n  ') : ''}
-  for (var k = t; k < units; k += ${WG}u) {
-    let kn = min(k + ${WG}u, last);
-    ${rr.map((r) => loads(r, 'kn').map(([n, e]) => `let ${n} = n${n}; n${n} = ${e};`).join(' ')).join('\n    ')}
-    ${rr.map(scale).join('\n    ')}
-    ${xs}
-    ${dots}
-  }`
-    : `for (var k = t; k < units; k += ${WG}u) {
-    ${rr.map((r) => loads(r, 'k').map(([n, e]) => `let ${n} = ${e};`).join(' ')).join('\n    ')}
+  // pf: the loads of the next D steps are in flight (p{d}: step k + (d + 1)·WG); `preload` issues
+  // the first D (before the tables are filled, where the row block is known up front)
+  const preload = `${rr.map((r) => `let rc${r} = min(row0 + ${r}u, rows - 1u);`).join(' ')}${pf ? `
+  let last = units - 1u;
+  ${range(D).map((d) => `let k${d}p = min(t + ${d * WG}u, last); ${rr.map((r) => loads(r, `k${d}p`).map(([n, e]) => `var p${d}${n} = ${e};`).join(' ')).join(' ')}`).join('\n  ')}` : ''}`;
+  // px: the first step's x slice (after the fill: sx reads x from workgroup memory)
+  const xpre = px ? tt.map((t) => range(nv).map((v) => `var nx${t}_${v} = ${xAt(t, v, 'k0p')};`).join(' ')).join('\n  ') : '';
+  const step = (k: string) => rr.map((r) => loads(r, k).map(([n, e]) => (pf ? `let ${n} = p0${n}; ${range(D).map((d) => `p${d}${n} = ${d + 1 < D ? `p${d + 1}${n}` : e};`).join(' ')}` : `let ${n} = ${e};`)).join(' ')).join('\n    ');
+  const loop = `for (var k = t; k < units; k += ${WG}u) {
+    ${pf ? `let kn = min(k + ${D * WG}u, last);` : ''}
+    ${step(pf ? 'kn' : 'k')}
     ${rr.map(scale).join('\n    ')}
     ${xs}
     ${dots}
@@ -292,7 +323,11 @@ var<workgroup> red: array<f32, ${redBytes(s, T, subgroups) / 4}>;
 ${decodeLib(f, false)}
 @compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32${sgArgs}) {
   let rows = P[0]; let cols = P[1]; let gpr = P[3];
-  ${persistent ? '' : `let row0 = (wid.x + wid.y * nwg.x) * ${R}u;`}
+  let units = cols / ${cpl}u;
+  ${i8 ? 'let c16 = cols / 16u;' : 'let c4 = cols / 4u;'}
+  ${persistent ? '' : `let row0 = (wid.x + wid.y * nwg.x) * ${R}u;
+  // rows past the end decode the last row (their sums are not written)
+  ${preload}`}
   ${f.kind === 'nf' ? `if (t < ${1 << bits}u) { lut[t] = value(t); }` : ''}
   ${pt && f.kind === 'nf' ? 'workgroupBarrier(); // the pair tables read the codebook' : ''}
   ${pt ? pairFill : ''}
@@ -305,13 +340,11 @@ ${decodeLib(f, false)}
   ${sx ? `for (var e = t; e < ${(T * cols) / 4}u; e += ${WG}u) { xl[e] = x[e]; }` : ''}
   ${f.kind === 'nf' || pt || f.doubleQuant || ss || sx ? 'workgroupBarrier();' : ''}
   ${f.doubleQuant && !ss ? DQ_CONSTS : ''}
-  let units = cols / ${cpl}u;
-  ${i8 ? 'let c16 = cols / 16u;' : 'let c4 = cols / 4u;'}
   ${persistent ? `for (var blk = wid.x + wid.y * nwg.x; blk < (rows + ${R - 1}u) / ${R}u; blk += nwg.x * nwg.y) {
-  let row0 = blk * ${R}u;` : ''}
-  // rows past the end decode the last row (their sums are not written)
-  ${rr.map((r) => `let rc${r} = min(row0 + ${r}u, rows - 1u);`).join(' ')}
+  let row0 = blk * ${R}u;
+  ${preload}` : ''}
   ${accs.map((a) => `var ${a} = 0.0;`).join(' ')}
+  ${xpre}
   ${loop}
   ${reduce}
   ${persistent ? `workgroupBarrier(); // red is written again by the next block
