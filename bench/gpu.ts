@@ -352,15 +352,17 @@ if (want('gemv')) {
     }
   }
   dev.checks = defaultChecks;
-  // the same at the opt-in int8 compute (gemvShape.int8: x quantized to int8, integer dot products)
-  gemvShape.int8 = true;
+  // the same at the opt-in int8 compute (Device.gemv, QUANTLORA_GPU_GEMV=int8: x quantized to int8,
+  // integer dot products)
+  const compute = dev.gemv;
+  dev.gemv = 'int8';
   for (const n of quick ? [1024] : [8192, 16384]) {
     const g = await gemv(n, NF4, 'int8 x');
     const gi = await gemv(n, formats.int(4, { group: 64 }), 'int8 x');
     goals.push(`dequantizeMatmul int4 1 token ${n}² (int8 x): ${vsCopy(gi, copy)} (goal ≥ 60%)`);
     goals.push(`dequantizeMatmul nf4 1 token ${n}² (int8 x): ${vsCopy(g, copy)} (goal ≥ 60%)`);
   }
-  gemvShape.int8 = false;
+  dev.gemv = compute;
 }
 if (want('matmul')) {
   const n = quick ? 512 : 4096;

@@ -13,6 +13,7 @@ import type { WordsShape } from '../ts/backends/gpu/gemv.js';
 import type { GpuHandle } from '../ts/backends/gpu/device.js';
 import { matmulPlan } from '../ts/backends/gpu/matmul.js';
 import { AdamW } from '../ts/train/optim.js';
+import { BackendError } from '../ts/errors.js';
 import { trainStep } from '../ts/methods/trainer.js';
 
 
@@ -403,14 +404,14 @@ test('the words GEMV in f16 (opt-in, shader-f16 adapters): within f16 error of t
   ];
   const { ran } = wordsAgainstJs(fmts, shapes, [1, 3], () => shapes.map((_, i) => i), 1e-3);
   assert.equal(ran, fmts.length * 2 * 2 * shapes.length);
-  // gemvShape.f16 (QUANTLORA_GPU_GEMV_F16=1) turns it on for the default shapes: results differ from f32's
+  // Device.gemv 'f16' (QUANTLORA_GPU_GEMV=f16) turns it on for the default shapes: results differ from f32's
   const base = { ...gemvShape };
   try {
     const f = q.formats.nf(4, { group: 64, doubleQuant: true });
     const w = q.quantize(q.tensor(gaussianArray(64 * 512, 3, 0.05), [64, 512], 'f32', g), f);
     const x = q.tensor(gaussianArray(512, 4), [1, 512], 'f32', g);
     const y32 = q.dequantizeMatmul(x, w).dataSync() as Float32Array;
-    gemvShape.f16 = true;
+    g.dev.gemv = 'f16';
     const y16 = q.dequantizeMatmul(x, w).dataSync() as Float32Array;
     const diff = y32.reduce((m, v, i) => Math.max(m, Math.abs(v - y16[i])), 0);
     const scale = y32.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
@@ -419,6 +420,7 @@ test('the words GEMV in f16 (opt-in, shader-f16 adapters): within f16 error of t
     x.dispose();
   } finally {
     Object.assign(gemvShape, base);
+    (gpu as GpuBackend).dev.gemv = 'f32';
   }
 });
 
@@ -442,25 +444,41 @@ test('the words GEMV with int8 x (opt-in, 2/4-bit INT and 4-bit NF): within int8
       const xs = gaussianArray(2 * 512, 4);
       const x = q.tensor(xs, [2, 512], 'f32', g);
       const y32 = q.dequantizeMatmul(x, w).dataSync() as Float32Array;
-      gemvShape.int8 = true;
+      g.dev.gemv = 'int8';
       const y8 = q.dequantizeMatmul(x, w).dataSync() as Float32Array;
       const diff = y32.reduce((m, v, i) => Math.max(m, Math.abs(v - y8[i])), 0);
       const scale = y32.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
       assert.ok(diff > 0 && diff < 2e-2 * scale, `${f.name} int8 against f32: max difference ${diff} of ${scale}`);
-      // with f16 asked for as well, int8 takes precedence (the same results)
-      gemvShape.f16 = true;
+      // with the shape asking for f16 as well, int8 takes precedence (the same results)
+      const shape = gemvShape.wordsShape;
+      gemvShape.wordsShape = (T) => ({ ...shape(T), h: true });
       assert.deepEqual(q.dequantizeMatmul(x, w).dataSync(), y8, `${f.name}: int8 and f16 both on`);
-      gemvShape.f16 = false;
+      gemvShape.wordsShape = shape;
       // a NaN in x row 1 (columns 16..31: one slice) makes that row's outputs NaN, row 0's stay finite
       xs[512 + 20] = NaN;
       const xn = q.tensor(xs, [2, 512], 'f32', g);
       const yn = q.dequantizeMatmul(xn, w).dataSync() as Float32Array;
       assert.ok(yn.slice(0, 64).every(Number.isFinite) && yn.slice(64).every(Number.isNaN), `${f.name}: NaN in x row 1 only reaches row 1: ${yn.slice(0, 3)} / ${yn.slice(64, 67)}`);
       for (const t of [w, x, xn]) t.dispose();
-      gemvShape.int8 = false;
+      g.dev.gemv = 'f32';
     }
   } finally {
     Object.assign(gemvShape, base);
+    (gpu as GpuBackend).dev.gemv = 'f32';
+  }
+});
+
+test('the GEMV compute dtype: from QUANTLORA_GPU_GEMV, named by info(), and a bad value is a BackendError before a device opens', { skip }, () => {
+  assert.equal(gpuOptionsFromEnv({ QUANTLORA_GPU_GEMV: 'int8' }).gemv, 'int8');
+  assert.equal(gpuOptionsFromEnv({}).gemv, undefined);
+  assert.throws(() => openGpuBackend({ allowSoftware: true, gemv: 'int4' }), (e: unknown) => e instanceof BackendError && /'int4'.*f32, f16, int8/.test(e.message));
+  const g = gpu as GpuBackend;
+  assert.equal(g.info().details?.gemv, 'f32');
+  g.dev.gemv = 'int8';
+  try {
+    assert.match(String(g.info().details?.gemv), /^int8/);
+  } finally {
+    g.dev.gemv = 'f32';
   }
 });
 

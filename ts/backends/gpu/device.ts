@@ -10,6 +10,16 @@
 import type { GpuAddon, GpuInfo } from './addon.js';
 import { BackendError } from '../../errors.js';
 
+export const GEMV_COMPUTES = ['f32', 'f16', 'int8'] as const;
+/** The quantized GEMV's compute dtype (Device.gemv). */
+export type GemvCompute = (typeof GEMV_COMPUTES)[number];
+/** `v` as a GEMV compute dtype (undefined or '' is f32); a BackendError naming it otherwise. */
+export function gemvCompute(v: string | undefined): GemvCompute {
+  if (v === undefined || v === '') return 'f32';
+  if ((GEMV_COMPUTES as readonly string[]).includes(v)) return v as GemvCompute;
+  throw new BackendError(`gpu: the GEMV compute dtype '${v}' (QUANTLORA_GPU_GEMV or the gemv option) is not one of ${GEMV_COMPUTES.join(', ')}`);
+}
+
 export interface GpuHandle {
   id: number;
   /** Logical size in bytes (the buffer is rounded up to a multiple of 4). */
@@ -46,10 +56,23 @@ export class Device {
    *  on the H200 the GEMV is about 10% faster without them (bench/README). Pipelines are cached per
    *  setting, so it can be switched at any time (bench/gpu.ts times both). */
   checks: boolean;
+  /** The compute dtype of the quantized GEMV (dequantizeMatmul of up to 8 x rows: decoding one
+   *  token) for 2- and 4-bit codes (QUANTLORA_GPU_GEMV; may be changed at any time):
+   *  - 'f32' (default): exact, as the parity table checks (1e-5);
+   *  - 'int8': x quantized to int8 per slice of 16+ columns, the products summed as integer dot
+   *    products, for 2/4-bit INT and 4-bit NF codes: about 0.5% relative RMS error for INT (x's
+   *    rounding), 0.75% for NF (the values rounded to int8 as well), as 8-bit activations are
+   *    elsewhere; on an H200, int4 at 82-83% of copy bandwidth instead of 54% (bench/README);
+   *  - 'f16': 4-bit codes, on adapters with shader-f16: products in f16, summed in f16 over a
+   *    thread's step (16 columns), then scaled in f32: about 1e-3 relative error, and |x| beyond
+   *    ~4000 can overflow; about as fast as f32 on the H200.
+   *  Other formats and shapes stay f32. */
+  gemv: GemvCompute;
 
-  constructor(readonly addon: GpuAddon, readonly info: GpuInfo, opts: { subgroups?: boolean; checks?: boolean } = {}) {
+  constructor(readonly addon: GpuAddon, readonly info: GpuInfo, opts: { subgroups?: boolean; checks?: boolean; gemv?: string } = {}) {
     this.subgroups = info.subgroups && opts.subgroups !== false;
     this.checks = opts.checks ?? false;
+    this.gemv = gemvCompute(opts.gemv);
   }
 
   alloc(bytes: number, zeroed = false): GpuHandle {

@@ -24,14 +24,14 @@
 //     bits of 1.0), and the zero point is applied once per step through the sum X of the step's x
 //     slice: s · Σ x (code − z) = s · (2^bits · Σ x (1 + code / 2^bits) − (2^bits + z) · X), so no
 //     subtraction per weight (X serves all R rows); the difference can lose a few low bits;
-//   - optionally (h, 4-bit, opt-in: gemvShape.f16) the products are f16: weight pairs from a pair
+//   - optionally (h, 4-bit, opt-in: Device.gemv 'f16') the products are f16: weight pairs from a pair
 //     table of f16 pairs, x rounded to f16 pairs, summed in f16 over the step, then scaled and
 //     added in f32 (a compute dtype of f16: ~1e-4 relative error);
 //   - optionally (pw) at most pw workgroups loop over the row blocks (the tables built once each);
 //   - optionally (px, with pf) the next step's x slice is loaded with its codes; optionally (sx) x
 //     is staged in workgroup memory once per workgroup (with pw: once per pw row blocks, instead of
 //     one read of x from L2 per R rows);
-//   - optionally (i8, 4-bit NF and 2/4-bit INT, opt-in: gemvShape.int8) x arrives quantized to
+//   - optionally (i8, 4-bit NF and 2/4-bit INT, opt-in: Device.gemv 'int8') x arrives quantized to
 //     int8 (x8Source: per step slice of cpl columns, a scale m/127 and the sum of its int8 values),
 //     and the products are summed as integers by dot4I8Packed (4 per instruction). INT: x's bytes
 //     ordered as the code word's fields (high nibbles, then low; 2-bit: the 4 fields of each byte),
@@ -76,7 +76,7 @@ export interface WordsShape {
   /** Stage x in workgroup memory once per workgroup (needs the columns baked in and T·cols·4
    *  bytes of room; pays off with pw, where a workgroup serves many row blocks). */
   sx?: boolean;
-  /** Where i8Fits (opt-in: gemvShape.int8): x quantized to int8 per step slice (a scale and the
+  /** Where i8Fits (opt-in: Device.gemv 'int8'): x quantized to int8 per step slice (a scale and the
    *  sum of its int8 values, x8Source), the products summed as integers by dot4I8Packed (4
    *  products per instruction where the adapter has integer dot products); NF needs pt. */
   i8?: boolean;

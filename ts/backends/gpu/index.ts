@@ -7,7 +7,9 @@
 // QUANTLORA_GPU_SOFTWARE=1 (accept a software adapter such as Mesa's llvmpipe; refused otherwise,
 // so a machine without a GPU keeps the native CPU backend), QUANTLORA_GPU_SUBGROUPS=0 (no subgroup
 // operations), QUANTLORA_GPU_SHADER_CHECKS=1 (kernels compiled with wgpu's runtime checks:
-// Device.checks; off by default), QUANTLORA_GPU_PROFILE=1 (a per-kernel profile).
+// Device.checks; off by default), QUANTLORA_GPU_PROFILE=1 (a per-kernel profile),
+// QUANTLORA_GPU_GEMV=f32|int8|f16 (the one-token quantized GEMV's compute dtype: Device.gemv; f32
+// by default).
 //
 // A kernel without a WGSL implementation on this adapter runs on the native CPU backend with its
 // inputs copied to the host and its outputs back (`hostKernels` in info() lists them); the kernel
@@ -20,7 +22,7 @@ import { registerBackend } from '../../registry.js';
 import { loadNativeAddon, type NativeAddon } from '../native/addon.js';
 import { NativeBackend } from '../native/index.js';
 import type { GpuAddon } from './addon.js';
-import { Device, f32Bits, GRID_INDEX, type GpuHandle } from './device.js';
+import { Device, f32Bits, gemvCompute, GRID_INDEX, type GpuHandle } from './device.js';
 import { elementwiseKernels } from './elementwise.js';
 import { layoutKernels } from './layout.js';
 import { lwcKernels } from './lwc.js';
@@ -100,9 +102,10 @@ export class GpuBackend implements Backend {
   lwcFakeQuant?: Backend['lwcFakeQuant'];
   lwcGrad?: Backend['lwcGrad'];
 
-  constructor(addon: GpuAddon & NativeAddon, opts: { backends?: string; adapter?: string; allowSoftware?: boolean; subgroups?: boolean; checks?: boolean; profile?: boolean } = {}) {
+  constructor(addon: GpuAddon & NativeAddon, opts: { backends?: string; adapter?: string; allowSoftware?: boolean; subgroups?: boolean; checks?: boolean; profile?: boolean; gemv?: string } = {}) {
+    gemvCompute(opts.gemv); // a bad value fails before a device is opened
     const info = addon.gpuInit(opts.backends ?? null, opts.adapter ?? null, opts.allowSoftware ?? false);
-    this.dev = new Device(addon, info, { subgroups: opts.subgroups, checks: opts.checks });
+    this.dev = new Device(addon, info, { subgroups: opts.subgroups, checks: opts.checks, gemv: opts.gemv });
     this.host = new NativeBackend(addon);
     const impl: Partial<Kernels> = {};
     for (const g of GROUPS) Object.assign(impl, g(this.dev));
@@ -152,6 +155,7 @@ export class GpuBackend implements Backend {
         maxBufferMiB: Math.floor(i.maxStorageBindingBytes / 2 ** 20),
         hostKernels: this.hostKernels.length ? this.hostKernels.join(' ') : 'none',
         shaderChecks: this.dev.checks ? 'on (QUANTLORA_GPU_SHADER_CHECKS=1)' : 'off',
+        gemv: this.dev.gemv === 'f32' ? 'f32' : `${this.dev.gemv} (QUANTLORA_GPU_GEMV)`,
       },
     };
   }
@@ -248,6 +252,7 @@ export function gpuOptionsFromEnv(env: Record<string, string | undefined> = (glo
     profile: env.QUANTLORA_GPU_PROFILE === '1',
     subgroups: env.QUANTLORA_GPU_SUBGROUPS !== '0',
     checks: env.QUANTLORA_GPU_SHADER_CHECKS === '1' || env.QUANTLORA_GPU_SHADER_CHECKS === 'true',
+    gemv: env.QUANTLORA_GPU_GEMV || undefined,
   };
 }
 
@@ -259,6 +264,7 @@ export function openGpuBackend(opts: ConstructorParameters<typeof GpuBackend>[1]
   try {
     return new GpuBackend(addon as NativeAddon & GpuAddon, opts);
   } catch (e) {
+    if (e instanceof BackendError) throw e; // already says gpu
     throw new BackendError(`gpu: ${(e as Error).message}`);
   }
 }

@@ -545,20 +545,6 @@ export const gemvShape = {
    *  shrinks with T to keep R·T accumulators per thread. */
   words: true,
   wordsShape: (T: number): WordsShape => ({ R: T <= 2 ? 8 : T <= 4 ? 4 : 2, NW: T <= 2 ? 4 : 2, W: 2, pf: true, xs: true }),
-  /** Multiply in f16 in the words kernel for 4-bit codes where the adapter has shader-f16
-   *  (QUANTLORA_GPU_GEMV_F16=1; off by default): the weights (NF values rounded to f16, INT codes
-   *  exact; INT zero points applied in f32 through the x sums) times x rounded to f16, summed in
-   *  f16 over one thread's step (16 columns at W 2), then scaled and accumulated in f32. About
-   *  1e-3 relative error instead of f32's 1e-7, and |x| beyond ~4000 can overflow f16: what a
-   *  compute dtype of f16 means. */
-  f16: typeof process !== 'undefined' && process.env?.QUANTLORA_GPU_GEMV_F16 === '1', // (browsers have no process)
-  /** Quantize x to int8 (per step slice of 16+ columns: a scale and the sum) for the codes in the
-   *  words kernel, whose products then run as integer dot products (dot4I8Packed: 4 per
-   *  instruction where the adapter has them) (QUANTLORA_GPU_GEMV_INT8=1; off by default), for
-   *  2- and 4-bit INT and 4-bit NF codes. INT codes stay exact; x's rounding to 8 bits costs about
-   *  0.5% relative RMS error on the outputs (Gaussian x and weights, 4096 columns), as 8-bit
-   *  activations do elsewhere; NF values are rounded to int8 too (127 · value): 0.75%. */
-  int8: typeof process !== 'undefined' && process.env?.QUANTLORA_GPU_GEMV_INT8 === '1',
 };
 
 function unitOf(cols: number, f: QuantFormat): 1 | 8 | 32 {
@@ -605,10 +591,11 @@ function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: Qua
   const s = { ...gemvShape.wordsShape(T) };
   const sg = dev.subgroups;
   const limit = dev.info.maxWorkgroupStorageBytes - 1088; // the codebook and bitsandbytes' map
-  s.i8 = (!!s.i8 || gemvShape.int8) && i8Fits(f, s.W);
+  // the compute dtype (Device.gemv) or the shape's own i8/h: int8 x, f16 products
+  s.i8 = (!!s.i8 || dev.gemv === 'int8') && i8Fits(f, s.W);
   // int8 x: NF through the int8 pair table (8 copies unless given), INT with no table
   if (s.i8) Object.assign(s, { pt: f.kind === 'nf' ? s.pt || 8 : 0, h: false, xs: false, px: false, sx: false });
-  s.h = !s.i8 && (!!s.h || gemvShape.f16) && dev.info.f16 && f.bits === 4; // int8 takes precedence over f16
+  s.h = !s.i8 && (!!s.h || dev.gemv === 'f16') && dev.info.f16 && f.bits === 4; // int8 takes precedence over f16
   if (s.h && !s.pt) s.pt = 32;
   if (!usesPairs(f, s)) s.pt = 0;
   if (f.kind !== 'int') s.xs = false;
