@@ -141,21 +141,32 @@ async function readOnly(n: number, R: number, NW: number): Promise<Row> {
   return row;
 }
 
-/** GB/s of packed weight bytes read by a one-token dequantizeMatmul over an n x n weight of format f
- *  (quantized here unless `q` is given: sweeps reuse one). */
-async function gemv(n: number, f: QuantFormat = NF4, label = '', q?: QuantizedTensor, T = 1): Promise<Row> {
-  const own = !q;
-  if (!q) {
-    const w = randn([n, n], { seed: 11, std: 0.02 }, gpu);
-    q = quantize(w, f);
+/** An n x n random weight quantized to f, in enough copies (up to 8) to pass 160 MiB: the GEMV rows
+ *  use them in turn, so that they measure weights streamed from memory, as in decoding, where each
+ *  layer's weights are read once per token (one 8192² 4-bit weight, 37 MiB with its scales, read
+ *  again and again partly stays in the H200's 50 MiB L2: up to 125% of copy for the loads alone). */
+function weightCopies(f: QuantFormat, n: number): QuantizedTensor[] {
+  const qs: QuantizedTensor[] = [];
+  do {
+    const w = randn([n, n], { seed: 11 + qs.length, std: 0.02 }, gpu);
+    qs.push(quantize(w, f));
     w.dispose();
-  }
+  } while (qs.length < 8 && qs.length * qs[0].bytes < 160 * 2 ** 20);
+  return qs;
+}
+
+/** GB/s of packed weight bytes read by a one-token dequantizeMatmul over an n x n weight of format f
+ *  (weightCopies, made here unless `q` is given: sweeps reuse them). */
+async function gemv(n: number, f: QuantFormat = NF4, label = '', q?: QuantizedTensor[], T = 1): Promise<Row> {
+  const own = !q;
+  const qs = q ?? weightCopies(f, n);
   const x = randn([T, n], { seed: 12 }, gpu);
-  const qq = q;
-  const { ms, gpuMs } = await timeGpu(`dequantizeMatmul ${f.name} ${n}`, 50, () => dequantizeMatmul(x, qq).dispose());
-  const row = { name: `dequantizeMatmul ${f.name} ${T}x${n} · (${n}x${n})ᵀ${label ? ` (${label})` : ''}`, ms, gpuMs, gbps: gbpsOf(q.bytes, ms)!, gpuGbps: gbpsOf(q.bytes, gpuMs) };
+  let i = 0;
+  const { ms, gpuMs } = await timeGpu(`dequantizeMatmul ${f.name} ${n}`, 50, () => dequantizeMatmul(x, qs[i++ % qs.length]).dispose());
+  const bytes = qs[0].bytes;
+  const row = { name: `dequantizeMatmul ${f.name} ${T}x${n} · (${n}x${n})ᵀ${label ? ` (${label})` : ''}${qs.length > 1 ? ` [${qs.length} weights in turn]` : ''}`, ms, gpuMs, gbps: gbpsOf(bytes, ms)!, gpuGbps: gbpsOf(bytes, gpuMs) };
   rows.push(row);
-  if (own) q.dispose();
+  if (own) for (const w of qs) w.dispose();
   x.dispose();
   return row;
 }
@@ -243,12 +254,7 @@ if (want('gemv')) {
     const base = { ...gemvShape };
     const n = quick ? 1024 : 16384;
     const INT4 = formats.int(4, { group: 64 });
-    const weights = (f: QuantFormat, size: number) => {
-      const w = randn([size, size], { seed: 11, std: 0.02 }, gpu);
-      const qw = quantize(w, f);
-      w.dispose();
-      return qw;
-    };
+    const weights = weightCopies;
     const q = weights(NF4, n);
     const found: [number, string][] = [];
     /** GB/s of a row: GPU time where measured, else wall; and that as a share of the copy kernel's. */
@@ -283,13 +289,13 @@ if (want('gemv')) {
       for (const [R, NW] of [[8, 4], [16, 2], [8, 2], [16, 4]]) shapes.push({ R, NW, W: 2, pf: true });
     }
     const decoders: Record<string, Partial<WordsShape>[]> = {
-      // seventh session: deeper prefetch (pd: loads 2-3 steps ahead, for the 8192² rows' few steps
-      // per thread), fma chains (fc), INT codes two per shift (hl)
-      nf4: [{}, { fc: true }, { pd: 2 }, { fc: true, pd: 2 }, { pd: 3 }],
-      int4: [{ xs: true }, { hl: true }, { hl: true, pd: 2 }, { xs: true, fc: true }, { i8: true }, { i8: true, pd: 2 }],
+      // seventh session, after deeper prefetch (pd), fma chains (fc) and hl were timed: int8 x
+      // quantized in the GEMV (xf) against x8Source's pass, with the weights streamed (weightCopies)
+      nf4: [{}],
+      int4: [{ xs: true }, { hl: true }, { i8: true }, { i8: true, xf: true }],
     };
     const shapeLabel = (s: WordsShape) =>
-      `R ${s.R} NW ${s.NW} W ${s.W}${s.pf ? ' pf' : ''}${s.pt ? ` pt ${s.pt}` : ''}${s.xs ? ' xs' : ''}${s.h ? ' f16' : ''}${s.pw ? ` pw ${s.pw}` : ''}${s.px ? ' px' : ''}${s.sx ? ' sx' : ''}${s.i8 ? ' i8' : ''}${s.pd && s.pd > 1 ? ` pd ${s.pd}` : ''}${s.hl ? ' hl' : ''}${s.fc ? ' fc' : ''}`;
+      `R ${s.R} NW ${s.NW} W ${s.W}${s.pf ? ' pf' : ''}${s.pt ? ` pt ${s.pt}` : ''}${s.xs ? ' xs' : ''}${s.h ? ' f16' : ''}${s.pw ? ` pw ${s.pw}` : ''}${s.px ? ' px' : ''}${s.sx ? ' sx' : ''}${s.i8 ? ' i8' : ''}${s.pd && s.pd > 1 ? ` pd ${s.pd}` : ''}${s.hl ? ' hl' : ''}${s.fc ? ' fc' : ''}${s.xf ? ' xf' : ''}`;
     const sizes = quick ? [n] : [n, 8192];
     // --decoders nf4:JSON (a list of decoder settings) replaces one format's list; --formats nf4 times one
     const dflag = arg('decoders');
@@ -309,7 +315,7 @@ if (want('gemv')) {
           mine.push([got, shape]);
         }
       }
-      for (const qw of qs) if (qw !== q) qw.dispose();
+      for (const qw of qs) if (qw !== q) for (const c of qw) c.dispose();
       mine.sort((a, b) => Math.min(...b[0]) - Math.min(...a[0]));
       console.log(`gemv sweep ${name} top (${sizes.map((z) => `${z}²`).join(' / ')}): ${mine.slice(0, 5).map(([g, sh]) => `${shapeLabel(sh)}: ${g.map(pct).join(' / ')}`).join('; ')}`);
     }
@@ -335,7 +341,7 @@ if (want('gemv')) {
       tops.sort((a, b) => b[0] - a[0]);
       console.log(`gemv sweep ${T} x rows top: ${tops.slice(0, 3).map(([g, l]) => `${l}: ${pct(g)}`).join('; ')}`);
     }
-    q.dispose();
+    for (const c of q) c.dispose();
     Object.assign(gemvShape, base);
     found.sort((a, b) => b[0] - a[0]);
     console.log(`gemv sweep best (GB/s, GPU time where measured): ${found.slice(0, 5).map(([g, l]) => `${l}: ${g.toFixed(0)}`).join('; ')}`);

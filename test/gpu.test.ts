@@ -430,6 +430,7 @@ test('the words GEMV with int8 x (opt-in, 2/4-bit INT and 4-bit NF): within int8
   const shapes: WordsShape[] = [
     { R: 8, NW: 2, W: 2, pf: true, i8: true }, { R: 3, NW: 1, W: 4, pf: false, i8: true }, { R: 6, NW: 2, W: 1, pf: true, i8: true, pd: 2 },
     { R: 5, NW: 2, W: 2, pf: true, i8: true, ss: true }, { R: 4, NW: 4, W: 4, pf: true, i8: true, pw: 3 },
+    { R: 8, NW: 2, W: 2, pf: true, i8: true, xf: true }, { R: 3, NW: 1, W: 4, pf: false, i8: true, xf: true, ss: true },
   ];
   const { ran } = wordsAgainstJs(fmts, shapes, [1, 3], () => shapes.map((_, i) => i), 1e-2);
   assert.equal(ran, fmts.length * 2 * 2 * shapes.length);
@@ -449,8 +450,13 @@ test('the words GEMV with int8 x (opt-in, 2/4-bit INT and 4-bit NF): within int8
       const diff = y32.reduce((m, v, i) => Math.max(m, Math.abs(v - y8[i])), 0);
       const scale = y32.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
       assert.ok(diff > 0 && diff < 2e-2 * scale, `${f.name} int8 against f32: max difference ${diff} of ${scale}`);
-      // with the shape asking for f16 as well, int8 takes precedence (the same results)
       const shape = gemvShape.wordsShape;
+      if (f.kind === 'int') {
+        // x quantized in the GEMV itself (xf): the same int8 values, so the same results
+        gemvShape.wordsShape = (T) => ({ ...shape(T), xf: true });
+        assert.deepEqual(q.dequantizeMatmul(x, w).dataSync(), y8, `${f.name}: xf against x8Source`);
+      }
+      // with the shape asking for f16 as well, int8 takes precedence (the same results)
       gemvShape.wordsShape = (T) => ({ ...shape(T), h: true });
       assert.deepEqual(q.dequantizeMatmul(x, w).dataSync(), y8, `${f.name}: int8 and f16 both on`);
       gemvShape.wordsShape = shape;
@@ -459,6 +465,12 @@ test('the words GEMV with int8 x (opt-in, 2/4-bit INT and 4-bit NF): within int8
       const xn = q.tensor(xs, [2, 512], 'f32', g);
       const yn = q.dequantizeMatmul(xn, w).dataSync() as Float32Array;
       assert.ok(yn.slice(0, 64).every(Number.isFinite) && yn.slice(64).every(Number.isNaN), `${f.name}: NaN in x row 1 only reaches row 1: ${yn.slice(0, 3)} / ${yn.slice(64, 67)}`);
+      if (f.kind === 'int') {
+        gemvShape.wordsShape = (T) => ({ ...shape(T), xf: true });
+        const yf = q.dequantizeMatmul(xn, w).dataSync() as Float32Array;
+        assert.ok(yf.slice(0, 64).every(Number.isFinite) && yf.slice(64).every(Number.isNaN), `${f.name} xf: NaN in x row 1 only reaches row 1`);
+        gemvShape.wordsShape = shape;
+      }
       for (const t of [w, x, xn]) t.dispose();
       g.dev.gemv = 'f32';
     }

@@ -91,6 +91,10 @@ export interface WordsShape {
   /** f32 decoders (not h, i8, hl): the step's products summed in one fma chain per row and x row
    *  instead of vec4 dot products added together (one op per weight). */
   fc?: boolean;
+  /** With i8, INT codes: x quantized to int8 in the kernel itself (each thread its step's slice,
+   *  the same values as x8Source's), instead of by x8Source in a pass before it: no second pass
+   *  and no int8 copy of x, for ~70 instructions per thread, step and x row (R·16 weights). */
+  xf?: boolean;
 }
 
 /** Whether the int8 decoder (i8) serves format f at W words per thread and step: 4-bit NF, 2- or
@@ -127,6 +131,8 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
     throw new Error('wordsSource: int8 x needs 4-bit NF or 2/4-bit INT codes, 16 columns per step or more, the int8 pair table (pt) for NF and none for INT, and none of h, xs, sx, px');
   }
   const px = !!s.px && pf;
+  const xf = !!s.xf;
+  if (xf && !(i8 && f.kind === 'int')) throw new Error('wordsSource: xf (x quantized in the kernel) needs i8 and INT codes');
   const D = pf ? Math.max(1, Math.floor(s.pd ?? 1)) : 0; // prefetch depth
   if (D > 1 && px) throw new Error('wordsSource: a prefetch depth above 1 does not go with px');
   const hl = !!s.hl;
@@ -207,7 +213,21 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   // 2k and 2k+1 of the word: x.xy, x.zw of its vec4s)
   const hpairs = (t: number) => range(nv).flatMap((v) => [`let xh${t}_${2 * v} = vec2<f16>(x${t}_${v}.xy);`, `let xh${t}_${2 * v + 1} = vec2<f16>(x${t}_${v}.zw);`]);
   const xAt = (t: number, v: number, k: string) => `${sx ? 'xl' : 'x'}[${t}u * c4 + ${k} * ${nv}u + ${v}u]`;
-  const xs = i8 ? tt.map((t) => `${range(cpl / 16).map((v) => `let xq${t}_${v} = xq[${t}u * c16 + k * ${cpl / 16}u + ${v}u];`).join(' ')} let xv${t} = xsc[${t}u * units + k];${f.kind === 'nf' ? ` let xn${t} = xv${t}.x * ${1 / 127};` : ''}`).join('\n    ') : tt.map((t) => range(nv).map((v) => (px ? `let x${t}_${v} = nx${t}_${v}; nx${t}_${v} = ${xAt(t, v, 'kn')};` : `let x${t}_${v} = ${xAt(t, v, 'k')};`)).join(' ') +
+  // xf: the step's x slice quantized here as x8Source does (m = max |x| by the bits, which makes it
+  // NaN where x has one; values rounded half to even by adding 1.5·2^23, whose low byte is then
+  // the int8), then the int8 words in x8Source's order (word u: chunk u / per of 4·per columns, its
+  // columns per·b + u % per, b = 0..3) and the sum of the int8 values
+  const per8 = f.kind === 'nf' ? 1 : 8 / bits;
+  const xcol = (t: number, c: number) => `r${t}_${c >> 2}.${'xyzw'[c & 3]}`;
+  const xword = (t: number, u: number) => `pack4xI8(vec4<i32>(${range(4).map((b) => xcol(t, Math.floor(u / per8) * 4 * per8 + per8 * b + (u % per8))).join(', ')}))`;
+  const xfuse = (t: number) => `${range(nv).map((v) => `let xa${t}_${v} = ${xAt(t, v, 'k')};`).join(' ')}
+    let mb${t} = ${range(nv).map((v) => `(bitcast<vec4<u32>>(xa${t}_${v}) & vec4<u32>(0x7fffffffu))`).reduce((a, b) => `max(${a}, ${b})`)};
+    let m${t} = bitcast<f32>(max(max(mb${t}.x, mb${t}.y), max(mb${t}.z, mb${t}.w)));
+    let inv${t} = select(0.0, 127.0 / m${t}, m${t} > 0.0);
+    ${range(nv).map((v) => `let r${t}_${v} = bitcast<vec4<i32>>(fma(xa${t}_${v}, vec4<f32>(inv${t}), vec4<f32>(12582912.0)));`).join(' ')}
+    ${range(cpl / 16).map((g) => `let xq${t}_${g} = vec4<u32>(${range(4).map((e) => xword(t, 4 * g + e)).join(', ')});`).join(' ')}
+    let xv${t} = vec2<f32>(m${t} / 127.0, f32(${range(cpl / 16).map((g) => `dot4I8Packed(xq${t}_${g}.x, 0x01010101u) + dot4I8Packed(xq${t}_${g}.y, 0x01010101u) + dot4I8Packed(xq${t}_${g}.z, 0x01010101u) + dot4I8Packed(xq${t}_${g}.w, 0x01010101u)`).join(' + ')}));`;
+  const xs = xf ? tt.map(xfuse).join('\n    ') : i8 ? tt.map((t) => `${range(cpl / 16).map((v) => `let xq${t}_${v} = xq[${t}u * c16 + k * ${cpl / 16}u + ${v}u];`).join(' ')} let xv${t} = xsc[${t}u * units + k];${f.kind === 'nf' ? ` let xn${t} = xv${t}.x * ${1 / 127};` : ''}`).join('\n    ') : tt.map((t) => range(nv).map((v) => (px ? `let x${t}_${v} = nx${t}_${v}; nx${t}_${v} = ${xAt(t, v, 'kn')};` : `let x${t}_${v} = ${xAt(t, v, 'k')};`)).join(' ') +
     (xsum ? ` let X${t} = dot(${range(nv).map((v) => `x${t}_${v}`).join(' + ')}, vec4<f32>(1.0));` : '') +
     (hl ? ` let S${t} = ${range(nv).map((v) => `x${t}_${v}`).join(' + ')}; let Xh${t} = S${t}.x + S${t}.z; let Xl${t} = S${t}.y + S${t}.w; let X${t} = Xh${t} + Xl${t}; let Xc${t} = fma(16.0, Xh${t}, 256.0 * Xl${t});` : '') +
     (h ? ` ${hpairs(t).join(' ')}` : '')).join('\n    ');
@@ -310,9 +330,9 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   return /* wgsl */ `${h ? 'enable f16;' : ''}
 @group(0) @binding(0) var<storage, read> P: array<u32>;
 ${decl}
-${i8 ? `@group(0) @binding(${next}) var<storage, read> xq: array<vec4<u32>>;
+${i8 && !xf ? `@group(0) @binding(${next}) var<storage, read> xq: array<vec4<u32>>;
 @group(0) @binding(${next + 1}) var<storage, read> xsc: array<vec2<f32>>;` : `@group(0) @binding(${next}) var<storage, read> x: array<vec4<f32>>;`}
-@group(0) @binding(${next + (i8 ? 2 : 1)}) var<storage, read_write> y: array<f32>;
+@group(0) @binding(${next + (i8 && !xf ? 2 : 1)}) var<storage, read_write> y: array<f32>;
 ${pt && i8 ? `var<workgroup> lut8: array<u32, ${256 * pt}>;` : pt ? `var<workgroup> lutp: array<vec2<${h ? 'f16' : 'f32'}>, ${256 * pt}>;` : ''}
 ${f.kind === 'nf' ? `var<workgroup> lut: array<f32, ${1 << bits}>;` : ''}
 ${f.doubleQuant && !ss ? DQ_DECL : ''}
@@ -324,7 +344,7 @@ ${decodeLib(f, false)}
 @compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32${sgArgs}) {
   let rows = P[0]; let cols = P[1]; let gpr = P[3];
   let units = cols / ${cpl}u;
-  ${i8 ? 'let c16 = cols / 16u;' : 'let c4 = cols / 4u;'}
+  ${i8 && !xf ? 'let c16 = cols / 16u;' : 'let c4 = cols / 4u;'}
   ${persistent ? '' : `let row0 = (wid.x + wid.y * nwg.x) * ${R}u;
   // rows past the end decode the last row (their sums are not written)
   ${preload}`}
@@ -379,7 +399,8 @@ override WG: u32 = 64u;
     let c0 = base + (u / ${per}u) * ${4 * per}u + u % ${per}u; // column of byte 0
     var packed = 0u;
     for (var k = 0u; k < 4u; k++) {
-      let q = i32(clamp(round(x[c0 + ${per}u * k] * inv), -127.0, 127.0));
+      // round half to even of x·inv (|x·inv| <= 127) by adding 1.5·2^23 in one fma: as xf does
+      let q = bitcast<i32>(fma(x[c0 + ${per}u * k], inv, 12582912.0)) - 0x4b400000i;
       sum += q;
       packed |= (bitcast<u32>(q) & 0xffu) << (8u * k);
     }
