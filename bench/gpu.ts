@@ -254,8 +254,7 @@ if (want('gemv')) {
     const base = { ...gemvShape };
     const n = quick ? 1024 : 16384;
     const INT4 = formats.int(4, { group: 64 });
-    const weights = weightCopies;
-    const q = weights(NF4, n);
+    const q = weightCopies(NF4, n);
     const found: [number, string][] = [];
     /** GB/s of a row: GPU time where measured, else wall; and that as a share of the copy kernel's. */
     const gbps = (r: Row) => r.gpuGbps ?? r.gbps!;
@@ -304,7 +303,7 @@ if (want('gemv')) {
     const fmts = arg('formats')?.split(',');
     for (const f of [NF4, INT4].filter((g) => !fmts || fmts.includes(g === NF4 ? 'nf4' : 'int4'))) {
       const name = f === NF4 ? 'nf4' : 'int4';
-      const qs = sizes.map((size) => (f === NF4 && size === n ? q : weights(f, size)));
+      const qs = sizes.map((size) => (f === NF4 && size === n ? q : weightCopies(f, size)));
       const mine: [number[], WordsShape][] = [];
       for (const base of shapes) {
         for (const d of decoders[name]) {

@@ -213,13 +213,17 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   // 2k and 2k+1 of the word: x.xy, x.zw of its vec4s)
   const hpairs = (t: number) => range(nv).flatMap((v) => [`let xh${t}_${2 * v} = vec2<f16>(x${t}_${v}.xy);`, `let xh${t}_${2 * v + 1} = vec2<f16>(x${t}_${v}.zw);`]);
   const xAt = (t: number, v: number, k: string) => `${sx ? 'xl' : 'x'}[${t}u * c4 + ${k} * ${nv}u + ${v}u]`;
+  // element c of the vec4s `${name}_0`, `${name}_1`, ...
+  const el = (name: string, c: number) => `${name}_${c >> 2}.${'xyzw'[c & 3]}`;
+  // Σ a·b over the [a, b] pairs as one fma chain (first product plain)
+  const fmaChain = (ab: [string, string][]) => ab.reduce((acc, [a, b]) => (acc ? `fma(${a}, ${b}, ${acc})` : `${a} * ${b}`), '');
+  // INT code word fields per byte (also x8Source's order of x: see there)
+  const per = 8 / bits;
   // xf: the step's x slice quantized here as x8Source does (m = max |x| by the bits, which makes it
   // NaN where x has one; values rounded half to even by adding 1.5·2^23, whose low byte is then
   // the int8), then the int8 words in x8Source's order (word u: chunk u / per of 4·per columns, its
   // columns per·b + u % per, b = 0..3) and the sum of the int8 values
-  const per8 = f.kind === 'nf' ? 1 : 8 / bits;
-  const xcol = (t: number, c: number) => `r${t}_${c >> 2}.${'xyzw'[c & 3]}`;
-  const xword = (t: number, u: number) => `pack4xI8(vec4<i32>(${range(4).map((b) => xcol(t, Math.floor(u / per8) * 4 * per8 + per8 * b + (u % per8))).join(', ')}))`;
+  const xword = (t: number, u: number) => `pack4xI8(vec4<i32>(${range(4).map((b) => el(`r${t}`, Math.floor(u / per) * 4 * per + per * b + (u % per))).join(', ')}))`;
   const xfuse = (t: number) => `${range(nv).map((v) => `let xa${t}_${v} = ${xAt(t, v, 'k')};`).join(' ')}
     let mb${t} = ${range(nv).map((v) => `(bitcast<vec4<u32>>(xa${t}_${v}) & vec4<u32>(0x7fffffffu))`).reduce((a, b) => `max(${a}, ${b})`)};
     let m${t} = bitcast<f32>(max(max(mb${t}.x, mb${t}.y), max(mb${t}.z, mb${t}.w)));
@@ -235,8 +239,7 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   const wpairs = (r: number) => range(4 * W).map((p) => pair(r, p >> 2, p & 3));
   // i8: x word c of the step (word i's are i·cpw/4 + j, j < cpw/4: x8Source's order), and row r's
   // zero point; an INT code word's fields j of each byte (code per·k + j at bit 8k + 8 − bits·(j+1))
-  const xw = (t: number, c: number) => `xq${t}_${c >> 2}.${'xyzw'[c & 3]}`;
-  const per = 8 / bits;
+  const xw = (t: number, c: number) => el(`xq${t}`, c);
   const field = (r: number, i: number, j: number) => {
     const sh = 8 - bits * (j + 1);
     return `(${sh ? `(${word(r, i)} >> ${sh}u)` : word(r, i)} & 0x${(((1 << bits) - 1) * 0x01010101).toString(16).padStart(8, '0')}u)`;
@@ -259,12 +262,7 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
     if (hl) {
       // byte k of word i (codes 2k: high nibble, 2k + 1: low) moved to bits 15..22
       const moved = (i: number, k: number) => (k < 2 ? `(${word(r, i)} << ${15 - 8 * k}u)` : `(${word(r, i)} >> ${8 * k - 15}u)`);
-      const xc = (t: number, c: number) => `x${t}_${c >> 2}.${'xyzw'[c & 3]}`;
-      const chain = (t: number, lo: number) => range(4 * W).reduce((acc, p) => {
-        const c = 8 * (p >> 2) + 2 * (p & 3) + lo;
-        const term = `${xc(t, c)}, ${lo ? 'l' : 'h'}${p}`;
-        return acc ? `fma(${term}, ${acc})` : `${xc(t, c)} * ${lo ? 'l' : 'h'}${p}`;
-      }, '');
+      const chain = (t: number, lo: number) => fmaChain(range(4 * W).map((p) => [el(`x${t}`, 8 * (p >> 2) + 2 * (p & 3) + lo), `${lo ? 'l' : 'h'}${p}`]));
       return `{
       ${range(4 * W).map((p) => `let m${p} = ${moved(p >> 2, p & 3)}; let h${p} = bitcast<f32>((m${p} & 0x00780000u) | 0x3f800000u); let l${p} = bitcast<f32>((m${p} & 0x00078000u) | 0x3f800000u);`).join('\n      ')}
       ${tt.map((t) => `a${r}_${t} += (fma(16.0, ${chain(t, 0)}, 256.0 * (${chain(t, 1)})) - Xc${t} - ${z8(r)} * X${t}) * sc${r};`).join('\n      ')}
@@ -284,7 +282,7 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
     });
     const dot = (t: number) =>
       fc
-        ? terms.flatMap(({ v }) => range(4).map((c) => [`x${t}_${v}.${'xyzw'[c]}`, `w${v}.${'xyzw'[c]}`])).reduce((acc, [a, b]) => (acc ? `fma(${a}, ${b}, ${acc})` : `${a} * ${b}`), '')
+        ? fmaChain(terms.flatMap(({ v }) => range(4).map((c): [string, string] => [el(`x${t}`, 4 * v + c), `w${v}.${'xyzw'[c]}`])))
         : terms.map(({ v }) => `dot(x${t}_${v}, w${v})`).join(' + ');
     return `{
       ${terms.map(({ v, w }) => `let w${v} = ${w};`).join('\n      ')}
