@@ -266,7 +266,7 @@ if (want('gemv')) {
       return gbps(g);
     };
     // the loads alone in the words kernel's pattern: what the shapes could reach without decoding
-    for (const [R, NW, size] of [[8, 2, n], [16, 2, n], [8, 4, n], [4, 4, n], [16, 8, n], ...(quick ? [] : [[8, 4, 8192], [16, 2, 8192]])]) {
+    for (const [R, NW, size] of [[8, 2, n], [16, 2, n], [8, 4, n], [4, 4, n], [16, 8, n], ...(quick ? [] : [[8, 4, 8192], [16, 2, 8192], [8, 4, 4096]])]) {
       const g = await readOnly(size, R, NW);
       console.log(`gemv sweep read only R ${R} NW ${NW} W 2 at ${size}²: ${vsCopy(g, copy)}`);
     }
@@ -285,16 +285,17 @@ if (want('gemv')) {
     if (process.argv.includes('--sweep-all')) {
       for (const W of [1, 2, 4] as const) for (const NW of [2, 4, 8]) for (const R of [4, 8, 16]) for (const pf of [false, true]) shapes.push({ R, NW, W, pf });
     } else {
-      for (const [R, NW] of [[8, 4], [16, 2], [8, 2], [16, 4]]) shapes.push({ R, NW, W: 2, pf: true });
+      for (const [R, NW] of [[8, 4], [16, 2], [8, 2]]) shapes.push({ R, NW, W: 2, pf: true });
     }
     const decoders: Record<string, Partial<WordsShape>[]> = {
       // seventh session, after deeper prefetch (pd), fma chains (fc) and hl were timed: int8 x
-      // quantized in the GEMV (xf) against x8Source's pass, with the weights streamed (weightCopies)
+      // quantized in the GEMV (xf) against x8Source's pass, with the weights streamed (weightCopies);
+      // eighth: ip (INT codes decoded in place)
       nf4: [{}],
-      int4: [{ xs: true }, { hl: true }, { i8: true }, { i8: true, xf: true }],
+      int4: [{ xs: true }, { hl: true }, { ip: true }, { i8: true }, { i8: true, xf: true }],
     };
     const shapeLabel = (s: WordsShape) =>
-      `R ${s.R} NW ${s.NW} W ${s.W}${s.pf ? ' pf' : ''}${s.pt ? ` pt ${s.pt}` : ''}${s.xs ? ' xs' : ''}${s.h ? ' f16' : ''}${s.pw ? ` pw ${s.pw}` : ''}${s.px ? ' px' : ''}${s.sx ? ' sx' : ''}${s.i8 ? ' i8' : ''}${s.pd && s.pd > 1 ? ` pd ${s.pd}` : ''}${s.hl ? ' hl' : ''}${s.fc ? ' fc' : ''}${s.xf ? ' xf' : ''}`;
+      `R ${s.R} NW ${s.NW} W ${s.W}${s.pf ? ' pf' : ''}${s.pt ? ` pt ${s.pt}` : ''}${s.xs ? ' xs' : ''}${s.h ? ' f16' : ''}${s.pw ? ` pw ${s.pw}` : ''}${s.px ? ' px' : ''}${s.sx ? ' sx' : ''}${s.i8 ? ' i8' : ''}${s.pd && s.pd > 1 ? ` pd ${s.pd}` : ''}${s.hl ? ' hl' : ''}${s.fc ? ' fc' : ''}${s.xf ? ' xf' : ''}${s.ip ? ' ip' : ''}`;
     const sizes = quick ? [n] : [n, 8192];
     // --decoders nf4:JSON (a list of decoder settings) replaces one format's list; --formats nf4 times one
     const dflag = arg('decoders');
@@ -305,6 +306,8 @@ if (want('gemv')) {
       const name = f === NF4 ? 'nf4' : 'int4';
       const qs = sizes.map((size) => (f === NF4 && size === n ? q : weightCopies(f, size)));
       const mine: [number[], WordsShape][] = [];
+      const l2 = weightCopies(f, 4096);
+      for (const c of l2.splice(1)) c.dispose();
       for (const base of shapes) {
         for (const d of decoders[name]) {
           const shape = { ...base, ...d };
@@ -312,9 +315,12 @@ if (want('gemv')) {
           const got: number[] = [];
           for (const [i, size] of sizes.entries()) got.push(await time1(`${name} words ${shapeLabel(shape)} at ${size}²`, f, qs[i], size));
           mine.push([got, shape]);
+          // int4 at the first shape, 4096², one weight timed again and again: served from L2, so
+          // the kernel's own limit (compute and issue), apart from memory
+          if (f === INT4 && base === shapes[0]) await time1(`${name} words ${shapeLabel(shape)} at 4096², one weight (L2)`, f, l2, 4096);
         }
       }
-      for (const qw of qs) if (qw !== q) for (const c of qw) c.dispose();
+      for (const qw of [...qs, l2]) if (qw !== q) for (const c of qw) c.dispose();
       mine.sort((a, b) => Math.min(...b[0]) - Math.min(...a[0]));
       console.log(`gemv sweep ${name} top (${sizes.map((z) => `${z}²`).join(' / ')}): ${mine.slice(0, 5).map(([g, sh]) => `${shapeLabel(sh)}: ${g.map(pct).join(' / ')}`).join('; ')}`);
     }

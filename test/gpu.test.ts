@@ -374,7 +374,7 @@ test('the words GEMV matches the js reference in every shape, with subgroups and
   assert.equal(used.size, shapes.length, 'every shape ran');
 });
 
-test('the words GEMV decoders: the replicated 4-bit pair table, the INT x sums (xs, hl), fma chains, persistent workgroups, deeper prefetch and the x prefetch and staging match the js reference', { skip }, () => {
+test('the words GEMV decoders: the replicated 4-bit pair table, the INT x sums (xs, hl, ip), fma chains, persistent workgroups, deeper prefetch and the x prefetch and staging match the js reference', { skip }, () => {
   const fmts = [
     q.formats.nf(4, { group: 64, doubleQuant: true }), q.formats.nf(4, { group: 128 }), q.formats.int(4, { group: 32 }), q.formats.int(4, { group: 64, symmetric: true }),
     q.formats.int(2, { group: 64, symmetric: true }),
@@ -385,10 +385,11 @@ test('the words GEMV decoders: the replicated 4-bit pair table, the INT x sums (
     { R: 8, NW: 2, W: 2, pf: true, px: true, sx: true, pw: 3 }, { R: 3, NW: 1, W: 2, pf: true, pt: 8, xs: true, px: true },
     { R: 8, NW: 2, W: 2, pf: true, pd: 2, hl: true }, { R: 3, NW: 1, W: 4, pf: true, hl: true, ss: true, pw: 2 },
     { R: 5, NW: 2, W: 1, pf: true, pd: 3, fc: true }, { R: 4, NW: 4, W: 2, pf: false, fc: true, xs: true, ss: true },
+    { R: 8, NW: 2, W: 2, pf: true, ip: true }, { R: 3, NW: 1, W: 4, pf: false, ip: true, ss: true, pw: 2 }, { R: 5, NW: 2, W: 1, pf: true, pd: 2, ip: true },
   ];
-  // hl serves 4-bit INT only: its shapes run on the two int4 formats, the others on all but the
-  // symmetric int4 (lavapipe compiles each format x shape x T once: slow)
-  const hl = shapes.map((sh, i) => (sh.hl ? i : -1)).filter((i) => i >= 0);
+  // hl and ip serve 4-bit INT only: their shapes run on the two int4 formats, the others on all but
+  // the symmetric int4 (lavapipe compiles each format x shape x T once: slow)
+  const hl = shapes.map((sh, i) => (sh.hl || sh.ip ? i : -1)).filter((i) => i >= 0);
   const { ran, used } = wordsAgainstJs(fmts, shapes, [1, 3], (fi) => shapes.map((_, i) => i).filter((i) => (fi === 3 ? hl.includes(i) : !hl.includes(i) || fi === 2)));
   assert.equal(ran, 2 * 2 * (4 * shapes.length - 3 * hl.length + hl.length));
   assert.equal(used.size, shapes.length);

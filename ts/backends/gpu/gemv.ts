@@ -95,6 +95,12 @@ export interface WordsShape {
    *  the same values as x8Source's), instead of by x8Source in a pass before it: no second pass
    *  and no int8 copy of x, for ~70 instructions per thread, step and x row (R·16 weights). */
   xf?: boolean;
+  /** 4-bit INT (f32): the codes decoded where they lie in the word, with no shift: nibble p (p ≤ 4)
+   *  of the word, and of the word shifted right by 12 (the top three), masked into the mantissa of
+   *  32768 gives 32768 + code·2^(4p−8), minus 32768 exactly code·2^(4p−8); x is scaled by 2^(8−4p)
+   *  per column once per step (shared by the R rows; exact, short of |x| > 1e36 or below 2^−118), the
+   *  zero point through the x sum. 1.125 integer ops per code instead of 2 (xs) or 1.5 (hl). */
+  ip?: boolean;
 }
 
 /** Whether the int8 decoder (i8) serves format f at W words per thread and step: 4-bit NF, 2- or
@@ -137,7 +143,9 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   if (D > 1 && px) throw new Error('wordsSource: a prefetch depth above 1 does not go with px');
   const hl = !!s.hl;
   if (hl && !(f.kind === 'int' && f.bits === 4 && !s.pt && !s.h && !i8)) throw new Error('wordsSource: hl needs 4-bit INT codes and none of pt, h, i8');
-  const fc = !!s.fc && !hl;
+  const ip = !!s.ip;
+  if (ip && !(f.kind === 'int' && f.bits === 4 && !s.pt && !s.h && !i8 && !hl)) throw new Error('wordsSource: ip needs 4-bit INT codes and none of pt, h, i8, hl');
+  const fc = !!s.fc && !hl && !ip;
   const persistent = !!s.pw && !ss;
   const WG = 32 * NW;
   const bits = f.bits;
@@ -154,7 +162,7 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   // 2^bits; pt: the code, K = 1, off = 0), and a row's step adds (K·Σ x w − (off + zero)·X) · scale
   const h = !!s.h && bits === 4;
   if (h && !pt) throw new Error('wordsSource: f16 decoding needs the pair table (pt)');
-  const xsum = f.kind === 'int' && !hl && (!!s.xs || !!pt);
+  const xsum = f.kind === 'int' && !hl && !ip && (!!s.xs || !!pt);
   const K = pt ? 1 : 1 << bits;
   const off = pt ? 0 : 1 << bits;
   const vecT = W === 1 ? 'u32' : `vec${W}<u32>`;
@@ -214,6 +222,10 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   const hpairs = (t: number) => range(nv).flatMap((v) => [`let xh${t}_${2 * v} = vec2<f16>(x${t}_${v}.xy);`, `let xh${t}_${2 * v + 1} = vec2<f16>(x${t}_${v}.zw);`]);
   const xAt = (t: number, v: number, k: string) => `${sx ? 'xl' : 'x'}[${t}u * c4 + ${k} * ${nv}u + ${v}u]`;
   // element c of the vec4s `${name}_0`, `${name}_1`, ...
+  // ip: column c of a word lies in nibble q = shift(c) / 4; nibbles 5-7 are read from the word
+  // shifted right by 12, at q − 3; its x is scaled by 2^(8 − 4·(that nibble))
+  const ipNib = (c: number) => (shift(c) / 4 <= 4 ? shift(c) / 4 : shift(c) / 4 - 3);
+  const ipScale = (v: number) => range(4).map((d) => `${2 ** (8 - 4 * ipNib((4 * v + d) % cpw))}`.replace(/^(\d+)$/, '$1.0'));
   const el = (name: string, c: number) => `${name}_${c >> 2}.${'xyzw'[c & 3]}`;
   // Σ a·b over the [a, b] pairs as one fma chain (first product plain)
   const fmaChain = (ab: [string, string][]) => ab.reduce((acc, [a, b]) => (acc ? `fma(${a}, ${b}, ${acc})` : `${a} * ${b}`), '');
@@ -234,6 +246,7 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   const xs = xf ? tt.map(xfuse).join('\n    ') : i8 ? tt.map((t) => `${range(cpl / 16).map((v) => `let xq${t}_${v} = xq[${t}u * c16 + k * ${cpl / 16}u + ${v}u];`).join(' ')} let xv${t} = xsc[${t}u * units + k];${f.kind === 'nf' ? ` let xn${t} = xv${t}.x * ${1 / 127};` : ''}`).join('\n    ') : tt.map((t) => range(nv).map((v) => (px ? `let x${t}_${v} = nx${t}_${v}; nx${t}_${v} = ${xAt(t, v, 'kn')};` : `let x${t}_${v} = ${xAt(t, v, 'k')};`)).join(' ') +
     (xsum ? ` let X${t} = dot(${range(nv).map((v) => `x${t}_${v}`).join(' + ')}, vec4<f32>(1.0));` : '') +
     (hl ? ` let S${t} = ${range(nv).map((v) => `x${t}_${v}`).join(' + ')}; let Xh${t} = S${t}.x + S${t}.z; let Xl${t} = S${t}.y + S${t}.w; let X${t} = Xh${t} + Xl${t}; let Xc${t} = fma(16.0, Xh${t}, 256.0 * Xl${t});` : '') +
+    (ip ? ` let X${t} = dot(${range(nv).map((v) => `x${t}_${v}`).join(' + ')}, vec4<f32>(1.0)); ${range(nv).map((v) => `let xp${t}_${v} = x${t}_${v} * vec4<f32>(${ipScale(v).join(', ')});`).join(' ')}` : '') +
     (h ? ` ${hpairs(t).join(' ')}` : '')).join('\n    ');
   // h: the f16 weight pairs of row r, in hpairs' order
   const wpairs = (r: number) => range(4 * W).map((p) => pair(r, p >> 2, p & 3));
@@ -266,6 +279,22 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
       return `{
       ${range(4 * W).map((p) => `let m${p} = ${moved(p >> 2, p & 3)}; let h${p} = bitcast<f32>((m${p} & 0x00780000u) | 0x3f800000u); let l${p} = bitcast<f32>((m${p} & 0x00078000u) | 0x3f800000u);`).join('\n      ')}
       ${tt.map((t) => `a${r}_${t} += (fma(16.0, ${chain(t, 0)}, 256.0 * (${chain(t, 1)})) - Xc${t} - ${z8(r)} * X${t}) * sc${r};`).join('\n      ')}
+    }`;
+    }
+    if (ip) {
+      // the 4 weights of columns 4v..4v+3 (word i = v / 2), each code·2^(4q−8) (q: ipNib)
+      const wv = (v: number) => {
+        const i = Math.floor((4 * v) / cpw);
+        const lane = (d: number) => {
+          const c = (4 * v + d) % cpw;
+          return `bitcast<f32>((${shift(c) / 4 <= 4 ? word(r, i) : `s${i}`} & 0x${(15 * 16 ** ipNib(c)).toString(16)}u) | 0x47000000u)`;
+        };
+        return `vec4<f32>(${range(4).map(lane).join(', ')}) - vec4<f32>(32768.0)`;
+      };
+      return `{
+      ${range(W).map((i) => `let s${i} = ${word(r, i)} >> 12u;`).join(' ')}
+      ${range(nv).map((v) => `let w${v} = ${wv(v)};`).join('\n      ')}
+      ${tt.map((t) => `a${r}_${t} += (${range(nv).map((v) => `dot(xp${t}_${v}, w${v})`).join(' + ')} - ${z8(r)} * X${t}) * sc${r};`).join('\n      ')}
     }`;
     }
     if (h) {
