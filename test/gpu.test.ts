@@ -429,9 +429,9 @@ test('the words GEMV with int8 x (opt-in, 2/4-bit INT and 4-bit NF): within int8
   const g = gpu as GpuBackend;
   const fmts = [q.formats.int(4, { group: 32 }), q.formats.int(4, { group: 64, symmetric: true }), q.formats.int(4, { group: 128 }), q.formats.int(2, { group: 64 }), q.formats.int(2, { group: 32, symmetric: true })];
   const shapes: WordsShape[] = [
-    { R: 8, NW: 2, W: 2, pf: true, i8: true }, { R: 3, NW: 1, W: 4, pf: false, i8: true }, { R: 6, NW: 2, W: 1, pf: true, i8: true, pd: 2 },
-    { R: 5, NW: 2, W: 2, pf: true, i8: true, ss: true }, { R: 4, NW: 4, W: 4, pf: true, i8: true, pw: 3 },
-    { R: 8, NW: 2, W: 2, pf: true, i8: true, xf: true }, { R: 3, NW: 1, W: 4, pf: false, i8: true, xf: true, ss: true },
+    { R: 8, NW: 2, W: 2, pf: true, i8: true, xf: false }, { R: 3, NW: 1, W: 4, pf: false, i8: true, xf: false }, { R: 6, NW: 2, W: 1, pf: true, i8: true, pd: 2, xf: false },
+    { R: 5, NW: 2, W: 2, pf: true, i8: true, ss: true, xf: false }, { R: 4, NW: 4, W: 4, pf: true, i8: true, pw: 3 },
+    { R: 8, NW: 2, W: 2, pf: true, i8: true }, { R: 3, NW: 1, W: 4, pf: false, i8: true, xf: true, ss: true },
   ];
   const { ran } = wordsAgainstJs(fmts, shapes, [1, 3], () => shapes.map((_, i) => i), 1e-2);
   assert.equal(ran, fmts.length * 2 * 2 * shapes.length);
@@ -453,9 +453,10 @@ test('the words GEMV with int8 x (opt-in, 2/4-bit INT and 4-bit NF): within int8
       assert.ok(diff > 0 && diff < 2e-2 * scale, `${f.name} int8 against f32: max difference ${diff} of ${scale}`);
       const shape = gemvShape.wordsShape;
       if (f.kind === 'int') {
-        // x quantized in the GEMV itself (xf): the same int8 values, so the same results
-        gemvShape.wordsShape = (T) => ({ ...shape(T), xf: true });
-        assert.deepEqual(q.dequantizeMatmul(x, w).dataSync(), y8, `${f.name}: xf against x8Source`);
+        // INT: x quantized in the GEMV itself (xf, the default) or first by x8Source: the same int8
+        // values, so the same results
+        gemvShape.wordsShape = (T) => ({ ...shape(T), xf: false });
+        assert.deepEqual(q.dequantizeMatmul(x, w).dataSync(), y8, `${f.name}: x8Source against xf`);
       }
       // with the shape asking for f16 as well, int8 takes precedence (the same results)
       gemvShape.wordsShape = (T) => ({ ...shape(T), h: true });
@@ -467,9 +468,9 @@ test('the words GEMV with int8 x (opt-in, 2/4-bit INT and 4-bit NF): within int8
       const yn = q.dequantizeMatmul(xn, w).dataSync() as Float32Array;
       assert.ok(yn.slice(0, 64).every(Number.isFinite) && yn.slice(64).every(Number.isNaN), `${f.name}: NaN in x row 1 only reaches row 1: ${yn.slice(0, 3)} / ${yn.slice(64, 67)}`);
       if (f.kind === 'int') {
-        gemvShape.wordsShape = (T) => ({ ...shape(T), xf: true });
+        gemvShape.wordsShape = (T) => ({ ...shape(T), xf: false });
         const yf = q.dequantizeMatmul(xn, w).dataSync() as Float32Array;
-        assert.ok(yf.slice(0, 64).every(Number.isFinite) && yf.slice(64).every(Number.isNaN), `${f.name} xf: NaN in x row 1 only reaches row 1`);
+        assert.ok(yf.slice(0, 64).every(Number.isFinite) && yf.slice(64).every(Number.isNaN), `${f.name} x8Source: NaN in x row 1 only reaches row 1`);
         gemvShape.wordsShape = shape;
       }
       for (const t of [w, x, xn]) t.dispose();

@@ -93,7 +93,8 @@ export interface WordsShape {
   fc?: boolean;
   /** With i8, INT codes: x quantized to int8 in the kernel itself (each thread its step's slice,
    *  the same values as x8Source's), instead of by x8Source in a pass before it: no second pass
-   *  and no int8 copy of x, for ~70 instructions per thread, step and x row (R·16 weights). */
+   *  and no int8 copy of x, for ~70 instructions per thread, step and x row (R·16 weights). The
+   *  host (gemvWords) turns it on unless the shape sets it false. */
   xf?: boolean;
   /** 4-bit INT (f32): the codes decoded where they lie in the word, with no shift: nibble p (p ≤ 4)
    *  of the word, and of the word shifted right by 12 (the top three), masked into the mantissa of
