@@ -360,31 +360,29 @@ if (want('gemv')) {
     found.sort((a, b) => b[0] - a[0]);
     console.log(`gemv sweep best (GB/s, GPU time where measured): ${found.slice(0, 5).map(([g, l]) => `${l}: ${g.toFixed(0)}`).join('; ')}`);
   }
-  // the goal's rows at the default kernel shapes, with wgpu's shader runtime checks and without
-  for (const checks of [true, false]) {
-    dev.checks = checks;
-    const c = checks ? '' : ' (shader checks off)';
+  // the goal's rows at the default kernel shapes: first at the opt-in int8 compute (Device.gemv,
+  // QUANTLORA_GPU_GEMV=int8: x quantized to int8, integer dot products), then in f32 with wgpu's
+  // shader runtime checks and without (--default-checks: the default only); each against the 1 GiB
+  // copy and a copy of the same bytes; --formats int4 leaves nf4 out
+  const compute = dev.gemv;
+  const modes = [
+    { gemv: 'int8' as const, checks: defaultChecks, label: ' (int8 x)' },
+    ...(process.argv.includes('--default-checks') ? [defaultChecks] : [true, false]).map((checks) => ({ gemv: compute, checks, label: checks ? '' : ' (shader checks off)' })),
+  ];
+  const goalFormats = (arg('formats') ?? 'nf4,int4').split(',');
+  for (const m of modes) {
+    Object.assign(dev, { gemv: m.gemv, checks: m.checks });
     for (const n of quick ? [1024] : [8192, 16384]) {
-      const g = await gemv(n, NF4, checks ? '' : 'unchecked');
-      const gi = await gemv(n, formats.int(4, { group: 64 }), checks ? '' : 'unchecked');
-      const like = await copyLike(gi);
-      goals.push(`dequantizeMatmul int4 1 token ${n}²${c}: ${vsCopy(gi, copy)}; against a copy of the same bytes: ${vsCopy(gi, like)}`);
-      goals.push(`dequantizeMatmul nf4 1 token ${n}²${c}: ${vsCopy(g, copy)}; against a copy of the same bytes: ${vsCopy(g, like)} (goal ≥ 60%)`);
+      for (const [name, f] of [['int4', formats.int(4, { group: 64 })], ['nf4', NF4]] as const) {
+        if (!goalFormats.includes(name)) continue;
+        const r = await gemv(n, f, m.label.slice(2, -1));
+        const like = await copyLike(r);
+        goals.push(`dequantizeMatmul ${name} 1 token ${n}²${m.label}: ${vsCopy(r, copy)}; against a copy of the same bytes: ${vsCopy(r, like)} (goal ≥ 60%)`);
+        console.log(goals[goals.length - 1]); // as they come (a long run may be stopped)
+      }
     }
   }
-  dev.checks = defaultChecks;
-  // the same at the opt-in int8 compute (Device.gemv, QUANTLORA_GPU_GEMV=int8: x quantized to int8,
-  // integer dot products)
-  const compute = dev.gemv;
-  dev.gemv = 'int8';
-  for (const n of quick ? [1024] : [8192, 16384]) {
-    const g = await gemv(n, NF4, 'int8 x');
-    const gi = await gemv(n, formats.int(4, { group: 64 }), 'int8 x');
-    const like = await copyLike(gi);
-    goals.push(`dequantizeMatmul int4 1 token ${n}² (int8 x): ${vsCopy(gi, copy)}; against a copy of the same bytes: ${vsCopy(gi, like)} (goal ≥ 60%)`);
-    goals.push(`dequantizeMatmul nf4 1 token ${n}² (int8 x): ${vsCopy(g, copy)}; against a copy of the same bytes: ${vsCopy(g, like)} (goal ≥ 60%)`);
-  }
-  dev.gemv = compute;
+  Object.assign(dev, { gemv: compute, checks: defaultChecks });
 }
 if (want('matmul')) {
   const n = quick ? 512 : 4096;
