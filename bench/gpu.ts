@@ -370,12 +370,16 @@ if (want('gemv')) {
     ...(process.argv.includes('--default-checks') ? [defaultChecks] : [true, false]).map((checks) => ({ gemv: compute, checks, label: checks ? '' : ' (shader checks off)' })),
   ];
   const goalFormats = (arg('formats') ?? 'nf4,int4').split(',');
+  // each format and size's weight copies made once for every mode (making them takes longer than
+  // timing them)
+  const made = new Map<string, QuantizedTensor[]>();
+  const copiesOf = (f: QuantFormat, n: number) => made.get(`${f.name} ${n}`) ?? made.set(`${f.name} ${n}`, weightCopies(f, n)).get(`${f.name} ${n}`)!;
   for (const m of modes) {
     Object.assign(dev, { gemv: m.gemv, checks: m.checks });
     for (const n of quick ? [1024] : [8192, 16384]) {
       for (const [name, f] of [['int4', formats.int(4, { group: 64 })], ['nf4', NF4]] as const) {
         if (!goalFormats.includes(name)) continue;
-        const r = await gemv(n, f, m.label.slice(2, -1));
+        const r = await gemv(n, f, m.label.slice(2, -1), copiesOf(f, n));
         const like = await copyLike(r);
         goals.push(`dequantizeMatmul ${name} 1 token ${n}²${m.label}: ${vsCopy(r, copy)}; against a copy of the same bytes: ${vsCopy(r, like)} (goal ≥ 60%)`);
         console.log(goals[goals.length - 1]); // as they come (a long run may be stopped)
@@ -383,6 +387,7 @@ if (want('gemv')) {
     }
   }
   Object.assign(dev, { gemv: compute, checks: defaultChecks });
+  for (const c of [...made.values()].flat()) c.dispose();
 }
 if (want('matmul')) {
   const n = quick ? 512 : 4096;

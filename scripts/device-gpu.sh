@@ -5,7 +5,7 @@
 # ignored folders (.xfer9, .gl) to carry; no wasm modules travel (the bundles would look for them in
 # .xfer9/generated/), so the backends there are js, native and gpu. There (carry .xfer9 and .gl):
 # `bash scripts/device-gpu.sh run [bench/gpu.ts flags]` unpacks the loader and runs the bench (the
-# JSON goes to $OUT); `measure` runs the GEMV sweep and parity in one call (PARTS="ab parity": the RILQ step A/B instead of the sweep); `parity` runs the parity table and test/gpu.test.ts with the real GPU, `suites` the general
+# JSON goes to $OUT); `measure` runs the GEMV sweep and parity in one call (PARTS="ab parity": the RILQ step A/B instead of the sweep; "goal parity": the GEMV goal rows, ~2-4 min); `parity` runs the parity table and test/gpu.test.ts with the real GPU, `suites` the general
 # benchmark suites (bench/run.ts) on gpu and native.
 #
 # The results table on the GPU (`quantlora experiment --preset paper`, results/issue7-paper.*) needs
@@ -123,12 +123,14 @@ case "$1" in
                mv "$OUT/gpu-bench.json" "$OUT/sweep.json" ;;
         ab) timeout 200 bash "$0" run --only rilq --ab > "$OUT/ab.log" 2>&1; echo "ab rc=$?"
             mv "$OUT/gpu-bench.json" "$OUT/ab.json" ;;
+        goal) timeout 240 bash "$0" run --only gemv --no-torch --default-checks > "$OUT/goal.log" 2>&1; echo "goal rc=$?"
+              mv "$OUT/gpu-bench.json" "$OUT/goal.json" ;;
         parity) timeout 150 bash "$0" parity > "$OUT/parity.log" 2>&1; echo "parity rc=$?" ;;
-        *) echo "measure: unknown part $part (sweep, ab, parity)" >&2 ;;
+        *) echo "measure: unknown part $part (sweep, ab, goal, parity)" >&2 ;;
       esac
     done
     set -e
-    grep -h -e '^gemv sweep \(read only\|best\|wide\)' -e '^gemv sweep [a-z0-9]* top' -e '^gemv sweep [0-9] x rows top' -e '^dequantizeMatmul' -e '^rilq step' "$OUT"/sweep.log "$OUT"/ab.log 2>/dev/null || true
+    grep -h -e '^gemv sweep \(read only\|best\|wide\)' -e '^gemv sweep [a-z0-9]* top' -e '^gemv sweep [0-9] x rows top' -e '^dequantizeMatmul' -e '^rilq step' "$OUT"/sweep.log "$OUT"/ab.log "$OUT"/goal.log 2>/dev/null | sort -u || true
     if [ -f "$OUT/parity.log" ]; then tail -12 "$OUT/parity.log"; fi ;;
   run|parity|suites)
     setup
