@@ -299,9 +299,10 @@ if (want('gemv')) {
     const decoders: Record<string, Partial<WordsShape>[]> = {
       // seventh session, after deeper prefetch (pd), fma chains (fc) and hl were timed: int8 x
       // quantized in the GEMV (xf) against x8Source's pass, with the weights streamed (weightCopies);
-      // eighth: ip (INT codes decoded in place)
+      // eighth: ip (INT codes decoded in place: within noise of xs and hl, now off the list), then
+      // the int8 kernel's fixed cost per call at 8192²: x prefetched (px) or two steps ahead (pd 2)
       nf4: [{}],
-      int4: [{ xs: true }, { hl: true }, { ip: true }, { i8: true, xf: false }, { i8: true }],
+      int4: [{ xs: true }, { i8: true, xf: false }, { i8: true }, { i8: true, px: true }, { i8: true, pd: 2 }],
     };
     const shapeLabel = (s: WordsShape) =>
       `R ${s.R} NW ${s.NW} W ${s.W}${s.pf ? ' pf' : ''}${s.pt ? ` pt ${s.pt}` : ''}${s.xs ? ' xs' : ''}${s.h ? ' f16' : ''}${s.pw ? ` pw ${s.pw}` : ''}${s.px ? ' px' : ''}${s.sx ? ' sx' : ''}${s.i8 ? ' i8' : ''}${s.pd && s.pd > 1 ? ` pd ${s.pd}` : ''}${s.hl ? ' hl' : ''}${s.fc ? ' fc' : ''}${s.xf === false ? ' x8Source' : ''}${s.ip ? ' ip' : ''}`;

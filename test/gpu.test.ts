@@ -425,13 +425,14 @@ test('the words GEMV in f16 (opt-in, shader-f16 adapters): within f16 error of t
   }
 });
 
-test('the words GEMV with int8 x (opt-in, 2/4-bit INT and 4-bit NF): within int8 error of the js reference, really int8, and NaN stays NaN', { skip }, () => {
+test('the words GEMV with int8 x (opt-in, 2/4-bit INT and 4-bit NF): within int8 error of the js reference, really int8 (x quantized in the GEMV or by a pass before it, x prefetched or not: the same values), and NaN stays NaN', { skip }, () => {
   const g = gpu as GpuBackend;
   const fmts = [q.formats.int(4, { group: 32 }), q.formats.int(4, { group: 64, symmetric: true }), q.formats.int(4, { group: 128 }), q.formats.int(2, { group: 64 }), q.formats.int(2, { group: 32, symmetric: true })];
   const shapes: WordsShape[] = [
     { R: 8, NW: 2, W: 2, pf: true, i8: true, xf: false }, { R: 3, NW: 1, W: 4, pf: false, i8: true, xf: false }, { R: 6, NW: 2, W: 1, pf: true, i8: true, pd: 2, xf: false },
     { R: 5, NW: 2, W: 2, pf: true, i8: true, ss: true, xf: false }, { R: 4, NW: 4, W: 4, pf: true, i8: true, pw: 3 },
     { R: 8, NW: 2, W: 2, pf: true, i8: true }, { R: 3, NW: 1, W: 4, pf: false, i8: true, xf: true, ss: true },
+    { R: 5, NW: 2, W: 2, pf: true, i8: true, px: true }, { R: 4, NW: 2, W: 4, pf: true, i8: true, px: true, pw: 3 },
   ];
   const { ran } = wordsAgainstJs(fmts, shapes, [1, 3], () => shapes.map((_, i) => i), 1e-2);
   assert.equal(ran, fmts.length * 2 * 2 * shapes.length);
@@ -457,6 +458,9 @@ test('the words GEMV with int8 x (opt-in, 2/4-bit INT and 4-bit NF): within int8
         // values, so the same results
         gemvShape.wordsShape = (T) => ({ ...shape(T), xf: false });
         assert.deepEqual(q.dequantizeMatmul(x, w).dataSync(), y8, `${f.name}: x8Source against xf`);
+        // and with the next step's x slice prefetched (px)
+        gemvShape.wordsShape = (T) => ({ ...shape(T), px: true });
+        assert.deepEqual(q.dequantizeMatmul(x, w).dataSync(), y8, `${f.name}: xf with px against xf`);
       }
       // with the shape asking for f16 as well, int8 takes precedence (the same results)
       gemvShape.wordsShape = (T) => ({ ...shape(T), h: true });

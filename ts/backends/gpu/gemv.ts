@@ -71,7 +71,8 @@ export interface WordsShape {
    *  are built once per workgroup rather than once per R rows (not with ss). */
   pw?: number;
   /** With pf: prefetch the next step's x slice too (x comes from L2 when the code stream has
-   *  evicted it from L1, so an unprefetched load stalls each step). */
+   *  evicted it from L1, so an unprefetched load stalls each step); f32 decoders and xf (whose
+   *  step starts by quantizing its x slice, so that every step waits on its x loads). */
   px?: boolean;
   /** Stage x in workgroup memory once per workgroup (needs the columns baked in and T·cols·4
    *  bytes of room; pays off with pw, where a workgroup serves many row blocks). */
@@ -134,8 +135,8 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   const sx = !!s.sx;
   if (sx && !(cols > 0 && cols % 4 === 0)) throw new Error('wordsSource: staged x needs the column count (a multiple of 4)');
   const i8 = !!s.i8;
-  if (i8 && !(i8Fits(f, W) && (f.kind === 'nf') === !!s.pt && !s.h && !s.xs && !s.sx && !s.px)) {
-    throw new Error('wordsSource: int8 x needs 4-bit NF or 2/4-bit INT codes, 16 columns per step or more, the int8 pair table (pt) for NF and none for INT, and none of h, xs, sx, px');
+  if (i8 && !(i8Fits(f, W) && (f.kind === 'nf') === !!s.pt && !s.h && !s.xs && !s.sx && (!s.px || !!s.xf))) {
+    throw new Error('wordsSource: int8 x needs 4-bit NF or 2/4-bit INT codes, 16 columns per step or more, the int8 pair table (pt) for NF and none for INT, none of h, xs, sx, and px only with xf');
   }
   const px = !!s.px && pf;
   const xf = !!s.xf;
@@ -237,7 +238,7 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   // the int8), then the int8 words in x8Source's order (word u: chunk u / per of 4·per columns, its
   // columns per·b + u % per, b = 0..3) and the sum of the int8 values
   const xword = (t: number, u: number) => `pack4xI8(vec4<i32>(${range(4).map((b) => el(`r${t}`, Math.floor(u / per) * 4 * per + per * b + (u % per))).join(', ')}))`;
-  const xfuse = (t: number) => `${range(nv).map((v) => `let xa${t}_${v} = ${xAt(t, v, 'k')};`).join(' ')}
+  const xfuse = (t: number) => `${range(nv).map((v) => (px ? `let xa${t}_${v} = nx${t}_${v}; nx${t}_${v} = ${xAt(t, v, 'kn')};` : `let xa${t}_${v} = ${xAt(t, v, 'k')};`)).join(' ')}
     let mb${t} = ${range(nv).map((v) => `(bitcast<vec4<u32>>(xa${t}_${v}) & vec4<u32>(0x7fffffffu))`).reduce((a, b) => `max(${a}, ${b})`)};
     let m${t} = bitcast<f32>(max(max(mb${t}.x, mb${t}.y), max(mb${t}.z, mb${t}.w)));
     let inv${t} = select(0.0, 127.0 / m${t}, m${t} > 0.0);

@@ -594,7 +594,7 @@ function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: Qua
   // the compute dtype (Device.gemv) or the shape's own i8/h: int8 x, f16 products
   s.i8 = (!!s.i8 || dev.gemv === 'int8') && i8Fits(f, s.W);
   // int8 x: NF through the int8 pair table (8 copies unless given), INT with no table
-  if (s.i8) Object.assign(s, { pt: f.kind === 'nf' ? s.pt || 8 : 0, h: false, xs: false, px: false, sx: false });
+  if (s.i8) Object.assign(s, { pt: f.kind === 'nf' ? s.pt || 8 : 0, h: false, xs: false, sx: false });
   s.h = !s.i8 && (!!s.h || dev.gemv === 'f16') && dev.info.f16 && f.bits === 4; // int8 takes precedence over f16
   if (s.h && !s.pt) s.pt = 32;
   if (!usesPairs(f, s)) s.pt = 0;
@@ -617,6 +617,7 @@ function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: Qua
   // INT with int8 x: x quantized in the GEMV itself unless the shape says xf: false (eighth session,
   // H200, streamed weights: 59% of copy at 8192² against 54% with x8Source's pass; 84% both at 16384²)
   s.xf = (s.xf ?? true) && !!s.i8 && f.kind === 'int';
+  if (s.i8 && !s.xf) s.px = false; // int8 x from x8Source: nothing to prefetch but its words
   s.sx = !!s.sx && shared() + T * cols * 4 <= limit; // x staged only where it fits beside the rest
   const key = `quant_gemvw_${fmtKey(f)}_t${T}r${s.R}w${s.NW}x${s.W}${s.pf ? 'p' : ''}${sg ? 's' : ''}${s.ss ? `S${gpr}` : ''}${s.pt ? `P${s.pt}` : ''}${s.xs ? 'X' : ''}${s.h ? 'H' : ''}${s.pw ? 'W' : ''}${s.px ? 'F' : ''}${s.sx ? `C${cols}` : ''}${s.i8 ? 'I' : ''}${s.pd > 1 ? `D${s.pd}` : ''}${s.hl ? 'L' : ''}${s.fc ? 'M' : ''}${s.xf ? 'Q' : ''}${s.ip ? 'N' : ''}`;
   const pipe = dev.pipeline(key, () => wordsSource(f, T, s, sg, gpr, cols));
