@@ -105,12 +105,17 @@ async function copyBandwidth(bytes: number, copies = 1): Promise<Row> {
   return row;
 }
 
+/** Streamed buffers (weights, copies) come in enough copies (up to 8) to pass this many bytes. */
+const STREAMED = 160 * 2 ** 20;
+/** How many copies of `bytes` pass STREAMED (1 to 8). */
+const streamCopies = (bytes: number) => Math.max(1, Math.min(8, Math.ceil(STREAMED / bytes)));
+
 /** The copy kernel moving as many bytes as a GEMV row reads (`r`: half of them read, half
  *  written), streamed as weightCopies streams weights: a copy of the same duration, so with the
  *  same fixed cost per dispatch (the drain and ramp between dependent kernels). */
 function copyLike(r: Row): Promise<Row> {
   const bytes = Math.floor((r.gbps! * r.ms * 1e6) / 32) * 16;
-  return copyBandwidth(bytes, Math.max(1, Math.min(8, Math.ceil((160 * 2 ** 20) / (2 * bytes)))));
+  return copyBandwidth(bytes, streamCopies(2 * bytes));
 }
 
 // Reads the code words of an n x n 4-bit weight in the words GEMV's pattern (R rows per workgroup,
@@ -154,13 +159,13 @@ async function readOnly(n: number, R: number, NW: number): Promise<Row> {
  *  use them in turn, so that they measure weights streamed from memory, as in decoding, where each
  *  layer's weights are read once per token (one 8192² 4-bit weight, 37 MiB with its scales, read
  *  again and again partly stays in the H200's 50 MiB L2: up to 125% of copy for the loads alone). */
-function weightCopies(f: QuantFormat, n: number): QuantizedTensor[] {
+function weightCopies(f: QuantFormat, n: number, most = 8): QuantizedTensor[] {
   const qs: QuantizedTensor[] = [];
   do {
     const w = randn([n, n], { seed: 11 + qs.length, std: 0.02 }, gpu);
     qs.push(quantize(w, f));
     w.dispose();
-  } while (qs.length < 8 && qs.length * qs[0].bytes < 160 * 2 ** 20);
+  } while (qs.length < Math.min(most, streamCopies(qs[0].bytes)));
   return qs;
 }
 
@@ -316,8 +321,7 @@ if (want('gemv')) {
       const name = f === NF4 ? 'nf4' : 'int4';
       const qs = sizes.map((size) => (f === NF4 && size === n ? q : weightCopies(f, size)));
       const mine: [number[], WordsShape][] = [];
-      const l2 = weightCopies(f, 4096);
-      for (const c of l2.splice(1)) c.dispose();
+      const l2 = f === INT4 ? weightCopies(f, 4096, 1) : [];
       for (const base of shapes) {
         for (const d of decoders[name]) {
           const shape = { ...base, ...d };
@@ -367,22 +371,24 @@ if (want('gemv')) {
   // copy and a copy of the same bytes; --formats int4 leaves nf4 out
   const compute = dev.gemv;
   const modes = [
-    { gemv: 'int8' as const, checks: defaultChecks, label: ' (int8 x)' },
-    ...(process.argv.includes('--default-checks') ? [defaultChecks] : [true, false]).map((checks) => ({ gemv: compute, checks, label: checks ? '' : ' (shader checks off)' })),
+    { gemv: 'int8' as const, checks: defaultChecks, tag: 'int8 x' },
+    ...(process.argv.includes('--default-checks') ? [defaultChecks] : [true, false]).map((checks) => ({ gemv: compute, checks, tag: checks ? '' : 'shader checks off' })),
   ];
   const goalFormats = (arg('formats') ?? 'nf4,int4').split(',');
   // each format and size's weight copies made once for every mode (making them takes longer than
   // timing them)
   const made = new Map<string, QuantizedTensor[]>();
   const copiesOf = (f: QuantFormat, n: number) => made.get(`${f.name} ${n}`) ?? made.set(`${f.name} ${n}`, weightCopies(f, n)).get(`${f.name} ${n}`)!;
+  // and each format and size's same-bytes copy timed once (every mode reads the same bytes)
+  const likes = new Map<string, Row>();
   for (const m of modes) {
     Object.assign(dev, { gemv: m.gemv, checks: m.checks });
     for (const n of quick ? [1024] : [8192, 16384]) {
       for (const [name, f] of [['int4', formats.int(4, { group: 64 })], ['nf4', NF4]] as const) {
         if (!goalFormats.includes(name)) continue;
-        const r = await gemv(n, f, m.label.slice(2, -1), copiesOf(f, n));
-        const like = await copyLike(r);
-        goals.push(`dequantizeMatmul ${name} 1 token ${n}²${m.label}: ${vsCopy(r, copy)}; against a copy of the same bytes: ${vsCopy(r, like)} (goal ≥ 60%)`);
+        const r = await gemv(n, f, m.tag, copiesOf(f, n));
+        const like = likes.get(`${name} ${n}`) ?? likes.set(`${name} ${n}`, await copyLike(r)).get(`${name} ${n}`)!;
+        goals.push(`dequantizeMatmul ${name} 1 token ${n}²${m.tag ? ` (${m.tag})` : ''}: ${vsCopy(r, copy)}; against a copy of the same bytes: ${vsCopy(r, like)} (goal ≥ 60%)`);
         console.log(goals[goals.length - 1]); // as they come (a long run may be stopped)
       }
     }

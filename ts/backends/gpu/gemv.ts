@@ -223,11 +223,12 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   // 2k and 2k+1 of the word: x.xy, x.zw of its vec4s)
   const hpairs = (t: number) => range(nv).flatMap((v) => [`let xh${t}_${2 * v} = vec2<f16>(x${t}_${v}.xy);`, `let xh${t}_${2 * v + 1} = vec2<f16>(x${t}_${v}.zw);`]);
   const xAt = (t: number, v: number, k: string) => `${sx ? 'xl' : 'x'}[${t}u * c4 + ${k} * ${nv}u + ${v}u]`;
-  // element c of the vec4s `${name}_0`, `${name}_1`, ...
-  // ip: column c of a word lies in nibble q = shift(c) / 4; nibbles 5-7 are read from the word
-  // shifted right by 12, at q − 3; its x is scaled by 2^(8 − 4·(that nibble))
-  const ipNib = (c: number) => (shift(c) / 4 <= 4 ? shift(c) / 4 : shift(c) / 4 - 3);
+  // ip: column c of a word lies in nibble q = shift(c) / 4; nibbles 0-4 are read from the word
+  // (ipLow), 5-7 from the word shifted right by 12, at q − 3; its x is scaled by 2^(8 − 4·(that nibble))
+  const ipLow = (c: number) => shift(c) / 4 <= 4;
+  const ipNib = (c: number) => shift(c) / 4 - (ipLow(c) ? 0 : 3);
   const ipScale = (v: number) => range(4).map((d) => `${2 ** (8 - 4 * ipNib((4 * v + d) % cpw))}`.replace(/^(\d+)$/, '$1.0'));
+  // element c of the vec4s `${name}_0`, `${name}_1`, ...
   const el = (name: string, c: number) => `${name}_${c >> 2}.${'xyzw'[c & 3]}`;
   // Σ a·b over the [a, b] pairs as one fma chain (first product plain)
   const fmaChain = (ab: [string, string][]) => ab.reduce((acc, [a, b]) => (acc ? `fma(${a}, ${b}, ${acc})` : `${a} * ${b}`), '');
@@ -246,9 +247,9 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
     ${range(cpl / 16).map((g) => `let xq${t}_${g} = vec4<u32>(${range(4).map((e) => xword(t, 4 * g + e)).join(', ')});`).join(' ')}
     let xv${t} = vec2<f32>(m${t} / 127.0, f32(${range(cpl / 16).map((g) => `dot4I8Packed(xq${t}_${g}.x, 0x01010101u) + dot4I8Packed(xq${t}_${g}.y, 0x01010101u) + dot4I8Packed(xq${t}_${g}.z, 0x01010101u) + dot4I8Packed(xq${t}_${g}.w, 0x01010101u)`).join(' + ')}));`;
   const xs = xf ? tt.map(xfuse).join('\n    ') : i8 ? tt.map((t) => `${range(cpl / 16).map((v) => `let xq${t}_${v} = xq[${t}u * c16 + k * ${cpl / 16}u + ${v}u];`).join(' ')} let xv${t} = xsc[${t}u * units + k];${f.kind === 'nf' ? ` let xn${t} = xv${t}.x * ${1 / 127};` : ''}`).join('\n    ') : tt.map((t) => range(nv).map((v) => (px ? `let x${t}_${v} = nx${t}_${v}; nx${t}_${v} = ${xAt(t, v, 'kn')};` : `let x${t}_${v} = ${xAt(t, v, 'k')};`)).join(' ') +
-    (xsum ? ` let X${t} = dot(${range(nv).map((v) => `x${t}_${v}`).join(' + ')}, vec4<f32>(1.0));` : '') +
+    (xsum || ip ? ` let X${t} = dot(${range(nv).map((v) => `x${t}_${v}`).join(' + ')}, vec4<f32>(1.0));` : '') +
     (hl ? ` let S${t} = ${range(nv).map((v) => `x${t}_${v}`).join(' + ')}; let Xh${t} = S${t}.x + S${t}.z; let Xl${t} = S${t}.y + S${t}.w; let X${t} = Xh${t} + Xl${t}; let Xc${t} = fma(16.0, Xh${t}, 256.0 * Xl${t});` : '') +
-    (ip ? ` let X${t} = dot(${range(nv).map((v) => `x${t}_${v}`).join(' + ')}, vec4<f32>(1.0)); ${range(nv).map((v) => `let xp${t}_${v} = x${t}_${v} * vec4<f32>(${ipScale(v).join(', ')});`).join(' ')}` : '') +
+    (ip ? ` ${range(nv).map((v) => `let xp${t}_${v} = x${t}_${v} * vec4<f32>(${ipScale(v).join(', ')});`).join(' ')}` : '') +
     (h ? ` ${hpairs(t).join(' ')}` : '')).join('\n    ');
   // h: the f16 weight pairs of row r, in hpairs' order
   const wpairs = (r: number) => range(4 * W).map((p) => pair(r, p >> 2, p & 3));
@@ -289,7 +290,7 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
         const i = Math.floor((4 * v) / cpw);
         const lane = (d: number) => {
           const c = (4 * v + d) % cpw;
-          return `bitcast<f32>((${shift(c) / 4 <= 4 ? word(r, i) : `s${i}`} & 0x${(15 * 16 ** ipNib(c)).toString(16)}u) | 0x47000000u)`;
+          return `bitcast<f32>((${ipLow(c) ? word(r, i) : `s${i}`} & 0x${(15 * 16 ** ipNib(c)).toString(16)}u) | 0x47000000u)`;
         };
         return `vec4<f32>(${range(4).map(lane).join(', ')}) - vec4<f32>(32768.0)`;
       };
