@@ -425,7 +425,7 @@ test('the words GEMV in f16 (opt-in, shader-f16 adapters): within f16 error of t
   }
 });
 
-test('the words GEMV with int8 x (opt-in, 2/4-bit INT and 4-bit NF): within int8 error of the js reference, really int8 (x quantized in the GEMV, up front or per step, or by a pass before it, x prefetched or not: the same values), and NaN stays NaN', { skip }, () => {
+test('the words GEMV with int8 x (opt-in, 2/4-bit INT and 4-bit NF): within int8 error of the js reference, really int8 (x quantized in the GEMV or by a pass before it, x prefetched or not: the same values), and NaN stays NaN', { skip }, () => {
   const g = gpu as GpuBackend;
   const fmts = [q.formats.int(4, { group: 32 }), q.formats.int(4, { group: 64, symmetric: true }), q.formats.int(4, { group: 128 }), q.formats.int(2, { group: 64 }), q.formats.int(2, { group: 32, symmetric: true })];
   const shapes: WordsShape[] = [
@@ -433,7 +433,6 @@ test('the words GEMV with int8 x (opt-in, 2/4-bit INT and 4-bit NF): within int8
     { R: 5, NW: 2, W: 2, pf: true, i8: true, ss: true, xf: false }, { R: 4, NW: 4, W: 4, pf: true, i8: true, pw: 3 },
     { R: 8, NW: 2, W: 2, pf: true, i8: true }, { R: 3, NW: 1, W: 4, pf: false, i8: true, xf: true, ss: true },
     { R: 5, NW: 2, W: 2, pf: true, i8: true, px: true }, { R: 4, NW: 2, W: 4, pf: true, i8: true, px: true, pw: 3 },
-    { R: 5, NW: 2, W: 2, pf: true, i8: true, xw: true }, { R: 4, NW: 2, W: 4, pf: true, i8: true, xw: true, pw: 3 },
   ];
   const { ran } = wordsAgainstJs(fmts, shapes, [1, 3], () => shapes.map((_, i) => i), 1e-2);
   assert.equal(ran, fmts.length * 2 * 2 * shapes.length);
@@ -462,11 +461,6 @@ test('the words GEMV with int8 x (opt-in, 2/4-bit INT and 4-bit NF): within int8
         // and with the next step's x slice prefetched (px)
         gemvShape.wordsShape = (T) => ({ ...shape(T), px: true });
         assert.deepEqual(q.dequantizeMatmul(x, w).dataSync(), y8, `${f.name}: xf with px against xf`);
-        // and with every step's x slice quantized up front into workgroup memory (xw)
-        gemvShape.wordsShape = (T) => ({ ...shape(T), xw: true });
-        assert.deepEqual(q.dequantizeMatmul(x, w).dataSync(), y8, `${f.name}: xf with xw against xf`);
-        const keys = [...(g.dev as unknown as { pipes: Map<string, number> }).pipes.keys()];
-        assert.ok(keys.some((k) => k.startsWith(`quant_gemvw_${f.bits === 4 ? 'int4' : 'int2'}`) && k.endsWith('QZ512')), `${f.name}: an xw kernel ran (${keys.filter((k) => k.includes('gemvw')).join(' ')})`);
       }
       // with the shape asking for f16 as well, int8 takes precedence (the same results)
       gemvShape.wordsShape = (T) => ({ ...shape(T), h: true });

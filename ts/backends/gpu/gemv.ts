@@ -103,11 +103,6 @@ export interface WordsShape {
    *  per column once per step (shared by the R rows; exact, short of |x| > 1e36 or below 2^−118), the
    *  zero point through the x sum. 1.125 integer ops per code instead of 2 (xs) or 1.5 (hl). */
   ip?: boolean;
-  /** With xf: every step's x slice quantized up front, while the first code loads are in flight,
-   *  into workgroup memory (each thread its own slices, so no barrier; the columns baked in, T·
-   *  (cols + 8·cols/cpl) bytes), so that a step reads its int8 x and scale there instead of
-   *  quantizing: the same values as xf, out of the loop. */
-  xw?: boolean;
 }
 
 /** Whether the int8 decoder (i8) serves format f at W words per thread and step: 4-bit NF, 2- or
@@ -146,8 +141,6 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   const px = !!s.px && pf;
   const xf = !!s.xf;
   if (xf && !(i8 && f.kind === 'int')) throw new Error('wordsSource: xf (x quantized in the kernel) needs i8 and INT codes');
-  const xup = !!s.xw;
-  if (xup && !(xf && !px && cols > 0)) throw new Error('wordsSource: xw (x quantized up front) needs xf, no px, and the column count');
   const D = pf ? Math.max(1, Math.floor(s.pd ?? 1)) : 0; // prefetch depth
   if (D > 1 && px) throw new Error('wordsSource: a prefetch depth above 1 does not go with px');
   const hl = !!s.hl;
@@ -253,9 +246,7 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
     ${range(nv).map((v) => `let r${t}_${v} = bitcast<vec4<i32>>(fma(xa${t}_${v}, vec4<f32>(inv${t}), vec4<f32>(12582912.0)));`).join(' ')}
     ${range(cpl / 16).map((g) => `let xq${t}_${g} = vec4<u32>(${range(4).map((e) => xword(t, 4 * g + e)).join(', ')});`).join(' ')}
     let xv${t} = vec2<f32>(m${t} / 127.0, f32(${range(cpl / 16).map((g) => `dot4I8Packed(xq${t}_${g}.x, 0x01010101u) + dot4I8Packed(xq${t}_${g}.y, 0x01010101u) + dot4I8Packed(xq${t}_${g}.z, 0x01010101u) + dot4I8Packed(xq${t}_${g}.w, 0x01010101u)`).join(' + ')}));`;
-  // int8 x of step k read back (x8Source's buffers, or xw's workgroup arrays)
-  const xRead = (q: string, v: string) => tt.map((t) => `${range(cpl / 16).map((g) => `let xq${t}_${g} = ${q}[${t}u * c16 + k * ${cpl / 16}u + ${g}u];`).join(' ')} let xv${t} = ${v}[${t}u * units + k];${f.kind === 'nf' ? ` let xn${t} = xv${t}.x * ${1 / 127};` : ''}`).join('\n    ');
-  const xs = xup ? xRead('xqw', 'xvw') : xf ? tt.map(xfuse).join('\n    ') : i8 ? xRead('xq', 'xsc') : tt.map((t) => range(nv).map((v) => (px ? `let x${t}_${v} = nx${t}_${v}; nx${t}_${v} = ${xAt(t, v, 'kn')};` : `let x${t}_${v} = ${xAt(t, v, 'k')};`)).join(' ') +
+  const xs = xf ? tt.map(xfuse).join('\n    ') : i8 ? tt.map((t) => `${range(cpl / 16).map((v) => `let xq${t}_${v} = xq[${t}u * c16 + k * ${cpl / 16}u + ${v}u];`).join(' ')} let xv${t} = xsc[${t}u * units + k];${f.kind === 'nf' ? ` let xn${t} = xv${t}.x * ${1 / 127};` : ''}`).join('\n    ') : tt.map((t) => range(nv).map((v) => (px ? `let x${t}_${v} = nx${t}_${v}; nx${t}_${v} = ${xAt(t, v, 'kn')};` : `let x${t}_${v} = ${xAt(t, v, 'k')};`)).join(' ') +
     (xsum || ip ? ` let X${t} = dot(${range(nv).map((v) => `x${t}_${v}`).join(' + ')}, vec4<f32>(1.0));` : '') +
     (hl ? ` let S${t} = ${range(nv).map((v) => `x${t}_${v}`).join(' + ')}; let Xh${t} = S${t}.x + S${t}.z; let Xl${t} = S${t}.y + S${t}.w; let X${t} = Xh${t} + Xl${t}; let Xc${t} = fma(16.0, Xh${t}, 256.0 * Xl${t});` : '') +
     (ip ? ` ${range(nv).map((v) => `let xp${t}_${v} = x${t}_${v} * vec4<f32>(${ipScale(v).join(', ')});`).join(' ')}` : '') +
@@ -375,9 +366,7 @@ ${i8 && !xf ? `@group(0) @binding(${next}) var<storage, read> xq: array<vec4<u32
 ${pt && i8 ? `var<workgroup> lut8: array<u32, ${256 * pt}>;` : pt ? `var<workgroup> lutp: array<vec2<${h ? 'f16' : 'f32'}>, ${256 * pt}>;` : ''}
 ${f.kind === 'nf' ? `var<workgroup> lut: array<f32, ${1 << bits}>;` : ''}
 ${f.doubleQuant && !ss ? DQ_DECL : ''}
-${xup ? `var<workgroup> xqw: array<vec4<u32>, ${(T * cols) / 16}>;
-var<workgroup> xvw: array<vec2<f32>, ${(T * cols) / cpl}>;
-` : ''}${sx ? `var<workgroup> xl: array<vec4<f32>, ${(T * cols) / 4}>;
+${sx ? `var<workgroup> xl: array<vec4<f32>, ${(T * cols) / 4}>;
 ` : ''}${ss ? `var<workgroup> scl: array<f32, ${R * gpr}>;${asym ? `
 var<workgroup> zbl: array<f32, ${R * gpr}>;` : ''}` : ''}
 var<workgroup> red: array<f32, ${redBytes(s, T, subgroups) / 4}>;
@@ -385,7 +374,7 @@ ${decodeLib(f, false)}
 @compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32${sgArgs}) {
   let rows = P[0]; let cols = P[1]; let gpr = P[3];
   let units = cols / ${cpl}u;
-  ${i8 && !xf ? 'let c16 = cols / 16u;' : xup ? 'let c4 = cols / 4u; let c16 = cols / 16u;' : 'let c4 = cols / 4u;'}
+  ${i8 && !xf ? 'let c16 = cols / 16u;' : 'let c4 = cols / 4u;'}
   ${persistent ? '' : `let row0 = (wid.x + wid.y * nwg.x) * ${R}u;
   // rows past the end decode the last row (their sums are not written)
   ${preload}`}
@@ -401,10 +390,6 @@ ${decodeLib(f, false)}
   ${sx ? `for (var e = t; e < ${(T * cols) / 4}u; e += ${WG}u) { xl[e] = x[e]; }` : ''}
   ${f.kind === 'nf' || pt || f.doubleQuant || ss || sx ? 'workgroupBarrier();' : ''}
   ${f.doubleQuant && !ss ? DQ_CONSTS : ''}
-  ${xup ? `for (var k = t; k < units; k += ${WG}u) {
-    ${tt.map(xfuse).join('\n    ')}
-    ${tt.map((t) => `${range(cpl / 16).map((g) => `xqw[${t}u * c16 + k * ${cpl / 16}u + ${g}u] = xq${t}_${g};`).join(' ')} xvw[${t}u * units + k] = xv${t};`).join('\n    ')}
-  }` : ''}
   ${persistent ? `for (var blk = wid.x + wid.y * nwg.x; blk < (rows + ${R - 1}u) / ${R}u; blk += nwg.x * nwg.y) {
   let row0 = blk * ${R}u;
   ${preload}` : ''}
