@@ -336,7 +336,8 @@ if (want('gemv')) {
       // seventh session, after deeper prefetch (pd), fma chains (fc) and hl were timed: int8 x
       // quantized in the GEMV (xf) against x8Source's pass, with the weights streamed (weightCopies);
       // eighth: ip (INT codes decoded in place: within noise of xs and hl, now off the list), then
-      // the int8 kernel's fixed cost per call at 8192²: x prefetched (px) or two steps ahead (pd 2)
+      // the int8 kernel's fixed cost per call at 8192²: x prefetched (px) or two steps ahead (pd 2); ninth: those measured
+      // below xf (55% and 50% of copy at 8192², against 59%)
       nf4: [{}],
       int4: [{ xs: true }, { i8: true, xf: false }, { i8: true }, { i8: true, px: true }, { i8: true, pd: 2 }],
     };
