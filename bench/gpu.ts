@@ -12,7 +12,8 @@
 //
 // Usage: npx tsx bench/gpu.ts [--quick] [--time ms] [--out file] [--no-torch] [--only substring]
 //        [--sweep] (GEMV decoders on the best shapes; --sweep-all: every shape; --formats nf4,int4,
-//        --shapes JSON, --decoders fmt:JSON narrow it; --sweep-rows adds 4 and 8 x rows)
+//        --shapes JSON, --decoders fmt:JSON narrow it; --no-extras leaves out the read-only and
+//        wide-kernel rows, --no-goal the goal rows after it; --sweep-rows adds 4 and 8 x rows)
 //        [--ab] (the RILQ step also with the earlier scheduling and without shader checks)
 // Needs the gpu backend (a real adapter, or QUANTLORA_GPU_SOFTWARE=1 for a functional run).
 
@@ -311,12 +312,13 @@ if (want('gemv')) {
       return gbps(g);
     };
     // the loads alone in the words kernel's pattern: what the shapes could reach without decoding
-    for (const [R, NW, size] of [[8, 2, n], [16, 2, n], [8, 4, n], [4, 4, n], [16, 8, n], ...(quick ? [] : [[8, 4, 8192], [16, 2, 8192], [8, 4, 4096]])]) {
+    const extras = !process.argv.includes('--no-extras');
+    for (const [R, NW, size] of !extras ? [] : [[8, 2, n], [16, 2, n], [8, 4, n], [4, 4, n], [16, 8, n], ...(quick ? [] : [[8, 4, 8192], [16, 2, 8192], [8, 4, 4096]])]) {
       const g = await readOnly(size, R, NW);
       console.log(`gemv sweep read only R ${R} NW ${NW} W 2 at ${size}²: ${vsCopy(g, copy)}`);
     }
     Object.assign(gemvShape, { words: false, lut: 'banked', teams: 2, rows: () => 8 });
-    await time1('wide banked, teams 2, rows 8');
+    if (extras) await time1('wide banked, teams 2, rows 8');
     // the words kernel for nf4 (double-quantized) and int4 (asymmetric) at the default shader checks
     // (off), at 16384² and 8192²: the fifth session's decoders (pt: the pair table replicated pt
     // times; xs: INT weights as 1 + code/16 with the zero point through the x sums; f16: the opt-in
@@ -406,7 +408,7 @@ if (want('gemv')) {
     { gemv: 'int8' as const, checks: defaultChecks, tag: 'int8 x' },
     ...(process.argv.includes('--default-checks') ? [defaultChecks] : [true, false]).map((checks) => ({ gemv: compute, checks, tag: checks ? '' : 'shader checks off' })),
   ];
-  const goalFormats = (arg('formats') ?? 'nf4,int4').split(',');
+  const goalFormats = process.argv.includes('--no-goal') ? [] : (arg('formats') ?? 'nf4,int4').split(',');
   const ROUNDS = quick ? 1 : 3;
   // each format and size's weight copies made once for every mode (making them takes longer than
   // timing them)
