@@ -13,7 +13,8 @@
 // Usage: npx tsx bench/gpu.ts [--quick] [--time ms] [--out file] [--no-torch] [--only substring]
 //        [--sweep] (GEMV decoders on the best shapes; --sweep-all: every shape; --formats nf4,int4,
 //        --shapes JSON, --decoders fmt:JSON narrow it; --no-extras leaves out the read-only and
-//        wide-kernel rows, --no-goal the goal rows after it; --sweep-rows adds 4 and 8 x rows)
+//        wide-kernel rows, --no-goal the goal rows after it, --sizes 8192 sets the words rows'
+//        sizes; --sweep-rows adds 4 and 8 x rows)
 //        [--ab] (the RILQ step also with the earlier scheduling and without shader checks)
 // Needs the gpu backend (a real adapter, or QUANTLORA_GPU_SOFTWARE=1 for a functional run).
 
@@ -345,7 +346,7 @@ if (want('gemv')) {
     };
     const shapeLabel = (s: WordsShape) =>
       `R ${s.R} NW ${s.NW} W ${s.W}${s.pf ? ' pf' : ''}${s.pt ? ` pt ${s.pt}` : ''}${s.xs ? ' xs' : ''}${s.h ? ' f16' : ''}${s.pw ? ` pw ${s.pw}` : ''}${s.px ? ' px' : ''}${s.sx ? ' sx' : ''}${s.i8 ? ' i8' : ''}${s.pd && s.pd > 1 ? ` pd ${s.pd}` : ''}${s.hl ? ' hl' : ''}${s.fc ? ' fc' : ''}${s.xf === false ? ' x8Source' : ''}${s.ip ? ' ip' : ''}`;
-    const sizes = quick ? [n] : [n, 8192];
+    const sizes = arg('sizes')?.split(',').map(Number) ?? (quick ? [n] : [n, 8192]);
     // --decoders nf4:JSON (a list of decoder settings) replaces one format's list; --formats nf4 times one
     const dflag = arg('decoders');
     if (dflag) decoders[dflag.slice(0, dflag.indexOf(':'))] = JSON.parse(dflag.slice(dflag.indexOf(':') + 1));
