@@ -16,6 +16,7 @@
 //        wide-kernel rows, --no-goal the goal rows after it, --sizes 8192 sets the words rows'
 //        sizes; --sweep-rows adds 4 and 8 x rows)
 //        [--ab] (the RILQ step also with the earlier scheduling and without shader checks)
+//        [--warmup S] (S seconds of back-to-back copies first, to bring the GPU to its clocks)
 // Needs the gpu backend (a real adapter, or QUANTLORA_GPU_SOFTWARE=1 for a functional run).
 
 import { execFileSync } from 'node:child_process';
@@ -293,6 +294,17 @@ const COPY_BYTES = (quick ? 16 : 1024) * 2 ** 20;
 const vsCopy = (r: Row, copy: Row) =>
   `${r.gbps!.toFixed(0)} GB/s = ${((100 * r.gbps!) / copy.gbps!).toFixed(0)}% of the copy kernel's ${copy.gbps!.toFixed(0)} (wall)` +
   (r.gpuGbps !== undefined && copy.gpuGbps !== undefined ? `; GPU time: ${r.gpuGbps.toFixed(0)} GB/s = ${((100 * r.gpuGbps) / copy.gpuGbps).toFixed(0)}% of ${copy.gpuGbps.toFixed(0)}` : '');
+// --warmup S: S seconds of back-to-back copies before the first row (ninth session, H200: early in
+// a process the 8192² int8 GEMV took 29% of copy and one 4096² weight from L2 13.8 µs, rising over
+// ~40 s of rows to 55–59% and 5.8 µs: the SM clock under light, gappy load is the suspect)
+const warmup = Number(arg('warmup') ?? 0);
+if (warmup > 0) {
+  const until = performance.now() + warmup * 1000;
+  while (performance.now() < until) {
+    keepBusy(200);
+    dev.addon.gpuWait();
+  }
+}
 if (want('gemv')) {
   const copy = await copyBandwidth(COPY_BYTES);
   if (process.argv.includes('--sweep')) {

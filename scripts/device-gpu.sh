@@ -119,11 +119,11 @@ case "$1" in
     set +e
     for part in ${PARTS:-sweep parity}; do
       case "$part" in
-        sweep) timeout 420 bash "$0" run --only gemv --sweep --no-torch --time 600 > "$OUT/sweep.log" 2>&1; echo "sweep rc=$?"
+        sweep) timeout 440 bash "$0" run --only gemv --sweep --no-torch --time 600 --warmup 20 > "$OUT/sweep.log" 2>&1; echo "sweep rc=$?"
                mv "$OUT/gpu-bench.json" "$OUT/sweep.json" ;;
         ab) timeout 200 bash "$0" run --only rilq --ab > "$OUT/ab.log" 2>&1; echo "ab rc=$?"
             mv "$OUT/gpu-bench.json" "$OUT/ab.json" ;;
-        goal) timeout 240 bash "$0" run --only gemv --no-torch --default-checks --time 500 > "$OUT/goal.log" 2>&1; echo "goal rc=$?"
+        goal) timeout 270 bash "$0" run --only gemv --no-torch --default-checks --time 500 --warmup 30 > "$OUT/goal.log" 2>&1; echo "goal rc=$?"
               mv "$OUT/gpu-bench.json" "$OUT/goal.json" ;;
         parity) timeout 150 bash "$0" parity > "$OUT/parity.log" 2>&1; echo "parity rc=$?" ;;
         *) echo "measure: unknown part $part (sweep, ab, goal, parity)" >&2 ;;
