@@ -65,9 +65,10 @@ const rows: Row[] = [];
  *  calls per tinybench sample; then, where the adapter has timestamps, the GPU's ms per call over
  *  3 x reps more calls recorded the same way, as one submission queued behind enough other GPU
  *  work (keepBusy) to cover the host's recording: so the timed calls run back to back on a GPU
- *  that has not gone idle. Submitted as recorded, short kernels ran after idle gaps and their GPU
- *  time rose with the host's time per call (an H200, 8192² int8 GEMV: 16.5-20 µs for host times
- *  of 51-66 µs, run to run), while long ones did not. */
+ *  that has not gone idle. (Ninth session, H200: the 8192² int8 GEMV's GPU time varied with the
+ *  host's time per call, 16.5-20 µs for 51-66 µs, when the calls were submitted as recorded. With
+ *  keepBusy the numbers did not change. What moved them was the time since the process started:
+ *  see --warmup.) */
 async function timeGpu(name: string, reps: number, call: () => void): Promise<{ ms: number; gpuMs?: number }> {
   const bench = new Bench({ name, time, iterations: 3, warmupIterations: 1, warmupTime: 0 });
   bench.add(name, () => {
@@ -351,8 +352,8 @@ if (want('gemv')) {
       // seventh session, after deeper prefetch (pd), fma chains (fc) and hl were timed: int8 x
       // quantized in the GEMV (xf) against x8Source's pass, with the weights streamed (weightCopies);
       // eighth: ip (INT codes decoded in place: within noise of xs and hl, now off the list), then
-      // the int8 kernel's fixed cost per call at 8192²: x prefetched (px) or two steps ahead (pd 2); ninth: those measured
-      // below xf (55% and 50% of copy at 8192², against 59%)
+      // the int8 kernel's fixed cost per call at 8192²: x prefetched (px) or two steps ahead
+      // (pd 2); ninth: those measured below xf (55% and 50% of copy at 8192², against 59%)
       nf4: [{}],
       int4: [{ xs: true }, { i8: true, xf: false }, { i8: true }, { i8: true, px: true }, { i8: true, pd: 2 }],
     };
