@@ -95,19 +95,19 @@ async function timeGpu(name: string, reps: number, call: () => void): Promise<{ 
 /** Whether the adapter times passes (starting and stopping an empty timing once). */
 const timestamps = dev.addon.gpuTimingStart() && !!dev.addon.gpuTimingStop();
 /** The busy work: the copy kernel over its own pair of buffers, with its GPU ms per call. */
-let busy: { bufs: ReturnType<typeof dev.alloc>[]; vecs: number; pipe: number; ms: number } | undefined;
+let busy: { bufs: ReturnType<typeof dev.alloc>[]; vecs: number; ms: number } | undefined;
 /** Queues about `ms` (at most 500) of GPU work that nothing waits for. */
 function keepBusy(ms: number): void {
   if (!busy) {
     const bytes = (quick ? 4 : 256) * 2 ** 20;
-    const b = { bufs: [dev.alloc(bytes, true), dev.alloc(bytes, true)], vecs: bytes / 16, pipe: dev.pipeline('bench_copy', COPY), ms: 0 };
+    const b = { bufs: [dev.alloc(bytes, true), dev.alloc(bytes, true)], vecs: bytes / 16, ms: 0 };
     dev.addon.gpuTimingStart();
-    for (let i = 0; i < 10; i++) dev.run(b.pipe, [b.vecs], b.bufs, dev.grid(b.vecs, 256));
+    for (let i = 0; i < 10; i++) copyRun(b.bufs, b.vecs);
     b.ms = dev.addon.gpuTimingStop()!.ms / 10;
     busy = b;
   }
   const n = Math.min(Math.ceil(Math.min(ms, 500) / busy.ms), 2000);
-  for (let i = 0; i < n; i++) dev.run(busy.pipe, [busy.vecs], busy.bufs, dev.grid(busy.vecs, 256));
+  for (let i = 0; i < n; i++) copyRun(busy.bufs, busy.vecs);
 }
 
 /** Bytes per call over ms per call, as GB/s. */
@@ -123,15 +123,16 @@ override WG: u32 = 256u;
   if (i < P[0]) { dst[i] = src[i]; }
 }`;
 
+/** Records one copy kernel over `vecs` vec4s from bufs[0] to bufs[1]. */
+const copyRun = (bufs: ReturnType<typeof dev.alloc>[], vecs: number) => dev.run(dev.pipeline('bench_copy', COPY), [vecs], bufs, dev.grid(vecs, 256));
+
 /** The copy kernel's bandwidth (read + write bytes) copying `bytes` (a multiple of 16), cycling
  *  through `copies` source/destination pairs (so that small copies are not served from L2). */
 async function copyBandwidth(bytes: number, copies = 1): Promise<Row> {
   const bufs = Array.from({ length: copies }, () => [dev.alloc(bytes, true), dev.alloc(bytes, true)]);
-  const vecs = bytes / 16;
-  const pipe = dev.pipeline('bench_copy', COPY);
   let i = 0;
   const mib = +(bytes / 2 ** 20).toFixed(1);
-  const { ms, gpuMs } = await timeGpu(`copy ${mib} MiB`, 20, () => dev.run(pipe, [vecs], bufs[i++ % copies], dev.grid(vecs, 256)));
+  const { ms, gpuMs } = await timeGpu(`copy ${mib} MiB`, 20, () => copyRun(bufs[i++ % copies], bytes / 16));
   for (const b of bufs.flat()) dev.free(b);
   const row = { name: `copy kernel ${mib} MiB (read + write)${copies > 1 ? ` [${copies} in turn]` : ''}`, ms, gpuMs, gbps: gbpsOf(2 * bytes, ms)!, gpuGbps: gbpsOf(2 * bytes, gpuMs) };
   rows.push(row);
@@ -443,7 +444,8 @@ if (want('gemv')) {
         const share = ([g, c]: [Row, Row]) => (g.gpuGbps ?? g.gbps!) / (c.gpuGbps ?? c.gbps!);
         rounds.sort((a, b) => share(a) - share(b));
         const [r, near] = rounds[ROUNDS >> 1];
-        const like = likes.get(`${name} ${n}`) ?? likes.set(`${name} ${n}`, await copyLike(r)).get(`${name} ${n}`)!;
+        let like = likes.get(`${name} ${n}`);
+        if (!like) likes.set(`${name} ${n}`, (like = await copyLike(r)));
         const all = rounds.map((x) => `${(100 * share(x)).toFixed(1)}%`).join(' / ');
         goals.push(`dequantizeMatmul ${name} 1 token ${n}²${m.tag ? ` (${m.tag})` : ''}, median of ${ROUNDS} rounds (${all}): ${vsCopy(r, near)}; against a copy of the same bytes: ${vsCopy(r, like)} (goal ≥ 60%)`);
         console.log(goals[goals.length - 1]); // as they come (a long run may be stopped)

@@ -223,6 +223,9 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   // 2k and 2k+1 of the word: x.xy, x.zw of its vec4s)
   const hpairs = (t: number) => range(nv).flatMap((v) => [`let xh${t}_${2 * v} = vec2<f16>(x${t}_${v}.xy);`, `let xh${t}_${2 * v + 1} = vec2<f16>(x${t}_${v}.zw);`]);
   const xAt = (t: number, v: number, k: string) => `${sx ? 'xl' : 'x'}[${t}u * c4 + ${k} * ${nv}u + ${v}u]`;
+  // x row t's vec4 v of this step as `${name}${t}_${v}`: with px from the prefetched nx (then the
+  // next step's loaded into it), else loaded here
+  const xLoad = (name: string, t: number, v: number) => (px ? `let ${name}${t}_${v} = nx${t}_${v}; nx${t}_${v} = ${xAt(t, v, 'kn')};` : `let ${name}${t}_${v} = ${xAt(t, v, 'k')};`);
   // ip: column c of a word lies in nibble q = shift(c) / 4; nibbles 0-4 are read from the word
   // (ipLow), 5-7 from the word shifted right by 12, at q − 3; its x is scaled by 2^(8 − 4·(that nibble))
   const ipLow = (c: number) => shift(c) / 4 <= 4;
@@ -239,14 +242,14 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   // the int8), then the int8 words in x8Source's order (word u: chunk u / per of 4·per columns, its
   // columns per·b + u % per, b = 0..3) and the sum of the int8 values
   const xword = (t: number, u: number) => `pack4xI8(vec4<i32>(${range(4).map((b) => el(`r${t}`, Math.floor(u / per) * 4 * per + per * b + (u % per))).join(', ')}))`;
-  const xfuse = (t: number) => `${range(nv).map((v) => (px ? `let xa${t}_${v} = nx${t}_${v}; nx${t}_${v} = ${xAt(t, v, 'kn')};` : `let xa${t}_${v} = ${xAt(t, v, 'k')};`)).join(' ')}
+  const xfuse = (t: number) => `${range(nv).map((v) => xLoad('xa', t, v)).join(' ')}
     let mb${t} = ${range(nv).map((v) => `(bitcast<vec4<u32>>(xa${t}_${v}) & vec4<u32>(0x7fffffffu))`).reduce((a, b) => `max(${a}, ${b})`)};
     let m${t} = bitcast<f32>(max(max(mb${t}.x, mb${t}.y), max(mb${t}.z, mb${t}.w)));
     let inv${t} = select(0.0, 127.0 / m${t}, m${t} > 0.0);
     ${range(nv).map((v) => `let r${t}_${v} = bitcast<vec4<i32>>(fma(xa${t}_${v}, vec4<f32>(inv${t}), vec4<f32>(12582912.0)));`).join(' ')}
     ${range(cpl / 16).map((g) => `let xq${t}_${g} = vec4<u32>(${range(4).map((e) => xword(t, 4 * g + e)).join(', ')});`).join(' ')}
     let xv${t} = vec2<f32>(m${t} / 127.0, f32(${range(cpl / 16).map((g) => `dot4I8Packed(xq${t}_${g}.x, 0x01010101u) + dot4I8Packed(xq${t}_${g}.y, 0x01010101u) + dot4I8Packed(xq${t}_${g}.z, 0x01010101u) + dot4I8Packed(xq${t}_${g}.w, 0x01010101u)`).join(' + ')}));`;
-  const xs = xf ? tt.map(xfuse).join('\n    ') : i8 ? tt.map((t) => `${range(cpl / 16).map((v) => `let xq${t}_${v} = xq[${t}u * c16 + k * ${cpl / 16}u + ${v}u];`).join(' ')} let xv${t} = xsc[${t}u * units + k];${f.kind === 'nf' ? ` let xn${t} = xv${t}.x * ${1 / 127};` : ''}`).join('\n    ') : tt.map((t) => range(nv).map((v) => (px ? `let x${t}_${v} = nx${t}_${v}; nx${t}_${v} = ${xAt(t, v, 'kn')};` : `let x${t}_${v} = ${xAt(t, v, 'k')};`)).join(' ') +
+  const xs = xf ? tt.map(xfuse).join('\n    ') : i8 ? tt.map((t) => `${range(cpl / 16).map((v) => `let xq${t}_${v} = xq[${t}u * c16 + k * ${cpl / 16}u + ${v}u];`).join(' ')} let xv${t} = xsc[${t}u * units + k];${f.kind === 'nf' ? ` let xn${t} = xv${t}.x * ${1 / 127};` : ''}`).join('\n    ') : tt.map((t) => range(nv).map((v) => xLoad('x', t, v)).join(' ') +
     (xsum || ip ? ` let X${t} = dot(${range(nv).map((v) => `x${t}_${v}`).join(' + ')}, vec4<f32>(1.0));` : '') +
     (hl ? ` let S${t} = ${range(nv).map((v) => `x${t}_${v}`).join(' + ')}; let Xh${t} = S${t}.x + S${t}.z; let Xl${t} = S${t}.y + S${t}.w; let X${t} = Xh${t} + Xl${t}; let Xc${t} = fma(16.0, Xh${t}, 256.0 * Xl${t});` : '') +
     (ip ? ` ${range(nv).map((v) => `let xp${t}_${v} = x${t}_${v} * vec4<f32>(${ipScale(v).join(', ')});`).join(' ')}` : '') +
