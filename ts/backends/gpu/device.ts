@@ -143,7 +143,8 @@ export class Device {
     if (n > this.words.length) this.grow(n);
     const words = this.words;
     words[0] = 0;
-    for (let i = 0; i < params.length; i++) words[i] = params[i];
+    if (params instanceof Uint32Array) words.set(params);
+    else for (let i = 0; i < params.length; i++) words[i] = params[i];
     const ids = this.idViews[buffers.length] ?? (this.idViews[buffers.length] = new Uint32Array(buffers.length));
     for (let i = 0; i < buffers.length; i++) ids[i] = buffers[i].id;
     this.addon.gpuRun(pipeline, this.wordViews[n] ?? (this.wordViews[n] = new Uint8Array(words.buffer, 0, 4 * n)), ids, groups[0], groups[1], groups[2]);

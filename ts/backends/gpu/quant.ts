@@ -31,7 +31,7 @@ import type { QuantFormat } from '../../quant/formats.js';
 import { rowBytes } from '../../quant/packing.js';
 import type { Device, GpuHandle } from './device.js';
 import { f32Bits, GRID_INDEX } from './device.js';
-import { i8Fits, pairBytes, redBytes, stagedBytes, usesPairs, wordsFits, wordsSource, x8Source, type WordsShape } from './gemv.js';
+import { fullShape, i8Fits, pairBytes, redBytes, stagedBytes, usesPairs, wordsFits, wordsSource, x8Source, type WordsShape } from './gemv.js';
 import type { KernelGroup } from './index.js';
 
 export const ONE = 15;
@@ -58,8 +58,11 @@ function paramTail(f: QuantFormat): Uint32Array {
   return t;
 }
 
+/** P for format f: `head` (up to ONE words), then the tables. One array per table set, reused by
+ *  every call: dev.run copies it before it returns. */
 function params(f: QuantFormat, head: number[]): Uint32Array {
-  const p = paramTail(f).slice();
+  const p = paramTail(f);
+  p.fill(0, head.length, ONE);
   p.set(head, 0);
   return p;
 }
@@ -588,13 +591,16 @@ function dequantizeMatmul(dev: Device, x: GpuHandle, xRows: number, q: QuantHand
 }
 
 function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: QuantFormat, rows: number, cols: number, rb: number, gpr: number, y: GpuHandle): void {
-  const s = { ...gemvShape.wordsShape(T) };
+  const s = fullShape(gemvShape.wordsShape(T));
   const sg = dev.subgroups;
   const limit = dev.info.maxWorkgroupStorageBytes - 1088; // the codebook and bitsandbytes' map
   // the compute dtype (Device.gemv) or the shape's own i8/h: int8 x, f16 products
   s.i8 = (!!s.i8 || dev.gemv === 'int8') && i8Fits(f, s.W);
   // int8 x: NF through the int8 pair table (8 copies unless given), INT with no table
-  if (s.i8) Object.assign(s, { pt: f.kind === 'nf' ? s.pt || 8 : 0, h: false, xs: false, sx: false });
+  if (s.i8) {
+    s.pt = f.kind === 'nf' ? s.pt || 8 : 0;
+    s.h = s.xs = s.sx = false;
+  }
   s.h = !s.i8 && (!!s.h || dev.gemv === 'f16') && dev.info.f16 && f.bits === 4; // int8 takes precedence over f16
   if (s.h && !s.pt) s.pt = 32;
   if (!usesPairs(f, s)) s.pt = 0;
