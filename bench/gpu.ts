@@ -189,30 +189,36 @@ async function readOnly(n: number, R: number, NW: number): Promise<Row> {
   return row;
 }
 
-/** An n x n random weight quantized to f, in enough copies (up to 8) to pass 160 MiB: the GEMV rows
+/** A weight size: n for n x n, or [rows, cols]. */
+type Size = number | [number, number];
+const dimsOf = (n: Size): [number, number] => (typeof n === 'number' ? [n, n] : n);
+const sizeLabel = (n: Size) => (typeof n === 'number' ? `${n}²` : `${n[0]}x${n[1]}`);
+
+/** A random weight of size n (n x n or rows x cols) quantized to f, in enough copies (up to 8) to pass 160 MiB: the GEMV rows
  *  use them in turn, so that they measure weights streamed from memory, as in decoding, where each
  *  layer's weights are read once per token (one 8192² 4-bit weight, 37 MiB with its scales, read
  *  again and again partly stays in the H200's 50 MiB L2: up to 125% of copy for the loads alone). */
-function weightCopies(f: QuantFormat, n: number, most = 8): QuantizedTensor[] {
+function weightCopies(f: QuantFormat, n: Size, most = 8): QuantizedTensor[] {
   const qs: QuantizedTensor[] = [];
   do {
-    const w = randn([n, n], { seed: 11 + qs.length, std: 0.02 }, gpu);
+    const w = randn(dimsOf(n), { seed: 11 + qs.length, std: 0.02 }, gpu);
     qs.push(quantize(w, f));
     w.dispose();
   } while (qs.length < Math.min(most, streamCopies(qs[0].bytes)));
   return qs;
 }
 
-/** GB/s of packed weight bytes read by a one-token dequantizeMatmul over an n x n weight of format f
- *  (weightCopies, made here unless `q` is given: sweeps reuse them). */
-async function gemv(n: number, f: QuantFormat = NF4, label = '', q?: QuantizedTensor[], T = 1): Promise<Row> {
+/** GB/s of packed weight bytes read by a one-token dequantizeMatmul over a weight of format f and
+ *  size n (weightCopies, made here unless `q` is given: sweeps reuse them). */
+async function gemv(n: Size, f: QuantFormat = NF4, label = '', q?: QuantizedTensor[], T = 1): Promise<Row> {
   const own = !q;
+  const [wr, cols] = dimsOf(n);
   const qs = q ?? weightCopies(f, n);
-  const x = randn([T, n], { seed: 12 }, gpu);
+  const x = randn([T, cols], { seed: 12 }, gpu);
   let i = 0;
-  const { ms, gpuMs } = await timeGpu(`dequantizeMatmul ${f.name} ${n}`, 50, () => dequantizeMatmul(x, qs[i++ % qs.length]).dispose());
+  const { ms, gpuMs } = await timeGpu(`dequantizeMatmul ${f.name} ${sizeLabel(n)}`, 50, () => dequantizeMatmul(x, qs[i++ % qs.length]).dispose());
   const bytes = qs[0].bytes;
-  const row = { name: `dequantizeMatmul ${f.name} ${T}x${n} · (${n}x${n})ᵀ${label ? ` (${label})` : ''}${qs.length > 1 ? ` [${qs.length} weights in turn]` : ''}`, ms, gpuMs, gbps: gbpsOf(bytes, ms)!, gpuGbps: gbpsOf(bytes, gpuMs) };
+  const row = { name: `dequantizeMatmul ${f.name} ${T}x${cols} · (${wr}x${cols})ᵀ${label ? ` (${label})` : ''}${qs.length > 1 ? ` [${qs.length} weights in turn]` : ''}`, ms, gpuMs, gbps: gbpsOf(bytes, ms)!, gpuGbps: gbpsOf(bytes, gpuMs) };
   rows.push(row);
   if (own) for (const w of qs) w.dispose();
   x.dispose();
@@ -320,7 +326,7 @@ if (want('gemv')) {
     /** GB/s of a row: GPU time where measured, else wall; and that as a share of the copy kernel's. */
     const gbps = (r: Row) => r.gpuGbps ?? r.gbps!;
     const pct = (g: number) => `${((100 * g) / gbps(copy)).toFixed(1)}%`;
-    const time1 = async (label: string, f = NF4, qw = q, size = n) => {
+    const time1 = async (label: string, f = NF4, qw = q, size: Size = n) => {
       const g = await gemv(size, f, label, qw);
       found.push([gbps(g), label]);
       console.log(`gemv sweep ${label}: ${vsCopy(g, copy)}`);
@@ -360,7 +366,8 @@ if (want('gemv')) {
     };
     const shapeLabel = (s: WordsShape) =>
       `R ${s.R} NW ${s.NW} W ${s.W}${s.pf ? ' pf' : ''}${s.pt ? ` pt ${s.pt}` : ''}${s.xs ? ' xs' : ''}${s.h ? ' f16' : ''}${s.pw ? ` pw ${s.pw}` : ''}${s.px ? ' px' : ''}${s.sx ? ' sx' : ''}${s.i8 ? ' i8' : ''}${s.pd && s.pd > 1 ? ` pd ${s.pd}` : ''}${s.hl ? ' hl' : ''}${s.fc ? ' fc' : ''}${s.xf === false ? ' x8Source' : ''}${s.ip ? ' ip' : ''}`;
-    const sizes = arg('sizes')?.split(',').map(Number) ?? (quick ? [n] : [n, 8192]);
+    // --sizes 16384,8192,6336x8192: n for n x n, rows x cols otherwise
+    const sizes: Size[] = arg('sizes')?.split(',').map((z) => (z.includes('x') ? (z.split('x').map(Number) as [number, number]) : Number(z))) ?? (quick ? [n] : [n, 8192]);
     // --decoders nf4:JSON (a list of decoder settings) replaces one format's list; --formats nf4 times one
     const dflag = arg('decoders');
     if (dflag) decoders[dflag.slice(0, dflag.indexOf(':'))] = JSON.parse(dflag.slice(dflag.indexOf(':') + 1));
@@ -376,7 +383,7 @@ if (want('gemv')) {
           const shape = { ...base, ...d };
           Object.assign(gemvShape, { words: true, wordsShape: () => shape });
           const got: number[] = [];
-          for (const [i, size] of sizes.entries()) got.push(await time1(`${name} words ${shapeLabel(shape)} at ${size}²`, f, qs[i], size));
+          for (const [i, size] of sizes.entries()) got.push(await time1(`${name} words ${shapeLabel(shape)} at ${sizeLabel(size)}`, f, qs[i], size));
           mine.push([got, shape]);
           // int4 at the first shape, 4096², one weight timed again and again: served from L2, so
           // the kernel's own limit (compute and issue), apart from memory
@@ -385,7 +392,7 @@ if (want('gemv')) {
       }
       for (const qw of [...qs, l2]) if (qw !== q) for (const c of qw) c.dispose();
       mine.sort((a, b) => Math.min(...b[0]) - Math.min(...a[0]));
-      console.log(`gemv sweep ${name} top (${sizes.map((z) => `${z}²`).join(' / ')}): ${mine.slice(0, 5).map(([g, sh]) => `${shapeLabel(sh)}: ${g.map(pct).join(' / ')}`).join('; ')}`);
+      console.log(`gemv sweep ${name} top (${sizes.map(sizeLabel).join(' / ')}): ${mine.slice(0, 5).map(([g, sh]) => `${shapeLabel(sh)}: ${g.map(pct).join(' / ')}`).join('; ')}`);
     }
     // a few x rows: the words kernel's default shapes against the banked kernel, then more rows per
     // workgroup (each x slice serves R rows: at T 8 the default R 2 reads 16x more x than codes)
