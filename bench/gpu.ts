@@ -365,7 +365,7 @@ if (want('gemv')) {
       int4: [{ xs: true }, { i8: true, xf: false }, { i8: true }, { i8: true, px: true }, { i8: true, pd: 2 }],
     };
     const shapeLabel = (s: WordsShape) =>
-      `R ${s.R} NW ${s.NW} W ${s.W}${s.pf ? ' pf' : ''}${s.pt ? ` pt ${s.pt}` : ''}${s.xs ? ' xs' : ''}${s.h ? ' f16' : ''}${s.pw ? ` pw ${s.pw}` : ''}${s.px ? ' px' : ''}${s.sx ? ' sx' : ''}${s.i8 ? ' i8' : ''}${s.pd && s.pd > 1 ? ` pd ${s.pd}` : ''}${s.hl ? ' hl' : ''}${s.fc ? ' fc' : ''}${s.xf === false ? ' x8Source' : ''}${s.ip ? ' ip' : ''}${s.ro ? ' ro' : ''}`;
+      `R ${s.R} NW ${s.NW} W ${s.W}${s.pf ? ' pf' : ''}${s.pt ? ` pt ${s.pt}` : ''}${s.xs ? ' xs' : ''}${s.h ? ' f16' : ''}${s.pw ? ` pw ${s.pw}` : ''}${s.px ? ' px' : ''}${s.sx ? ' sx' : ''}${s.i8 ? ' i8' : ''}${s.pd && s.pd > 1 ? ` pd ${s.pd}` : ''}${s.hl ? ' hl' : ''}${s.fc ? ' fc' : ''}${s.xf === false ? ' x8Source' : ''}${s.ip ? ' ip' : ''}`;
     // --sizes 16384,8192,6336x8192: n for n x n, rows x cols otherwise
     const sizes: Size[] = arg('sizes')?.split(',').map((z) => (z.includes('x') ? (z.split('x').map(Number) as [number, number]) : Number(z))) ?? (quick ? [n] : [n, 8192]);
     // --decoders nf4:JSON (a list of decoder settings) replaces one format's list; --formats nf4 times one

@@ -103,17 +103,13 @@ export interface WordsShape {
    *  per column once per step (shared by the R rows; exact, short of |x| > 1e36 or below 2^−118), the
    *  zero point through the x sum. 1.125 integer ops per code instead of 2 (xs) or 1.5 (hl). */
   ip?: boolean;
-  /** Rotated steps: where the columns are whole steps (units a multiple of the workgroup's threads),
-   *  row block b walks its steps starting at step b mod steps, so that the workgroups in flight
-   *  read different column ranges of their rows at once, not all the same one. */
-  ro?: boolean;
 }
 
 /** A copy of s with every field present, so that resolving it per call only sets fields. (Adding
  *  fields one by one to a spread copy cost ~25 µs per GEMV call in Node 20's V8, more than the
  *  recording: the object leaves V8's fast path.) The return type makes a field left out an error. */
 export const fullShape = (s: WordsShape): { [K in keyof Required<WordsShape>]: WordsShape[K] } => ({
-  R: s.R, NW: s.NW, W: s.W, pf: s.pf, ss: s.ss, pt: s.pt, xs: s.xs, h: s.h, pw: s.pw, px: s.px, sx: s.sx, i8: s.i8, pd: s.pd, hl: s.hl, fc: s.fc, xf: s.xf, ip: s.ip, ro: s.ro,
+  R: s.R, NW: s.NW, W: s.W, pf: s.pf, ss: s.ss, pt: s.pt, xs: s.xs, h: s.h, pw: s.pw, px: s.px, sx: s.sx, i8: s.i8, pd: s.pd, hl: s.hl, fc: s.fc, xf: s.xf, ip: s.ip,
 });
 
 /** Whether the int8 decoder (i8) serves format f at W words per thread and step: 4-bit NF, 2- or
@@ -161,9 +157,6 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   const fc = !!s.fc && !hl && !ip;
   const persistent = !!s.pw && !ss;
   const WG = 32 * NW;
-  const ro = !!s.ro;
-  // ro: step index k of the walk -> the step's column unit (rk: rotated by rot, a whole number of steps)
-  const at = (k: string) => (ro ? `rk(${k}, rot, units)` : k);
   const bits = f.bits;
   const cpw = 32 / bits; // codes per word
   const cpl = W * cpw; // columns per thread and step
@@ -340,15 +333,14 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   }).join('\n    ');
   // pf: the loads of the next D steps are in flight (p{d}: step k + (d + 1)·WG); `preload` issues
   // the first D (before the tables are filled, where the row block is known up front)
-  const preload = `${rr.map((r) => `let rc${r} = min(row0 + ${r}u, rows - 1u);`).join(' ')}${ro ? `
-  let rot = select(0u, ((row0 / ${R}u) % (units / ${WG}u)) * ${WG}u, units % ${WG}u == 0u);` : ''}${pf ? `
+  const preload = `${rr.map((r) => `let rc${r} = min(row0 + ${r}u, rows - 1u);`).join(' ')}${pf ? `
   let last = units - 1u;
-  ${range(D).map((d) => `let k${d}p = ${at(`min(t + ${d * WG}u, last)`)}; ${rr.map((r) => loads(r, `k${d}p`).map(([n, e]) => `var p${d}${n} = ${e};`).join(' ')).join(' ')}`).join('\n  ')}` : ''}`;
+  ${range(D).map((d) => `let k${d}p = min(t + ${d * WG}u, last); ${rr.map((r) => loads(r, `k${d}p`).map(([n, e]) => `var p${d}${n} = ${e};`).join(' ')).join(' ')}`).join('\n  ')}` : ''}`;
   // px: the first step's x slice (after the fill: sx reads x from workgroup memory)
   const xpre = px ? tt.map((t) => range(nv).map((v) => `var nx${t}_${v} = ${xAt(t, v, 'k0p')};`).join(' ')).join('\n  ') : '';
   const step = (k: string) => rr.map((r) => loads(r, k).map(([n, e]) => (pf ? `let ${n} = p0${n}; ${range(D).map((d) => `p${d}${n} = ${d + 1 < D ? `p${d + 1}${n}` : e};`).join(' ')}` : `let ${n} = ${e};`)).join(' ')).join('\n    ');
-  const loop = `for (var ${ro ? 'kl' : 'k'} = t; ${ro ? 'kl' : 'k'} < units; ${ro ? 'kl' : 'k'} += ${WG}u) {
-    ${ro ? 'let k = rk(kl, rot, units);\n    ' : ''}${pf ? `let kn = ${at(`min(${ro ? 'kl' : 'k'} + ${D * WG}u, last)`)};` : ''}
+  const loop = `for (var k = t; k < units; k += ${WG}u) {
+    ${pf ? `let kn = min(k + ${D * WG}u, last);` : ''}
     ${step(pf ? 'kn' : 'k')}
     ${rr.map(scale).join('\n    ')}
     ${xs}
@@ -388,8 +380,7 @@ ${sx ? `var<workgroup> xl: array<vec4<f32>, ${(T * cols) / 4}>;
 ` : ''}${ss ? `var<workgroup> scl: array<f32, ${R * gpr}>;${asym ? `
 var<workgroup> zbl: array<f32, ${R * gpr}>;` : ''}` : ''}
 var<workgroup> red: array<f32, ${redBytes(s, T, subgroups) / 4}>;
-${decodeLib(f, false)}${ro ? `
-fn rk(k: u32, rot: u32, units: u32) -> u32 { let s = k + rot; return select(s, s - units, s >= units); }` : ''}
+${decodeLib(f, false)}
 @compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32${sgArgs}) {
   let rows = P[0]; let cols = P[1]; let gpr = P[3];
   let units = cols / ${cpl}u;
