@@ -58,7 +58,7 @@ const NF4 = formats.nf(4, { group: 64, doubleQuant: true });
 
 /** ms: wall time per call (host recording overlapped with the GPU); gpuMs: the GPU's own time per
  *  call (timestamps around the command batches), where the adapter has timestamp queries. */
-interface Row { name: string; ms: number; gpuMs?: number; gbps?: number; gpuGbps?: number; gflops?: number; note?: string }
+interface Row { name: string; ms: number; gpuMs?: number; hostMs?: number; gbps?: number; gpuGbps?: number; gflops?: number; note?: string }
 const rows: Row[] = [];
 
 /** Wall ms per call of `call` (which records GPU work and frees its result), the mean over `reps`
@@ -69,7 +69,7 @@ const rows: Row[] = [];
  *  host's time per call, 16.5-20 µs for 51-66 µs, when the calls were submitted as recorded. With
  *  keepBusy the numbers did not change. What moved them was the time since the process started:
  *  see --warmup.) */
-async function timeGpu(name: string, reps: number, call: () => void): Promise<{ ms: number; gpuMs?: number }> {
+async function timeGpu(name: string, reps: number, call: () => void): Promise<{ ms: number; gpuMs?: number; hostMs: number }> {
   const bench = new Bench({ name, time, iterations: 3, warmupIterations: 1, warmupTime: 0 });
   bench.add(name, () => {
     for (let i = 0; i < reps; i++) call();
@@ -79,14 +79,28 @@ async function timeGpu(name: string, reps: number, call: () => void): Promise<{ 
   const r = bench.tasks[0].result as { latency?: { mean: number }; error?: unknown; state: string };
   if (!r.latency) throw new Error(`${name}: ${String(r.error ?? r.state)}`);
   const ms = r.latency.mean / reps;
-  if (!timestamps) return { ms };
+  // hostMs: the host's own time per call, recording `reps` calls with no submit before the wait
+  // (the best of 3): what a call costs the JS thread, apart from the GPU
+  let hostMs = Infinity;
+  const first = dev.addon.gpuSetFirstBatch(2048);
+  try {
+    for (let k = 0; k < 3; k++) {
+      const t0 = performance.now();
+      for (let i = 0; i < reps; i++) call();
+      hostMs = Math.min(hostMs, (performance.now() - t0) / reps);
+      dev.addon.gpuWait();
+    }
+  } finally {
+    dev.addon.gpuSetFirstBatch(first);
+  }
+  if (!timestamps) return { ms, hostMs };
   keepBusy(1.2 * ms * 3 * reps);
   const before = dev.addon.gpuSetFirstBatch(2048); // no early submit: one batch, sent at the stop
   try {
     dev.addon.gpuTimingStart(); // submits the busy work, untimed
     for (let i = 0; i < 3 * reps; i++) call();
     const t = dev.addon.gpuTimingStop()!;
-    return { ms, gpuMs: t.ms / (3 * reps) };
+    return { ms, gpuMs: t.ms / (3 * reps), hostMs };
   } finally {
     dev.addon.gpuSetFirstBatch(before);
   }
@@ -216,9 +230,9 @@ async function gemv(n: Size, f: QuantFormat = NF4, label = '', q?: QuantizedTens
   const qs = q ?? weightCopies(f, n);
   const x = randn([T, cols], { seed: 12 }, gpu);
   let i = 0;
-  const { ms, gpuMs } = await timeGpu(`dequantizeMatmul ${f.name} ${sizeLabel(n)}`, 50, () => dequantizeMatmul(x, qs[i++ % qs.length]).dispose());
+  const { ms, gpuMs, hostMs } = await timeGpu(`dequantizeMatmul ${f.name} ${sizeLabel(n)}`, 50, () => dequantizeMatmul(x, qs[i++ % qs.length]).dispose());
   const bytes = qs[0].bytes;
-  const row = { name: `dequantizeMatmul ${f.name} ${T}x${cols} · (${wr}x${cols})ᵀ${label ? ` (${label})` : ''}${qs.length > 1 ? ` [${qs.length} weights in turn]` : ''}`, ms, gpuMs, gbps: gbpsOf(bytes, ms)!, gpuGbps: gbpsOf(bytes, gpuMs) };
+  const row = { name: `dequantizeMatmul ${f.name} ${T}x${cols} · (${wr}x${cols})ᵀ${label ? ` (${label})` : ''}${qs.length > 1 ? ` [${qs.length} weights in turn]` : ''}`, ms, gpuMs, hostMs, gbps: gbpsOf(bytes, ms)!, gpuGbps: gbpsOf(bytes, gpuMs) };
   rows.push(row);
   if (own) for (const w of qs) w.dispose();
   x.dispose();
@@ -454,7 +468,7 @@ if (want('gemv')) {
         let like = likes.get(`${name} ${n}`);
         if (!like) likes.set(`${name} ${n}`, (like = await copyLike(r)));
         const all = rounds.map((x) => `${(100 * share(x)).toFixed(1)}%`).join(' / ');
-        goals.push(`dequantizeMatmul ${name} 1 token ${n}²${m.tag ? ` (${m.tag})` : ''}, median of ${ROUNDS} rounds (${all}): ${vsCopy(r, near)}; against a copy of the same bytes: ${vsCopy(r, like)} (goal ≥ 60%)`);
+        goals.push(`dequantizeMatmul ${name} 1 token ${n}²${m.tag ? ` (${m.tag})` : ''}, median of ${ROUNDS} rounds (${all}): ${vsCopy(r, near)}; against a copy of the same bytes: ${vsCopy(r, like)} (goal ≥ 60%); host ${(1000 * r.hostMs!).toFixed(1)} µs per call`);
         console.log(goals[goals.length - 1]); // as they come (a long run may be stopped)
       }
     }
@@ -500,7 +514,7 @@ if (want('rilq')) {
   else goals.push(`rilq step: ${ms.toFixed(1)} ms (no PyTorch reference here)`);
 }
 
-console.table(rows.map((r) => ({ name: r.name, 'ms': r.ms.toFixed(4), 'GPU ms': r.gpuMs?.toFixed(4) ?? '', 'GB/s': r.gbps?.toFixed(1) ?? '', 'GPU GB/s': r.gpuGbps?.toFixed(1) ?? '', 'GFLOP/s': r.gflops?.toFixed(0) ?? '' })));
+console.table(rows.map((r) => ({ name: r.name, 'ms': r.ms.toFixed(4), 'GPU ms': r.gpuMs?.toFixed(4) ?? '', 'host µs': r.hostMs === undefined ? '' : (1000 * r.hostMs).toFixed(1), 'GB/s': r.gbps?.toFixed(1) ?? '', 'GPU GB/s': r.gpuGbps?.toFixed(1) ?? '', 'GFLOP/s': r.gflops?.toFixed(0) ?? '' })));
 for (const g of goals) console.log(g);
 const report = { date: new Date().toISOString(), adapter: dev.info, hostKernels: gpu.hostKernels, quick, rows, goals };
 mkdirSync(dirname(outFile), { recursive: true });
