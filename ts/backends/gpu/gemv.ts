@@ -130,7 +130,35 @@ export function wordsFits(f: QuantFormat, cols: number, W: number): boolean {
 
 /** Workgroup memory bytes of the sums' reduction: R·T per subgroup (at least 4 invocations each)
  *  with subgroups, R·T per thread for the workgroup tree. */
-export const redBytes = (s: WordsShape, T: number, subgroups: boolean) => 4 * s.R * T * ((s.NW * 32) / (subgroups ? 4 : 1));
+export const redBytes = (s: WordsShape, T: number, subgroups: boolean) => 4 * redWords(s.R * T, s.NW * 32, subgroups);
+/** f32 words of `red` for sumAcross: n sums over WG threads (per subgroup of at least 4 invocations,
+ *  or per thread for the workgroup tree). */
+export const redWords = (n: number, WG: number, subgroups: boolean) => n * (subgroups ? WG / 4 : WG);
+/** The entry point's subgroup builtins that sumAcross uses. */
+export const sgArgs = (subgroups: boolean) => (subgroups ? ', @builtin(subgroup_invocation_id) sgi: u32, @builtin(subgroup_id) sid: u32, @builtin(num_subgroups) nsg: u32' : '');
+
+/** WGSL summing each of `accs` (per-thread values, thread index t) over a workgroup of WG threads:
+ *  per subgroup (subgroupAdd), then across subgroups in order, or by a workgroup tree where the
+ *  adapter has no subgroups; `out(e, val)` stores sum e (e: a u32 expression). Needs `red`
+ *  (redWords f32s) and, with subgroups, the sgArgs builtins. */
+export function sumAcross(accs: string[], WG: number, subgroups: boolean, out: (e: string, val: string) => string): string {
+  const n = accs.length;
+  return subgroups
+    ? `${accs.map((a, e) => `{ let s = subgroupAdd(${a}); if (sgi == 0u) { red[sid * ${n}u + ${e}u] = s; } }`).join('\n  ')}
+  workgroupBarrier();
+  if (t < ${n}u) {
+    var s = red[t];
+    for (var i = 1u; i < nsg; i++) { s += red[i * ${n}u + t]; }
+    ${out('t', 's')}
+  }`
+    : `${accs.map((a, e) => `red[${e}u * ${WG}u + t] = ${a};`).join(' ')}
+  workgroupBarrier();
+  for (var h = ${WG / 2}u; h > 0u; h >>= 1u) {
+    if (t < h) { for (var e = 0u; e < ${n}u; e++) { red[e * ${WG}u + t] += red[e * ${WG}u + t + h]; } }
+    workgroupBarrier();
+  }
+  for (var e = t; e < ${n}u; e += ${WG}u) ${out('e', `red[e * ${WG}u]`)}`;
+}
 /** Workgroup memory bytes of the staged scales (and zero points) for `gpr` groups per row. */
 export const stagedBytes = (f: QuantFormat, s: WordsShape, gpr: number) => (s.ss ? s.R * gpr * 4 * (f.kind === 'int' && !f.symmetric ? 2 : 1) : 0);
 
@@ -351,22 +379,7 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
     let r = row0 + ${e} / ${T}u;
     if (r < rows) { y[(${e} % ${T}u) * rows + r] = ${val}; }
   }`;
-  const reduce = subgroups
-    ? `${accs.map((a, e) => `{ let s = subgroupAdd(${a}); if (sgi == 0u) { red[sid * ${RT}u + ${e}u] = s; } }`).join('\n  ')}
-  workgroupBarrier();
-  if (t < ${RT}u) {
-    var s = red[t];
-    for (var i = 1u; i < nsg; i++) { s += red[i * ${RT}u + t]; }
-    ${out('t', 's')}
-  }`
-    : `${accs.map((a, e) => `red[${e}u * ${WG}u + t] = ${a};`).join(' ')}
-  workgroupBarrier();
-  for (var h = ${WG / 2}u; h > 0u; h >>= 1u) {
-    if (t < h) { for (var e = 0u; e < ${RT}u; e++) { red[e * ${WG}u + t] += red[e * ${WG}u + t + h]; } }
-    workgroupBarrier();
-  }
-  for (var e = t; e < ${RT}u; e += ${WG}u) ${out('e', `red[e * ${WG}u]`)}`;
-  const sgArgs = subgroups ? ', @builtin(subgroup_invocation_id) sgi: u32, @builtin(subgroup_id) sid: u32, @builtin(num_subgroups) nsg: u32' : '';
+  const reduce = sumAcross(accs, WG, subgroups, out);
   return /* wgsl */ `${h ? 'enable f16;' : ''}
 @group(0) @binding(0) var<storage, read> P: array<u32>;
 ${decl}
@@ -381,7 +394,7 @@ ${sx ? `var<workgroup> xl: array<vec4<f32>, ${(T * cols) / 4}>;
 var<workgroup> zbl: array<f32, ${R * gpr}>;` : ''}` : ''}
 var<workgroup> red: array<f32, ${redBytes(s, T, subgroups) / 4}>;
 ${decodeLib(f, false)}
-@compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32${sgArgs}) {
+@compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32${sgArgs(subgroups)}) {
   let rows = P[0]; let cols = P[1]; let gpr = P[3];
   let units = cols / ${cpl}u;
   ${i8 && !xf ? 'let c16 = cols / 16u;' : 'let c4 = cols / 4u;'}
