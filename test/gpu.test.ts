@@ -11,7 +11,7 @@ import { gpuExpected, gpuSkip, testGpu } from './gpu-helper.js';
 import { gemvShape } from '../ts/backends/gpu/quant.js';
 import type { WordsShape } from '../ts/backends/gpu/gemv.js';
 import type { GpuHandle } from '../ts/backends/gpu/device.js';
-import { matmulPlan } from '../ts/backends/gpu/matmul.js';
+import { gemvFits, matmulPlan } from '../ts/backends/gpu/matmul.js';
 import { AdamW } from '../ts/train/optim.js';
 import { BackendError } from '../ts/errors.js';
 import { trainStep } from '../ts/methods/trainer.js';
@@ -530,6 +530,35 @@ test('matmul work sizing: shrunk tiles and k split into ordered slices match the
   }
   // big problems keep the 128x128 block and one k range
   assert.deepEqual(matmulPlan({ m: 4096, n: 4096, k: 4096, batch: 1 }), { tm: 8, tn: 8, splits: 1, chunk: 4096 });
+});
+
+test('matmul of up to 8 rows against a transposed b (the GEMV kernel) matches the js reference, with subgroups and with the tree', { skip }, () => {
+  const cases: { m: number; k: number; n: number; batch: number; shared?: boolean }[] = [
+    { m: 1, k: 576, n: 1001, batch: 1 }, // decoding's logits: one row against [vocab, hidden]
+    { m: 8, k: 37, n: 5, batch: 1 }, // k below the workgroup's threads, n not a multiple of 4
+    { m: 3, k: 300, n: 9, batch: 4 },
+    { m: 2, k: 129, n: 7, batch: 3, shared: true }, // one b for every batch (stride 0)
+  ];
+  for (const c of cases) {
+    assert.ok(gemvFits({ ...c, transA: false, transB: true, aBatchStride: c.m * c.k, bBatchStride: c.shared ? 0 : c.n * c.k }), JSON.stringify(c));
+    const av = gaussianArray(c.batch * c.m * c.k, 61);
+    const bv = gaussianArray((c.shared ? 1 : c.batch) * c.n * c.k, 62);
+    const run = (be: q.Backend) => q.tidy(() => {
+      const a = q.tensor(av, [c.batch, c.m, c.k], 'f32', be);
+      const b = q.tensor(bv, c.shared ? [c.n, c.k] : [c.batch, c.n, c.k], 'f32', be);
+      return Float32Array.from(q.matmul(a, b, { transB: true }).dataSync() as Float32Array);
+    });
+    const want = run(js);
+    for (const be of [gpu as GpuBackend, treeBackend()]) {
+      const got = run(be);
+      assert.equal(got.length, want.length);
+      const tol = 1e-5 * Math.sqrt(c.k) * 4;
+      got.forEach((v, i) => assert.ok(Math.abs(v - want[i]) <= tol * Math.max(1, Math.abs(want[i])), `${JSON.stringify(c)} sg ${be.dev.subgroups} [${i}]: ${v} vs ${want[i]}`));
+    }
+  }
+  // 9 rows, a transposed a or an untransposed b take the tiled kernel
+  assert.ok(!gemvFits({ m: 9, k: 8, n: 8, batch: 1, transA: false, transB: true, aBatchStride: 0, bBatchStride: 0 }));
+  assert.ok(!gemvFits({ m: 1, k: 8, n: 8, batch: 1, transA: false, transB: false, aBatchStride: 0, bBatchStride: 0 }));
 });
 
 test('ids and targets made from host data are not read back (no GPU wait) by gather and crossEntropy', { skip }, () => {

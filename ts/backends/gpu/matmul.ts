@@ -14,6 +14,7 @@
 
 import type { MatmulDims } from '../../backend.js';
 import { GRID_INDEX, type Device, type GpuHandle } from './device.js';
+import { redWords, sgArgs, sumAcross } from './gemv.js';
 import type { KernelGroup } from './index.js';
 
 
@@ -236,11 +237,57 @@ override WG: u32 = 256u;
   c[i] = acc;
 }`;
 
+/** Rows of a up to which a·bᵀ (b stored [n, k], as a Linear's weight) takes the GEMV kernel. */
+export const GEMV_ROWS = 8;
+/** The GEMV kernel's rows of b per workgroup and threads per workgroup. */
+const GR = 4;
+const GWG = 128;
+
+/**
+ * c = a·bᵀ for m <= GEMV_ROWS rows of a, b stored [n, k] (decoding's logits against the tied
+ * embedding, a LoRA-less Linear at one token): the tiled kernel would compute 16·tm rows of which
+ * m are real and stage b through workgroup memory. Here a workgroup owns GR rows of b; its threads
+ * stride along k together (each warp's loads of a b row are contiguous), each summing its slice
+ * for the m rows of a, and the sums are reduced across the workgroup (sumAcross). Grid: x over the
+ * row blocks of b, y over the batch.
+ */
+function gemvSource(m: number, subgroups: boolean): string {
+  const rows = Array.from({ length: GR }, (_, r) => r);
+  const ms = Array.from({ length: m }, (_, i) => i);
+  const accs = ms.flatMap((i) => rows.map((r) => `s${i}_${r}`));
+  return /* wgsl */ `
+${BINDINGS}
+var<workgroup> red: array<f32, ${redWords(m * GR, GWG, subgroups)}>;
+@compute @workgroup_size(${GWG}) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32${sgArgs(subgroups)}) {
+  let k = P[1]; let n = P[2];
+  let aBase = wid.y * P[5];
+  let cBase = wid.y * ${m}u * n;
+  let j0 = wid.x * ${GR}u;
+  // rows of b past n read the last one (their sums are not stored)
+  ${rows.map((r) => `let b${r} = wid.y * P[6] + min(j0 + ${r}u, n - 1u) * k;`).join(' ')}
+  ${accs.map((a) => `var ${a} = 0.0;`).join(' ')}
+  for (var kk = t; kk < k; kk += ${GWG}u) {
+    ${ms.map((i) => `let x${i} = a[aBase + ${i}u * k + kk];`).join(' ')}
+    ${rows.map((r) => `let w${r} = b[b${r} + kk];`).join(' ')}
+    ${ms.flatMap((i) => rows.map((r) => `s${i}_${r} = fma(x${i}, w${r}, s${i}_${r});`)).join(' ')}
+  }
+  ${sumAcross(accs, GWG, subgroups, (e, v) => `{ let j = j0 + ${e} % ${GR}u; if (j < n) { c[cBase + (${e} / ${GR}u) * n + j] = ${v}; } }`)}
+}`;
+}
+
+/** Whether matmulOn takes the GEMV kernel for d. */
+export const gemvFits = (d: MatmulDims) => d.m <= GEMV_ROWS && !d.transA && d.transB && d.batch <= 65535 && Math.ceil(d.n / GR) <= 65535;
+
 export function matmulOn(dev: Device, a: GpuHandle, b: GpuHandle, d: MatmulDims, plan: MatmulPlan = matmulPlan(d)): GpuHandle {
   const size = d.batch * d.m * d.n;
   // an empty contraction gives zeros
   const out = dev.alloc(size * 4, d.k === 0);
   if (size === 0 || d.k === 0) return out;
+  if (gemvFits(d)) {
+    const pipe = dev.pipeline(`matmul_gemv_${d.m}${dev.subgroups ? 's' : ''}`, () => gemvSource(d.m, dev.subgroups));
+    dev.run(pipe, [d.m, d.k, d.n, 0, 1, d.aBatchStride, d.bBatchStride], [a, b, out], [Math.ceil(d.n / GR), d.batch, 1]);
+    return out;
+  }
   const { tm, tn, splits, chunk } = plan;
   const pipe = tm === 8 && tn === 8 ? dev.pipeline('matmul_8x8v', source8) : dev.pipeline(`matmul_${tm}x${tn}`, () => source(tm, tn));
   const gx = Math.ceil(d.n / (16 * tn));
