@@ -17,6 +17,7 @@
 //        sizes; --sweep-rows adds 4 and 8 x rows)
 //        [--ab] (the RILQ step also with the earlier scheduling and without shader checks)
 //        [--warmup S] (S seconds of back-to-back copies first, to bring the GPU to its clocks)
+//        --only decode: greedy decoding's ms per token (SmolLM2-135M's shape, int4, f32 and int8 GEMV)
 // Needs the gpu backend (a real adapter, or QUANTLORA_GPU_SOFTWARE=1 for a functional run).
 
 import { execFileSync } from 'node:child_process';
@@ -25,7 +26,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Bench } from 'tinybench';
-import { backendByName, dequantizeMatmul, formats, matmul, quantize, randn, type Tensor } from '../ts/index.js';
+import { backendByName, dequantizeMatmul, formats, generate, matmul, quantize, randn, setBackend, type Tensor } from '../ts/index.js';
 import type { GpuBackend } from '../ts/backends/gpu/index.js';
 import { GRID_INDEX } from '../ts/backends/gpu/device.js';
 import { gemvShape } from '../ts/backends/gpu/quant.js';
@@ -297,6 +298,34 @@ async function rilqStep(c: LlamaConfig, tokens: number, rank: number): Promise<{
   return { ms, gpuMs, dir };
 }
 
+/** Decoding as a user sees it: ms per token of greedy generation (each token waits for its logits)
+ *  after a 32-token prompt, on a model of shape c with random weights and its linear layers
+ *  quantized to f; the GEMV kernels at the device's compute dtype (Device.gemv). */
+async function decode(c: LlamaConfig, f: QuantFormat, tokens: number, label: string): Promise<Row> {
+  const fp = randomModel(c);
+  const qm = quantizeModel(fp, rtnLayers({ format: f }));
+  fp.dispose();
+  setBackend('gpu'); // generate makes its token ids on the default backend
+  const prompt = Array.from({ length: 32 }, (_, i) => (i * 7919 + 13) % c.vocabSize);
+  try {
+    for await (const _ of generate(qm, prompt, { maxTokens: 4, stop: [] })); // compiles the kernels
+    let first = 0;
+    let n = 0;
+    const t0 = performance.now();
+    for await (const _ of generate(qm, prompt, { maxTokens: tokens + 1, stop: [] })) if (n++ === 0) first = performance.now();
+    const ms = (performance.now() - first) / tokens;
+    if (gpu.profile.size) {
+      console.table([...gpu.profile].sort((x, y) => y[1].ms - x[1].ms).slice(0, 12).map(([k, e]) => ({ kernel: k, calls: e.calls, ms: e.ms.toFixed(1) })));
+      gpu.profile.clear();
+    }
+    const row: Row = { name: `decode ${f.name}${label ? ` (${label})` : ''}: ${c.numLayers} layers of SmolLM2-135M's shape, ms per token after a 32-token prompt (prefill ${(first - t0).toFixed(1)} ms)`, ms };
+    rows.push(row);
+    return row;
+  } finally {
+    qm.dispose();
+  }
+}
+
 function torch(args: string[]): Record<string, number> | undefined {
   if (process.argv.includes('--no-torch')) return undefined;
   try {
@@ -475,6 +504,18 @@ if (want('gemv')) {
   }
   Object.assign(dev, { gemv: compute, checks: defaultChecks });
   for (const c of [...made.values()].flat()) c.dispose();
+}
+if (want('decode')) {
+  // greedy decoding, 4-bit INT weights, at the f32 and int8 GEMV computes
+  const c = quick ? { ...SMOLLM2, numLayers: 2 } : SMOLLM2;
+  const compute = dev.gemv;
+  for (const gemv of ['f32', 'int8'] as const) {
+    dev.gemv = gemv;
+    const r = await decode(c, formats.int(4, { group: 64 }), quick ? 8 : 64, gemv);
+    goals.push(`${r.name}: ${r.ms.toFixed(2)} ms = ${(1000 / r.ms).toFixed(0)} tokens/s`);
+    console.log(goals[goals.length - 1]);
+  }
+  dev.gemv = compute;
 }
 if (want('matmul')) {
   const n = quick ? 512 : 4096;

@@ -29,9 +29,10 @@ export async function* generate(model: LlamaModel, prompt: readonly number[], op
   try {
     let input: readonly number[] = prompt;
     for (let n = 0; n < maxTokens; n++) {
+      // the head (a [vocab, hidden] matmul: the biggest of a small model's) on the last position only
       const last = tidy(() => {
-        const logits = model.logits(tensor(Int32Array.from(input), [1, input.length], 'i32'), cache);
-        return slice(logits, [0, input.length - 1, 0], [1, 1, -1]);
+        const h = model.hidden(tensor(Int32Array.from(input), [1, input.length], 'i32'), cache);
+        return model.head(slice(h, [0, input.length - 1, 0], [1, 1, -1]));
       });
       const row = (await last.data()) as Float32Array;
       last.dispose();
