@@ -508,13 +508,16 @@ if (want('gemv')) {
 if (want('decode')) {
   // greedy decoding, 4-bit INT weights, at the f32 and int8 GEMV computes
   const c = quick ? { ...SMOLLM2, numLayers: 2 } : SMOLLM2;
+  // (and once with the f32 head through the tiled matmul, as before the matmul GEMV kernel)
   const compute = dev.gemv;
-  for (const gemv of ['f32', 'int8'] as const) {
+  for (const [gemv, tiled] of [['f32', true], ['f32', false], ['int8', false]] as const) {
     dev.gemv = gemv;
-    const r = await decode(c, formats.int(4, { group: 64 }), quick ? 8 : 64, gemv);
+    matmulSizing.gemv = !tiled;
+    const r = await decode(c, formats.int(4, { group: 64 }), quick ? 8 : 64, `${gemv}${tiled ? ', head by the tiled matmul' : ''}`);
     goals.push(`${r.name}: ${r.ms.toFixed(2)} ms = ${(1000 / r.ms).toFixed(0)} tokens/s`);
     console.log(goals[goals.length - 1]);
   }
+  matmulSizing.gemv = true;
   dev.gemv = compute;
 }
 if (want('matmul')) {

@@ -201,8 +201,9 @@ const WG_TARGET = 256;
 const K_CHUNK = 128;
 
 export interface MatmulPlan { tm: number; tn: number; splits: number; chunk: number }
-/** Work sizing on (benchmarks turn it off to compare with the plain tile choice in one run). */
-export const matmulSizing = { on: true };
+/** Work sizing on, and the GEMV kernel for few rows (benchmarks turn them off to compare with the
+ *  plain tile choice in one run). */
+export const matmulSizing = { on: true, gemv: true };
 
 /** Tile (per-thread block tm x tn of 16x16 threads) and k split for a matmul of these dims. */
 export function matmulPlan(d: Pick<MatmulDims, 'm' | 'n' | 'k' | 'batch'>): MatmulPlan {
@@ -276,7 +277,7 @@ var<workgroup> red: array<f32, ${redWords(m * GR, GWG, subgroups)}>;
 }
 
 /** Whether matmulOn takes the GEMV kernel for d. */
-export const gemvFits = (d: MatmulDims) => d.m <= GEMV_ROWS && !d.transA && d.transB && d.batch <= 65535 && Math.ceil(d.n / GR) <= 65535;
+export const gemvFits = (d: MatmulDims) => matmulSizing.gemv && d.m <= GEMV_ROWS && !d.transA && d.transB && d.batch <= 65535 && Math.ceil(d.n / GR) <= 65535;
 
 export function matmulOn(dev: Device, a: GpuHandle, b: GpuHandle, d: MatmulDims, plan: MatmulPlan = matmulPlan(d)): GpuHandle {
   const size = d.batch * d.m * d.n;
