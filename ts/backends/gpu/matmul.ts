@@ -11,6 +11,9 @@
 //
 // Parameters: m, k, n, transA, transB, aBatchStride, bBatchStride, first z, splits S, k per split.
 // Grid: x over column tiles, y over row tiles, z over batch x splits.
+// Up to GEMV_ROWS rows of a against a transposed b take a GEMV kernel instead (gemvSource), whose
+// sums are split along k across a workgroup's threads: the same values up to rounding, not bit for
+// bit the tiled kernel's.
 
 import type { MatmulDims } from '../../backend.js';
 import { GRID_INDEX, type Device, type GpuHandle } from './device.js';
