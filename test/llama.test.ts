@@ -12,7 +12,8 @@ import { exportHf } from '../ts/io/export-hf.js';
 import { loadModel, unpermuteRotary } from '../ts/io/load-model.js';
 import { generate } from '../ts/nn/generate.js';
 import { KvCache, LlamaModel } from '../ts/nn/llama.js';
-import { windowNll } from '../ts/eval/perplexity.js';
+import { perplexity, windowNll } from '../ts/eval/perplexity.js';
+import { quantizeModel, rtnLayers } from '../ts/methods/quantize-model.js';
 
 const FIXTURES = ['llama-tied', 'qwen2-untied'];
 const dir = (name: string) => join('test/fixtures/tiny-llama', name);
@@ -160,6 +161,28 @@ test('greedy generation picks the argmax of the full forward; sampling repeats w
   const b = await collect(model, prompt, { maxTokens: 8, temperature: 1.5, topK: 20, seed: 5, stop: [] });
   assert.deepEqual(a, b);
   assert.equal(q.liveBuffers(), live, 'generation frees its cache');
+  model.dispose();
+});
+
+test('generation with LoRA adapters (parameters that require grad) records no gradient graph: the live buffers stay flat per token; perplexity with them frees everything', async () => {
+  const { model } = loadModel(dir('llama-tied'));
+  const qm = quantizeModel(model, rtnLayers({ format: q.formats.int(4, { group: 32 }), lora: { rank: 4 } }));
+  const live = q.liveBuffers();
+  // the buffers alive during generation do not grow with the tokens (a recorded graph kept every
+  // step's activations and the whole key/value history: ~60 more per token here)
+  const seen: number[] = [];
+  let n = 0;
+  for await (const _ of generate(qm, [3, 14, 15, 9], { maxTokens: 24, stop: [] })) if (++n % 8 === 0) seen.push(q.liveBuffers() - live);
+  assert.equal(seen.length, 3);
+  assert.ok(seen.every((v) => v === seen[0]), `live buffers every 8 tokens: ${seen.join(', ')}`);
+  assert.equal(q.liveBuffers(), live, 'generation frees its cache');
+  // a window's loss comes back as a plain value, not the root of a graph
+  const ids = Int32Array.from({ length: 33 }, (_, i) => (i * 7) % model.config.vocabSize);
+  const before = q.liveBuffers();
+  const r = await perplexity(qm, ids, { seqlen: 16 });
+  assert.ok(Number.isFinite(r.perplexity));
+  assert.equal(q.liveBuffers(), before);
+  qm.dispose();
   model.dispose();
 });
 

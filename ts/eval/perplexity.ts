@@ -4,6 +4,7 @@
 
 import { ValueError } from '../errors.js';
 import type { LlamaModel } from '../nn/llama.js';
+import { noGrad } from '../autograd.js';
 import { tensor, tidy, type Tensor } from '../tensor.js';
 
 export interface PerplexityOptions {
@@ -82,10 +83,11 @@ export async function perplexity(model: LlamaModel, ids: Int32Array, opts: Perpl
   return summarize(nlls, opts.seqlen, first, ids.length);
 }
 
-/** The loss tensor of window w (tokens w·seqlen .. (w+1)·seqlen − 1), recorded, not read. */
+/** The loss tensor of window w (tokens w·seqlen .. (w+1)·seqlen − 1), recorded, not read; with no
+ *  gradient graph, which would keep the window's activations alive while the loss is read back. */
 function windowLoss(model: LlamaModel, ids: Int32Array, w: number, seqlen: number): Tensor {
   const start = w * seqlen;
-  return tidy(() => model.loss(tensor(ids.subarray(start, start + seqlen), [1, seqlen], 'i32')));
+  return noGrad(() => tidy(() => model.loss(tensor(ids.subarray(start, start + seqlen), [1, seqlen], 'i32'))));
 }
 
 async function finish(w: number, loss: Tensor, value: Promise<ArrayLike<number>>): Promise<number> {

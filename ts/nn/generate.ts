@@ -1,6 +1,7 @@
 // Text generation with a key/value cache: greedy (temperature 0) or sampled with temperature,
 // top-k and top-p, from a seeded generator so a run can be repeated.
 
+import { noGrad } from '../autograd.js';
 import { ValueError } from '../errors.js';
 import { slice } from '../ops/shape.js';
 import { rng, tensor, tidy } from '../tensor.js';
@@ -29,11 +30,13 @@ export async function* generate(model: LlamaModel, prompt: readonly number[], op
   try {
     let input: readonly number[] = prompt;
     for (let n = 0; n < maxTokens; n++) {
-      // the head (a [vocab, hidden] matmul: the biggest of a small model's) on the last position only
-      const last = tidy(() => {
+      // the head (a [vocab, hidden] matmul: the biggest of a small model's) on the last position
+      // only; no gradient graph (LoRA parameters require grad: recorded, every step's
+      // activations and the whole key/value history would stay alive until generation ends)
+      const last = noGrad(() => tidy(() => {
         const h = model.hidden(tensor(Int32Array.from(input), [1, input.length], 'i32'), cache);
         return model.head(slice(h, [0, input.length - 1, 0], [1, 1, -1]));
-      });
+      }));
       const row = (await last.data()) as Float32Array;
       last.dispose();
       const next = temperature === 0 ? argmax(row) : sample(row, temperature, opts.topK, opts.topP, random);
