@@ -1,5 +1,6 @@
 // Every op's backward rule against finite differences (JS reference backend).
 
+import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as q from '../ts/index.js';
 import { gradCheck } from './gradcheck.js';
@@ -50,9 +51,26 @@ test('shape ops', () => {
   gradCheck('reshape', (a) => q.mul(q.reshape(a, [3, -1]), q.reshape(a, [3, 2])), [{ shape: [2, 3] }]);
   gradCheck('transpose', (a) => q.transpose(a), [{ shape: [2, 3, 4] }]);
   gradCheck('transpose perm', (a) => q.transpose(a, [2, 0, 1]), [{ shape: [2, 3, 4] }]);
+  // moving axes of size 1 only (a view, no copy), and the identity
+  gradCheck('transpose of unit axes', (a) => q.mul(q.transpose(a, [0, 2, 1, 3]), q.transpose(a, [0, 2, 1, 3])), [{ shape: [2, 1, 3, 4] }]);
+  gradCheck('transpose identity', (a) => q.transpose(a, [0, 1]), [{ shape: [2, 3] }]);
   gradCheck('slice', (a) => q.slice(a, [1, 0, 1], [1, 2, -1]), [{ shape: [2, 3, 4] }]);
   gradCheck('concat', (a, b) => q.concat([a, b, a], 1), [{ shape: [2, 3] }, { shape: [2, 1] }]);
   gradCheck('broadcastTo', (a) => q.broadcastTo(a, [3, 2, 4]), [{ shape: [2, 1] }]);
+});
+
+test('a transpose that moves only axes of size 1 shares the storage and has the values of a copy', () => {
+  const a = q.tensor(Float32Array.from({ length: 24 }, (_, i) => i), [2, 1, 3, 4]);
+  const t = q.transpose(a, [0, 2, 1, 3]);
+  assert.deepEqual(t.shape, [2, 3, 1, 4]);
+  assert.equal(t.storage, a.storage, 'a view');
+  assert.deepEqual(Array.from(t.dataSync()), Array.from(a.dataSync()));
+  const u = q.transpose(a, [1, 0, 2, 3]); // [1, 2, 3, 4]: still the memory order
+  assert.equal(u.storage, a.storage);
+  const w = q.transpose(a, [0, 1, 3, 2]); // swaps 3 and 4: a copy
+  assert.notEqual(w.storage, a.storage);
+  assert.deepEqual(Array.from(w.dataSync().slice(0, 4)), [0, 4, 8, 1]);
+  for (const x of [a, t, u, w]) x.dispose();
 });
 
 test('matmul: batched, transposed, broadcast', () => {

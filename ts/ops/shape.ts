@@ -1,5 +1,6 @@
 // Shape ops: reshape (a view, no copy), transpose, slice, concat and broadcastTo. The last four
-// are one strided-copy kernel with different strides; their backwards are each other.
+// are one strided-copy kernel with different strides; their backwards are each other. A transpose
+// that moves only axes of size 1 is a view, as reshape is.
 
 import { record } from '../autograd.js';
 import { ShapeError, ValueError, describeShape } from '../errors.js';
@@ -31,8 +32,15 @@ export function transpose(a: Tensor, perm?: number[]): Tensor {
   if (p.length !== a.rank || [...p].sort((x, y) => x - y).some((v, i) => v !== i)) {
     throw new ValueError(`transpose: permutation [${p.join(', ')}] is not a permutation of ${a.rank} axes`);
   }
-  const strides = rowMajorStrides(a.shape);
   const shape = p.map((i) => a.shape[i]);
+  // moving only axes of size 1 keeps the memory order (decoding's one position split into heads):
+  // a view sharing storage, as reshape makes, with no copy
+  const kept = p.filter((i) => a.shape[i] !== 1);
+  if (kept.every((v, j) => j === 0 || kept[j - 1] < v)) {
+    const inShape = a.shape;
+    return record('transpose', [a], view(a, shape), (g) => [reshape(g, inShape)]);
+  }
+  const strides = rowMajorStrides(a.shape);
   const y = inheritBounds(out(a.backend, a.backend.strided(a.handle, a.dtype, 0, p.map((i) => strides[i]), shape), shape, a.dtype), a);
   const inverse = p.map((_, i) => p.indexOf(i));
   return record('transpose', [a], y, (g) => [transpose(g, inverse)]);
