@@ -70,7 +70,7 @@ const rows: Row[] = [];
  *  host's time per call, 16.5-20 µs for 51-66 µs, when the calls were submitted as recorded. With
  *  keepBusy the numbers did not change. What moved them was the time since the process started:
  *  see --warmup.) */
-async function timeGpu(name: string, reps: number, call: () => void): Promise<{ ms: number; gpuMs?: number; hostMs: number }> {
+async function timeGpu(name: string, reps: number, call: () => void, host = false): Promise<{ ms: number; gpuMs?: number; hostMs?: number }> {
   const bench = new Bench({ name, time, iterations: 3, warmupIterations: 1, warmupTime: 0 });
   bench.add(name, () => {
     for (let i = 0; i < reps; i++) call();
@@ -80,19 +80,23 @@ async function timeGpu(name: string, reps: number, call: () => void): Promise<{ 
   const r = bench.tasks[0].result as { latency?: { mean: number }; error?: unknown; state: string };
   if (!r.latency) throw new Error(`${name}: ${String(r.error ?? r.state)}`);
   const ms = r.latency.mean / reps;
-  // hostMs: the host's own time per call, recording `reps` calls with no submit before the wait
-  // (the best of 3): what a call costs the JS thread, apart from the GPU
-  let hostMs = Infinity;
-  const first = dev.addon.gpuSetFirstBatch(2048);
-  try {
-    for (let k = 0; k < 3; k++) {
-      const t0 = performance.now();
-      for (let i = 0; i < reps; i++) call();
-      hostMs = Math.min(hostMs, (performance.now() - t0) / reps);
-      dev.addon.gpuWait();
+  // host: also the host's own time per call (hostMs), recording `reps` calls with no submit before
+  // the wait (the best of 3): what a call costs the JS thread, apart from the GPU (for calls that
+  // do not wait for the GPU themselves)
+  let hostMs: number | undefined;
+  if (host) {
+    hostMs = Infinity;
+    const first = dev.addon.gpuSetFirstBatch(2048);
+    try {
+      for (let k = 0; k < 3; k++) {
+        const t0 = performance.now();
+        for (let i = 0; i < reps; i++) call();
+        hostMs = Math.min(hostMs, (performance.now() - t0) / reps);
+        dev.addon.gpuWait();
+      }
+    } finally {
+      dev.addon.gpuSetFirstBatch(first);
     }
-  } finally {
-    dev.addon.gpuSetFirstBatch(first);
   }
   if (!timestamps) return { ms, hostMs };
   keepBusy(1.2 * ms * 3 * reps);
@@ -231,7 +235,7 @@ async function gemv(n: Size, f: QuantFormat = NF4, label = '', q?: QuantizedTens
   const qs = q ?? weightCopies(f, n);
   const x = randn([T, cols], { seed: 12 }, gpu);
   let i = 0;
-  const { ms, gpuMs, hostMs } = await timeGpu(`dequantizeMatmul ${f.name} ${sizeLabel(n)}`, 50, () => dequantizeMatmul(x, qs[i++ % qs.length]).dispose());
+  const { ms, gpuMs, hostMs } = await timeGpu(`dequantizeMatmul ${f.name} ${sizeLabel(n)}`, 50, () => dequantizeMatmul(x, qs[i++ % qs.length]).dispose(), true);
   const bytes = qs[0].bytes;
   const row = { name: `dequantizeMatmul ${f.name} ${T}x${cols} · (${wr}x${cols})ᵀ${label ? ` (${label})` : ''}${qs.length > 1 ? ` [${qs.length} weights in turn]` : ''}`, ms, gpuMs, hostMs, gbps: gbpsOf(bytes, ms)!, gpuGbps: gbpsOf(bytes, gpuMs) };
   rows.push(row);
@@ -268,6 +272,15 @@ function randomModel(c: LlamaConfig): LlamaModel {
   }, gpu);
 }
 
+/** With QUANTLORA_GPU_PROFILE=1: the per-kernel profile gathered so far, under `title`, then cleared. */
+function printProfile(title: string): void {
+  if (!gpu.profile.size) return;
+  const total = [...gpu.profile.values()].reduce((x, e) => x + e.ms, 0);
+  console.log(title);
+  console.table([...gpu.profile].sort((x, y) => y[1].ms - x[1].ms).map(([k, e]) => ({ kernel: k, calls: e.calls, ms: e.ms.toFixed(1), share: `${((100 * e.ms) / total).toFixed(1)}%` })));
+  gpu.profile.clear();
+}
+
 async function rilqStep(c: LlamaConfig, tokens: number, rank: number): Promise<{ ms: number; gpuMs?: number; dir: string }> {
   const fp = randomModel(c);
   const dir = mkdtempSync(join(tmpdir(), 'quantlora-gpu-bench-'));
@@ -287,12 +300,7 @@ async function rilqStep(c: LlamaConfig, tokens: number, rank: number): Promise<{
     fp.dispose();
     qm.dispose();
   }
-  if (gpu.profile.size) {
-    const total = [...gpu.profile.values()].reduce((x, e) => x + e.ms, 0);
-    console.log(`profile of ${ms.toFixed(0)} ms steps (all samples; kernels serialized):`);
-    console.table([...gpu.profile].sort((x, y) => y[1].ms - x[1].ms).map(([k, e]) => ({ kernel: k, calls: e.calls, ms: e.ms.toFixed(1), share: `${((100 * e.ms) / total).toFixed(1)}%` })));
-    gpu.profile.clear();
-  }
+  printProfile(`profile of ${ms.toFixed(0)} ms steps (all samples; kernels serialized):`);
   rows.push({ name: `rilq step (SmolLM2-135M shape${quick ? ', quick: 2 layers' : ''}, 1x${tokens} tokens, nf2, rank ${rank})`, ms, gpuMs });
   if (gpuMs !== undefined) console.log(`rilq step: ${ms.toFixed(1)} ms wall, the GPU busy ${gpuMs.toFixed(1)} ms of it (${((100 * gpuMs) / ms).toFixed(0)}%)`);
   return { ms, gpuMs, dir };
@@ -314,10 +322,7 @@ async function decode(c: LlamaConfig, f: QuantFormat, tokens: number, label: str
     const t0 = performance.now();
     for await (const _ of generate(qm, prompt, { maxTokens: tokens + 1, stop: [] })) if (n++ === 0) first = performance.now();
     const ms = (performance.now() - first) / tokens;
-    if (gpu.profile.size) {
-      console.table([...gpu.profile].sort((x, y) => y[1].ms - x[1].ms).slice(0, 12).map(([k, e]) => ({ kernel: k, calls: e.calls, ms: e.ms.toFixed(1) })));
-      gpu.profile.clear();
-    }
+    printProfile(`profile of decoding ${f.name} (${label}; the warm-up, prefill and tokens; kernels serialized):`);
     const row: Row = { name: `decode ${f.name}${label ? ` (${label})` : ''}: ${c.numLayers} layers of SmolLM2-135M's shape, ms per token after a 32-token prompt (prefill ${(first - t0).toFixed(1)} ms)`, ms };
     rows.push(row);
     return row;
