@@ -22,8 +22,13 @@ export function reshape(a: Tensor, shape: readonly number[]): Tensor {
     throw new ShapeError(`reshape: ${describeShape(a.shape)} (${a.size} elements) cannot become ${describeShape(shape)}`);
   }
   if (sameShape(s, a.shape)) return a;
-  const y = view(a, s);
-  return record('reshape', [a], y, (g, { inputs: [x] }) => [reshape(g, x.shape)]);
+  return viewAs('reshape', a, s);
+}
+
+/** a's storage under `shape` (same element order), its gradient reshaped back: reshape and the
+ *  transposes that keep the memory order. */
+function viewAs(name: string, a: Tensor, shape: number[]): Tensor {
+  return record(name, [a], view(a, shape), (g, { inputs: [x] }) => [reshape(g, x.shape)]);
 }
 
 /** Permutes axes; by default swaps the last two. */
@@ -36,10 +41,7 @@ export function transpose(a: Tensor, perm?: number[]): Tensor {
   // moving only axes of size 1 keeps the memory order (decoding's one position split into heads):
   // a view sharing storage, as reshape makes, with no copy
   const kept = p.filter((i) => a.shape[i] !== 1);
-  if (kept.every((v, j) => j === 0 || kept[j - 1] < v)) {
-    const inShape = a.shape;
-    return record('transpose', [a], view(a, shape), (g) => [reshape(g, inShape)]);
-  }
+  if (kept.every((v, j) => j === 0 || kept[j - 1] < v)) return viewAs('transpose', a, shape);
   const strides = rowMajorStrides(a.shape);
   const y = inheritBounds(out(a.backend, a.backend.strided(a.handle, a.dtype, 0, p.map((i) => strides[i]), shape), shape, a.dtype), a);
   const inverse = p.map((_, i) => p.indexOf(i));
