@@ -118,22 +118,44 @@ for (const backend of available.filter((b) => b !== 'js')) {
   });
 }
 
-test('decoding with the KV cache gives the logits of the full forward', () => {
-  const ref = reference('llama-tied');
-  const { model } = loadModel(dir('llama-tied'));
-  const full = q.tidy(() => model.logits(idsTensor(ref.ids)).dataSync() as Float32Array);
+for (const backend of available) {
+  test(`decoding with the KV cache gives the logits of the full forward on ${backend}, across the storage's growth`, () => onBackend(backend, () => {
+    const ref = reference('llama-tied');
+    const { model } = loadModel(dir('llama-tied'));
+    const full = q.tidy(() => model.logits(idsTensor(ref.ids)).dataSync() as Float32Array);
+    const live = q.liveBuffers();
+    // room for 3 positions at first: the prompt of 5 takes 5, then 10, 20 as the tokens come
+    const cache = new KvCache({ capacity: 3 });
+    const V = model.config.vocabSize;
+    const first = q.tidy(() => model.logits(idsTensor(ref.ids.slice(0, 5)), cache).dataSync() as Float32Array);
+    assert.ok(maxRelDiff(first, full.subarray(0, 5 * V)) < 2e-5, `prompt: ${maxRelDiff(first, full.subarray(0, 5 * V))}`);
+    assert.equal(cache.capacity, 5);
+    const caps = new Set<number>();
+    for (let t = 5; t < ref.ids.length; t++) {
+      const step = q.tidy(() => model.logits(idsTensor([ref.ids[t]]), cache).dataSync() as Float32Array);
+      assert.ok(maxRelDiff(step, full.subarray(t * V, (t + 1) * V)) < 2e-5, `position ${t}: ${maxRelDiff(step, full.subarray(t * V, (t + 1) * V))}`);
+      caps.add(cache.capacity);
+    }
+    assert.ok(ref.ids.length > 10, 'the fixture crosses two doublings');
+    assert.deepEqual([...caps].slice(0, 2), [10, 20]);
+    assert.equal(cache.length, ref.ids.length);
+    cache.dispose();
+    assert.equal(q.liveBuffers(), live, 'the cache frees its storage and masks');
+    model.dispose();
+  }));
+}
+
+test('the KV cache refuses keys that require grad (it writes in place: no gradient would reach them) and keys of another shape', () => {
   const cache = new KvCache();
-  const V = model.config.vocabSize;
-  // a prompt of 5, then one token at a time
-  const first = q.tidy(() => model.logits(idsTensor(ref.ids.slice(0, 5)), cache).dataSync() as Float32Array);
-  assert.ok(maxRelDiff(first, full.subarray(0, 5 * V)) < 1e-5);
-  for (let t = 5; t < ref.ids.length; t++) {
-    const step = q.tidy(() => model.logits(idsTensor([ref.ids[t]]), cache).dataSync() as Float32Array);
-    assert.ok(maxRelDiff(step, full.subarray(t * V, (t + 1) * V)) < 1e-5, `position ${t}`);
-  }
-  assert.equal(cache.length, ref.ids.length);
+  const k = q.zeros([1, 2, 1, 4]);
+  cache.extend(0, k, k);
+  assert.throws(() => cache.extend(0, q.zeros([1, 3, 1, 4]), q.zeros([1, 3, 1, 4])), (e: Error) => e instanceof q.ShapeError && /layer 0 holds \[1, 2, 64, 4\], extended with \[1, 3, 1, 4\]/.test(e.message));
+  const g = q.zeros([1, 2, 1, 4]).requireGrad();
+  assert.throws(() => cache.extend(1, g, g), (e: Error) => e instanceof q.ValueError && /noGrad/.test(e.message));
+  q.noGrad(() => cache.extend(1, g, g));
+  assert.equal(cache.length, 1);
+  assert.throws(() => new KvCache({ capacity: 0 }), (e: Error) => e instanceof q.ValueError && /capacity/.test(e.message));
   cache.dispose();
-  model.dispose();
 });
 
 async function collect(model: LlamaModel, prompt: number[], opts: Parameters<typeof generate>[2]): Promise<number[]> {

@@ -9,10 +9,11 @@ import { gather } from '../ops/gather.js';
 import { crossEntropy } from '../ops/loss.js';
 import { matmul } from '../ops/matmul.js';
 import { rmsnorm, rope, softmax } from '../ops/nn.js';
-import { concat, reshape, slice, transpose } from '../ops/shape.js';
+import { reshape, slice, transpose } from '../ops/shape.js';
 import type { Backend } from '../backend.js';
 import { getBackend } from '../registry.js';
-import { keep, tensor, tidy, type Tensor, type TensorContainer } from '../tensor.js';
+import { isGradEnabled } from '../autograd.js';
+import { keep, tensor, tidy, zeros, type Tensor, type TensorContainer } from '../tensor.js';
 import type { LlamaConfig } from './config.js';
 import { Linear, type LinearLayer } from './linear.js';
 
@@ -37,25 +38,113 @@ export const PROJECTIONS = {
 } as const;
 export type ProjectionName = keyof typeof PROJECTIONS;
 
-/** Keys and values of earlier positions, per layer, for decoding one token at a time. */
+/** Options of a KvCache. */
+export interface KvCacheOptions {
+  /** Positions to make room for at the first extend (default 64); past it the storage doubles. */
+  capacity?: number;
+}
+
+/** The additive mask's value for a key a query may not see: exp of it minus any score is 0 in f32,
+ *  and it stays finite, so no backend meets an infinity. */
+const MASKED = -1e30;
+
+/**
+ * Keys and values of earlier positions, per layer, for decoding one token at a time (inference
+ * only: the positions are written in place, so no gradient flows through the cache).
+ *
+ * Each layer's keys and values live in storage [batch, kvHeads, capacity, headDim] that extend
+ * writes into (one strided write each), rather than a new tensor of every position each token;
+ * the attention runs over the whole capacity, the positions not yet written (zeros) masked by
+ * `mask`. The storage doubles when a forward needs more room (a copy of what it holds).
+ */
 export class KvCache implements TensorContainer {
   keys: (Tensor | undefined)[] = [];
   values: (Tensor | undefined)[] = [];
-  get length(): number { return this.keys[0]?.shape[2] ?? 0; }
+  /** Positions written per layer. */
+  private lengths: number[] = [];
+  private readonly initial: number;
+  private masks = new Map<string, Tensor>();
 
-  /** Appends k/v [batch, kvHeads, t, headDim] of layer i; returns the whole history (owned by the cache). */
-  extend(i: number, k: Tensor, v: Tensor): [Tensor, Tensor] {
-    const pk = this.keys[i];
-    const pv = this.values[i];
-    this.keys[i] = keep(pk ? concat([pk, k], 2) : k);
-    this.values[i] = keep(pv ? concat([pv, v], 2) : v);
-    pk?.dispose();
-    pv?.dispose();
-    return [this.keys[i]!, this.values[i]!];
+  constructor(opts: KvCacheOptions = {}) {
+    const c = opts.capacity ?? 64;
+    if (!(Number.isInteger(c) && c >= 1)) throw new ValueError(`KvCache: capacity must be a positive integer, got ${c}`);
+    this.initial = c;
   }
 
-  tensors(): Tensor[] { return [...this.keys, ...this.values].filter((t): t is Tensor => !!t); }
-  dispose(): void { for (const t of this.tensors()) t.dispose(); this.keys = []; this.values = []; }
+  /** Positions held (by the first layer: the others catch up within a forward). */
+  get length(): number { return this.lengths[0] ?? 0; }
+  /** Positions the storage has room for (0 before the first extend). */
+  get capacity(): number { return this.keys[0]?.shape[2] ?? 0; }
+
+  /**
+   * Writes k/v [batch, kvHeads, t, headDim] of layer i after its earlier positions; returns the
+   * layer's whole storage [batch, kvHeads, capacity, headDim] (owned by the cache), to be attended
+   * with `mask`.
+   */
+  extend(i: number, k: Tensor, v: Tensor): [Tensor, Tensor] {
+    if (isGradEnabled() && (k.requiresGrad || v.requiresGrad)) {
+      throw new ValueError('KvCache: keys and values that require grad (the cache writes in place, so no gradient would reach them): decode under noGrad');
+    }
+    const [B, H, T, D] = k.shape;
+    const past = this.lengths[i] ?? 0;
+    let ck = this.keys[i];
+    let cv = this.values[i];
+    if (ck && (ck.shape[0] !== B || ck.shape[1] !== H || ck.shape[3] !== D)) {
+      throw new ShapeError(`KvCache: layer ${i} holds ${describeShape(ck.shape)}, extended with ${describeShape(k.shape)}`);
+    }
+    if (!ck || !cv || past + T > ck.shape[2]) {
+      const cap = Math.max(past + T, ck ? 2 * ck.shape[2] : this.initial);
+      [ck, cv] = [grown(ck, k, cap), grown(cv, v, cap)];
+      this.keys[i]?.dispose();
+      this.values[i]?.dispose();
+      this.keys[i] = ck;
+      this.values[i] = cv;
+    }
+    writeAt(ck, k, past);
+    writeAt(cv, v, past);
+    this.lengths[i] = past + T;
+    return [ck, cv];
+  }
+
+  /** The additive attention mask [t, cap] for t queries at positions past.. over storage of cap
+   *  positions (0 where key j <= past + query, else a large negative value), shared by the layers
+   *  of one forward. */
+  mask(t: number, past: number, cap: number): Tensor {
+    const key = `${t} ${past} ${cap}`;
+    let m = this.masks.get(key);
+    if (!m) {
+      const data = new Float32Array(t * cap);
+      for (let q = 0; q < t; q++) data.fill(MASKED, q * cap + past + q + 1, (q + 1) * cap);
+      for (const old of this.masks.values()) old.dispose();
+      this.masks.clear();
+      m = keep(tensor(data, [t, cap], 'f32', this.keys[0]?.backend));
+      this.masks.set(key, m);
+    }
+    return m;
+  }
+
+  tensors(): Tensor[] { return [...this.keys, ...this.values, ...this.masks.values()].filter((t): t is Tensor => !!t); }
+  dispose(): void {
+    for (const t of this.tensors()) t.dispose();
+    this.keys = [];
+    this.values = [];
+    this.lengths = [];
+    this.masks.clear();
+  }
+}
+
+/** New zeroed storage like `like` [B, H, ·, D] with room for cap positions, holding old's (if any). */
+function grown(old: Tensor | undefined, like: Tensor, cap: number): Tensor {
+  const [B, H, , D] = like.shape;
+  const t = keep(zeros([B, H, cap, D], like.dtype, like.backend));
+  if (old) writeAt(t, old, 0);
+  return t;
+}
+
+/** Writes src [B, H, t, D] into storage dst [B, H, cap, D] at positions at..at+t (in place). */
+function writeAt(dst: Tensor, src: Tensor, at: number): void {
+  const [, H, cap, D] = dst.shape;
+  dst.backend.writeStrided(dst.handle, dst.dtype, src.handle, at * D, [H * cap * D, cap * D, D, 1], [...src.shape]);
 }
 
 export class LlamaModel implements TensorContainer {
@@ -176,11 +265,11 @@ export class LlamaModel implements TensorContainer {
     let k = rope(heads(b.k.forward(h), c.numKvHeads), ropeOpts);
     let v = heads(b.v.forward(h), c.numKvHeads);
     if (cache) [k, v] = cache.extend(layer, k, v);
-    const S = k.shape[2];
+    const S = k.shape[2]; // with a cache: its capacity, the positions past the last one masked
     // grouped-query attention without copies: the query heads sharing a kv head are rows of one matmul
     const qg = reshape(q, [B * c.numKvHeads, groups * T, D]);
-    const scores = matmul(qg, reshape(k, [B * c.numKvHeads, S, D]), { transB: true });
-    const p = softmax(reshape(scores, [B * c.numHeads, T, S]), { causal: true });
+    const scores = reshape(matmul(qg, reshape(k, [B * c.numKvHeads, S, D]), { transB: true }), [B * c.numHeads, T, S]);
+    const p = cache ? softmax(add(scores, cache.mask(T, past, S))) : softmax(scores, { causal: true });
     const o = matmul(reshape(p, [B * c.numKvHeads, groups * T, S]), reshape(v, [B * c.numKvHeads, S, D]));
     const attn = reshape(transpose(reshape(o, [B, c.numHeads, T, D]), [0, 2, 1, 3]), [B, T, c.numHeads * D]);
     const x1 = add(x, b.o.forward(attn));
