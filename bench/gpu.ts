@@ -17,7 +17,8 @@
 //        sizes; --sweep-rows adds 4 and 8 x rows)
 //        [--ab] (the RILQ step also with the earlier scheduling and without shader checks)
 //        [--warmup S] (S seconds of back-to-back copies first, to bring the GPU to its clocks)
-//        --only decode: greedy decoding's ms per token (SmolLM2-135M's shape, int4, f32 and int8 GEMV)
+//        --only decode: greedy decoding's ms per token (SmolLM2-135M's shape, int4, f32 and int8 GEMV;
+//        --batches FIRST:MAX,... times f32 again under those submit schedules)
 // Needs the gpu backend (a real adapter, or QUANTLORA_GPU_SOFTWARE=1 for a functional run).
 
 import { execFileSync } from 'node:child_process';
@@ -521,6 +522,22 @@ if (want('decode')) {
     const r = await decode(c, formats.int(4, { group: 64 }), quick ? 8 : 64, `${gemv}${tiled ? ', head by the tiled matmul' : ''}`);
     goals.push(`${r.name}: ${r.ms.toFixed(2)} ms = ${(1000 / r.ms).toFixed(0)} tokens/s`);
     console.log(goals[goals.length - 1]);
+  }
+  // --batches FIRST:MAX,...: the f32 decode again under other submit schedules (the first batch
+  // after a wait, and the most dispatches per batch: the host records while the GPU runs what was
+  // submitted; the batch still pending at the read runs after the recording, in series)
+  for (const b of arg('batches')?.split(',') ?? []) {
+    const [first, most] = b.split(':').map(Number);
+    const f0 = dev.addon.gpuSetFirstBatch(first);
+    const m0 = dev.addon.gpuSetMaxBatch(most);
+    try {
+      const r = await decode(c, formats.int(4, { group: 64 }), quick ? 8 : 64, `f32, batches ${first} doubling to ${most}`);
+      goals.push(`${r.name}: ${r.ms.toFixed(2)} ms = ${(1000 / r.ms).toFixed(0)} tokens/s`);
+      console.log(goals[goals.length - 1]);
+    } finally {
+      dev.addon.gpuSetFirstBatch(f0);
+      dev.addon.gpuSetMaxBatch(m0);
+    }
   }
   matmulSizing.gemv = true;
   dev.gemv = compute;

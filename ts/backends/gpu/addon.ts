@@ -54,6 +54,8 @@ export interface GpuAddon {
   gpuFlush(): void;
   /** The first batch's size after a wait (QUANTLORA_GPU_FIRST_BATCH); returns the previous one. */
   gpuSetFirstBatch(n: number): number;
+  /** The most dispatches in one batch (QUANTLORA_GPU_MAX_BATCH); returns the previous one. */
+  gpuSetMaxBatch(n: number): number;
   /** Starts summing the GPU time of the recorded work (timestamps around every pass); false where
    *  the adapter has no timestamp queries. */
   gpuTimingStart(): boolean;

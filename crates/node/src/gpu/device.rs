@@ -112,10 +112,11 @@ pub struct Gpu {
     params: wgpu::Buffer,
     param_align: u64,
     batch: Option<Batch>,
-    /// The pending batch is submitted once it holds this many dispatches (FIRST_BATCH after a
-    /// wait, doubling per submit up to MAX_BATCH).
+    /// The pending batch is submitted once it holds this many dispatches (first_batch after a
+    /// wait, doubling per submit up to max_batch).
     flush_at: u32,
     first_batch: u32,
+    max_batch: u32,
     pub dispatches: u64,
     pub submits: u64,
     /// GPU time of the passes while a benchmark asks for it (timing.rs; needs TIMESTAMP_QUERY).
@@ -279,6 +280,8 @@ impl Gpu {
         });
         // QUANTLORA_GPU_FIRST_BATCH: the first batch's size after a wait (2048 = no early submit)
         let first_batch = std::env::var("QUANTLORA_GPU_FIRST_BATCH").ok().and_then(|s| s.parse::<u32>().ok()).unwrap_or(FIRST_BATCH).clamp(1, MAX_BATCH);
+        // QUANTLORA_GPU_MAX_BATCH: the most dispatches in one batch (the doubling stops there)
+        let max_batch = std::env::var("QUANTLORA_GPU_MAX_BATCH").ok().and_then(|s| s.parse::<u32>().ok()).unwrap_or(MAX_BATCH).clamp(1, MAX_BATCH);
         let pool_cap = std::env::var("QUANTLORA_GPU_POOL_MB").ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(1024) << 20;
         let param_align = (limits.min_storage_buffer_offset_alignment as u64).max(4);
         Ok(Gpu {
@@ -310,6 +313,7 @@ impl Gpu {
             param_align,
             batch: None,
             first_batch,
+            max_batch,
             flush_at: first_batch,
             dispatches: 0,
             submits: 0,
@@ -698,7 +702,7 @@ impl Gpu {
     pub fn flush(&mut self) -> Res<()> {
         if self.batch.is_some() {
             self.flush_pending();
-            self.flush_at = (self.flush_at * 2).min(MAX_BATCH);
+            self.flush_at = (self.flush_at * 2).min(self.max_batch);
         }
         self.check("submit")
     }
@@ -756,6 +760,15 @@ impl Gpu {
         let old = self.first_batch;
         self.first_batch = n.clamp(1, MAX_BATCH);
         self.flush_at = self.first_batch;
+        old
+    }
+
+    /// Sets the most dispatches in one batch (1..=MAX_BATCH; batches double up to it); returns the
+    /// previous one.
+    pub fn set_max_batch(&mut self, n: u32) -> u32 {
+        let old = self.max_batch;
+        self.max_batch = n.clamp(1, MAX_BATCH);
+        self.flush_at = self.flush_at.min(self.max_batch);
         old
     }
 

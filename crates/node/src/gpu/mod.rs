@@ -203,6 +203,13 @@ pub fn gpu_set_first_batch(n: u32) -> Result<u32> {
     js(with_gpu("gpuSetFirstBatch", |g| Ok(g.set_first_batch(n))))
 }
 
+/// Sets the most dispatches in one batch (QUANTLORA_GPU_MAX_BATCH at run time); returns the
+/// previous value.
+#[napi(catch_unwind)]
+pub fn gpu_set_max_batch(n: u32) -> Result<u32> {
+    js(with_gpu("gpuSetMaxBatch", |g| Ok(g.set_max_batch(n))))
+}
+
 /// Starts summing the GPU time of the recorded work (timestamps around every pass; benchmarks).
 /// false where the adapter has no timestamp queries.
 #[napi(catch_unwind)]
