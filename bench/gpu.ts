@@ -310,10 +310,8 @@ async function rilqStep(c: LlamaConfig, tokens: number, rank: number): Promise<{
 /** Decoding as a user sees it: ms per token of greedy generation (each token waits for its logits)
  *  after a 32-token prompt, on a model of shape c with random weights and its linear layers
  *  quantized to f; the GEMV kernels at the device's compute dtype (Device.gemv). */
-async function decode(c: LlamaConfig, f: QuantFormat, tokens: number, label: string): Promise<Row> {
-  const fp = randomModel(c);
-  const qm = quantizeModel(fp, rtnLayers({ format: f }));
-  fp.dispose();
+async function decode(c: LlamaConfig, f: QuantFormat, tokens: number, label: string, model?: LlamaModel): Promise<Row> {
+  const qm = model ?? decodeModel(c, f);
   setBackend('gpu'); // generate makes its token ids on the default backend
   const prompt = Array.from({ length: 32 }, (_, i) => (i * 7919 + 13) % c.vocabSize);
   try {
@@ -328,8 +326,16 @@ async function decode(c: LlamaConfig, f: QuantFormat, tokens: number, label: str
     rows.push(row);
     return row;
   } finally {
-    qm.dispose();
+    if (!model) qm.dispose();
   }
+}
+
+/** A model of shape c with random weights, its linear layers quantized to f (for decode). */
+function decodeModel(c: LlamaConfig, f: QuantFormat): LlamaModel {
+  const fp = randomModel(c);
+  const qm = quantizeModel(fp, rtnLayers({ format: f }));
+  fp.dispose();
+  return qm;
 }
 
 function torch(args: string[]): Record<string, number> | undefined {
@@ -523,20 +529,37 @@ if (want('decode')) {
     goals.push(`${r.name}: ${r.ms.toFixed(2)} ms = ${(1000 / r.ms).toFixed(0)} tokens/s`);
     console.log(goals[goals.length - 1]);
   }
-  // --batches FIRST:MAX,...: the f32 decode again under other submit schedules (the first batch
-  // after a wait, and the most dispatches per batch: the host records while the GPU runs what was
-  // submitted; the batch still pending at the read runs after the recording, in series)
-  for (const b of arg('batches')?.split(',') ?? []) {
-    const [first, most] = b.split(':').map(Number);
-    const f0 = dev.addon.gpuSetFirstBatch(first);
-    const m0 = dev.addon.gpuSetMaxBatch(most);
+  // --batches FIRST:MAX,...: the f32 decode under other submit schedules (the first batch after a
+  // wait, and the most dispatches per batch: the host records while the GPU runs what was
+  // submitted; the batch still pending at the read runs after the recording, in series), and the
+  // default schedule beside them: 3 rounds in turn, one model, the median of each
+  const schedules = arg('batches')?.split(',').map((b) => b.split(':').map(Number) as [number, number]) ?? [];
+  if (schedules.length) {
+    dev.gemv = 'f32';
+    const f = formats.int(4, { group: 64 });
+    const qm = decodeModel(c, f);
+    // the settings in force (each setter returns the one it replaces)
+    const f0 = dev.addon.gpuSetFirstBatch(1);
+    const m0 = dev.addon.gpuSetMaxBatch(1);
+    const all: [number, number][] = [[f0, m0], ...schedules];
+    const times = all.map(() => [] as number[]);
     try {
-      const r = await decode(c, formats.int(4, { group: 64 }), quick ? 8 : 64, `f32, batches ${first} doubling to ${most}`);
-      goals.push(`${r.name}: ${r.ms.toFixed(2)} ms = ${(1000 / r.ms).toFixed(0)} tokens/s`);
-      console.log(goals[goals.length - 1]);
+      for (let round = 0; round < 3; round++) {
+        for (const [i, [first, most]] of all.entries()) {
+          dev.addon.gpuSetFirstBatch(first);
+          dev.addon.gpuSetMaxBatch(most);
+          times[i].push((await decode(c, f, quick ? 8 : 64, `f32, batches ${first} doubling to ${most}`, qm)).ms);
+        }
+      }
     } finally {
       dev.addon.gpuSetFirstBatch(f0);
       dev.addon.gpuSetMaxBatch(m0);
+      qm.dispose();
+    }
+    for (const [i, [first, most]] of all.entries()) {
+      const t = [...times[i]].sort((a, b) => a - b);
+      goals.push(`decode ${f.name} (f32, batches ${first} doubling to ${most}${i === 0 ? ': the default' : ''}), ${c.numLayers} layers, median of 3 rounds (${times[i].map((x) => x.toFixed(2)).join(' / ')} ms): ${t[1].toFixed(2)} ms = ${(1000 / t[1]).toFixed(0)} tokens/s`);
+      console.log(goals[goals.length - 1]);
     }
   }
   matmulSizing.gemv = true;

@@ -169,7 +169,7 @@ test('bind groups are reused per buffers and parameter window, with the results 
   }
 });
 
-test('after a wait the first kernels are submitted early (the GPU starts while the host records)', { skip: skip || (process.env.QUANTLORA_GPU_FIRST_BATCH ? 'QUANTLORA_GPU_FIRST_BATCH changes the schedule' : false) }, () => {
+test('after a wait the first kernels are submitted early (the GPU starts while the host records), later batches double up to 64 kernels', { skip: skip || (process.env.QUANTLORA_GPU_FIRST_BATCH || process.env.QUANTLORA_GPU_MAX_BATCH ? 'QUANTLORA_GPU_FIRST_BATCH / _MAX_BATCH change the schedule' : false) }, () => {
   const g = gpu as GpuBackend;
   let x = q.tensor(new Float32Array(1024).fill(1), [1024], 'f32', g);
   x.dataSync(); // a sync: the host waited, the GPU is idle
@@ -185,9 +185,13 @@ test('after a wait the first kernels are submitted early (the GPU starts while t
   assert.equal(g.dev.addon.gpuStats().submits, s0, 'nothing submitted before the first batch is full');
   steps(1);
   assert.equal(g.dev.addon.gpuStats().submits, s0 + 1, 'the 32nd kernel after a wait submits');
-  steps(64 + 128 + 256);
-  assert.equal(g.dev.addon.gpuStats().submits, s0 + 4, 'each later batch twice as long');
-  assert.equal(x.dataSync()[0], 1 + 32 + 448);
+  steps(63);
+  assert.equal(g.dev.addon.gpuStats().submits, s0 + 1, 'the second batch twice as long');
+  steps(1);
+  assert.equal(g.dev.addon.gpuStats().submits, s0 + 2, 'the second batch: 64 kernels');
+  steps(3 * 64);
+  assert.equal(g.dev.addon.gpuStats().submits, s0 + 5, 'then batches of at most 64');
+  assert.equal(x.dataSync()[0], 1 + 32 + 64 + 192);
   // another first batch at run time (benchmarks compare schedules in one process)
   const before = g.dev.addon.gpuSetFirstBatch(4);
   try {
@@ -197,6 +201,19 @@ test('after a wait the first kernels are submitted early (the GPU starts while t
     assert.equal(g.dev.addon.gpuStats().submits, s1 + 1, 'a first batch of 4');
   } finally {
     g.dev.addon.gpuSetFirstBatch(before);
+  }
+  // and another cap: batches double past 64 up to it
+  const cap = g.dev.addon.gpuSetMaxBatch(256);
+  try {
+    assert.equal(cap, 64);
+    x.dataSync();
+    const s2 = g.dev.addon.gpuStats().submits;
+    steps(32 + 64 + 128 + 255);
+    assert.equal(g.dev.addon.gpuStats().submits, s2 + 3, '32, 64, 128, then 255 of 256 pending');
+    steps(1);
+    assert.equal(g.dev.addon.gpuStats().submits, s2 + 4, 'a batch of 256');
+  } finally {
+    g.dev.addon.gpuSetMaxBatch(cap);
   }
   x.dispose();
 });
