@@ -110,6 +110,18 @@ add('rmsnorm', 1e-5, (b) => withGrads(b, (x, w) => q.rmsnorm(x, w, 1e-5), [t(b, 
 for (const style of ['half', 'interleaved'] as const) {
   add(`rope ${style}`, 1e-5, (b) => withGrads(b, (x) => q.rope(x, { theta: 10000, offset: 5, style }), [t(b, [2, 3, 7, 16], 26)]));
 }
+// attention: fused where the backend has the kernel (no gradient wanted), composed elsewhere and
+// with gradients; key storage longer than the last query's position (a KvCache's), query heads
+// sharing a key/value head, several chunks of keys, a head size that is not a multiple of 64
+for (const [blocks, heads, tq, keys, past, dim] of [[3, 3, 1, 70, 40, 64], [2, 2, 4, 10, 3, 16], [1, 2, 2, 300, 250, 200], [2, 1, 5, 5, 0, 8]]) {
+  add(`attention ${blocks} blocks, ${heads} heads x ${tq} positions, ${keys} keys, past ${past}, dim ${dim}`, 1e-5, (b) => [
+    q.attention(t(b, [blocks, heads * tq, dim], 94), t(b, [blocks, keys, dim], 95), t(b, [blocks, keys, dim], 96), { t: tq, past }),
+  ]);
+}
+add('attention gradients (causal, and over longer key storage)', 1e-5, (b) => [
+  ...withGrads(b, (x, k, v) => q.attention(x, k, v, { t: 3 }), [t(b, [2, 6, 8], 97), t(b, [2, 3, 8], 98), t(b, [2, 3, 8], 99)]),
+  ...withGrads(b, (x, k, v) => q.attention(x, k, v, { t: 3, past: 2 }), [t(b, [2, 6, 8], 100), t(b, [2, 9, 8], 101), t(b, [2, 9, 8], 102)]),
+]);
 add('softmax', 1e-6, (b) => withGrads(b, (x) => q.softmax(x), [t(b, [7, 13], 27, 3)]));
 add('softmax causal', 1e-6, (b) => withGrads(b, (x) => q.softmax(x, { causal: true }), [t(b, [2, 9, 9], 28, 3)]));
 add('softmax causal with past keys', 1e-6, (b) => withGrads(b, (x) => q.softmax(x, { causal: true }), [t(b, [3, 4, 10], 29, 3)]));

@@ -40,6 +40,26 @@ export interface RopeParams {
   inverse: boolean;
 }
 
+/** Dimensions of Backend.attention: q [blocks, rows, dim], k and v [blocks, keys, dim]. */
+export interface AttentionDims {
+  /** Blocks (batch · key/value heads). */
+  blocks: number;
+  /** Query rows per block: the query heads sharing a key/value head, t positions each. */
+  rows: number;
+  /** Positions per query head: row r is position past + r % t. */
+  t: number;
+  /** Key/value rows per block (storage: the keys past a row's limit are not read). */
+  keys: number;
+  /** Features per head (at most ATTENTION_MAX_DIM). */
+  dim: number;
+  /** Row r sees keys 0 ..= past + r % t. */
+  past: number;
+  /** Multiplies q before the dot products. */
+  scale: number;
+}
+/** The largest head size Backend.attention takes (ops/nn.ts composes larger ones). */
+export const ATTENTION_MAX_DIM = 256;
+
 /** ICQ search parameters (defaults in ts/quant/icq.ts DEFAULT_ICQ). */
 export interface IcqSearchParams { lambda: number; n: number; sigma: number; clipLow: number; clipHigh: number; clipPoints: number }
 
@@ -142,6 +162,12 @@ export interface Backend {
    *  elements): the element-wise sequence of ts/train/optim.ts in one kernel (the GPU has it:
    *  one launch per parameter instead of about fourteen). */
   adamStep?(p: Handle, g: Handle, m: Handle, v: Handle, size: number, h: AdamHyper): void;
+
+  /** Optional fused causal attention (ops/nn.ts attention; the GPU has it: decoding's attention
+   *  in one kernel instead of two matmuls, a mask and a softmax): y [blocks, rows, dim], row r of
+   *  block b = Σ_j p_j · v[b, j] over j <= limit = past + r % t, p = softmax_j(f32(scale · q[b, r]) ·
+   *  k[b, j]). No gradient (the op composes when one is wanted). */
+  attention?(q: Handle, k: Handle, v: Handle, d: AttentionDims): Handle;
 
   /** Optional LWC fake quantization (ts/quant/lwc.ts; the GPU has it, elsewhere LWC runs on the
    *  host): f32 [rows, cols], element f32((q − zero)·scale) of its group, with

@@ -4,11 +4,11 @@
 // (rotary 'half' style); every projection is a LinearLayer so quantized layers can replace it.
 
 import { ShapeError, ValueError, describeShape } from '../errors.js';
-import { add, affine, mul, silu } from '../ops/arithmetic.js';
+import { add, mul, silu } from '../ops/arithmetic.js';
 import { gather } from '../ops/gather.js';
 import { crossEntropy } from '../ops/loss.js';
 import { matmul } from '../ops/matmul.js';
-import { rmsnorm, rope, softmax } from '../ops/nn.js';
+import { attention, rmsnorm, rope } from '../ops/nn.js';
 import { reshape, slice, transpose } from '../ops/shape.js';
 import type { Backend } from '../backend.js';
 import { getBackend } from '../registry.js';
@@ -44,18 +44,14 @@ export interface KvCacheOptions {
   capacity?: number;
 }
 
-/** The additive mask's value for a key a query may not see: exp of it minus any score is 0 in f32,
- *  and it stays finite, so no backend meets an infinity. */
-const MASKED = -1e30;
-
 /**
  * Keys and values of earlier positions, per layer, for decoding one token at a time (inference
  * only: the positions are written in place, so no gradient flows through the cache).
  *
  * Each layer's keys and values live in storage [batch, kvHeads, capacity, headDim] that extend
  * writes into (one strided write each), rather than a new tensor of every position each token;
- * the attention runs over the whole capacity, the positions not yet written (zeros) masked by
- * `mask`. The storage doubles when a forward needs more room (a copy of what it holds).
+ * the attention (ops/nn.ts attention) reads the storage up to each query's position. The storage
+ * doubles when a forward needs more room (a copy of what it holds).
  */
 export class KvCache implements TensorContainer {
   keys: (Tensor | undefined)[] = [];
@@ -63,7 +59,6 @@ export class KvCache implements TensorContainer {
   /** Positions written per layer. */
   private lengths: number[] = [];
   private readonly initial: number;
-  private masks = new Map<string, Tensor>();
 
   constructor(opts: KvCacheOptions = {}) {
     const c = opts.capacity ?? 64;
@@ -78,8 +73,8 @@ export class KvCache implements TensorContainer {
 
   /**
    * Writes k/v [batch, kvHeads, t, headDim] of layer i after its earlier positions; returns the
-   * layer's whole storage [batch, kvHeads, capacity, headDim] (owned by the cache), to be attended
-   * with `mask`.
+   * layer's whole storage [batch, kvHeads, capacity, headDim] (owned by the cache; positions from
+   * the length on are zeros).
    */
   extend(i: number, k: Tensor, v: Tensor): [Tensor, Tensor] {
     if (isGradEnabled() && (k.requiresGrad || v.requiresGrad)) {
@@ -106,30 +101,12 @@ export class KvCache implements TensorContainer {
     return [ck, cv];
   }
 
-  /** The additive attention mask [t, cap] for t queries at positions past.. over storage of cap
-   *  positions (0 where key j <= past + query, else a large negative value), shared by the layers
-   *  of one forward. */
-  mask(t: number, past: number, cap: number): Tensor {
-    const key = `${t} ${past} ${cap}`;
-    let m = this.masks.get(key);
-    if (!m) {
-      const data = new Float32Array(t * cap);
-      for (let q = 0; q < t; q++) data.fill(MASKED, q * cap + past + q + 1, (q + 1) * cap);
-      for (const old of this.masks.values()) old.dispose();
-      this.masks.clear();
-      m = keep(tensor(data, [t, cap], 'f32', this.keys[0]?.backend));
-      this.masks.set(key, m);
-    }
-    return m;
-  }
-
-  tensors(): Tensor[] { return [...this.keys, ...this.values, ...this.masks.values()].filter((t): t is Tensor => !!t); }
+  tensors(): Tensor[] { return [...this.keys, ...this.values].filter((t): t is Tensor => !!t); }
   dispose(): void {
     for (const t of this.tensors()) t.dispose();
     this.keys = [];
     this.values = [];
     this.lengths = [];
-    this.masks.clear();
   }
 }
 
@@ -260,17 +237,13 @@ export class LlamaModel implements TensorContainer {
     const heads = (y: Tensor, n: number): Tensor => transpose(reshape(y, [B, T, n, D]), [0, 2, 1, 3]);
     const h = rmsnorm(x, b.inputNorm, c.rmsNormEps);
     const ropeOpts = { theta: c.ropeTheta, offset: past, style: 'half' as const };
-    // 1/sqrt(D) folded into q before the score matmul (the smaller tensor)
-    const q = affine(rope(heads(b.q.forward(h), c.numHeads), ropeOpts), 1 / Math.sqrt(D));
+    const q = rope(heads(b.q.forward(h), c.numHeads), ropeOpts);
     let k = rope(heads(b.k.forward(h), c.numKvHeads), ropeOpts);
     let v = heads(b.v.forward(h), c.numKvHeads);
     if (cache) [k, v] = cache.extend(layer, k, v);
-    const S = k.shape[2]; // with a cache: its capacity, the positions past the last one masked
-    // grouped-query attention without copies: the query heads sharing a kv head are rows of one matmul
-    const qg = reshape(q, [B * c.numKvHeads, groups * T, D]);
-    const scores = reshape(matmul(qg, reshape(k, [B * c.numKvHeads, S, D]), { transB: true }), [B * c.numHeads, T, S]);
-    const p = cache ? softmax(add(scores, cache.mask(T, past, S))) : softmax(scores, { causal: true });
-    const o = matmul(reshape(p, [B * c.numKvHeads, groups * T, S]), reshape(v, [B * c.numKvHeads, S, D]));
+    const S = k.shape[2]; // with a cache: its capacity (attention reads the positions up to each query's)
+    // grouped-query attention without copies: the query heads sharing a kv head are rows of one block
+    const o = attention(reshape(q, [B * c.numKvHeads, groups * T, D]), reshape(k, [B * c.numKvHeads, S, D]), reshape(v, [B * c.numKvHeads, S, D]), { t: T, past, scale: 1 / Math.sqrt(D) });
     const attn = reshape(transpose(reshape(o, [B, c.numHeads, T, D]), [0, 2, 1, 3]), [B, T, c.numHeads * D]);
     const x1 = add(x, b.o.forward(attn));
     const h2 = rmsnorm(x1, b.postNorm, c.rmsNormEps);

@@ -1,9 +1,12 @@
 // Transformer-block ops: RMSNorm, rotary position embedding and softmax (optionally causal).
 
-import type { RopeStyle } from '../backend.js';
-import { record } from '../autograd.js';
+import { ATTENTION_MAX_DIM, type Backend, type RopeStyle } from '../backend.js';
+import { isGradEnabled, record } from '../autograd.js';
 import { ShapeError, ValueError, describeShape } from '../errors.js';
-import type { Tensor } from '../tensor.js';
+import { tensor, type Tensor } from '../tensor.js';
+import { add, affine } from './arithmetic.js';
+import { matmul } from './matmul.js';
+import { reshape } from './shape.js';
 import { backendOf, expectDType, out } from './util.js';
 
 /** y = x / sqrt(mean(x², last axis) + eps) · w, for x [..., dim] and w [dim]. */
@@ -69,4 +72,66 @@ export function softmax(x: Tensor, opts: SoftmaxOptions = {}): Tensor {
   const be = x.backend;
   const y = out(be, be.softmax(x.handle, rows, cols, queries), x.shape);
   return record('softmax', [x], y, (g, { saved: [s] }) => [out(be, be.softmaxBackward(s.handle, g.handle, rows, cols), s.shape)], [y]);
+}
+
+export interface AttentionOptions {
+  /** Query positions per query head (default: all rows, one head per block). */
+  t?: number;
+  /** Position of the first query: row r sees keys 0 ..= past + r % t (default keys − t). */
+  past?: number;
+  /** Multiplies q (default 1 / sqrt(dim)). */
+  scale?: number;
+}
+
+/** Key scores a query may not see get this added: exp of it minus any score is 0 in f32, and it
+ *  stays finite, so no backend meets an infinity. */
+const MASKED = -1e30;
+
+/**
+ * Causal softmax attention: q [blocks, rows, dim] (the query heads sharing a key/value head, t
+ * positions each: row r is position past + r % t) over k, v [blocks, keys, dim]; row r attends to
+ * keys 0 ..= past + r % t, so k and v may be longer storage (a KvCache's) whose later rows are never
+ * seen. Returns [blocks, rows, dim]. One fused kernel where the backend has one and no gradient is
+ * wanted; otherwise a matmul, the causal softmax (with a mask over keys past the last query) and
+ * a matmul, differentiable.
+ */
+export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): Tensor {
+  const be = backendOf('attention', q, k, v);
+  for (const [name, x] of [['q', q], ['k', k], ['v', v]] as const) {
+    expectDType('attention', x, 'f32', name);
+    if (x.rank !== 3) throw new ShapeError(`attention: ${name} must be [blocks, rows, dim], got ${describeShape(x.shape)}`);
+  }
+  const [blocks, rows, dim] = q.shape;
+  const keys = k.shape[1];
+  if (k.shape[0] !== blocks || k.shape[2] !== dim || v.shape[0] !== blocks || v.shape[1] !== keys || v.shape[2] !== dim) {
+    throw new ShapeError(`attention: k ${describeShape(k.shape)} and v ${describeShape(v.shape)} must be [${blocks}, keys, ${dim}] for q ${describeShape(q.shape)}`);
+  }
+  const t = opts.t ?? rows;
+  if (!(Number.isInteger(t) && t >= 1 && rows % t === 0)) throw new ValueError(`attention: t = ${t} positions must divide the ${rows} query rows`);
+  const past = opts.past ?? keys - t;
+  if (!(Number.isInteger(past) && past >= 0 && past + t <= keys)) throw new ValueError(`attention: past = ${past} with ${t} positions needs ${past + t} keys, k has ${keys}`);
+  const scale = opts.scale ?? 1 / Math.sqrt(dim);
+  if (!Number.isFinite(scale)) throw new ValueError(`attention: scale must be finite, got ${scale}`);
+  const wantsGrad = isGradEnabled() && (q.requiresGrad || k.requiresGrad || v.requiresGrad);
+  if (be.attention && !wantsGrad && dim <= ATTENTION_MAX_DIM && blocks * rows > 0) {
+    return out(be, be.attention(q.handle, k.handle, v.handle, { blocks, rows, t, keys, dim, past, scale }), q.shape);
+  }
+  // scale on q (the smaller side), the scores per query head [blocks · heads, t, keys]
+  const heads = rows / t;
+  const scores = reshape(matmul(affine(q, scale), k, { transB: true }), [blocks * heads, t, keys]);
+  let p: Tensor;
+  if (past + t === keys) p = softmax(scores, { causal: true });
+  else {
+    const mask = causalMask(t, past, keys, be);
+    p = softmax(add(scores, mask));
+    mask.dispose();
+  }
+  return matmul(reshape(p, [blocks, rows, keys]), v);
+}
+
+/** The additive mask [t, keys] of queries at positions past.. (0 where key j <= past + query). */
+function causalMask(t: number, past: number, keys: number, be: Backend): Tensor {
+  const data = new Float32Array(t * keys);
+  for (let q = 0; q < t; q++) data.fill(MASKED, q * keys + past + q + 1, (q + 1) * keys);
+  return tensor(data, [t, keys], 'f32', be);
 }

@@ -256,6 +256,67 @@ const SOFTMAX = /* wgsl */ `${ROW_COMMON}
   }
 }`;
 
+// P: [blocks·rows, rows, t, keys, dim, past, scale bits]; one workgroup (WG 64) per query row r
+// of block b: the keys j <= past + (r % rows) % t in chunks of WG, one key per thread (its score
+// f32(q·scale)·k_j summed in order over dim), the softmax kept online (the running max m and sum l;
+// the accumulated output rescaled by exp(m_old − m_new) when a chunk raises the max), and the
+// output's dim features spread over the threads (ATT_ACC per thread: dim <= 256). Then y = acc / l.
+const ATT_WG = 64;
+const ATT_ACC = 4;
+const ATTENTION = /* wgsl */ `${ROW_COMMON}
+@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(2) var<storage, read> k: array<f32>;
+@group(0) @binding(3) var<storage, read> v: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+var<workgroup> qs: array<f32, ${ATT_WG * ATT_ACC}>;
+var<workgroup> ps: array<f32, ${ATT_WG}>;
+@compute @workgroup_size(WG) fn main(${ROW_ARGS}) {
+  let row = ${ROW};
+  if (row >= P[0]) { return; }
+  let rows = P[1]; let t = P[2]; let keys = P[3]; let dim = P[4];
+  let n = P[5] + (row % rows) % t + 1u;
+  let scale = bitcast<f32>(P[6]);
+  let qo = row * dim;
+  let kb = (row / rows) * keys * dim;
+  for (var d = lid; d < dim; d += WG) { qs[d] = q[qo + d] * scale; }
+  workgroupBarrier();
+  var m = 0.0;
+  var l = 0.0;
+  var acc = array<f32, ${ATT_ACC}>();
+  for (var c0 = 0u; c0 < n; c0 += WG) {
+    let j = c0 + lid;
+    var s = negInf();
+    if (j < n) {
+      let ko = kb + j * dim;
+      var dot = 0.0;
+      for (var d = 0u; d < dim; d++) { dot = fma(qs[d], k[ko + d], dot); }
+      s = dot;
+    }
+    let cm = maxAll(s, lid);
+    let mNew = select(max(m, cm), cm, c0 == 0u);
+    let alpha = select(exp(m - mNew), 0.0, c0 == 0u);
+    var p = 0.0;
+    if (j < n) { p = exp(s - mNew); }
+    ps[lid] = p;
+    l = l * alpha + sumAll(p, lid); // its barriers also publish ps
+    m = mNew;
+    let cn = min(WG, n - c0);
+    for (var i = 0u; i < ${ATT_ACC}u; i++) {
+      let d = lid + i * WG;
+      if (d < dim) {
+        var a = acc[i] * alpha;
+        for (var jj = 0u; jj < cn; jj++) { a = fma(ps[jj], v[kb + (c0 + jj) * dim + d], a); }
+        acc[i] = a;
+      }
+    }
+    workgroupBarrier(); // the next chunk rewrites ps
+  }
+  for (var i = 0u; i < ${ATT_ACC}u; i++) {
+    let d = lid + i * WG;
+    if (d < dim) { y[qo + d] = acc[i] / l; }
+  }
+}`;
+
 // P: [rows, cols]; dx = y·(dy − Σ dy·y)
 const SOFTMAX_BWD = /* wgsl */ `${ROW_COMMON}
 @group(0) @binding(1) var<storage, read> y: array<f32>;
@@ -470,6 +531,15 @@ export const transformerKernels: KernelGroup = (dev) => {
       const y = dev.alloc(rows * cols * 4);
       if (rows * cols === 0) return y;
       dev.run(pipe('softmax', SOFTMAX, rowWg(cols)), [rows, cols, Math.max(0, causalQueries)], [x as GpuHandle, y], rowGrid(rows));
+      return y;
+    },
+
+    attention(dev, q, k, v, d) {
+      const n = d.blocks * d.rows;
+      const y = dev.alloc(n * d.dim * 4);
+      if (n * d.dim === 0) return y;
+      if (d.dim > ATT_WG * ATT_ACC) throw new ValueError(`attention: head size ${d.dim} is over ${ATT_WG * ATT_ACC}`);
+      dev.run(pipe('attention', ATTENTION, ATT_WG), [n, d.rows, d.t, d.keys, d.dim, d.past, f32Bits(d.scale)], [q as GpuHandle, k as GpuHandle, v as GpuHandle, y], rowGrid(n));
       return y;
     },
 
