@@ -83,6 +83,8 @@ for (const op of ['neg', 'exp', 'sqrt', 'rsqrt', 'log', 'abs', 'square', 'sigmoi
   const positive = op === 'sqrt' || op === 'rsqrt' || op === 'log';
   add(`unary ${op}`, 1e-5, (b) => withGrads(b, q[op], [positive ? q.tensor(pos(b, [41], 15), [41], 'f32', b) : t(b, [41], 15)]));
 }
+add('siluMul (fused where the backend has it: the values of silu then mul)', 1e-5, (b) => withGrads(b, (x, y) => q.siluMul(x, y), [t(b, [3, 37], 103), t(b, [3, 37], 104)]));
+add('siluMul without gradients', 1e-5, (b) => [q.siluMul(t(b, [2, 300], 105, 4), t(b, [2, 300], 106))]);
 add('sign', 0, (b) => [q.sign(q.tensor([-2, 0, 3], [3], 'f32', b))]);
 add('affine, pow', 1e-5, (b) => withGrads(b, (x) => q.pow(q.affine(x, 0.5, 3), 1.7), [t(b, [19], 16)]));
 

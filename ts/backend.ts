@@ -163,6 +163,10 @@ export interface Backend {
    *  one launch per parameter instead of about fourteen). */
   adamStep?(p: Handle, g: Handle, m: Handle, v: Handle, size: number, h: AdamHyper): void;
 
+  /** Optional silu(a)·b of two f32 arrays of `size` (SwiGLU's gate and up; the GPU has it: one
+   *  pass instead of two), with silu computed as unary('silu') does: the same values. */
+  siluMul?(a: Handle, b: Handle, size: number): Handle;
+
   /** Optional fused causal attention (ops/nn.ts attention; the GPU has it: decoding's attention
    *  in one kernel instead of two matmuls, a mask and a softmax): y [blocks, rows, dim], row r of
    *  block b = Σ_j p_j · v[b, j] over j <= limit = past + r % t, p = softmax_j(f32(scale · q[b, r]) ·

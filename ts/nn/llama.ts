@@ -4,7 +4,7 @@
 // (rotary 'half' style); every projection is a LinearLayer so quantized layers can replace it.
 
 import { ShapeError, ValueError, describeShape } from '../errors.js';
-import { add, mul, silu } from '../ops/arithmetic.js';
+import { add, siluMul } from '../ops/arithmetic.js';
 import { gather } from '../ops/gather.js';
 import { crossEntropy } from '../ops/loss.js';
 import { matmul } from '../ops/matmul.js';
@@ -247,7 +247,7 @@ export class LlamaModel implements TensorContainer {
     const attn = reshape(transpose(reshape(o, [B, c.numHeads, T, D]), [0, 2, 1, 3]), [B, T, c.numHeads * D]);
     const x1 = add(x, b.o.forward(attn));
     const h2 = rmsnorm(x1, b.postNorm, c.rmsNormEps);
-    return add(x1, b.down.forward(mul(silu(b.gate.forward(h2)), b.up.forward(h2))));
+    return add(x1, b.down.forward(siluMul(b.gate.forward(h2), b.up.forward(h2))));
   }
 
   tensors(): Tensor[] {

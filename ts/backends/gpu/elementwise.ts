@@ -69,6 +69,23 @@ ${MAIN} {
   y[i] = ${UNARY_EXPR[op]};
 }`;
 
+// silu(a)·b in one pass (Backend.siluMul): silu as the unary kernel computes it, so the same bits
+// as silu then mul
+const SILU_MUL = /* wgsl */ `
+@group(0) @binding(0) var<storage, read> P: array<u32>; // [size]
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+override WG: u32 = 256u;
+fn sigmoid(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }
+${MAIN} {
+  let i = ${GRID_INDEX};
+  if (i >= P[0]) { return; }
+  let x = a[i];
+  let s = x * sigmoid(x);
+  y[i] = s * b[i];
+}`;
+
 // ---- affine, pow ----
 
 const AFFINE = /* wgsl */ `
@@ -462,6 +479,12 @@ export const elementwiseKernels: KernelGroup = () => ({
   unary: (dev, op, a, size) => {
     const y = dev.alloc(size * 4);
     if (size > 0) dev.run(dev.pipeline(`elementwise-unary-${op}`, () => unarySource(op)), [size], [a as GpuHandle, y], dev.grid(size, WG));
+    return y;
+  },
+
+  siluMul: (dev, a, b, size) => {
+    const y = dev.alloc(size * 4);
+    if (size > 0) dev.run(dev.pipeline('elementwise-silu-mul', SILU_MUL), [size], [a as GpuHandle, b as GpuHandle, y], dev.grid(size, WG));
     return y;
   },
 
