@@ -1,4 +1,5 @@
-// Transformer-block ops: RMSNorm, rotary position embedding and softmax (optionally causal).
+// Transformer-block ops: RMSNorm, rotary position embedding, softmax (optionally causal) and causal
+// attention over grouped query heads (fused on backends that have the kernel).
 
 import { ATTENTION_MAX_DIM, type Backend, type RopeStyle } from '../backend.js';
 import { isGradEnabled, record } from '../autograd.js';
