@@ -59,6 +59,10 @@ export interface AttentionDims {
 }
 /** The largest head size Backend.attention takes (ops/nn.ts composes larger ones). */
 export const ATTENTION_MAX_DIM = 256;
+/** The most query positions per head for which ops/nn.ts calls Backend.attention (decoding; more
+ *  positions, as in a prompt or an evaluation window, go through the matmuls, which share the key
+ *  reads between queries: on lavapipe the fused kernel wins at 1 position, 3.5x, and loses at 8). */
+export const ATTENTION_MAX_T = 4;
 
 /** ICQ search parameters (defaults in ts/quant/icq.ts DEFAULT_ICQ). */
 export interface IcqSearchParams { lambda: number; n: number; sigma: number; clipLow: number; clipHigh: number; clipPoints: number }

@@ -1,7 +1,7 @@
 // Transformer-block ops: RMSNorm, rotary position embedding, softmax (optionally causal) and causal
 // attention over grouped query heads (fused on backends that have the kernel).
 
-import { ATTENTION_MAX_DIM, type Backend, type RopeStyle } from '../backend.js';
+import { ATTENTION_MAX_DIM, ATTENTION_MAX_T, type Backend, type RopeStyle } from '../backend.js';
 import { isGradEnabled, record } from '../autograd.js';
 import { ShapeError, ValueError, describeShape } from '../errors.js';
 import { tensor, type Tensor } from '../tensor.js';
@@ -92,9 +92,9 @@ const MASKED = -1e30;
  * Causal softmax attention: q [blocks, rows, dim] (the query heads sharing a key/value head, t
  * positions each: row r is position past + r % t) over k, v [blocks, keys, dim]; row r attends to
  * keys 0 ..= past + r % t, so k and v may be longer storage (a KvCache's) whose later rows are never
- * seen. Returns [blocks, rows, dim]. One fused kernel where the backend has one and no gradient is
- * wanted; otherwise a matmul, the causal softmax (with a mask over keys past the last query) and
- * a matmul, differentiable.
+ * seen. Returns [blocks, rows, dim]. One fused kernel where the backend has one, no gradient is
+ * wanted and there are few positions (t <= ATTENTION_MAX_T: decoding); otherwise a matmul, the
+ * causal softmax (with a mask over keys past the last query) and a matmul, differentiable.
  */
 export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): Tensor {
   const be = backendOf('attention', q, k, v);
@@ -114,7 +114,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   const scale = opts.scale ?? 1 / Math.sqrt(dim);
   if (!Number.isFinite(scale)) throw new ValueError(`attention: scale must be finite, got ${scale}`);
   const wantsGrad = isGradEnabled() && (q.requiresGrad || k.requiresGrad || v.requiresGrad);
-  if (be.attention && !wantsGrad && dim <= ATTENTION_MAX_DIM && blocks * rows > 0) {
+  if (be.attention && !wantsGrad && dim <= ATTENTION_MAX_DIM && t <= ATTENTION_MAX_T && blocks * rows > 0) {
     return out(be, be.attention(q.handle, k.handle, v.handle, { blocks, rows, t, keys, dim, past, scale }), q.shape);
   }
   // scale on q (the smaller side), the scores per query head [blocks · heads, t, keys]
