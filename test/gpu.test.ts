@@ -652,3 +652,25 @@ test('siluMul on the GPU: one kernel, the same bits as silu then mul, and its gr
   assert.deepEqual(grads(q.siluMul), grads((x, y) => q.mul(q.silu(x), y)));
   for (const t of [a, b, fused, r]) t.dispose();
 });
+
+test('addRmsnorm on the GPU: one kernel, the same bits as add then rmsnorm, and the gradients of the pair', { skip }, () => {
+  const g = gpu as GpuBackend;
+  const mk = (seed: number, shape: number[]) => q.tensor(gaussianArray(shape.reduce((a, b) => a * b, 1), seed), shape, 'f32', g);
+  const x = mk(113, [7, 600]);
+  const r = mk(114, [7, 600]);
+  const w = mk(115, [600]);
+  const d0 = g.dev.addon.gpuStats().dispatches;
+  const [s, y] = q.addRmsnorm(x, r, w, 1e-5);
+  assert.equal(g.dev.addon.gpuStats().dispatches - d0, 1);
+  const s2 = q.add(x, r);
+  assert.deepEqual(s.dataSync(), s2.dataSync());
+  assert.deepEqual(y.dataSync(), q.rmsnorm(s2, w, 1e-5).dataSync());
+  const dy = mk(116, [7, 600]);
+  const ds = mk(117, [7, 600]);
+  const grads = (fused: boolean) => {
+    const xs = [x, r, w].map((t) => q.tensor(t.dataSync() as Float32Array, [...t.shape], 'f32', g).requireGrad());
+    const [a, b] = fused ? q.addRmsnorm(xs[0], xs[1], xs[2], 1e-5) : ((sum) => [sum, q.rmsnorm(sum, xs[2], 1e-5)])(q.add(xs[0], xs[1]));
+    return q.grad(q.add(q.sum(q.mul(a, ds)), q.sum(q.mul(b, dy))), xs).map((t) => t!.dataSync());
+  };
+  assert.deepEqual(grads(true), grads(false));
+});

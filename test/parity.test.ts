@@ -108,6 +108,7 @@ add('cast round trips', 0, (b) => [q.cast(q.cast(q.tensor([1.7, -2.2, 3, 250], [
 add('gather and its scatter-add gradient', 1e-6, (b) => withGrads(b, (tab, i) => q.gather(tab, i), [t(b, [6, 5], 23), ids(b, [0, 5, 5, 2, 0, 1], [2, 3])]));
 
 // transformer blocks
+add('addRmsnorm (fused where the backend has it: the values of add then rmsnorm)', 1e-5, (b) => withGrads(b, (x, r, w) => { const [s, y] = q.addRmsnorm(x, r, w, 1e-5); return q.concat([s, y], 0); }, [t(b, [5, 33], 110), t(b, [5, 33], 111), t(b, [33], 112)]));
 add('rmsnorm', 1e-5, (b) => withGrads(b, (x, w) => q.rmsnorm(x, w, 1e-5), [t(b, [5, 33], 24), t(b, [33], 25)]));
 for (const style of ['half', 'interleaved'] as const) {
   add(`rope ${style}`, 1e-5, (b) => withGrads(b, (x) => q.rope(x, { theta: 10000, offset: 5, style }), [t(b, [2, 3, 7, 16], 26)]));

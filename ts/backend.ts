@@ -171,6 +171,10 @@ export interface Backend {
    *  pass instead of two), with silu computed as unary('silu') does: the same values. */
   siluMul?(a: Handle, b: Handle, size: number): Handle;
 
+  /** Optional residual add and RMSNorm in one pass (the GPU has it): returns [s = x + r,
+   *  rmsnorm(s)·w] for x, r [rows, dim], the same values as binary add then rmsnorm. */
+  addRmsnorm?(x: Handle, r: Handle, w: Handle, rows: number, dim: number, eps: number): [Handle, Handle];
+
   /** Optional fused causal attention (ops/nn.ts attention; the GPU has it: decoding's attention
    *  in one kernel instead of two matmuls, a mask and a softmax): y [blocks, rows, dim], row r of
    *  block b = Σ_j p_j · v[b, j] over j <= limit = past + r % t, p = softmax_j(f32(scale · q[b, r]) ·

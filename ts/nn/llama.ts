@@ -8,7 +8,7 @@ import { add, siluMul } from '../ops/arithmetic.js';
 import { gather } from '../ops/gather.js';
 import { crossEntropy } from '../ops/loss.js';
 import { matmul } from '../ops/matmul.js';
-import { attention, rmsnorm, rope } from '../ops/nn.js';
+import { addRmsnorm, attention, rmsnorm, rope } from '../ops/nn.js';
 import { reshape, slice, transpose } from '../ops/shape.js';
 import type { Backend } from '../backend.js';
 import { getBackend } from '../registry.js';
@@ -245,8 +245,7 @@ export class LlamaModel implements TensorContainer {
     // grouped-query attention without copies: the query heads sharing a kv head are rows of one block
     const o = attention(reshape(q, [B * c.numKvHeads, groups * T, D]), reshape(k, [B * c.numKvHeads, S, D]), reshape(v, [B * c.numKvHeads, S, D]), { t: T, past, scale: 1 / Math.sqrt(D) });
     const attn = reshape(transpose(reshape(o, [B, c.numHeads, T, D]), [0, 2, 1, 3]), [B, T, c.numHeads * D]);
-    const x1 = add(x, b.o.forward(attn));
-    const h2 = rmsnorm(x1, b.postNorm, c.rmsNormEps);
+    const [x1, h2] = addRmsnorm(x, b.o.forward(attn), b.postNorm, c.rmsNormEps);
     return add(x1, b.down.forward(siluMul(b.gate.forward(h2), b.up.forward(h2))));
   }
 

@@ -26,6 +26,31 @@ export function rmsnorm(x: Tensor, w: Tensor, eps = 1e-5): Tensor {
   });
 }
 
+/** [s, rmsnorm(s, w)] for the residual sum s = x + r: one kernel where the backend has it and x
+ *  and r have one shape, else add then rmsnorm (the same values either way); differentiable as the
+ *  pair. */
+export function addRmsnorm(x: Tensor, r: Tensor, w: Tensor, eps = 1e-5): [Tensor, Tensor] {
+  const be = backendOf('addRmsnorm', x, r, w);
+  if (!be.addRmsnorm || x.rank !== r.rank || x.shape.some((d, i) => d !== r.shape[i])) {
+    const s = add(x, r); // (broadcasting, as add does)
+    return [s, rmsnorm(s, w, eps)];
+  }
+  expectDType('addRmsnorm', x, 'f32', 'x');
+  expectDType('addRmsnorm', r, 'f32', 'r');
+  expectDType('addRmsnorm', w, 'f32', 'weight');
+  const dim = x.shape[x.rank - 1];
+  if (w.rank !== 1 || w.shape[0] !== dim) throw new ShapeError(`addRmsnorm: weight must be [${dim}] for x ${describeShape(x.shape)}, got ${describeShape(w.shape)}`);
+  if (!(eps >= 0)) throw new ValueError(`addRmsnorm: eps must be >= 0, got ${eps}`);
+  const rows = x.size / dim;
+  const [sh, yh] = be.addRmsnorm(x.handle, r.handle, w.handle, rows, dim, eps);
+  const s = record('add', [x, r], out(be, sh, x.shape), (g) => [g, g]);
+  const y = record('rmsnorm', [s, w], out(be, yh, x.shape), (g, { inputs: [si, wi] }) => {
+    const [dx, dw] = be.rmsnormBackward(si.handle, wi.handle, g.handle, rows, dim, eps);
+    return [out(be, dx, si.shape), out(be, dw, wi.shape)];
+  });
+  return [s, y];
+}
+
 export interface RopeOptions {
   /** Base of the rotary frequencies (rope_theta). */
   theta?: number;

@@ -140,6 +140,26 @@ const RMSNORM = /* wgsl */ `${ROW_COMMON}
   for (var j = lid; j < dim; j += WG) { y[o + j] = x[o + j] * inv * w[j]; }
 }`;
 
+// P: [rows, dim, eps]; s = x + r (as binary add), y = rmsnorm(s)·w (as RMSNORM: the same bits as
+// the pair, in one pass)
+const ADD_RMSNORM = /* wgsl */ `${ROW_COMMON}
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> r: array<f32>;
+@group(0) @binding(3) var<storage, read> w: array<f32>;
+@group(0) @binding(4) var<storage, read_write> s: array<f32>;
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+@compute @workgroup_size(WG) fn main(${ROW_ARGS}) {
+  let row = ${ROW};
+  let dim = P[1];
+  if (row >= P[0]) { return; }
+  let o = row * dim;
+  var ss = 0.0;
+  for (var j = lid; j < dim; j += WG) { let v = x[o + j] + r[o + j]; s[o + j] = v; ss += v * v; }
+  ss = sumAll(ss, lid);
+  let inv = rsqrt(ss / f32(dim) + bitcast<f32>(P[2]));
+  for (var j = lid; j < dim; j += WG) { y[o + j] = (x[o + j] + r[o + j]) * inv * w[j]; }
+}`;
+
 // P: [rows, dim, eps]; dx = inv·(dy·w − x̂·mean_j(dy·w·x̂)), x̂ = x·inv; inv_r saved for dw
 const RMSNORM_BWD = /* wgsl */ `${ROW_COMMON}
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -484,6 +504,14 @@ export const transformerKernels: KernelGroup = (dev) => {
   }
 
   return {
+    addRmsnorm(dev, x, r, w, rows, dim, eps) {
+      const sum = dev.alloc(rows * dim * 4);
+      const y = dev.alloc(rows * dim * 4);
+      if (rows * dim === 0) return [sum, y];
+      dev.run(pipe('addRmsnorm', ADD_RMSNORM, rowWg(dim)), [rows, dim, f32Bits(eps)], [x as GpuHandle, r as GpuHandle, w as GpuHandle, sum, y], rowGrid(rows));
+      return [sum, y];
+    },
+
     rmsnorm(dev, x, w, rows, dim, eps) {
       const y = dev.alloc(rows * dim * 4);
       if (rows * dim === 0) return y;
