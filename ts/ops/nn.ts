@@ -1,7 +1,7 @@
 // Transformer-block ops: RMSNorm, rotary position embedding, softmax (optionally causal) and causal
 // attention over grouped query heads (fused on backends that have the kernel).
 
-import { ATTENTION_MAX_DIM, ATTENTION_MAX_T, type Backend, type RopeStyle } from '../backend.js';
+import { ATTENTION_MAX_DIM, ATTENTION_MAX_T, type Backend, type Handle, type RopeStyle } from '../backend.js';
 import { isGradEnabled, record } from '../autograd.js';
 import { ShapeError, ValueError, describeShape } from '../errors.js';
 import { tensor, type Tensor } from '../tensor.js';
@@ -13,17 +13,8 @@ import { backendOf, expectDType, out } from './util.js';
 /** y = x / sqrt(mean(x², last axis) + eps) · w, for x [..., dim] and w [dim]. */
 export function rmsnorm(x: Tensor, w: Tensor, eps = 1e-5): Tensor {
   const be = backendOf('rmsnorm', x, w);
-  expectDType('rmsnorm', x, 'f32', 'x');
-  expectDType('rmsnorm', w, 'f32', 'weight');
-  const dim = x.shape[x.rank - 1];
-  if (w.rank !== 1 || w.shape[0] !== dim) throw new ShapeError(`rmsnorm: weight must be [${dim}] for x ${describeShape(x.shape)}, got ${describeShape(w.shape)}`);
-  if (!(eps >= 0)) throw new ValueError(`rmsnorm: eps must be >= 0, got ${eps}`);
-  const rows = x.size / dim;
-  const y = out(be, be.rmsnorm(x.handle, w.handle, rows, dim, eps), x.shape);
-  return record('rmsnorm', [x, w], y, (g, { inputs: [xi, wi] }) => {
-    const [dx, dw] = be.rmsnormBackward(xi.handle, wi.handle, g.handle, rows, dim, eps);
-    return [out(be, dx, xi.shape), out(be, dw, wi.shape)];
-  });
+  const { rows, dim } = normDims('rmsnorm', x, w, eps);
+  return recordRmsnorm(be, x, w, be.rmsnorm(x.handle, w.handle, rows, dim, eps), rows, dim, eps);
 }
 
 /** [s, rmsnorm(s, w)] for the residual sum s = x + r: one kernel where the backend has it and x
@@ -35,20 +26,29 @@ export function addRmsnorm(x: Tensor, r: Tensor, w: Tensor, eps = 1e-5): [Tensor
     const s = add(x, r); // (broadcasting, as add does)
     return [s, rmsnorm(s, w, eps)];
   }
-  expectDType('addRmsnorm', x, 'f32', 'x');
   expectDType('addRmsnorm', r, 'f32', 'r');
-  expectDType('addRmsnorm', w, 'f32', 'weight');
-  const dim = x.shape[x.rank - 1];
-  if (w.rank !== 1 || w.shape[0] !== dim) throw new ShapeError(`addRmsnorm: weight must be [${dim}] for x ${describeShape(x.shape)}, got ${describeShape(w.shape)}`);
-  if (!(eps >= 0)) throw new ValueError(`addRmsnorm: eps must be >= 0, got ${eps}`);
-  const rows = x.size / dim;
+  const { rows, dim } = normDims('addRmsnorm', x, w, eps);
   const [sh, yh] = be.addRmsnorm(x.handle, r.handle, w.handle, rows, dim, eps);
   const s = record('add', [x, r], out(be, sh, x.shape), (g) => [g, g]);
-  const y = record('rmsnorm', [s, w], out(be, yh, x.shape), (g, { inputs: [si, wi] }) => {
-    const [dx, dw] = be.rmsnormBackward(si.handle, wi.handle, g.handle, rows, dim, eps);
-    return [out(be, dx, si.shape), out(be, dw, wi.shape)];
+  return [s, recordRmsnorm(be, s, w, yh, rows, dim, eps)];
+}
+
+/** The checks of an RMSNorm's operands (f32 x [..., dim], f32 w [dim], eps >= 0); its rows and dim. */
+function normDims(name: string, x: Tensor, w: Tensor, eps: number): { rows: number; dim: number } {
+  expectDType(name, x, 'f32', 'x');
+  expectDType(name, w, 'f32', 'weight');
+  const dim = x.shape[x.rank - 1];
+  if (w.rank !== 1 || w.shape[0] !== dim) throw new ShapeError(`${name}: weight must be [${dim}] for x ${describeShape(x.shape)}, got ${describeShape(w.shape)}`);
+  if (!(eps >= 0)) throw new ValueError(`${name}: eps must be >= 0, got ${eps}`);
+  return { rows: x.size / dim, dim };
+}
+
+/** y = rmsnorm(x)·w (the handle computed) as a tensor, recorded with RMSNorm's backward. */
+function recordRmsnorm(be: Backend, x: Tensor, w: Tensor, y: Handle, rows: number, dim: number, eps: number): Tensor {
+  return record('rmsnorm', [x, w], out(be, y, x.shape), (g, { inputs: [xi, wi] }) => {
+    const [dx, dw] = be.rmsnormBackward(xi.handle, wi.handle, g.handle, rows, dim, eps);
+    return [out(be, dx, xi.shape), out(be, dw, wi.shape)];
   });
-  return [s, y];
 }
 
 export interface RopeOptions {

@@ -123,42 +123,28 @@ function withSubgroups(src: string): string {
 }
 const ROW = 'wid.x + wid.y * nwg.x';
 
-// P: [rows, dim, eps]; y[r, j] = x[r, j] · inv_r · w[j], inv_r = 1 / sqrt(mean_j x² + eps)
-const RMSNORM = /* wgsl */ `${ROW_COMMON}
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+// P: [rows, dim, eps]; y[r, j] = x[r, j] · inv_r · w[j], inv_r = 1 / sqrt(mean_j x² + eps). With
+// `residual`, x is the sum s = x + r (as binary add computes it), also written out: the residual
+// add and the norm after it in one pass, the same bits as the pair.
+const rmsnormSource = (residual: boolean) => {
+  const v = residual ? '(x[o + j] + r[o + j])' : 'x[o + j]';
+  const b = residual ? ['x', 'r', 'w', 's', 'y'] : ['x', 'w', 'y'];
+  return /* wgsl */ `${ROW_COMMON}
+${b.map((n, i) => `@group(0) @binding(${i + 1}) var<storage, ${n === 's' || n === 'y' ? 'read_write' : 'read'}> ${n}: array<f32>;`).join('\n')}
 @compute @workgroup_size(WG) fn main(${ROW_ARGS}) {
   let row = ${ROW};
   let dim = P[1];
   if (row >= P[0]) { return; }
   let o = row * dim;
   var ss = 0.0;
-  for (var j = lid; j < dim; j += WG) { let v = x[o + j]; ss += v * v; }
+  for (var j = lid; j < dim; j += WG) { let v = ${v};${residual ? ' s[o + j] = v;' : ''} ss += v * v; }
   ss = sumAll(ss, lid);
   let inv = rsqrt(ss / f32(dim) + bitcast<f32>(P[2]));
-  for (var j = lid; j < dim; j += WG) { y[o + j] = x[o + j] * inv * w[j]; }
+  for (var j = lid; j < dim; j += WG) { y[o + j] = ${v} * inv * w[j]; }
 }`;
-
-// P: [rows, dim, eps]; s = x + r (as binary add), y = rmsnorm(s)·w (as RMSNORM: the same bits as
-// the pair, in one pass)
-const ADD_RMSNORM = /* wgsl */ `${ROW_COMMON}
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> r: array<f32>;
-@group(0) @binding(3) var<storage, read> w: array<f32>;
-@group(0) @binding(4) var<storage, read_write> s: array<f32>;
-@group(0) @binding(5) var<storage, read_write> y: array<f32>;
-@compute @workgroup_size(WG) fn main(${ROW_ARGS}) {
-  let row = ${ROW};
-  let dim = P[1];
-  if (row >= P[0]) { return; }
-  let o = row * dim;
-  var ss = 0.0;
-  for (var j = lid; j < dim; j += WG) { let v = x[o + j] + r[o + j]; s[o + j] = v; ss += v * v; }
-  ss = sumAll(ss, lid);
-  let inv = rsqrt(ss / f32(dim) + bitcast<f32>(P[2]));
-  for (var j = lid; j < dim; j += WG) { y[o + j] = (x[o + j] + r[o + j]) * inv * w[j]; }
-}`;
+};
+const RMSNORM = rmsnormSource(false);
+const ADD_RMSNORM = rmsnormSource(true);
 
 // P: [rows, dim, eps]; dx = inv·(dy·w − x̂·mean_j(dy·w·x̂)), x̂ = x·inv; inv_r saved for dw
 const RMSNORM_BWD = /* wgsl */ `${ROW_COMMON}
