@@ -195,15 +195,19 @@ export class LlamaModel implements TensorContainer {
     if (past + ids.shape[1] > this.config.maxPositions) {
       throw new ValueError(`LlamaModel: ${past + ids.shape[1]} positions exceed the model's ${this.config.maxPositions}`);
     }
+    const eps = this.config.rmsNormEps;
     let x = gather(this.embed, ids);
+    // each block's residual sum and the next norm (the next block's input norm, then the final
+    // one) in one pass: blockStep with nextNorm
+    let h = rmsnorm(x, this.blocks[0]?.inputNorm ?? this.norm, eps);
     this.blocks.forEach((_, i) => {
-      const next = tidy(() => this.blockForward(i, x, past, cache));
-      x.dispose(); // autograd keeps its own reference when it needs x
-      x = next;
+      const [nx, nh] = tidy(() => this.blockStep(i, x, h, this.blocks[i + 1]?.inputNorm ?? this.norm, past, cache));
+      x.dispose(); // autograd keeps its own references where it needs them
+      h.dispose();
+      [x, h] = [nx, nh!];
     });
-    const y = rmsnorm(x, this.norm, this.config.rmsNormEps);
     x.dispose();
-    return y;
+    return h;
   }
 
   /** Logits [batch, seq, vocab]. */
@@ -229,13 +233,18 @@ export class LlamaModel implements TensorContainer {
 
   /** Block `layer` applied to hidden states x [batch, seq, hidden] (positions past..). */
   blockForward(layer: number, x: Tensor, past = 0, cache?: KvCache): Tensor {
+    return this.blockStep(layer, x, rmsnorm(x, this.blocks[layer].inputNorm, this.config.rmsNormEps), undefined, past, cache)[0];
+  }
+
+  /** Block `layer` on x, given h = its input norm of x: the block's output and, with nextNorm, the
+   *  RMSNorm of that output under nextNorm, from the last residual add in the same pass (addRmsnorm). */
+  private blockStep(layer: number, x: Tensor, h: Tensor, nextNorm: Tensor | undefined, past: number, cache?: KvCache): [Tensor, Tensor | undefined] {
     const b = this.blocks[layer];
     const c = this.config;
     const [B, T] = x.shape;
     const D = c.headDim;
     const groups = c.numHeads / c.numKvHeads;
     const heads = (y: Tensor, n: number): Tensor => transpose(reshape(y, [B, T, n, D]), [0, 2, 1, 3]);
-    const h = rmsnorm(x, b.inputNorm, c.rmsNormEps);
     const ropeOpts = { theta: c.ropeTheta, offset: past, style: 'half' as const };
     const q = rope(heads(b.q.forward(h), c.numHeads), ropeOpts);
     let k = rope(heads(b.k.forward(h), c.numKvHeads), ropeOpts);
@@ -246,7 +255,8 @@ export class LlamaModel implements TensorContainer {
     const o = attention(reshape(q, [B * c.numKvHeads, groups * T, D]), reshape(k, [B * c.numKvHeads, S, D]), reshape(v, [B * c.numKvHeads, S, D]), { t: T, past, scale: 1 / Math.sqrt(D) });
     const attn = reshape(transpose(reshape(o, [B, c.numHeads, T, D]), [0, 2, 1, 3]), [B, T, c.numHeads * D]);
     const [x1, h2] = addRmsnorm(x, b.o.forward(attn), b.postNorm, c.rmsNormEps);
-    return add(x1, b.down.forward(siluMul(b.gate.forward(h2), b.up.forward(h2))));
+    const mlp = b.down.forward(siluMul(b.gate.forward(h2), b.up.forward(h2)));
+    return nextNorm ? addRmsnorm(x1, mlp, nextNorm, c.rmsNormEps) : [add(x1, mlp), undefined];
   }
 
   tensors(): Tensor[] {
