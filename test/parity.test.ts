@@ -84,6 +84,7 @@ for (const op of ['neg', 'exp', 'sqrt', 'rsqrt', 'log', 'abs', 'square', 'sigmoi
   add(`unary ${op}`, 1e-5, (b) => withGrads(b, q[op], [positive ? q.tensor(pos(b, [41], 15), [41], 'f32', b) : t(b, [41], 15)]));
 }
 add('siluMul (fused where the backend has it: the values of silu then mul)', 1e-5, (b) => withGrads(b, (x, y) => q.siluMul(x, y), [t(b, [3, 37], 103), t(b, [3, 37], 104)]));
+add('siluMul and addRmsnorm broadcasting (composed on every backend)', 1e-5, (b) => withGrads(b, (x, y, w) => { const [s, n] = q.addRmsnorm(x, y, w); return q.concat([q.siluMul(x, y), s, n], 0); }, [t(b, [3, 37], 118), t(b, [37], 119), t(b, [37], 120)]));
 add('siluMul without gradients', 1e-5, (b) => [q.siluMul(t(b, [2, 300], 105, 4), t(b, [2, 300], 106))]);
 add('sign', 0, (b) => [q.sign(q.tensor([-2, 0, 3], [3], 'f32', b))]);
 add('affine, pow', 1e-5, (b) => withGrads(b, (x) => q.pow(q.affine(x, 0.5, 3), 1.7), [t(b, [19], 16)]));
@@ -291,6 +292,16 @@ for (const [name, b] of under) {
       assert.throws(() => q.crossEntropy(t(b, [2, 3], 2), ids(b, [0, 9])), (e: Error) => e instanceof q.ValueError && /target 9/.test(e.message));
       const bad = q.tensor([0.1, 0.2, 0.3, Infinity], [2, 2], 'f32', b);
       assert.throws(() => q.quantize(bad, q.formats.nf(4)), (e: Error) => e instanceof q.NonFiniteError && /row 1, col 1/.test(e.message));
+      // the fused ops check their operands the same way whether the backend fuses them or not
+      const [qa, kv] = [t(b, [2, 3, 8], 3), t(b, [2, 5, 8], 4)];
+      assert.throws(() => q.attention(qa, t(b, [2, 5, 4], 5), kv), (e: Error) => e instanceof q.ShapeError && /k \[2, 5, 4\] and v \[2, 5, 8\] must be \[2, keys, 8\]/.test(e.message));
+      assert.throws(() => q.attention(t(b, [3, 8], 6), kv, kv), (e: Error) => e instanceof q.ShapeError && /q must be \[blocks, rows, dim\]/.test(e.message));
+      assert.throws(() => q.attention(qa, kv, kv, { t: 2 }), (e: Error) => e instanceof q.ValueError && /t = 2 positions must divide the 3 query rows/.test(e.message));
+      assert.throws(() => q.attention(qa, kv, kv, { t: 1, past: 5 }), (e: Error) => e instanceof q.ValueError && /past = 5 with 1 positions needs 6 keys, k has 5/.test(e.message));
+      assert.throws(() => q.attention(qa, kv, kv, { t: 1, scale: NaN }), (e: Error) => e instanceof q.ValueError && /scale must be finite/.test(e.message));
+      assert.throws(() => q.addRmsnorm(t(b, [2, 8], 7), t(b, [2, 8], 8), t(b, [4], 9)), (e: Error) => e instanceof q.ShapeError && /addRmsnorm: weight must be \[8\]/.test(e.message));
+      assert.throws(() => q.addRmsnorm(t(b, [2, 8], 7), t(b, [2, 8], 8), t(b, [8], 9), -1), (e: Error) => e instanceof q.ValueError && /addRmsnorm: eps must be >= 0/.test(e.message));
+      assert.throws(() => q.siluMul(q.cast(t(b, [4], 10), 'i32'), t(b, [4], 11)), (e: Error) => e instanceof q.DTypeError && /siluMul/.test(e.message));
     });
   });
 }

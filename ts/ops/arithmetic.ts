@@ -2,7 +2,7 @@
 
 import type { BinaryOp, UnaryOp } from '../backend.js';
 import { record, setGradAdd } from '../autograd.js';
-import { ShapeError, ValueError, describeShape } from '../errors.js';
+import { ValueError } from '../errors.js';
 import type { Tensor } from '../tensor.js';
 import { sumTo } from './reduce.js';
 import { backendOf, broadcastShapes, expectDType, out, padShape } from './util.js';
@@ -138,15 +138,14 @@ export function silu(a: Tensor): Tensor {
   return record('silu', [a], unaryRaw('silu', a), (g, { inputs: [x] }) => [mul(g, unaryRaw('siluGrad', x))]);
 }
 
-/** silu(a)·b for a and b of one shape (SwiGLU's gate and up): one kernel where the backend has
- *  it, else silu then mul (the same values either way). The backward recomputes silu(a), so only a
- *  and b are kept for it. */
+/** silu(a)·b (SwiGLU's gate and up): one kernel where the backend has it and a and b have one
+ *  shape, else silu then mul, broadcasting as mul does (the same values either way). The fused
+ *  backward recomputes silu(a), so only a and b are kept for it. */
 export function siluMul(a: Tensor, b: Tensor): Tensor {
   const be = backendOf('siluMul', a, b);
-  if (!be.siluMul) return mul(silu(a), b);
   expectDType('siluMul', a, 'f32', 'first input');
   expectDType('siluMul', b, 'f32', 'second input');
-  if (a.rank !== b.rank || a.shape.some((d, i) => d !== b.shape[i])) throw new ShapeError(`siluMul: ${describeShape(a.shape)} and ${describeShape(b.shape)} differ`);
+  if (!be.siluMul || a.rank !== b.rank || a.shape.some((d, i) => d !== b.shape[i])) return mul(silu(a), b);
   const y = out(be, be.siluMul(a.handle, b.handle, a.size), a.shape);
   return record('siluMul', [a, b], y, (g, { inputs: [x, z], needs }) => [
     needs[0] ? mul(mul(g, z), unaryRaw('siluGrad', x)) : null,

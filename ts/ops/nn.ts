@@ -18,16 +18,19 @@ export function rmsnorm(x: Tensor, w: Tensor, eps = 1e-5): Tensor {
 }
 
 /** [s, rmsnorm(s, w)] for the residual sum s = x + r: one kernel where the backend has it and x
- *  and r have one shape, else add then rmsnorm (the same values either way); differentiable as the
- *  pair. */
+ *  and r have one shape, else add then rmsnorm, broadcasting as add does (the same values either
+ *  way); differentiable as the pair. */
 export function addRmsnorm(x: Tensor, r: Tensor, w: Tensor, eps = 1e-5): [Tensor, Tensor] {
   const be = backendOf('addRmsnorm', x, r, w);
-  if (!be.addRmsnorm || x.rank !== r.rank || x.shape.some((d, i) => d !== r.shape[i])) {
-    const s = add(x, r); // (broadcasting, as add does)
+  const same = x.rank === r.rank && x.shape.every((d, i) => d === r.shape[i]);
+  // one shape: checked here on every backend (the same errors, fused or not)
+  if (same) expectDType('addRmsnorm', r, 'f32', 'r');
+  const dims = same ? normDims('addRmsnorm', x, w, eps) : undefined;
+  if (!dims || !be.addRmsnorm) {
+    const s = add(x, r);
     return [s, rmsnorm(s, w, eps)];
   }
-  expectDType('addRmsnorm', r, 'f32', 'r');
-  const { rows, dim } = normDims('addRmsnorm', x, w, eps);
+  const { rows, dim } = dims;
   const [sh, yh] = be.addRmsnorm(x.handle, r.handle, w.handle, rows, dim, eps);
   const s = record('add', [x, r], out(be, sh, x.shape), (g) => [g, g]);
   return [s, recordRmsnorm(be, s, w, yh, rows, dim, eps)];

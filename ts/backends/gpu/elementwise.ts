@@ -54,13 +54,15 @@ const UNARY_EXPR: Record<UnaryOp, string> = {
   step: 'bitcast<f32>(select(0u, 0x3f800000u, gt0(x)))',
 };
 
+const SIGMOID = 'fn sigmoid(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }';
+
 const unarySource = (op: UnaryOp) => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> P: array<u32>; // [size]
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 override WG: u32 = 256u;
 ${FLOAT_FNS}
-fn sigmoid(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }
+${SIGMOID}
 fn silu_grad(x: f32) -> f32 { let s = sigmoid(x); return s * (1.0 + x * (1.0 - s)); }
 ${MAIN} {
   let i = ${GRID_INDEX};
@@ -69,7 +71,7 @@ ${MAIN} {
   y[i] = ${UNARY_EXPR[op]};
 }`;
 
-// silu(a)·b in one pass (Backend.siluMul): silu as the unary kernel computes it, so the same bits
+// silu(a)·b in one pass (Backend.siluMul): silu by the unary kernel's expression, so the same bits
 // as silu then mul
 const SILU_MUL = /* wgsl */ `
 @group(0) @binding(0) var<storage, read> P: array<u32>; // [size]
@@ -77,12 +79,12 @@ const SILU_MUL = /* wgsl */ `
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 override WG: u32 = 256u;
-fn sigmoid(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }
+${SIGMOID}
 ${MAIN} {
   let i = ${GRID_INDEX};
   if (i >= P[0]) { return; }
   let x = a[i];
-  let s = x * sigmoid(x);
+  let s = ${UNARY_EXPR.silu};
   y[i] = s * b[i];
 }`;
 

@@ -19,7 +19,7 @@
 // (outside the live-buffer count); offsets beyond 65536 (or negative, or fractional) get a
 // per-call table instead.
 
-import type { RopeParams } from '../../backend.js';
+import { ATTENTION_MAX_DIM, type RopeParams } from '../../backend.js';
 import { ValueError } from '../../errors.js';
 import { f32Bits, GRID_INDEX, type Device, type GpuHandle } from './device.js';
 import type { KernelGroup } from './index.js';
@@ -266,9 +266,10 @@ const SOFTMAX = /* wgsl */ `${ROW_COMMON}
 // of block b: the keys j <= past + (r % rows) % t in chunks of WG, one key per thread (its score
 // f32(q·scale)·k_j summed in order over dim), the softmax kept online (the running max m and sum l;
 // the accumulated output rescaled by exp(m_old − m_new) when a chunk raises the max), and the
-// output's dim features spread over the threads (ATT_ACC per thread: dim <= 256). Then y = acc / l.
+// output's dim features spread over the threads (ATT_ACC per thread: dim <= ATTENTION_MAX_DIM).
+// Then y = acc / l.
 const ATT_WG = 64;
-const ATT_ACC = 4;
+const ATT_ACC = ATTENTION_MAX_DIM / ATT_WG;
 const ATTENTION = /* wgsl */ `${ROW_COMMON}
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> k: array<f32>;
@@ -552,7 +553,7 @@ export const transformerKernels: KernelGroup = (dev) => {
       const n = d.blocks * d.rows;
       const y = dev.alloc(n * d.dim * 4);
       if (n * d.dim === 0) return y;
-      if (d.dim > ATT_WG * ATT_ACC) throw new ValueError(`attention: head size ${d.dim} is over ${ATT_WG * ATT_ACC}`);
+      if (d.dim > ATTENTION_MAX_DIM) throw new ValueError(`attention: head size ${d.dim} is over ${ATTENTION_MAX_DIM}`);
       dev.run(pipe('attention', ATTENTION, ATT_WG), [n, d.rows, d.t, d.keys, d.dim, d.past, f32Bits(d.scale)], [q as GpuHandle, k as GpuHandle, v as GpuHandle, y], rowGrid(n));
       return y;
     },
