@@ -18,7 +18,8 @@
 //        [--ab] (the RILQ step also with the earlier scheduling and without shader checks)
 //        [--warmup S] (S seconds of back-to-back copies first, to bring the GPU to its clocks)
 //        --only decode: greedy decoding's ms per token (SmolLM2-135M's shape, int4, f32 and int8 GEMV;
-//        --batches FIRST:MAX,... times f32 again under those submit schedules)
+//        --batches FIRST:MAX,... times f32 again under those submit schedules; --anatomy splits its
+//        time per token into wall, host recording and GPU busy)
 // Needs the gpu backend (a real adapter, or QUANTLORA_GPU_SOFTWARE=1 for a functional run).
 
 import { execFileSync } from 'node:child_process';
@@ -27,7 +28,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Bench } from 'tinybench';
-import { backendByName, dequantizeMatmul, formats, generate, matmul, quantize, randn, setBackend, type Tensor } from '../ts/index.js';
+import { backendByName, dequantizeMatmul, formats, generate, matmul, noGrad, quantize, randn, setBackend, slice, tensor, tidy, type Tensor } from '../ts/index.js';
 import type { GpuBackend } from '../ts/backends/gpu/index.js';
 import { GRID_INDEX } from '../ts/backends/gpu/device.js';
 import { gemvShape } from '../ts/backends/gpu/quant.js';
@@ -39,7 +40,7 @@ import { exportHf } from '../ts/io/export-hf.js';
 import { calibrationWindows } from '../ts/methods/calibration.js';
 import { quantizeModel, rtnLayers } from '../ts/methods/quantize-model.js';
 import { rilq } from '../ts/methods/rilq.js';
-import { LlamaModel } from '../ts/nn/llama.js';
+import { KvCache, LlamaModel } from '../ts/nn/llama.js';
 import type { LlamaConfig } from '../ts/nn/config.js';
 import { gaussianArray } from '../ts/tensor.js';
 
@@ -330,6 +331,53 @@ async function decode(c: LlamaConfig, f: QuantFormat, tokens: number, label: str
   }
 }
 
+/** Where a decoded token's time goes (model qm, greedy steps as generate takes them, after a
+ *  32-token prompt): `wall`, ms per token with each token's logits read back (as generate);
+ *  `host`, the host's ms per token recording steps with no submit and no read (the best of 5 rounds
+ *  of 4 tokens); `gpu`, the GPU's busy ms per token (timestamps over 16 tokens recorded with no read
+ *  between them), where the adapter has timestamps. */
+async function decodeAnatomy(qm: LlamaModel, tokens: number): Promise<{ wall: number; host: number; gpu?: number }> {
+  setBackend('gpu');
+  const cache = new KvCache();
+  const step = (ids: number[]) => noGrad(() => tidy(() => {
+    const h = qm.hidden(tensor(Int32Array.from(ids), [1, ids.length], 'i32'), cache);
+    return qm.head(slice(h, [0, ids.length - 1, 0], [1, 1, -1]));
+  }));
+  const read = async (ids: number[]) => {
+    const r = step(ids);
+    await r.data();
+    r.dispose();
+  };
+  try {
+    await read(Array.from({ length: 32 }, (_, i) => (i * 7919 + 13) % qm.config.vocabSize));
+    for (let i = 0; i < 4; i++) await read([i + 1]);
+    let t0 = performance.now();
+    for (let i = 0; i < tokens; i++) await read([i + 5]);
+    const wall = (performance.now() - t0) / tokens;
+    const first = dev.addon.gpuSetFirstBatch(2048);
+    const most = dev.addon.gpuSetMaxBatch(2048);
+    let host = Infinity;
+    try {
+      for (let round = 0; round < 5; round++) {
+        t0 = performance.now();
+        for (let i = 0; i < 4; i++) step([i + 7]).dispose();
+        host = Math.min(host, (performance.now() - t0) / 4);
+        dev.addon.gpuWait();
+      }
+    } finally {
+      dev.addon.gpuSetFirstBatch(first);
+      dev.addon.gpuSetMaxBatch(most);
+    }
+    if (!timestamps) return { wall, host };
+    dev.addon.gpuTimingStart();
+    for (let i = 0; i < 16; i++) step([i + 9]).dispose();
+    const gpu = dev.addon.gpuTimingStop()!.ms / 16;
+    return { wall, host, gpu };
+  } finally {
+    cache.dispose();
+  }
+}
+
 /** A model of shape c with random weights, its linear layers quantized to f (for decode). */
 function decodeModel(c: LlamaConfig, f: QuantFormat): LlamaModel {
   const fp = randomModel(c);
@@ -528,6 +576,23 @@ if (want('decode')) {
     const r = await decode(c, formats.int(4, { group: 64 }), quick ? 8 : 64, `${gemv}${tiled ? ', head by the tiled matmul' : ''}`);
     goals.push(`${r.name}: ${r.ms.toFixed(2)} ms = ${(1000 / r.ms).toFixed(0)} tokens/s`);
     console.log(goals[goals.length - 1]);
+  }
+  // --anatomy: where the f32 decode's time per token goes (decodeAnatomy), 3 rounds
+  if (process.argv.includes('--anatomy')) {
+    dev.gemv = 'f32';
+    const f = formats.int(4, { group: 64 });
+    const qm = decodeModel(c, f);
+    try {
+      for (let round = 0; round < 3; round++) {
+        const a = await decodeAnatomy(qm, quick ? 8 : 64);
+        const name = `decode anatomy ${f.name} (f32), ${c.numLayers} layers, round ${round + 1}: ms per token`;
+        rows.push({ name, ms: a.wall, gpuMs: a.gpu, hostMs: a.host, note: 'ms: wall with a read per token; GPU ms: busy; host: recording only' });
+        goals.push(`${name}: wall ${a.wall.toFixed(2)}, host recording ${a.host.toFixed(2)}, GPU busy ${a.gpu?.toFixed(2) ?? '(no timestamps)'}`);
+        console.log(goals[goals.length - 1]);
+      }
+    } finally {
+      qm.dispose();
+    }
   }
   // --batches FIRST:MAX,...: the f32 decode under other submit schedules (the first batch after a
   // wait, and the most dispatches per batch: the host records while the GPU runs what was

@@ -653,6 +653,34 @@ test('siluMul on the GPU: one kernel, the same bits as silu then mul, and its gr
   for (const t of [a, b, fused, r]) t.dispose();
 });
 
+test('KvCache.extendRoped on the GPU: one kernel, the same bits as the heads\' transposes, rope and the storage writes', { skip }, () => {
+  const g = gpu as GpuBackend;
+  const mk = (seed: number, shape: number[]) => q.tensor(gaussianArray(shape.reduce((a, b) => a * b, 1), seed), shape, 'f32', g);
+  const run = (fused: boolean) => {
+    const saved = g.ropeAppend;
+    if (!fused) g.ropeAppend = undefined;
+    try {
+      const cache = new q.KvCache({ capacity: 4 }); // 3 positions, 1 more, then 2 past the room: 8
+      const got: Float32Array[] = [];
+      let at = 0;
+      for (const [T, seed] of [[3, 140], [1, 143], [2, 146]]) {
+        const d0 = g.dev.addon.gpuStats().dispatches;
+        const [y, ck, cv] = cache.extendRoped(3, mk(seed, [2, T, 9 * 64]), mk(seed + 1, [2, T, 3 * 64]), mk(seed + 2, [2, T, 3 * 64]), { q: 9, kv: 3 }, { theta: 1e5, offset: at, style: 'half' });
+        // fused: one dispatch, or two more where the storage doubles (zeros, then the old positions)
+        if (fused && T === 1) assert.equal(g.dev.addon.gpuStats().dispatches - d0, 1);
+        at += T;
+        got.push(y.dataSync() as Float32Array, ck.dataSync() as Float32Array, cv.dataSync() as Float32Array);
+        y.dispose();
+      }
+      cache.dispose();
+      return got;
+    } finally {
+      g.ropeAppend = saved;
+    }
+  };
+  assert.deepEqual(run(true), run(false));
+});
+
 test('addRmsnorm on the GPU: one kernel, the same bits as add then rmsnorm, and the gradients of the pair', { skip }, () => {
   const g = gpu as GpuBackend;
   const mk = (seed: number, shape: number[]) => q.tensor(gaussianArray(shape.reduce((a, b) => a * b, 1), seed), shape, 'f32', g);

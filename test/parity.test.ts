@@ -122,6 +122,26 @@ for (const [blocks, heads, tq, keys, past, dim] of [[3, 3, 1, 70, 40, 64], [2, 2
     q.attention(t(b, [blocks, heads * tq, dim], 94), t(b, [blocks, keys, dim], 95), t(b, [blocks, keys, dim], 96), { t: tq, past }),
   ]);
 }
+// KvCache.extendRoped: one kernel where the backend has ropeAppend, composed elsewhere; a prompt of
+// 3 positions, then single positions across a doubling of the storage (room for 4 at first), 2
+// sequences of 3 query heads over 1 key/value head; the query rows and the whole storages
+for (const style of ['half', 'interleaved'] as const) {
+  add(`KvCache.extendRoped (${style}): rope on q and k, k and v written into storage that doubles`, 1e-6, (b) => {
+    const cache = new q.KvCache({ capacity: 4 });
+    const outs: q.Tensor[] = [];
+    let at = 0;
+    for (const [T, seed] of [[3, 130], [1, 133], [1, 136]]) {
+      const [y, ck, cv] = cache.extendRoped(0, t(b, [2, T, 24], seed), t(b, [2, T, 8], seed + 1), t(b, [2, T, 8], seed + 2), { q: 3, kv: 1 }, { theta: 500, offset: at + 7, style });
+      outs.push(y);
+      at += T;
+      if (at === 5) outs.push(q.mul(ck, 1), q.mul(cv, 1)); // copies: the cache owns its storage
+    }
+    assert.equal(cache.capacity, 8);
+    cache.dispose();
+    return outs;
+  });
+}
+
 add('attention gradients (causal, and over longer key storage)', 1e-5, (b) => [
   ...withGrads(b, (x, k, v) => q.attention(x, k, v, { t: 3 }), [t(b, [2, 6, 8], 97), t(b, [2, 3, 8], 98), t(b, [2, 3, 8], 99)]),
   ...withGrads(b, (x, k, v) => q.attention(x, k, v, { t: 3, past: 2 }), [t(b, [2, 6, 8], 100), t(b, [2, 9, 8], 101), t(b, [2, 9, 8], 102)]),
@@ -302,6 +322,17 @@ for (const [name, b] of under) {
       assert.throws(() => q.addRmsnorm(t(b, [2, 8], 7), t(b, [2, 8], 8), t(b, [4], 9)), (e: Error) => e instanceof q.ShapeError && /addRmsnorm: weight must be \[8\]/.test(e.message));
       assert.throws(() => q.addRmsnorm(t(b, [2, 8], 7), t(b, [2, 8], 8), t(b, [8], 9), -1), (e: Error) => e instanceof q.ValueError && /addRmsnorm: eps must be >= 0/.test(e.message));
       assert.throws(() => q.siluMul(q.cast(t(b, [4], 10), 'i32'), t(b, [4], 11)), (e: Error) => e instanceof q.DTypeError && /siluMul/.test(e.message));
+      const cache = new q.KvCache();
+      const heads = { q: 2, kv: 1 };
+      assert.throws(() => cache.extendRoped(0, t(b, [1, 1, 16], 12), t(b, [1, 1, 4], 13), t(b, [1, 1, 4], 14), heads, {}), (e: Error) => e instanceof q.ShapeError && /q \[1, 1, 16\], k \[1, 1, 4\] and v \[1, 1, 4\] are not \[batch, t, heads · headDim\] of 2 and 1 heads/.test(e.message));
+      assert.throws(() => cache.extendRoped(0, t(b, [1, 1, 6], 12), t(b, [1, 1, 3], 13), t(b, [1, 1, 3], 14), heads, {}), (e: Error) => e instanceof q.ShapeError && /one even headDim/.test(e.message));
+      assert.throws(() => cache.extendRoped(0, t(b, [1, 1, 16], 12), t(b, [1, 1, 8], 13), t(b, [1, 2, 8], 14), heads, {}), (e: Error) => e instanceof q.ShapeError && /v \[1, 2, 8\]/.test(e.message));
+      assert.throws(() => cache.extendRoped(0, t(b, [1, 1, 16], 12), t(b, [1, 1, 8], 13), t(b, [1, 1, 8], 14), heads, { theta: 0 }), (e: Error) => e instanceof q.ValueError && /theta must be > 0/.test(e.message));
+      const g = t(b, [1, 1, 8], 15).requireGrad();
+      assert.throws(() => cache.extendRoped(0, t(b, [1, 1, 16], 12), g, g, heads, {}), (e: Error) => e instanceof q.ValueError && /noGrad/.test(e.message));
+      cache.extendRoped(0, t(b, [1, 1, 16], 12), t(b, [1, 1, 8], 13), t(b, [1, 1, 8], 14), heads, {});
+      assert.throws(() => cache.extendRoped(0, t(b, [1, 1, 32], 12), t(b, [1, 1, 16], 13), t(b, [1, 1, 16], 14), heads, {}), (e: Error) => e instanceof q.ShapeError && /layer 0 holds \[1, 1, 64, 8\], extended with \[1, 1, 1, 16\]/.test(e.message));
+      cache.dispose();
     });
   });
 }

@@ -40,6 +40,25 @@ export interface RopeParams {
   inverse: boolean;
 }
 
+/** Dimensions of Backend.ropeAppend: q [batch, t, qHeads·dim], k and v [batch, t, kvHeads·dim];
+ *  the key/value storages [batch, kvHeads, capacity, dim]. */
+export interface RopeAppendDims {
+  batch: number;
+  t: number;
+  qHeads: number;
+  kvHeads: number;
+  /** Features per head (even). */
+  dim: number;
+  /** Positions the storages hold. */
+  capacity: number;
+  /** The storage position of k and v's first row (at + t <= capacity). */
+  at: number;
+  /** The rotation's position of the first row, with theta and style as RopeParams'. */
+  offset: number;
+  theta: number;
+  style: RopeStyle;
+}
+
 /** Dimensions of Backend.attention: q [blocks, rows, dim], k and v [blocks, keys, dim]. */
 export interface AttentionDims {
   /** Blocks (batch · key/value heads). */
@@ -180,6 +199,12 @@ export interface Backend {
    *  block b = Σ_j p_j · v[b, j] over j <= limit = past + r % t, p = softmax_j(f32(scale · q[b, r]) ·
    *  k[b, j]). No gradient (the op composes when one is wanted). */
   attention?(q: Handle, k: Handle, v: Handle, d: AttentionDims): Handle;
+
+  /** Optional fused attention input of a decoding step (nn/llama.ts KvCache.extendRoped; the GPU
+   *  has it: one kernel instead of two ropes, two storage writes and the head transposes): returns
+   *  rope(q) as [batch, qHeads, t, dim] and writes rope(k) and v at positions at.. of the storages
+   *  (in place), with the values of rope and writeStrided. No gradient. */
+  ropeAppend?(q: Handle, k: Handle, v: Handle, keys: Handle, values: Handle, d: RopeAppendDims): Handle;
 
   /** Optional LWC fake quantization (ts/quant/lwc.ts; the GPU has it, elsewhere LWC runs on the
    *  host): f32 [rows, cols], element f32((q − zero)·scale) of its group, with

@@ -8,8 +8,9 @@ import { add, siluMul } from '../ops/arithmetic.js';
 import { gather } from '../ops/gather.js';
 import { crossEntropy } from '../ops/loss.js';
 import { matmul } from '../ops/matmul.js';
-import { addRmsnorm, attention, rmsnorm, rope } from '../ops/nn.js';
+import { addRmsnorm, attention, rmsnorm, rope, type RopeOptions } from '../ops/nn.js';
 import { reshape, slice, transpose } from '../ops/shape.js';
+import { out } from '../ops/util.js';
 import type { Backend } from '../backend.js';
 import { getBackend } from '../registry.js';
 import { isGradEnabled } from '../autograd.js';
@@ -77,27 +78,63 @@ export class KvCache implements TensorContainer {
    * the length on are zeros).
    */
   extend(i: number, k: Tensor, v: Tensor): [Tensor, Tensor] {
-    if (isGradEnabled() && (k.requiresGrad || v.requiresGrad)) {
-      throw new ValueError('KvCache: keys and values that require grad (the cache writes in place, so no gradient would reach them): decode under noGrad');
-    }
+    noGradFor(k, v);
     const [B, H, T, D] = k.shape;
+    const [ck, cv] = this.reserve(i, B, H, T, D, k);
+    const past = this.lengths[i] ?? 0;
+    writeAt(ck, k, past);
+    writeAt(cv, v, past);
+    this.lengths[i] = past + T;
+    return [ck, cv];
+  }
+
+  /**
+   * Layer i's attention input from its projections q [batch, t, qHeads·headDim] and k, v [batch,
+   * t, kvHeads·headDim]: rope(q) as [batch, qHeads, t, headDim], and the storages after writing
+   * rope(k) and v (as extend). One kernel where the backend has Backend.ropeAppend and q needs no
+   * gradient; otherwise the heads' transposes, rope on q and k, then extend: the same values.
+   */
+  extendRoped(i: number, q: Tensor, k: Tensor, v: Tensor, heads: { q: number; kv: number }, ropeOpts: RopeOptions): [Tensor, Tensor, Tensor] {
+    noGradFor(k, v);
+    const [B, T, qw] = q.shape;
+    const D = qw / heads.q;
+    if (q.rank !== 3 || !Number.isInteger(D) || D % 2 || k.rank !== 3 || k.shape[0] !== B || k.shape[1] !== T || k.shape[2] !== heads.kv * D || v.rank !== 3 || v.shape.some((n, a) => n !== k.shape[a])) {
+      throw new ShapeError(`KvCache: q ${describeShape(q.shape)}, k ${describeShape(k.shape)} and v ${describeShape(v.shape)} are not [batch, t, heads · headDim] of ${heads.q} and ${heads.kv} heads of one even headDim`);
+    }
+    const be = q.backend;
+    const fused = be.ropeAppend && !(isGradEnabled() && q.requiresGrad) && k.backend === be && v.backend === be && [q, k, v].every((x) => x.dtype === 'f32');
+    if (!fused) {
+      const split = (y: Tensor, n: number) => transpose(reshape(y, [B, T, n, D]), [0, 2, 1, 3]);
+      const [ck, cv] = this.extend(i, rope(split(k, heads.kv), ropeOpts), split(v, heads.kv));
+      return [rope(split(q, heads.q), ropeOpts), ck, cv];
+    }
+    const theta = ropeOpts.theta ?? 10000;
+    const offset = ropeOpts.offset ?? 0;
+    if (!(theta > 0)) throw new ValueError(`rope: theta must be > 0, got ${theta}`);
+    const [ck, cv] = this.reserve(i, B, heads.kv, T, D, k);
+    const at = this.lengths[i] ?? 0;
+    const d = { batch: B, t: T, qHeads: heads.q, kvHeads: heads.kv, dim: D, capacity: ck.shape[2], at, offset, theta, style: ropeOpts.style ?? 'half' } as const;
+    const y = out(be, be.ropeAppend!(q.handle, k.handle, v.handle, ck.handle, cv.handle, d), [B, heads.q, T, D]);
+    this.lengths[i] = at + T;
+    return [y, ck, cv];
+  }
+
+  /** Layer i's storages with room for t more positions of [B, H, ·, D] (made or doubled as needed). */
+  private reserve(i: number, B: number, H: number, T: number, D: number, like: Tensor): [Tensor, Tensor] {
     const past = this.lengths[i] ?? 0;
     let ck = this.keys[i];
     let cv = this.values[i];
     if (ck && (ck.shape[0] !== B || ck.shape[1] !== H || ck.shape[3] !== D)) {
-      throw new ShapeError(`KvCache: layer ${i} holds ${describeShape(ck.shape)}, extended with ${describeShape(k.shape)}`);
+      throw new ShapeError(`KvCache: layer ${i} holds ${describeShape(ck.shape)}, extended with ${describeShape([B, H, T, D])}`);
     }
     if (!ck || !cv || past + T > ck.shape[2]) {
       const cap = Math.max(past + T, ck ? 2 * ck.shape[2] : this.initial);
-      [ck, cv] = [grown(ck, k, cap), grown(cv, v, cap)];
+      [ck, cv] = [grown(ck, [B, H, cap, D], like), grown(cv, [B, H, cap, D], like)];
       this.keys[i]?.dispose();
       this.values[i]?.dispose();
       this.keys[i] = ck;
       this.values[i] = cv;
     }
-    writeAt(ck, k, past);
-    writeAt(cv, v, past);
-    this.lengths[i] = past + T;
     return [ck, cv];
   }
 
@@ -110,10 +147,16 @@ export class KvCache implements TensorContainer {
   }
 }
 
-/** New zeroed storage like `like` [B, H, ·, D] with room for cap positions, holding old's (if any). */
-function grown(old: Tensor | undefined, like: Tensor, cap: number): Tensor {
-  const [B, H, , D] = like.shape;
-  const t = keep(zeros([B, H, cap, D], like.dtype, like.backend));
+/** Keys and values may not require grad under grad mode: the cache writes them in place. */
+function noGradFor(k: Tensor, v: Tensor): void {
+  if (isGradEnabled() && (k.requiresGrad || v.requiresGrad)) {
+    throw new ValueError('KvCache: keys and values that require grad (the cache writes in place, so no gradient would reach them): decode under noGrad');
+  }
+}
+
+/** New zeroed storage of `shape` [B, H, cap, D] (like's dtype and backend), holding old's (if any). */
+function grown(old: Tensor | undefined, shape: number[], like: Tensor): Tensor {
+  const t = keep(zeros(shape, like.dtype, like.backend));
   if (old) writeAt(t, old, 0);
   return t;
 }
@@ -246,10 +289,9 @@ export class LlamaModel implements TensorContainer {
     const groups = c.numHeads / c.numKvHeads;
     const heads = (y: Tensor, n: number): Tensor => transpose(reshape(y, [B, T, n, D]), [0, 2, 1, 3]);
     const ropeOpts = { theta: c.ropeTheta, offset: past, style: 'half' as const };
-    const q = rope(heads(b.q.forward(h), c.numHeads), ropeOpts);
-    let k = rope(heads(b.k.forward(h), c.numKvHeads), ropeOpts);
-    let v = heads(b.v.forward(h), c.numKvHeads);
-    if (cache) [k, v] = cache.extend(layer, k, v);
+    let q: Tensor, k: Tensor, v: Tensor;
+    if (cache) [q, k, v] = cache.extendRoped(layer, b.q.forward(h), b.k.forward(h), b.v.forward(h), { q: c.numHeads, kv: c.numKvHeads }, ropeOpts);
+    else [q, k, v] = [rope(heads(b.q.forward(h), c.numHeads), ropeOpts), rope(heads(b.k.forward(h), c.numKvHeads), ropeOpts), heads(b.v.forward(h), c.numKvHeads)];
     const S = k.shape[2]; // with a cache: its capacity (attention reads the positions up to each query's)
     // grouped-query attention without copies: the query heads sharing a kv head are rows of one block
     const o = attention(reshape(q, [B * c.numKvHeads, groups * T, D]), reshape(k, [B * c.numKvHeads, S, D]), reshape(v, [B * c.numKvHeads, S, D]), { t: T, past, scale: 1 / Math.sqrt(D) });

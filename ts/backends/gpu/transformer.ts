@@ -212,12 +212,18 @@ override WG: u32 = 64u;
 
 // P: [pairs (= outer·seq·dim/2), seq, half, offset − tableBase, inverse, interleaved];
 // tab[p·half + i] = (cos, sin) of position p + tableBase, frequency i
+// the rotation of the pair (x1, x2) by the angle whose (cos, sin) is (c, s): shared by rope and
+// ropeAppend, so that both give the same values
+const ROTATE = /* wgsl */ `
+fn rotate(x1: f32, x2: f32, c: f32, s: f32) -> vec2<f32> { return vec2<f32>(x1 * c - x2 * s, x1 * s + x2 * c); }`;
+
 const ROPE = /* wgsl */ `
 @group(0) @binding(0) var<storage, read> P: array<u32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> tab: array<vec2<f32>>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 override WG: u32 = 256u;
+${ROTATE}
 @compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let idx = ${GRID_INDEX};
   if (idx >= P[0]) { return; }
@@ -231,10 +237,61 @@ override WG: u32 = 256u;
   var i1 = base + i;
   var i2 = base + i + half;
   if (P[5] != 0u) { i1 = base + 2u * i; i2 = i1 + 1u; }
-  let x1 = x[i1];
-  let x2 = x[i2];
-  y[i1] = x1 * cs.x - x2 * s;
-  y[i2] = x1 * s + x2 * cs.x;
+  let r = rotate(x[i1], x[i2], cs.x, s);
+  y[i1] = r.x;
+  y[i2] = r.y;
+}`;
+
+// P: [pairs, t, qHeads, kvHeads, half, capacity, at, table position of row 0, interleaved]. One
+// thread per pair of features (i, i + half; interleaved: 2i, 2i + 1) of each (batch, position,
+// head) of q, then of k, then of v: q's rotated into y [batch, qHeads, t, dim], k's rotated and
+// v's copied into the storages [batch, kvHeads, capacity, dim] at position at + row.
+const ROPE_APPEND = /* wgsl */ `
+@group(0) @binding(0) var<storage, read> P: array<u32>;
+@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(2) var<storage, read> k: array<f32>;
+@group(0) @binding(3) var<storage, read> v: array<f32>;
+@group(0) @binding(4) var<storage, read> tab: array<vec2<f32>>;
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+@group(0) @binding(6) var<storage, read_write> ck: array<f32>;
+@group(0) @binding(7) var<storage, read_write> cv: array<f32>;
+override WG: u32 = 256u;
+${ROTATE}
+@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let idx = ${GRID_INDEX};
+  if (idx >= P[0]) { return; }
+  let T = P[1]; let hq = P[2]; let hk = P[3]; let half = P[4]; let cap = P[5];
+  let dim = 2u * half;
+  let per = half * (hq + 2u * hk); // pairs per (batch, position)
+  let bt = idx / per;
+  let b = bt / T;
+  let t = bt % T;
+  let hh = (idx % per) / half;
+  let i = idx % half;
+  var i1 = i;
+  var i2 = i + half;
+  if (P[8] != 0u) { i1 = 2u * i; i2 = i1 + 1u; }
+  let cs = tab[(t + P[7]) * half + i];
+  if (hh < hq) {
+    let src = (bt * hq + hh) * dim;
+    let dst = ((b * hq + hh) * T + t) * dim;
+    let r = rotate(q[src + i1], q[src + i2], cs.x, cs.y);
+    y[dst + i1] = r.x;
+    y[dst + i2] = r.y;
+  } else if (hh < hq + hk) {
+    let h = hh - hq;
+    let src = (bt * hk + h) * dim;
+    let dst = ((b * hk + h) * cap + P[6] + t) * dim;
+    let r = rotate(k[src + i1], k[src + i2], cs.x, cs.y);
+    ck[dst + i1] = r.x;
+    ck[dst + i2] = r.y;
+  } else {
+    let h = hh - hq - hk;
+    let src = (bt * hk + h) * dim;
+    let dst = ((b * hk + h) * cap + P[6] + t) * dim;
+    cv[dst + i1] = v[src + i1];
+    cv[dst + i2] = v[src + i2];
+  }
 }`;
 
 // P: [rows, cols, causalQueries]; row q = row % queries sees keys k < q + (cols − queries) + 1
@@ -529,6 +586,18 @@ export const transformerKernels: KernelGroup = (dev) => {
       }
       dev.free(invs);
       return [dx, dw];
+    },
+
+    ropeAppend(dev, q, k, v, keys, values, d) {
+      const half = d.dim / 2;
+      const y = dev.alloc(d.batch * d.qHeads * d.t * d.dim * 4);
+      const pairs = d.batch * d.t * half * (d.qHeads + 2 * d.kvHeads);
+      if (pairs === 0) return y;
+      const tab = ropeTableFor({ outer: 1, seq: d.t, dim: d.dim, theta: d.theta, offset: d.offset, style: d.style, inverse: false });
+      const P = [pairs, d.t, d.qHeads, d.kvHeads, half, d.capacity, d.at, d.offset - tab.base, d.style === 'interleaved' ? 1 : 0];
+      dev.run(pipe('ropeAppend', ROPE_APPEND, 256), P, [q as GpuHandle, k as GpuHandle, v as GpuHandle, tab.h, y, keys as GpuHandle, values as GpuHandle], dev.grid(pairs, 256));
+      if (tab.temp) dev.free(tab.h);
+      return y;
     },
 
     rope(dev, x, p) {
