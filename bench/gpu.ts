@@ -378,10 +378,11 @@ async function decodeAnatomy(qm: LlamaModel, tokens: number): Promise<{ wall: nu
   }
 }
 
-/** A model of shape c with random weights, its linear layers quantized to f (for decode). */
-function decodeModel(c: LlamaConfig, f: QuantFormat): LlamaModel {
+/** A model of shape c with random weights, its linear layers quantized to f (for decode), with
+ *  LoRA adapters of that rank on every projection when `rank` is given. */
+function decodeModel(c: LlamaConfig, f: QuantFormat, rank?: number): LlamaModel {
   const fp = randomModel(c);
-  const qm = quantizeModel(fp, rtnLayers({ format: f }));
+  const qm = quantizeModel(fp, rtnLayers({ format: f, lora: rank ? { rank, alpha: 2 * rank } : undefined }));
   fp.dispose();
   return qm;
 }
@@ -576,6 +577,25 @@ if (want('decode')) {
     const r = await decode(c, formats.int(4, { group: 64 }), quick ? 8 : 64, `${gemv}${tiled ? ', head by the tiled matmul' : ''}`);
     goals.push(`${r.name}: ${r.ms.toFixed(2)} ms = ${(1000 / r.ms).toFixed(0)} tokens/s`);
     console.log(goals[goals.length - 1]);
+  }
+  // LoRA adapters (rank 16) on every projection, as the methods leave a model: the branch in the
+  // GEMV's epilogue (the default) and composed (four kernels more per projection), in turn
+  {
+    dev.gemv = 'f32';
+    const f = formats.int(4, { group: 64 });
+    const qm = decodeModel(c, f, 16);
+    const fused = gpu.dequantizeMatmulLowRank;
+    try {
+      for (const on of [true, false, true, false]) {
+        gpu.dequantizeMatmulLowRank = on ? fused : undefined;
+        const r = await decode(c, f, quick ? 8 : 64, `f32, LoRA rank 16 on every projection, ${on ? 'in the GEMV' : 'composed'}`, qm);
+        goals.push(`${r.name}: ${r.ms.toFixed(2)} ms = ${(1000 / r.ms).toFixed(0)} tokens/s`);
+        console.log(goals[goals.length - 1]);
+      }
+    } finally {
+      gpu.dequantizeMatmulLowRank = fused;
+      qm.dispose();
+    }
   }
   // --anatomy: where the f32 decode's time per token goes (decodeAnatomy), 3 rounds
   if (process.argv.includes('--anatomy')) {

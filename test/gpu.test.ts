@@ -681,6 +681,69 @@ test('KvCache.extendRoped on the GPU: one kernel, the same bits as the heads\' t
   assert.deepEqual(run(true), run(false));
 });
 
+/** f's result and the kernels it recorded on b (Device.run calls). */
+function kernels<T>(b: GpuBackend, f: () => T): { y: T; kernels: number } {
+  const run = b.dev.run;
+  let n = 0;
+  b.dev.run = (...args) => {
+    n++;
+    return run.apply(b.dev, args);
+  };
+  try {
+    return { y: f(), kernels: n };
+  } finally {
+    b.dev.run = run;
+  }
+}
+
+test('a quantized layer\'s LoRA branch at inference rides on the words GEMV (x · Aᵀ, then the GEMV with B in its epilogue): within f32 rounding of the composed branch, for f32 and int8 compute, with subgroups and with the tree', { skip }, () => {
+  const g = gpu as GpuBackend;
+  const tree = treeBackend();
+  const fmts = [q.formats.int(4, { group: 64 }), q.formats.nf(4, { group: 64, doubleQuant: true }), q.formats.int(2, { group: 64, symmetric: true }), q.formats.int(4, { group: 32, symmetric: true })];
+  const [rows, cols, rank] = [37, 448, 16];
+  let fusedRuns = 0;
+  try {
+    for (const b of [g, tree]) {
+      for (const compute of ['f32', 'int8'] as const) {
+        b.dev.gemv = compute;
+        for (const [fi, f] of fmts.entries()) {
+          const w = q.tensor(gaussianArray(rows * cols, 150 + fi, 0.05), [rows, cols], 'f32', b);
+          const lora = new q.Lora(q.tensor(gaussianArray(rank * cols, 160 + fi, 0.05), [rank, cols], 'f32', b).requireGrad(), q.tensor(gaussianArray(rows * rank, 170 + fi, 0.05), [rows, rank], 'f32', b).requireGrad(), { alpha: 32 });
+          const layer = new q.QuantLinear(q.quantize(w, f), q.tensor(gaussianArray(rows, 180 + fi), [rows], 'f32', b), lora);
+          for (const T of [1, 3]) {
+            const x = q.tensor(gaussianArray(T * cols, 190 + T), [T, cols], 'f32', b);
+            q.noGrad(() => layer.forward(x)).dispose(); // first uses upload tables (the double quantization's map)
+            const fused = kernels(b, () => q.noGrad(() => layer.forward(x)));
+            const saved = b.dequantizeMatmulLowRank;
+            b.dequantizeMatmulLowRank = undefined;
+            const composed = kernels(b, () => q.noGrad(() => layer.forward(x)));
+            b.dequantizeMatmulLowRank = saved;
+            // x · Aᵀ, the GEMV, the bias: 3 kernels; composed: the GEMV, the bias, x · Aᵀ, · Bᵀ, the
+            // scaling, the sum; NF under int8 compute quantizes x in a pass of its own first
+            const x8 = compute === 'int8' && f.kind === 'nf' ? 1 : 0;
+            assert.equal(fused.kernels, 3 + x8, `${f.name} ${compute} T${T}: ${fused.kernels} kernels`);
+            assert.equal(composed.kernels, 6 + x8);
+            const [got, want] = [fused.y.dataSync() as Float32Array, composed.y.dataSync() as Float32Array];
+            const mag = want.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+            for (let i = 0; i < want.length; i++) assert.ok(Math.abs(got[i] - want[i]) <= 1e-5 * mag, `${f.name} ${compute} T${T} sg ${b.dev.subgroups}: y[${i}] = ${got[i]}, want ${want[i]}`);
+            fusedRuns++;
+            for (const t of [x, fused.y, composed.y]) t.dispose();
+          }
+          // with a gradient wanted, the branch composes (the fused kernel records none)
+          const x = q.tensor(gaussianArray(cols, 199), [1, cols], 'f32', b);
+          const y = layer.forward(x);
+          assert.ok(q.grad(q.sum(y), [lora.b])[0], 'the gradient reaches B');
+          for (const t of [x, y, w, ...layer.tensors()]) t.dispose();
+        }
+      }
+    }
+  } finally {
+    g.dev.gemv = 'f32';
+    tree.dev.gemv = 'f32';
+  }
+  assert.equal(fusedRuns, 2 * 2 * fmts.length * 2);
+});
+
 test('addRmsnorm on the GPU: one kernel, the same bits as add then rmsnorm, and the gradients of the pair', { skip }, () => {
   const g = gpu as GpuBackend;
   const mk = (seed: number, shape: number[]) => q.tensor(gaussianArray(shape.reduce((a, b) => a * b, 1), seed), shape, 'f32', g);

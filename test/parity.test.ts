@@ -142,6 +142,14 @@ for (const style of ['half', 'interleaved'] as const) {
   });
 }
 
+// a quantized layer's LoRA branch at inference: in the GEMV's epilogue where the backend has
+// dequantizeMatmulLowRank (1 and 3 x rows), composed elsewhere (and for 9 x rows, past the GEMV)
+add('QuantLinear with a LoRA branch under noGrad (fused into the GEMV where the backend has it)', 1e-5, (b) => {
+  const lora = new q.Lora(t(b, [8, 128], 200, 0.1), t(b, [24, 8], 201, 0.1), { alpha: 16 });
+  const layer = new q.QuantLinear(q.quantize(t(b, [24, 128], 202, 0.05), q.formats.int(4, { group: 32 })), undefined, lora);
+  return [1, 3, 9].map((rows) => q.noGrad(() => layer.forward(t(b, [rows, 128], 203 + rows))));
+});
+
 add('attention gradients (causal, and over longer key storage)', 1e-5, (b) => [
   ...withGrads(b, (x, k, v) => q.attention(x, k, v, { t: 3 }), [t(b, [2, 6, 8], 97), t(b, [2, 3, 8], 98), t(b, [2, 3, 8], 99)]),
   ...withGrads(b, (x, k, v) => q.attention(x, k, v, { t: 3, past: 2 }), [t(b, [2, 6, 8], 100), t(b, [2, 9, 8], 101), t(b, [2, 9, 8], 102)]),
@@ -322,6 +330,8 @@ for (const [name, b] of under) {
       assert.throws(() => q.addRmsnorm(t(b, [2, 8], 7), t(b, [2, 8], 8), t(b, [4], 9)), (e: Error) => e instanceof q.ShapeError && /addRmsnorm: weight must be \[8\]/.test(e.message));
       assert.throws(() => q.addRmsnorm(t(b, [2, 8], 7), t(b, [2, 8], 8), t(b, [8], 9), -1), (e: Error) => e instanceof q.ValueError && /addRmsnorm: eps must be >= 0/.test(e.message));
       assert.throws(() => q.siluMul(q.cast(t(b, [4], 10), 'i32'), t(b, [4], 11)), (e: Error) => e instanceof q.DTypeError && /siluMul/.test(e.message));
+      const w4 = q.quantize(t(b, [4, 32], 16), q.formats.int(4, { group: 32 }));
+      assert.throws(() => q.dequantizeMatmulLowRank(t(b, [1, 32], 17), w4, t(b, [2, 16], 18), t(b, [4, 2], 19), 1), (e: Error) => e instanceof q.ShapeError && /a \[2, 16\] and b \[4, 2\] must be \[rank, 32\] and \[4, rank\]/.test(e.message));
       const cache = new q.KvCache();
       const heads = { q: 2, kv: 1 };
       assert.throws(() => cache.extendRoped(0, t(b, [1, 1, 16], 12), t(b, [1, 1, 4], 13), t(b, [1, 1, 4], 14), heads, {}), (e: Error) => e instanceof q.ShapeError && /q \[1, 1, 16\], k \[1, 1, 4\] and v \[1, 1, 4\] are not \[batch, t, heads · headDim\] of 2 and 1 heads/.test(e.message));

@@ -40,6 +40,15 @@ export interface RopeParams {
   inverse: boolean;
 }
 
+/** The low-rank term of Backend.dequantizeMatmulLowRank: scale · (x · aᵀ) · bᵀ, a [rank, cols],
+ *  b [rows, rank]. */
+export interface LowRank {
+  a: Handle;
+  b: Handle;
+  rank: number;
+  scale: number;
+}
+
 /** Dimensions of Backend.ropeAppend: q [batch, t, qHeads·dim], k and v [batch, t, kvHeads·dim];
  *  the key/value storages [batch, kvHeads, capacity, dim]. */
 export interface RopeAppendDims {
@@ -199,6 +208,13 @@ export interface Backend {
    *  block b = Σ_j p_j · v[b, j] over j <= limit = past + r % t, p = softmax_j(f32(scale · q[b, r]) ·
    *  k[b, j]). No gradient (the op composes when one is wanted). */
   attention?(q: Handle, k: Handle, v: Handle, d: AttentionDims): Handle;
+
+  /** Optional x · Wᵀ + scale · (x · aᵀ) · bᵀ for a quantized layer's LoRA branch at inference
+   *  (quant/api.ts dequantizeMatmulLowRank), a [rank, cols], b [rows, rank]: the GPU computes
+   *  u = x · aᵀ, then adds scale · u · bᵀ in the GEMV's epilogue (two kernels instead of five).
+   *  Returns null, having done nothing, where the backend has no such kernel for this format or
+   *  size (the caller composes). No gradient. */
+  dequantizeMatmulLowRank?(x: Handle, xRows: number, q: QuantHandles, rows: number, cols: number, f: QuantFormat, lr: LowRank): Handle | null;
 
   /** Optional fused attention input of a decoding step (nn/llama.ts KvCache.extendRoped; the GPU
    *  has it: one kernel instead of two ropes, two storage writes and the head transposes): returns

@@ -114,6 +114,12 @@ export class Lora implements TensorContainer {
     return this.scaling === 1 ? y : affine(y, this.scaling);
   }
 
+  /** A, B and the scaling when forward() is exactly scaling · (x · Aᵀ) · Bᵀ (no IEC, no dropout
+   *  in training mode); undefined otherwise. The tensors are the branch's own. */
+  plainFactors(): { a: Tensor; b: Tensor; scale: number } | undefined {
+    return this.iec || (this.training && this.dropout > 0) ? undefined : { a: this.a, b: this.b, scale: this.scaling };
+  }
+
   /** Plain factors with IEC folded in (new tensors): scaling · B'·A' equals forward() (Eq. 16 of IR-QLoRA). */
   merged(): { a: Tensor; b: Tensor } {
     return noGrad(() => {

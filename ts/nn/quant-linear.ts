@@ -2,10 +2,10 @@
 // y = x · dequantize(Q)ᵀ + b + lora(x). The quantized weight is frozen (it gets no gradient); the
 // fused dequantizeMatmul kernel computes the product without a float copy of the weight.
 
-import { noGrad } from '../autograd.js';
+import { isGradEnabled, noGrad } from '../autograd.js';
 import { ShapeError, describeShape } from '../errors.js';
 import { add, affine } from '../ops/arithmetic.js';
-import { dequantize, dequantizeMatmul, type QuantizedTensor } from '../quant/api.js';
+import { dequantize, dequantizeMatmul, dequantizeMatmulLowRank, type QuantizedTensor } from '../quant/api.js';
 import { tidy, type Tensor } from '../tensor.js';
 import type { DenseWeights, LinearLayer } from './linear.js';
 import type { Lora } from './lora.js';
@@ -40,6 +40,16 @@ export class QuantLinear implements LinearLayer {
   }
 
   forward(x: Tensor): Tensor {
+    // at inference (no gradient wanted), a plain adapter's product rides on the GEMV's epilogue
+    // where the backend has that kernel (two dispatches instead of four or five)
+    const plain = this.lora?.plainFactors();
+    if (plain && !isGradEnabled()) {
+      if (x.shape[x.rank - 1] !== this.inFeatures) {
+        throw new ShapeError(`QuantLinear: input ${describeShape(x.shape)} must end in ${this.inFeatures} features`);
+      }
+      const y = dequantizeMatmulLowRank(x, this.weight, plain.a, plain.b, plain.scale);
+      if (y) return this.bias ? add(y, this.bias) : y;
+    }
     const y = this.base(x);
     return this.lora ? add(y, this.lora.forward(x)) : y;
   }

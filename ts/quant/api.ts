@@ -133,6 +133,27 @@ export function dequantizeMatmulPlan(x: Tensor, q: QuantizedTensor): { rows: num
 }
 
 /**
+ * x [..., in] · dequantize(q)ᵀ + scale · (x · aᵀ) · bᵀ for a LoRA branch a [rank, in], b [out,
+ * rank], with the low-rank term added by the GEMV's own epilogue where the backend has
+ * Backend.dequantizeMatmulLowRank for this format and size (two kernels: x · aᵀ, then the GEMV);
+ * undefined otherwise (and for NF-ICQ weights), for the caller to compose. Inference only: no
+ * gradient is recorded, so call it where none is wanted (QuantLinear does, under noGrad).
+ */
+export function dequantizeMatmulLowRank(x: Tensor, q: QuantizedTensor, a: Tensor, b: Tensor, scale: number): Tensor | undefined {
+  const { rows, cols, xRows, shape } = dequantizeMatmulPlan(x, q);
+  const be = x.backend;
+  const rank = a.shape[0];
+  if (a.rank !== 2 || a.shape[1] !== cols || b.rank !== 2 || b.shape[0] !== rows || b.shape[1] !== rank) {
+    throw new ShapeError(`dequantizeMatmulLowRank: a ${describeShape(a.shape)} and b ${describeShape(b.shape)} must be [rank, ${cols}] and [${rows}, rank]`);
+  }
+  expectDType('dequantizeMatmulLowRank', a, 'f32', 'a');
+  expectDType('dequantizeMatmulLowRank', b, 'f32', 'b');
+  if (!be.dequantizeMatmulLowRank || q.parts.offsetCodes || a.backend !== be || b.backend !== be) return undefined;
+  const y = be.dequantizeMatmulLowRank(x.handle, xRows, q.handles(), rows, cols, q.format, { a: a.handle, b: b.handle, rank, scale });
+  return y === null ? undefined : out(be, y, shape);
+}
+
+/**
  * x [..., in] · dequantize(q)ᵀ for q of shape [out, in] -> [..., out], without materializing the
  * float weight. Differentiable with respect to x (the quantized weight is frozen).
  */

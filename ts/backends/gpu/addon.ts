@@ -16,6 +16,8 @@ export interface GpuInfo {
   maxStorageBindingBytes: number;
   maxWorkgroupStorageBytes: number;
   maxWorkgroupInvocations: number;
+  /** Storage buffers one compute shader may bind. */
+  maxStorageBuffers: number;
 }
 
 export interface GpuStats {

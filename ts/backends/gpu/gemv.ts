@@ -162,8 +162,10 @@ export function sumAcross(accs: string[], WG: number, subgroups: boolean, out: (
 /** Workgroup memory bytes of the staged scales (and zero points) for `gpr` groups per row. */
 export const stagedBytes = (f: QuantFormat, s: WordsShape, gpr: number) => (s.ss ? s.R * gpr * 4 * (f.kind === 'int' && !f.symmetric ? 2 : 1) : 0);
 
-/** WGSL of the words GEMV; `gpr` (groups per row) is baked in when the scales are staged. */
-export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups: boolean, gpr = 0, cols = 0): string {
+/** WGSL of the words GEMV; `gpr` (groups per row) is baked in when the scales are staged. With
+ *  `lowRank`, each output adds scale · Σ_j u[t, j] · lb[row, j] (a LoRA branch: u = x · Aᵀ [T,
+ *  rank], lb = B [rows, rank]; P[4] = rank, P[5] = the scale's f32 bits), bound after y. */
+export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups: boolean, gpr = 0, cols = 0, lowRank = false): string {
   const { R, NW, W, pf } = s;
   const ss = !!s.ss;
   if (ss && !(gpr > 0)) throw new Error('wordsSource: staged scales need groupsPerRow');
@@ -377,7 +379,12 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   const accs = rr.flatMap((r) => tt.map((t) => `a${r}_${t}`));
   const out = (e: string, val: string) => `{
     let r = row0 + ${e} / ${T}u;
-    if (r < rows) { y[(${e} % ${T}u) * rows + r] = ${val}; }
+    if (r < rows) {${lowRank ? `
+      let lt = ${e} % ${T}u; let rank = P[4];
+      var l = 0.0;
+      for (var j = 0u; j < rank; j++) { l = fma(u[lt * rank + j], lb[r * rank + j], l); }` : ''}
+      y[(${e} % ${T}u) * rows + r] = ${lowRank ? `fma(bitcast<f32>(P[5]), l, ${val})` : val};
+    }
   }`;
   const reduce = sumAcross(accs, WG, subgroups, out);
   return /* wgsl */ `${h ? 'enable f16;' : ''}
@@ -386,6 +393,8 @@ ${decl}
 ${i8 && !xf ? `@group(0) @binding(${next}) var<storage, read> xq: array<vec4<u32>>;
 @group(0) @binding(${next + 1}) var<storage, read> xsc: array<vec2<f32>>;` : `@group(0) @binding(${next}) var<storage, read> x: array<vec4<f32>>;`}
 @group(0) @binding(${next + (i8 && !xf ? 2 : 1)}) var<storage, read_write> y: array<f32>;
+${lowRank ? `@group(0) @binding(${next + (i8 && !xf ? 3 : 2)}) var<storage, read> u: array<f32>;
+@group(0) @binding(${next + (i8 && !xf ? 4 : 3)}) var<storage, read> lb: array<f32>;` : ''}
 ${pt && i8 ? `var<workgroup> lut8: array<u32, ${256 * pt}>;` : pt ? `var<workgroup> lutp: array<vec2<${h ? 'f16' : 'f32'}>, ${256 * pt}>;` : ''}
 ${f.kind === 'nf' ? `var<workgroup> lut: array<f32, ${1 << bits}>;` : ''}
 ${f.doubleQuant && !ss ? DQ_DECL : ''}

@@ -24,13 +24,14 @@
 // offset) would turn into one fma if the compiler contracted it; it is computed as p · one + offset
 // with one = 1.0 read from P, so a contraction gives fma(p, 1, offset) = f32(p + offset) anyway.
 
-import type { QuantHandles } from '../../backend.js';
+import type { LowRank, QuantHandles } from '../../backend.js';
 import { nfTable } from '../../quant/codebooks.js';
 import { dynamicMap } from '../../quant/doublequant.js';
 import type { QuantFormat } from '../../quant/formats.js';
 import { rowBytes } from '../../quant/packing.js';
 import type { Device, GpuHandle } from './device.js';
 import { f32Bits, GRID_INDEX } from './device.js';
+import { matmulOn } from './matmul.js';
 import { fullShape, i8Fits, pairBytes, redBytes, stagedBytes, usesPairs, wordsFits, wordsSource, x8Source, type WordsShape } from './gemv.js';
 import type { KernelGroup } from './index.js';
 
@@ -590,7 +591,25 @@ function dequantizeMatmul(dev: Device, x: GpuHandle, xRows: number, q: QuantHand
   return y;
 }
 
-function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: QuantFormat, rows: number, cols: number, rb: number, gpr: number, y: GpuHandle): void {
+/** Storage buffers the words GEMV binds for format f (P, the parts, x or int8 x with its scales,
+ *  y, and with a low-rank term u and b). */
+const wordsBindings = (f: QuantFormat, x8: boolean, lowRank: boolean) => partsCount(f) + (x8 ? 4 : 3) + (lowRank ? 2 : 0);
+const partsCount = (f: QuantFormat) => (f.doubleQuant ? 4 : 2) + (f.kind === 'int' && !f.symmetric ? 1 : 0);
+
+/** x · Wᵀ + scale · (x · aᵀ) · bᵀ: u = x · aᵀ by the f32 matmul, then the words GEMV, whose
+ *  epilogue adds scale · u · bᵀ, where that kernel serves the format and size and the adapter binds
+ *  enough buffers; null otherwise (nothing recorded). */
+function dequantizeMatmulLowRank(dev: Device, x: GpuHandle, xRows: number, q: QuantHandles, rows: number, cols: number, f: QuantFormat, lr: LowRank): GpuHandle | null {
+  if (!(xRows >= 1 && xRows <= GEMV_MAX_ROWS && rows >= 1 && cols >= 1 && gemvShape.words && wordsFits(f, cols, gemvShape.wordsShape(xRows).W))) return null;
+  if (wordsBindings(f, true, true) > dev.info.maxStorageBuffers) return null;
+  const u = matmulOn(dev, x, lr.a as GpuHandle, { batch: 1, m: xRows, k: cols, n: lr.rank, transA: false, transB: true, aBatchStride: 0, bBatchStride: 0 });
+  const y = dev.alloc(xRows * rows * 4);
+  gemvWords(dev, x, xRows, q, f, rows, cols, rowBytes(cols, f.bits), Math.ceil(cols / f.group), y, { ...lr, u });
+  dev.free(u);
+  return y;
+}
+
+function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: QuantFormat, rows: number, cols: number, rb: number, gpr: number, y: GpuHandle, lr?: LowRank & { u: GpuHandle }): void {
   const s = fullShape(gemvShape.wordsShape(T));
   const sg = dev.subgroups;
   const limit = dev.info.maxWorkgroupStorageBytes - 1088; // the codebook and bitsandbytes' map
@@ -625,12 +644,14 @@ function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: Qua
   s.xf = (s.xf ?? true) && !!s.i8 && f.kind === 'int';
   if (s.i8 && !s.xf) s.px = false; // int8 x from x8Source: nothing to prefetch but its words
   s.sx = !!s.sx && shared() + T * cols * 4 <= limit; // x staged only where it fits beside the rest
-  const key = `quant_gemvw_${fmtKey(f)}_t${T}r${s.R}w${s.NW}x${s.W}${s.pf ? 'p' : ''}${sg ? 's' : ''}${s.ss ? `S${gpr}` : ''}${s.pt ? `P${s.pt}` : ''}${s.xs ? 'X' : ''}${s.h ? 'H' : ''}${s.pw ? 'W' : ''}${s.px ? 'F' : ''}${s.sx ? `C${cols}` : ''}${s.i8 ? 'I' : ''}${s.pd > 1 ? `D${s.pd}` : ''}${s.hl ? 'L' : ''}${s.fc ? 'M' : ''}${s.xf ? 'Q' : ''}${s.ip ? 'N' : ''}`;
-  const pipe = dev.pipeline(key, () => wordsSource(f, T, s, sg, gpr, cols));
+  const key = `quant_gemvw_${fmtKey(f)}_t${T}r${s.R}w${s.NW}x${s.W}${s.pf ? 'p' : ''}${sg ? 's' : ''}${s.ss ? `S${gpr}` : ''}${s.pt ? `P${s.pt}` : ''}${s.xs ? 'X' : ''}${s.h ? 'H' : ''}${s.pw ? 'W' : ''}${s.px ? 'F' : ''}${s.sx ? `C${cols}` : ''}${s.i8 ? 'I' : ''}${s.pd > 1 ? `D${s.pd}` : ''}${s.hl ? 'L' : ''}${s.fc ? 'M' : ''}${s.xf ? 'Q' : ''}${s.ip ? 'N' : ''}${lr ? 'A' : ''}`;
+  const pipe = dev.pipeline(key, () => wordsSource(f, T, s, sg, gpr, cols, !!lr));
   const groups = s.pw ? Math.min(s.pw, Math.ceil(rows / s.R)) : Math.ceil(rows / s.R);
   const grid: [number, number, number] = groups <= 65535 ? [groups, 1, 1] : [65535, Math.ceil(groups / 65535), 1];
+  const head = lr ? [rows, cols, rb, gpr, lr.rank, f32Bits(lr.scale)] : [rows, cols, rb, gpr];
+  const low = lr ? [lr.u as GpuHandle, lr.b as GpuHandle] : [];
   if (!s.i8 || s.xf) {
-    dev.run(pipe, params(f, [rows, cols, rb, gpr]), [...partsOf(q, f), x, y], grid);
+    dev.run(pipe, params(f, head), [...partsOf(q, f), x, y, ...low], grid);
     return;
   }
   // int8 x: quantized per step slice first (gemv.ts x8Source)
@@ -640,7 +661,7 @@ function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: Qua
   const xsc = dev.alloc(slices * 8);
   const per = f.kind === 'nf' ? 1 : 8 / f.bits; // x's order: as the pair table's weights, or as the code fields
   dev.run(dev.pipeline(`quant_gemv_x8_${cpl}_${per}`, () => x8Source(cpl, per)), [slices], [x, xq, xsc], dev.grid(slices, 64));
-  dev.run(pipe, params(f, [rows, cols, rb, gpr]), [...partsOf(q, f), xq, xsc, y], grid);
+  dev.run(pipe, params(f, head), [...partsOf(q, f), xq, xsc, y, ...low], grid);
   dev.free(xq);
   dev.free(xsc);
 }
@@ -680,5 +701,6 @@ function tiled(dev: Device, mode: 'nt' | 'nn', a: GpuHandle, q: QuantHandles, f:
 export const quantKernels: KernelGroup = () => ({
   dequantize: (dev, q, rows, cols, f) => dequantize(dev, q, rows, cols, f),
   dequantizeMatmul: (dev, x, xRows, q, rows, cols, f) => dequantizeMatmul(dev, x as GpuHandle, xRows, q, rows, cols, f),
+  dequantizeMatmulLowRank: (dev, x, xRows, q, rows, cols, f, lr) => dequantizeMatmulLowRank(dev, x as GpuHandle, xRows, q, rows, cols, f, lr),
   dequantizeMatmulT: (dev, dy, n, q, rows, cols, f) => dequantizeMatmulT(dev, dy as GpuHandle, n, q, rows, cols, f),
 });

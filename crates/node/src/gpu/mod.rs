@@ -38,6 +38,8 @@ pub struct GpuInfo {
     pub max_storage_binding_bytes: f64,
     pub max_workgroup_storage_bytes: u32,
     pub max_workgroup_invocations: u32,
+    /// Storage buffers one compute shader may bind.
+    pub max_storage_buffers: u32,
 }
 
 fn info_of(g: &Gpu) -> GpuInfo {
@@ -57,6 +59,7 @@ fn info_of(g: &Gpu) -> GpuInfo {
         max_storage_binding_bytes: g.limits.max_storage_buffer_binding_size as f64,
         max_workgroup_storage_bytes: g.limits.max_compute_workgroup_storage_size,
         max_workgroup_invocations: g.limits.max_compute_invocations_per_workgroup,
+        max_storage_buffers: g.limits.max_storage_buffers_per_shader_stage,
     }
 }
 
