@@ -597,21 +597,28 @@ if (want('decode')) {
       qm.dispose();
     }
   }
-  // --anatomy: where the f32 decode's time per token goes (decodeAnatomy), 3 rounds
+  // --anatomy: where the f32 decode's time per token goes (decodeAnatomy): the plain model, and
+  // with LoRA adapters (rank 16) with the branch in the GEMV and composed, 3 rounds in turn
   if (process.argv.includes('--anatomy')) {
     dev.gemv = 'f32';
     const f = formats.int(4, { group: 64 });
-    const qm = decodeModel(c, f);
+    const models = [decodeModel(c, f), decodeModel(c, f, 16)];
+    const fused = gpu.dequantizeMatmulLowRank;
+    const variants = [['', 0, true], [', LoRA rank 16 in the GEMV', 1, true], [', LoRA rank 16 composed', 1, false]] as const;
     try {
       for (let round = 0; round < 3; round++) {
-        const a = await decodeAnatomy(qm, quick ? 8 : 64);
-        const name = `decode anatomy ${f.name} (f32), ${c.numLayers} layers, round ${round + 1}: ms per token`;
-        rows.push({ name, ms: a.wall, gpuMs: a.gpu, hostMs: a.host, note: 'ms: wall with a read per token; GPU ms: busy; host: recording only' });
-        goals.push(`${name}: wall ${a.wall.toFixed(2)}, host recording ${a.host.toFixed(2)}, GPU busy ${a.gpu?.toFixed(2) ?? '(no timestamps)'}`);
-        console.log(goals[goals.length - 1]);
+        for (const [label, m, on] of variants) {
+          gpu.dequantizeMatmulLowRank = on ? fused : undefined;
+          const a = await decodeAnatomy(models[m], quick ? 8 : 64);
+          const name = `decode anatomy ${f.name} (f32${label}), ${c.numLayers} layers, round ${round + 1}: ms per token`;
+          rows.push({ name, ms: a.wall, gpuMs: a.gpu, hostMs: a.host, note: 'ms: wall with a read per token; GPU ms: busy; host: recording only' });
+          goals.push(`${name}: wall ${a.wall.toFixed(2)}, host recording ${a.host.toFixed(2)}, GPU busy ${a.gpu?.toFixed(2) ?? '(no timestamps)'}`);
+          console.log(goals[goals.length - 1]);
+        }
       }
     } finally {
-      qm.dispose();
+      gpu.dequantizeMatmulLowRank = fused;
+      for (const qm of models) qm.dispose();
     }
   }
   // --batches FIRST:MAX,...: the f32 decode under other submit schedules (the first batch after a

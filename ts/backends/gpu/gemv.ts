@@ -162,10 +162,18 @@ export function sumAcross(accs: string[], WG: number, subgroups: boolean, out: (
 /** Workgroup memory bytes of the staged scales (and zero points) for `gpr` groups per row. */
 export const stagedBytes = (f: QuantFormat, s: WordsShape, gpr: number) => (s.ss ? s.R * gpr * 4 * (f.kind === 'int' && !f.symmetric ? 2 : 1) : 0);
 
-/** WGSL of the words GEMV; `gpr` (groups per row) is baked in when the scales are staged. With
- *  `lowRank`, each output adds scale · Σ_j u[t, j] · lb[row, j] (a LoRA branch: u = x · Aᵀ [T,
- *  rank], lb = B [rows, rank]; P[4] = rank, P[5] = the scale's f32 bits), bound after y. */
-export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups: boolean, gpr = 0, cols = 0, lowRank = false): string {
+/** How the words GEMV adds a low-rank term scale · u · lbᵀ (a LoRA branch: u = x · Aᵀ [T, rank],
+ *  lb = B [rows, rank]; P[4] = rank, P[5] = the scale's f32 bits; bound after y): 'u' reads u,
+ *  computed before; 'a' reads A [rank, cols] and computes u itself, each workgroup in its
+ *  prologue while its first code loads are in flight (subgroup j-slices of the dot products over
+ *  x; needs subgroups, x as f32 and rank <= LOW_RANK_INLINE_MAX). */
+export type LowRankMode = false | 'u' | 'a';
+/** The largest rank whose u the words GEMV computes itself (workgroup memory: this many f32 per x row). */
+export const LOW_RANK_INLINE_MAX = 64;
+
+/** WGSL of the words GEMV; `gpr` (groups per row) is baked in when the scales are staged;
+ *  `lowRank`: see LowRankMode. */
+export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups: boolean, gpr = 0, cols = 0, lowRank: LowRankMode = false): string {
   const { R, NW, W, pf } = s;
   const ss = !!s.ss;
   if (ss && !(gpr > 0)) throw new Error('wordsSource: staged scales need groupsPerRow');
@@ -376,13 +384,28 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
     ${xs}
     ${dots}
   }`;
+  // lowRank 'a': u[xr, j] = Σ_c x[xr, c] · A[j, c] into ul, subgroup sid taking j = sid, sid + nsg,
+  // ..., its lanes splitting the columns (the sums are read in the epilogue, after the reduction's
+  // barrier)
+  if (lowRank === 'a' && !(subgroups && !(i8 && !xf))) throw new Error('wordsSource: the inline low-rank term needs subgroups and x as f32');
+  const inlineU = `for (var j0 = 0u; j0 < P[4]; j0 += nsg) {
+    let j = j0 + sid;
+    ${tt.map((t) => `var lp${t} = 0.0;`).join(' ')}
+    if (j < P[4]) {
+      for (var c = sgi; c < c4; c += sgs) {
+        let av = la[j * c4 + c];
+        ${tt.map((t) => `lp${t} = lp${t} + dot(x[${t}u * c4 + c], av);`).join(' ')}
+      }
+    }
+    ${tt.map((t) => `{ let ls = subgroupAdd(lp${t}); if (sgi == 0u && j < P[4]) { ul[${t * LOW_RANK_INLINE_MAX}u + j] = ls; } }`).join('\n    ')}
+  }`;
   const accs = rr.flatMap((r) => tt.map((t) => `a${r}_${t}`));
   const out = (e: string, val: string) => `{
     let r = row0 + ${e} / ${T}u;
     if (r < rows) {${lowRank ? `
       let lt = ${e} % ${T}u; let rank = P[4];
       var l = 0.0;
-      for (var j = 0u; j < rank; j++) { l = fma(u[lt * rank + j], lb[r * rank + j], l); }` : ''}
+      for (var j = 0u; j < rank; j++) { l = fma(${lowRank === 'a' ? `ul[lt * ${LOW_RANK_INLINE_MAX}u + j]` : 'u[lt * rank + j]'}, lb[r * rank + j], l); }` : ''}
       y[(${e} % ${T}u) * rows + r] = ${lowRank ? `fma(bitcast<f32>(P[5]), l, ${val})` : val};
     }
   }`;
@@ -393,7 +416,7 @@ ${decl}
 ${i8 && !xf ? `@group(0) @binding(${next}) var<storage, read> xq: array<vec4<u32>>;
 @group(0) @binding(${next + 1}) var<storage, read> xsc: array<vec2<f32>>;` : `@group(0) @binding(${next}) var<storage, read> x: array<vec4<f32>>;`}
 @group(0) @binding(${next + (i8 && !xf ? 2 : 1)}) var<storage, read_write> y: array<f32>;
-${lowRank ? `@group(0) @binding(${next + (i8 && !xf ? 3 : 2)}) var<storage, read> u: array<f32>;
+${lowRank ? `@group(0) @binding(${next + (i8 && !xf ? 3 : 2)}) var<storage, read> ${lowRank === 'a' ? 'la: array<vec4<f32>>' : 'u: array<f32>'};
 @group(0) @binding(${next + (i8 && !xf ? 4 : 3)}) var<storage, read> lb: array<f32>;` : ''}
 ${pt && i8 ? `var<workgroup> lut8: array<u32, ${256 * pt}>;` : pt ? `var<workgroup> lutp: array<vec2<${h ? 'f16' : 'f32'}>, ${256 * pt}>;` : ''}
 ${f.kind === 'nf' ? `var<workgroup> lut: array<f32, ${1 << bits}>;` : ''}
@@ -402,8 +425,9 @@ ${sx ? `var<workgroup> xl: array<vec4<f32>, ${(T * cols) / 4}>;
 ` : ''}${ss ? `var<workgroup> scl: array<f32, ${R * gpr}>;${asym ? `
 var<workgroup> zbl: array<f32, ${R * gpr}>;` : ''}` : ''}
 var<workgroup> red: array<f32, ${redBytes(s, T, subgroups) / 4}>;
+${lowRank === 'a' ? `var<workgroup> ul: array<f32, ${LOW_RANK_INLINE_MAX * T}>;` : ''}
 ${decodeLib(f, false)}
-@compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32${sgArgs(subgroups)}) {
+@compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32${sgArgs(subgroups)}${lowRank === 'a' ? ', @builtin(subgroup_size) sgs: u32' : ''}) {
   let rows = P[0]; let cols = P[1]; let gpr = P[3];
   let units = cols / ${cpl}u;
   ${i8 && !xf ? 'let c16 = cols / 16u;' : 'let c4 = cols / 4u;'}
@@ -427,6 +451,7 @@ ${decodeLib(f, false)}
   ${preload}` : ''}
   ${accs.map((a) => `var ${a} = 0.0;`).join(' ')}
   ${xpre}
+  ${lowRank === 'a' ? inlineU : ''}
   ${loop}
   ${reduce}
   ${persistent ? `workgroupBarrier(); // red is written again by the next block

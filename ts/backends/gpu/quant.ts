@@ -32,7 +32,7 @@ import { rowBytes } from '../../quant/packing.js';
 import type { Device, GpuHandle } from './device.js';
 import { f32Bits, GRID_INDEX } from './device.js';
 import { matmulOn } from './matmul.js';
-import { fullShape, i8Fits, pairBytes, redBytes, stagedBytes, usesPairs, wordsFits, wordsSource, x8Source, type WordsShape } from './gemv.js';
+import { fullShape, i8Fits, LOW_RANK_INLINE_MAX, type LowRankMode, pairBytes, redBytes, stagedBytes, usesPairs, wordsFits, wordsSource, x8Source, type WordsShape } from './gemv.js';
 import type { KernelGroup } from './index.js';
 
 export const ONE = 15;
@@ -596,20 +596,23 @@ function dequantizeMatmul(dev: Device, x: GpuHandle, xRows: number, q: QuantHand
 const wordsBindings = (f: QuantFormat, x8: boolean, lowRank: boolean) => partsCount(f) + (x8 ? 4 : 3) + (lowRank ? 2 : 0);
 const partsCount = (f: QuantFormat) => (f.doubleQuant ? 4 : 2) + (f.kind === 'int' && !f.symmetric ? 1 : 0);
 
-/** x · Wᵀ + scale · (x · aᵀ) · bᵀ: u = x · aᵀ by the f32 matmul, then the words GEMV, whose
- *  epilogue adds scale · u · bᵀ, where that kernel serves the format and size and the adapter binds
- *  enough buffers; null otherwise (nothing recorded). */
+/** x · Wᵀ + scale · (x · aᵀ) · bᵀ by the words GEMV, whose epilogue adds scale · u · bᵀ (gemvWords
+ *  makes u = x · aᵀ), where that kernel serves the format and size and the adapter binds enough
+ *  buffers; null otherwise (nothing recorded). */
 function dequantizeMatmulLowRank(dev: Device, x: GpuHandle, xRows: number, q: QuantHandles, rows: number, cols: number, f: QuantFormat, lr: LowRank): GpuHandle | null {
   if (!(xRows >= 1 && xRows <= GEMV_MAX_ROWS && rows >= 1 && cols >= 1 && gemvShape.words && wordsFits(f, cols, gemvShape.wordsShape(xRows).W))) return null;
   if (wordsBindings(f, true, true) > dev.info.maxStorageBuffers) return null;
-  const u = matmulOn(dev, x, lr.a as GpuHandle, { batch: 1, m: xRows, k: cols, n: lr.rank, transA: false, transB: true, aBatchStride: 0, bBatchStride: 0 });
   const y = dev.alloc(xRows * rows * 4);
-  gemvWords(dev, x, xRows, q, f, rows, cols, rowBytes(cols, f.bits), Math.ceil(cols / f.group), y, { ...lr, u });
-  dev.free(u);
+  gemvWords(dev, x, xRows, q, f, rows, cols, rowBytes(cols, f.bits), Math.ceil(cols / f.group), y, lr);
   return y;
 }
 
-function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: QuantFormat, rows: number, cols: number, rb: number, gpr: number, y: GpuHandle, lr?: LowRank & { u: GpuHandle }): void {
+/** Bytes of A that the words GEMV's workgroups may read between them to make u themselves (each
+ *  reads all of A from L2) rather than take it from a matmul first: about what a dispatch costs in
+ *  L2 reads on a large GPU. */
+const LOW_RANK_INLINE_BYTES = 8 * 2 ** 20;
+
+function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: QuantFormat, rows: number, cols: number, rb: number, gpr: number, y: GpuHandle, lr?: LowRank): void {
   const s = fullShape(gemvShape.wordsShape(T));
   const sg = dev.subgroups;
   const limit = dev.info.maxWorkgroupStorageBytes - 1088; // the codebook and bitsandbytes' map
@@ -626,7 +629,8 @@ function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: Qua
   if (f.kind !== 'int') s.xs = false;
   if (s.ss && stagedBytes(f, s, gpr) > limit / 2) s.ss = false;
   s.pw = s.ss || !(s.pw! >= 1) ? 0 : Math.min(Math.floor(s.pw!), 65535);
-  const shared = () => redBytes(s, T, sg) + stagedBytes(f, s, gpr) + pairBytes(f, s);
+  let inline = false; // the low-rank term's u made by the GEMV itself (set below)
+  const shared = () => redBytes(s, T, sg) + stagedBytes(f, s, gpr) + pairBytes(f, s) + (inline ? 4 * LOW_RANK_INLINE_MAX * T : 0);
   while (s.pt && shared() > limit) s.pt = s.pt > 1 ? s.pt / 2 : 0;
   if (s.h && !s.pt) s.h = false; // no room for the f16 pair table: f32
   if (s.i8 && f.kind === 'nf' && !s.pt) s.i8 = false; // nor for the int8 one
@@ -644,14 +648,20 @@ function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: Qua
   s.xf = (s.xf ?? true) && !!s.i8 && f.kind === 'int';
   if (s.i8 && !s.xf) s.px = false; // int8 x from x8Source: nothing to prefetch but its words
   s.sx = !!s.sx && shared() + T * cols * 4 <= limit; // x staged only where it fits beside the rest
-  const key = `quant_gemvw_${fmtKey(f)}_t${T}r${s.R}w${s.NW}x${s.W}${s.pf ? 'p' : ''}${sg ? 's' : ''}${s.ss ? `S${gpr}` : ''}${s.pt ? `P${s.pt}` : ''}${s.xs ? 'X' : ''}${s.h ? 'H' : ''}${s.pw ? 'W' : ''}${s.px ? 'F' : ''}${s.sx ? `C${cols}` : ''}${s.i8 ? 'I' : ''}${s.pd > 1 ? `D${s.pd}` : ''}${s.hl ? 'L' : ''}${s.fc ? 'M' : ''}${s.xf ? 'Q' : ''}${s.ip ? 'N' : ''}${lr ? 'A' : ''}`;
-  const pipe = dev.pipeline(key, () => wordsSource(f, T, s, sg, gpr, cols, !!lr));
-  const groups = s.pw ? Math.min(s.pw, Math.ceil(rows / s.R)) : Math.ceil(rows / s.R);
+  const blocks = s.pw ? Math.min(s.pw, Math.ceil(rows / s.R)) : Math.ceil(rows / s.R);
+  inline = !!lr && sg && !(s.i8 && !s.xf) && lr.rank <= LOW_RANK_INLINE_MAX && blocks * lr.rank * cols * 4 <= LOW_RANK_INLINE_BYTES && shared() + 4 * LOW_RANK_INLINE_MAX * T <= limit;
+  const mode: LowRankMode = !lr ? false : inline ? 'a' : 'u';
+  const key = `quant_gemvw_${fmtKey(f)}_t${T}r${s.R}w${s.NW}x${s.W}${s.pf ? 'p' : ''}${sg ? 's' : ''}${s.ss ? `S${gpr}` : ''}${s.pt ? `P${s.pt}` : ''}${s.xs ? 'X' : ''}${s.h ? 'H' : ''}${s.pw ? 'W' : ''}${s.px ? 'F' : ''}${s.sx ? `C${cols}` : ''}${s.i8 ? 'I' : ''}${s.pd > 1 ? `D${s.pd}` : ''}${s.hl ? 'L' : ''}${s.fc ? 'M' : ''}${s.xf ? 'Q' : ''}${s.ip ? 'N' : ''}${mode ? `A${mode}` : ''}`;
+  const pipe = dev.pipeline(key, () => wordsSource(f, T, s, sg, gpr, cols, mode));
+  const groups = blocks;
   const grid: [number, number, number] = groups <= 65535 ? [groups, 1, 1] : [65535, Math.ceil(groups / 65535), 1];
   const head = lr ? [rows, cols, rb, gpr, lr.rank, f32Bits(lr.scale)] : [rows, cols, rb, gpr];
-  const low = lr ? [lr.u as GpuHandle, lr.b as GpuHandle] : [];
+  // 'u': u = x · aᵀ by the f32 matmul first
+  const u = mode === 'u' ? matmulOn(dev, x, lr!.a as GpuHandle, { batch: 1, m: T, k: cols, n: lr!.rank, transA: false, transB: true, aBatchStride: 0, bBatchStride: 0 }) : undefined;
+  const low = lr ? [u ?? (lr.a as GpuHandle), lr.b as GpuHandle] : [];
   if (!s.i8 || s.xf) {
     dev.run(pipe, params(f, head), [...partsOf(q, f), x, y, ...low], grid);
+    if (u) dev.free(u);
     return;
   }
   // int8 x: quantized per step slice first (gemv.ts x8Source)
@@ -662,6 +672,7 @@ function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: Qua
   const per = f.kind === 'nf' ? 1 : 8 / f.bits; // x's order: as the pair table's weights, or as the code fields
   dev.run(dev.pipeline(`quant_gemv_x8_${cpl}_${per}`, () => x8Source(cpl, per)), [slices], [x, xq, xsc], dev.grid(slices, 64));
   dev.run(pipe, params(f, head), [...partsOf(q, f), xq, xsc, y, ...low], grid);
+  if (u) dev.free(u);
   dev.free(xq);
   dev.free(xsc);
 }
