@@ -41,7 +41,7 @@ export class QuantLinear implements LinearLayer {
 
   forward(x: Tensor): Tensor {
     // at inference (no gradient wanted), a plain adapter's product rides on the GEMV's epilogue
-    // where the backend has that kernel (two dispatches instead of four or five)
+    // where the backend has that kernel (one or two kernels instead of four or five)
     const plain = this.lora?.plainFactors();
     if (plain && !isGradEnabled()) {
       if (x.shape[x.rank - 1] !== this.inFeatures) {
