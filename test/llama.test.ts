@@ -186,6 +186,34 @@ test('greedy generation picks the argmax of the full forward; sampling repeats w
   model.dispose();
 });
 
+for (const backend of available) {
+  test(`greedy generation on ${backend} stops at a stop id and after a break, freeing everything (a step decoded ahead is dropped)`, async () => {
+    const prev = q.getBackend().name;
+    q.setBackend(backend);
+    try {
+      const { model } = loadModel(dir('llama-tied'));
+      const live = q.liveBuffers();
+      const prompt = [3, 14, 15, 9];
+      const all = await collect(model, prompt, { maxTokens: 12, stop: [] });
+      assert.equal(all.length, 12);
+      // stop at the first id that repeats in the greedy run, if any, else at the 5th
+      const at = all.findIndex((id, i) => all.indexOf(id) < i);
+      const stopAt = at > 0 ? at : 4;
+      const stopped = await collect(model, prompt, { maxTokens: 12, stop: [all[stopAt]] });
+      assert.deepEqual(stopped, all.slice(0, all.indexOf(all[stopAt]) + 1));
+      const taken: number[] = [];
+      for await (const id of generate(model, prompt, { maxTokens: 12, stop: [] })) if (taken.push(id) === 3) break;
+      assert.deepEqual(taken, all.slice(0, 3));
+      assert.deepEqual(await collect(model, prompt, { maxTokens: 1, stop: [] }), all.slice(0, 1));
+      assert.deepEqual(await collect(model, prompt, { maxTokens: 0, stop: [] }), []);
+      assert.equal(q.liveBuffers(), live, 'nothing left alive');
+      model.dispose();
+    } finally {
+      q.setBackend(prev);
+    }
+  });
+}
+
 test('generation with LoRA adapters (parameters that require grad) records no gradient graph: the live buffers stay flat per token; perplexity with them frees everything', async () => {
   const { model } = loadModel(dir('llama-tied'));
   const qm = quantizeModel(model, rtnLayers({ format: q.formats.int(4, { group: 32 }), lora: { rank: 4 } }));
@@ -194,7 +222,8 @@ test('generation with LoRA adapters (parameters that require grad) records no gr
   // step's activations and the whole key/value history: ~60 more per token here)
   const seen: number[] = [];
   let n = 0;
-  for await (const _ of generate(qm, [3, 14, 15, 9], { maxTokens: 24, stop: [] })) if (++n % 8 === 0) seen.push(q.liveBuffers() - live);
+  // (25 tokens: at the 24th, a backend that decodes a step ahead still holds the 25th's step)
+  for await (const _ of generate(qm, [3, 14, 15, 9], { maxTokens: 25, stop: [] })) if (++n % 8 === 0) seen.push(q.liveBuffers() - live);
   assert.equal(seen.length, 3);
   assert.ok(seen.every((v) => v === seen[0]), `live buffers every 8 tokens: ${seen.join(', ')}`);
   assert.equal(q.liveBuffers(), live, 'generation frees its cache');

@@ -150,6 +150,15 @@ add('QuantLinear with a LoRA branch under noGrad (fused into the GEMV where the 
   return [1, 3, 9].map((rows) => q.noGrad(() => layer.forward(t(b, [rows, 128], 203 + rows))));
 });
 
+// argmaxRows: a kernel where the backend has it, read on the host elsewhere; ties (the first wins),
+// -Infinity, NaNs passed over, a row of NaNs (0), one column, and a wide row (decoding's vocabulary)
+add('argmaxRows: ties, -Infinity, NaN, wide rows', 0, (b) => {
+  const n = NaN;
+  const small = q.tensor([1, 3, 3, 2, -Infinity, -Infinity, -Infinity, -Infinity, n, 2, n, 2, n, n, n, n, 5, n, 7, n], [5, 4], 'f32', b);
+  const wide = t(b, [3, 5000], 210);
+  return [q.cast(q.argmaxRows(small), 'f32'), q.cast(q.argmaxRows(wide), 'f32'), q.cast(q.argmaxRows(t(b, [2, 3, 1], 211)), 'f32')];
+});
+
 add('attention gradients (causal, and over longer key storage)', 1e-5, (b) => [
   ...withGrads(b, (x, k, v) => q.attention(x, k, v, { t: 3 }), [t(b, [2, 6, 8], 97), t(b, [2, 3, 8], 98), t(b, [2, 3, 8], 99)]),
   ...withGrads(b, (x, k, v) => q.attention(x, k, v, { t: 3, past: 2 }), [t(b, [2, 6, 8], 100), t(b, [2, 9, 8], 101), t(b, [2, 9, 8], 102)]),
@@ -330,6 +339,8 @@ for (const [name, b] of under) {
       assert.throws(() => q.addRmsnorm(t(b, [2, 8], 7), t(b, [2, 8], 8), t(b, [4], 9)), (e: Error) => e instanceof q.ShapeError && /addRmsnorm: weight must be \[8\]/.test(e.message));
       assert.throws(() => q.addRmsnorm(t(b, [2, 8], 7), t(b, [2, 8], 8), t(b, [8], 9), -1), (e: Error) => e instanceof q.ValueError && /addRmsnorm: eps must be >= 0/.test(e.message));
       assert.throws(() => q.siluMul(q.cast(t(b, [4], 10), 'i32'), t(b, [4], 11)), (e: Error) => e instanceof q.DTypeError && /siluMul/.test(e.message));
+      assert.throws(() => q.argmaxRows(t(b, [2, 0], 20)), (e: Error) => e instanceof q.ValueError && /argmaxRows: rows of \[2, 0\] are empty/.test(e.message));
+      assert.throws(() => q.argmaxRows(q.cast(t(b, [2, 3], 21), 'i32')), (e: Error) => e instanceof q.DTypeError && /argmaxRows/.test(e.message));
       const w4 = q.quantize(t(b, [4, 32], 16), q.formats.int(4, { group: 32 }));
       assert.throws(() => q.dequantizeMatmulLowRank(t(b, [1, 32], 17), w4, t(b, [2, 16], 18), t(b, [4, 2], 19), 1), (e: Error) => e instanceof q.ShapeError && /a \[2, 16\] and b \[4, 2\] must be \[rank, 32\] and \[4, rank\]/.test(e.message));
       const cache = new q.KvCache();

@@ -216,6 +216,10 @@ export interface Backend {
    *  size (the caller composes). No gradient. */
   dequantizeMatmulLowRank?(x: Handle, xRows: number, q: QuantHandles, rows: number, cols: number, f: QuantFormat, lr: LowRank): Handle | null;
 
+  /** Optional argmax of each row of x [rows, cols] as i32 [rows] (ops/reduce.ts argmaxRows: the
+   *  first of equal maxima, NaNs passed over, 0 for a row of NaNs); cols >= 1. */
+  argmaxRows?(x: Handle, rows: number, cols: number): Handle;
+
   /** Optional fused attention input of a decoding step (nn/llama.ts KvCache.extendRoped; the GPU
    *  has it: one kernel instead of two ropes, two storage writes and the head transposes): returns
    *  rope(q) as [batch, qHeads, t, dim] and writes rope(k) and v at positions at.. of the storages

@@ -1,7 +1,8 @@
 // Reductions along axes (sum, mean, max) and sumTo, the gradient of broadcasting.
 
 import { record } from '../autograd.js';
-import type { Tensor } from '../tensor.js';
+import { ShapeError, ValueError, describeShape } from '../errors.js';
+import { tensor, type Tensor } from '../tensor.js';
 import { affine, equal, mul, div } from './arithmetic.js';
 import { broadcastTo, reshape } from './shape.js';
 import { expectDType, normalizeAxes, out, sameShape } from './util.js';
@@ -43,6 +44,40 @@ export function max(a: Tensor, axes?: number | number[], opts: ReduceOptions = {
     return [mul(broadcastTo(div(g, count), x.shape), mask)];
   }, [m]);
   return finish(y, a, ax, !!opts.keepDims);
+}
+
+/**
+ * The index of the largest value of each row (the last axis) as i32, of shape x.shape without the
+ * last axis: the first of equal maxima; NaNs are passed over (a row of NaNs gives 0). No gradient.
+ * A kernel where the backend has Backend.argmaxRows (the GPU: greedy decoding picks its next token
+ * there, and the id stays on the device, known to lie in [0, cols) without a read); elsewhere the
+ * values are read on the host.
+ */
+export function argmaxRows(x: Tensor): Tensor {
+  expectDType('argmaxRows', x, 'f32');
+  if (x.rank < 1) throw new ShapeError('argmaxRows: needs rank >= 1');
+  const cols = x.shape[x.rank - 1];
+  if (cols === 0) throw new ValueError(`argmaxRows: rows of ${describeShape(x.shape)} are empty, with no largest value`);
+  const rows = x.size / cols;
+  const shape = x.shape.slice(0, -1);
+  const be = x.backend;
+  if (be.argmaxRows) {
+    const y = out(be, be.argmaxRows(x.handle, rows, cols), shape, 'i32');
+    if (rows) y.storage.bounds = [0, cols - 1];
+    return y;
+  }
+  const v = x.dataSync() as Float32Array;
+  const ids = new Int32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    let best = -Infinity;
+    let at = cols; // none yet: NaNs never win, -Infinity does (from the first)
+    for (let c = 0; c < cols; c++) {
+      const a = v[r * cols + c];
+      if (a > best || (a === best && c < at)) [best, at] = [a, c];
+    }
+    ids[r] = at === cols ? 0 : at;
+  }
+  return tensor(ids, shape, 'i32', be);
 }
 
 /** Sums g over the axes along which `shape` was broadcast to g's shape (the inverse of broadcastTo). */

@@ -242,6 +242,37 @@ ${ROTATE}
   y[i2] = r.y;
 }`;
 
+// P: [rows, cols]. One workgroup per row: each thread keeps the best (value, index) of its strided
+// columns, then a tree; the order (larger value, then smaller index) is total over non-NaN values,
+// so any reduction order picks the first of equal maxima; NaNs never win (index cols: none).
+const ARGMAX = /* wgsl */ `
+@group(0) @binding(0) var<storage, read> P: array<u32>;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<i32>;
+var<workgroup> bv: array<f32, 256>;
+var<workgroup> bi: array<u32, 256>;
+fn better(v: f32, i: u32, w: f32, j: u32) -> bool { return v > w || (v == w && i < j); }
+@compute @workgroup_size(256) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let row = wid.x + wid.y * nwg.x;
+  if (row >= P[0]) { return; }
+  let cols = P[1];
+  let base = row * cols;
+  var v = bitcast<f32>(0xff800000u);
+  var i = cols;
+  for (var c = lid; c < cols; c += 256u) {
+    let a = x[base + c];
+    if (better(a, c, v, i)) { v = a; i = c; }
+  }
+  bv[lid] = v;
+  bi[lid] = i;
+  workgroupBarrier();
+  for (var h = 128u; h > 0u; h >>= 1u) {
+    if (lid < h && better(bv[lid + h], bi[lid + h], bv[lid], bi[lid])) { bv[lid] = bv[lid + h]; bi[lid] = bi[lid + h]; }
+    workgroupBarrier();
+  }
+  if (lid == 0u) { y[row] = i32(select(bi[0], 0u, bi[0] >= cols)); }
+}`;
+
 // P: [pairs, t, qHeads, kvHeads, half, capacity, at, table position of row 0, interleaved]. One
 // thread per pair of features (i, i + half; interleaved: 2i, 2i + 1) of each (batch, position,
 // head) of q, then of k, then of v: q's rotated into y [batch, qHeads, t, dim], k's rotated and
@@ -586,6 +617,13 @@ export const transformerKernels: KernelGroup = (dev) => {
       }
       dev.free(invs);
       return [dx, dw];
+    },
+
+    argmaxRows(dev, x, rows, cols) {
+      const y = dev.alloc(rows * 4);
+      if (rows === 0) return y;
+      dev.run(dev.pipeline('transformer.argmax', ARGMAX), [rows, cols], [x as GpuHandle, y], rowGrid(rows));
+      return y;
     },
 
     ropeAppend(dev, q, k, v, keys, values, d) {
