@@ -472,6 +472,7 @@ if (want('gemv')) {
       // (pd 2); ninth: those measured below xf (55% and 50% of copy at 8192², against 59%)
       nf4: [{}],
       int4: [{ xs: true }, { i8: true, xf: false }, { i8: true }, { i8: true, px: true }, { i8: true, pd: 2 }],
+      int4s: [{ xs: true }, { i8: true }],
     };
     const shapeLabel = (s: WordsShape) =>
       `R ${s.R} NW ${s.NW} W ${s.W}${s.pf ? ' pf' : ''}${s.pt ? ` pt ${s.pt}` : ''}${s.xs ? ' xs' : ''}${s.h ? ' f16' : ''}${s.pw ? ` pw ${s.pw}` : ''}${s.px ? ' px' : ''}${s.sx ? ' sx' : ''}${s.i8 ? ' i8' : ''}${s.pd && s.pd > 1 ? ` pd ${s.pd}` : ''}${s.hl ? ' hl' : ''}${s.fc ? ' fc' : ''}${s.xf === false ? ' x8Source' : ''}${s.ip ? ' ip' : ''}`;
@@ -482,11 +483,14 @@ if (want('gemv')) {
     if (dflag) decoders[dflag.slice(0, dflag.indexOf(':'))] = JSON.parse(dflag.slice(dflag.indexOf(':') + 1));
     if (arg('shapes')) shapes.splice(0, shapes.length, ...(JSON.parse(arg('shapes')!) as WordsShape[]));
     const fmts = arg('formats')?.split(',');
-    for (const f of [NF4, INT4].filter((g) => !fmts || fmts.includes(g === NF4 ? 'nf4' : 'int4'))) {
-      const name = f === NF4 ? 'nf4' : 'int4';
+    // int4s (symmetric int4: no zero points to load and decode) only when --formats names it
+    const INT4S = formats.int(4, { group: 64, symmetric: true });
+    const named = new Map<QuantFormat, string>([[NF4, 'nf4'], [INT4, 'int4'], [INT4S, 'int4s']]);
+    for (const f of [NF4, INT4, INT4S].filter((g) => (fmts ? fmts.includes(named.get(g)!) : g !== INT4S))) {
+      const name = named.get(f)!;
       const qs = sizes.map((size) => (f === NF4 && size === n ? q : weightCopies(f, size)));
       const mine: [number[], WordsShape][] = [];
-      const l2 = f === INT4 ? weightCopies(f, 4096, 1) : [];
+      const l2 = f !== NF4 ? weightCopies(f, 4096, 1) : [];
       for (const base of shapes) {
         for (const d of decoders[name]) {
           const shape = { ...base, ...d };
@@ -496,7 +500,7 @@ if (want('gemv')) {
           mine.push([got, shape]);
           // int4 at the first shape, 4096², one weight timed again and again: served from L2, so
           // the kernel's own limit (compute and issue), apart from memory
-          if (f === INT4 && base === shapes[0]) await time1(`${name} words ${shapeLabel(shape)} at 4096², one weight (L2)`, f, l2, 4096);
+          if (f !== NF4 && base === shapes[0]) await time1(`${name} words ${shapeLabel(shape)} at 4096², one weight (L2)`, f, l2, 4096);
         }
       }
       for (const qw of [...qs, l2]) if (qw !== q) for (const c of qw) c.dispose();
