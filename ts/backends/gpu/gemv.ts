@@ -170,6 +170,8 @@ export const stagedBytes = (f: QuantFormat, s: WordsShape, gpr: number) => (s.ss
 export type LowRankMode = false | 'u' | 'a';
 /** The largest rank whose u the words GEMV computes itself (workgroup memory: this many f32 per x row). */
 export const LOW_RANK_INLINE_MAX = 64;
+/** Ranks per subgroup and pass when the words GEMV computes u itself. */
+const LOW_RANK_SLOTS = 4;
 
 /** WGSL of the words GEMV; `gpr` (groups per row) is baked in when the scales are staged;
  *  `lowRank`: see LowRankMode. */
@@ -384,20 +386,23 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
     ${xs}
     ${dots}
   }`;
-  // lowRank 'a': u[xr, j] = Σ_c x[xr, c] · A[j, c] into ul, subgroup sid taking j = sid, sid + nsg,
-  // ..., its lanes splitting the columns (the sums are read in the epilogue, after the reduction's
-  // barrier)
+  // lowRank 'a': u[xr, j] = Σ_c x[xr, c] · A[j, c] into ul. Each pass gives subgroup sid the
+  // LOW_RANK_SLOTS ranks j0 + sid·LOW_RANK_SLOTS + s; its lanes split the columns, and each column
+  // step loads x once and the slots' A values together (independent loads in flight, rather than
+  // one rank after another). The sums are read in the epilogue, after the reduction's barrier.
   if (lowRank === 'a' && !(subgroups && !(i8 && !xf))) throw new Error('wordsSource: the inline low-rank term needs subgroups and x as f32');
-  const inlineU = `for (var j0 = 0u; j0 < P[4]; j0 += nsg) {
-    let j = j0 + sid;
-    ${tt.map((t) => `var lp${t} = 0.0;`).join(' ')}
-    if (j < P[4]) {
+  const slots = range(LOW_RANK_SLOTS);
+  const inlineU = `for (var j0 = 0u; j0 < P[4]; j0 += nsg * ${LOW_RANK_SLOTS}u) {
+    let jb = j0 + sid * ${LOW_RANK_SLOTS}u;
+    ${slots.flatMap((k) => tt.map((t) => `var lp${k}_${t} = 0.0;`)).join(' ')}
+    if (jb < P[4]) {
+      ${slots.map((k) => `let js${k} = min(jb + ${k}u, P[4] - 1u) * c4;`).join(' ')}
       for (var c = sgi; c < c4; c += sgs) {
-        let av = la[j * c4 + c];
-        ${tt.map((t) => `lp${t} = lp${t} + dot(x[${t}u * c4 + c], av);`).join(' ')}
+        ${slots.map((k) => `let av${k} = la[js${k} + c];`).join(' ')}
+        ${tt.map((t) => `{ let xv = x[${t}u * c4 + c]; ${slots.map((k) => `lp${k}_${t} = lp${k}_${t} + dot(xv, av${k});`).join(' ')} }`).join('\n        ')}
       }
     }
-    ${tt.map((t) => `{ let ls = subgroupAdd(lp${t}); if (sgi == 0u && j < P[4]) { ul[${t * LOW_RANK_INLINE_MAX}u + j] = ls; } }`).join('\n    ')}
+    ${slots.flatMap((k) => tt.map((t) => `{ let ls = subgroupAdd(lp${k}_${t}); if (sgi == 0u && jb + ${k}u < P[4]) { ul[${t * LOW_RANK_INLINE_MAX}u + jb + ${k}u] = ls; } }`)).join('\n    ')}
   }`;
   const accs = rr.flatMap((r) => tt.map((t) => `a${r}_${t}`));
   const out = (e: string, val: string) => `{
