@@ -696,7 +696,7 @@ function kernels<T>(b: GpuBackend, f: () => T): { y: T; kernels: number } {
   }
 }
 
-test('a quantized layer\'s LoRA branch at inference rides on the words GEMV (u = x · Aᵀ made by the GEMV itself with subgroups, else by a matmul first; B in its epilogue): within f32 rounding of the composed branch, for f32 and int8 compute, with subgroups and with the tree', { skip }, () => {
+test('a quantized layer\'s LoRA branch at inference rides on the words GEMV (u = x · Aᵀ made by the GEMV itself with subgroups, else by a matmul first; B in its epilogue; IEC where the GEMV makes u): within f32 rounding of the composed branch, for f32 and int8 compute, with subgroups and with the tree', { skip }, () => {
   const g = gpu as GpuBackend;
   const tree = treeBackend();
   const fmts = [q.formats.int(4, { group: 64 }), q.formats.nf(4, { group: 64, doubleQuant: true }), q.formats.int(2, { group: 64, symmetric: true }), q.formats.int(4, { group: 32, symmetric: true })];
@@ -709,10 +709,12 @@ test('a quantized layer\'s LoRA branch at inference rides on the words GEMV (u =
     for (const b of [g, tree]) {
       for (const compute of ['f32', 'int8'] as const) {
         b.dev.gemv = compute;
-        for (const [fi, f] of fmts.entries()) {
+        for (const [fi, f] of fmts.entries()) for (const withIec of [false, true]) {
           const w = q.tensor(gaussianArray(rows * cols, 150 + fi, 0.05), [rows, cols], 'f32', b);
           const rank = ranks[fi];
-          const lora = new q.Lora(q.tensor(gaussianArray(rank * cols, 160 + fi, 0.05), [rank, cols], 'f32', b).requireGrad(), q.tensor(gaussianArray(rows * rank, 170 + fi, 0.05), [rows, rank], 'f32', b).requireGrad(), { alpha: 32 });
+          // IR-QLoRA's IEC scalars on the second pass (made nonzero: they start at 0)
+          const iec = withIec ? { betaA: q.tensor([0.7], [1], 'f32', b).requireGrad(), betaB: q.tensor([-1.3], [1], 'f32', b).requireGrad() } : undefined;
+          const lora = new q.Lora(q.tensor(gaussianArray(rank * cols, 160 + fi, 0.05), [rank, cols], 'f32', b).requireGrad(), q.tensor(gaussianArray(rows * rank, 170 + fi, 0.05), [rows, rank], 'f32', b).requireGrad(), { alpha: 32 }, iec);
           const layer = new q.QuantLinear(q.quantize(w, f), q.tensor(gaussianArray(rows, 180 + fi), [rows], 'f32', b), lora);
           for (const T of [1, 3]) {
             const x = q.tensor(gaussianArray(T * cols, 190 + T), [T, cols], 'f32', b);
@@ -725,13 +727,15 @@ test('a quantized layer\'s LoRA branch at inference rides on the words GEMV (u =
             // the GEMV and the bias: 2 kernels, and x · Aᵀ before them where the GEMV cannot make it
             // itself (no subgroups, or int8 x from a pass of its own: NF under int8 compute);
             // composed: the GEMV, the bias, x · Aᵀ, · Bᵀ, the scaling, the sum
+            // (with IEC: the GEMV and the bias where it makes u itself, else all composed)
             const x8 = compute === 'int8' && f.kind === 'nf' ? 1 : 0;
             const u = b.dev.subgroups && !x8 ? 0 : 1;
-            assert.equal(fused.kernels, 2 + u + x8, `${f.name} ${compute} T${T} sg ${b.dev.subgroups}: ${fused.kernels} kernels`);
-            assert.equal(composed.kernels, 6 + x8);
+            const label = `${f.name} ${compute} T${T} sg ${b.dev.subgroups}${withIec ? ' IEC' : ''}`;
+            if (!withIec) assert.equal(composed.kernels, 6 + x8);
+            assert.equal(fused.kernels, !withIec ? 2 + u + x8 : u ? composed.kernels : 2, `${label}: ${fused.kernels} kernels`);
             const [got, want] = [fused.y.dataSync() as Float32Array, composed.y.dataSync() as Float32Array];
             const mag = want.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
-            for (let i = 0; i < want.length; i++) assert.ok(Math.abs(got[i] - want[i]) <= 1e-5 * mag, `${f.name} ${compute} T${T} sg ${b.dev.subgroups}: y[${i}] = ${got[i]}, want ${want[i]}`);
+            for (let i = 0; i < want.length; i++) assert.ok(Math.abs(got[i] - want[i]) <= 1e-5 * mag, `${label}: y[${i}] = ${got[i]}, want ${want[i]}`);
             fusedRuns++;
             for (const t of [x, fused.y, composed.y]) t.dispose();
           }
@@ -747,7 +751,7 @@ test('a quantized layer\'s LoRA branch at inference rides on the words GEMV (u =
     g.dev.gemv = 'f32';
     tree.dev.gemv = 'f32';
   }
-  assert.equal(fusedRuns, 2 * 2 * fmts.length * 2);
+  assert.equal(fusedRuns, 2 * 2 * fmts.length * 2 * 2);
 });
 
 test('addRmsnorm on the GPU: one kernel, the same bits as add then rmsnorm, and the gradients of the pair', { skip }, () => {

@@ -147,7 +147,10 @@ for (const style of ['half', 'interleaved'] as const) {
 add('QuantLinear with a LoRA branch under noGrad (fused into the GEMV where the backend has it)', 1e-5, (b) => {
   const lora = new q.Lora(t(b, [8, 128], 200, 0.1), t(b, [24, 8], 201, 0.1), { alpha: 16 });
   const layer = new q.QuantLinear(q.quantize(t(b, [24, 128], 202, 0.05), q.formats.int(4, { group: 32 })), undefined, lora);
-  return [1, 3, 9].map((rows) => q.noGrad(() => layer.forward(t(b, [rows, 128], 203 + rows))));
+  // and with IR-QLoRA's IEC scalars (nonzero)
+  const iec = { betaA: q.tensor([0.6], [1], 'f32', b), betaB: q.tensor([-0.9], [1], 'f32', b) };
+  const withIec = new q.QuantLinear(layer.weight, undefined, new q.Lora(lora.a, lora.b, { alpha: 16 }, iec));
+  return [1, 3, 9].flatMap((rows) => [layer, withIec].map((l) => q.noGrad(() => l.forward(t(b, [rows, 128], 203 + rows)))));
 });
 
 // argmaxRows: a kernel where the backend has it, read on the host elsewhere; ties (the first wins),
@@ -342,6 +345,7 @@ for (const [name, b] of under) {
       assert.throws(() => q.argmaxRows(t(b, [2, 0], 20)), (e: Error) => e instanceof q.ValueError && /argmaxRows: rows of \[2, 0\] are empty/.test(e.message));
       assert.throws(() => q.argmaxRows(q.cast(t(b, [2, 3], 21), 'i32')), (e: Error) => e instanceof q.DTypeError && /argmaxRows/.test(e.message));
       const w4 = q.quantize(t(b, [4, 32], 16), q.formats.int(4, { group: 32 }));
+      assert.throws(() => q.dequantizeMatmulLowRank(t(b, [1, 32], 17), w4, t(b, [2, 32], 18), t(b, [4, 2], 19), 1, { betaA: t(b, [2], 22), betaB: t(b, [1], 23) }), (e: Error) => e instanceof q.ShapeError && /IEC scalars/.test(e.message));
       assert.throws(() => q.dequantizeMatmulLowRank(t(b, [1, 32], 17), w4, t(b, [2, 16], 18), t(b, [4, 2], 19), 1), (e: Error) => e instanceof q.ShapeError && /a \[2, 16\] and b \[4, 2\] must be \[rank, 32\] and \[4, rank\]/.test(e.message));
       const cache = new q.KvCache();
       const heads = { q: 2, kv: 1 };

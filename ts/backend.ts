@@ -40,6 +40,12 @@ export interface RopeParams {
   inverse: boolean;
 }
 
+/** The greatest common divisor: IEC's groups (nn/lora.ts groupMean; LowRank.iec) are gcd(n, m). */
+export function gcd(a: number, b: number): number {
+  while (b) [a, b] = [b, a % b];
+  return a;
+}
+
 /** The low-rank term of Backend.dequantizeMatmulLowRank: scale · (x · aᵀ) · bᵀ, a [rank, cols],
  *  b [rows, rank]. */
 export interface LowRank {
@@ -47,6 +53,9 @@ export interface LowRank {
   b: Handle;
   rank: number;
   scale: number;
+  /** IR-QLoRA's IEC scalars ([1] each; nn/lora.ts): x · aᵀ gains βA · groupMean(x, rank), and the
+   *  product with b gains βB · groupMean(that, rows). */
+  iec?: { betaA: Handle; betaB: Handle };
 }
 
 /** Dimensions of Backend.ropeAppend: q [batch, t, qHeads·dim], k and v [batch, t, kvHeads·dim];

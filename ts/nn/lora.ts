@@ -16,7 +16,7 @@ import { add, affine, mul } from '../ops/arithmetic.js';
 import { matmul } from '../ops/matmul.js';
 import { mean } from '../ops/reduce.js';
 import { reshape } from '../ops/shape.js';
-import type { Backend } from '../backend.js';
+import { gcd, type Backend } from '../backend.js';
 import { noGrad } from '../autograd.js';
 import { gaussianArray, ones, rng, Rng, tensor, tidy, type Tensor, type TensorContainer } from '../tensor.js';
 
@@ -35,10 +35,6 @@ export interface LoraOptions {
   seed?: number;
 }
 
-function gcd(a: number, b: number): number {
-  while (b) [a, b] = [b, a % b];
-  return a;
-}
 
 export class Lora implements TensorContainer {
   readonly rank: number;
@@ -114,10 +110,11 @@ export class Lora implements TensorContainer {
     return this.scaling === 1 ? y : affine(y, this.scaling);
   }
 
-  /** A, B and the scaling when forward() is exactly scaling · (x · Aᵀ) · Bᵀ (no IEC, no dropout
-   *  in training mode); undefined otherwise. The tensors are the branch's own. */
-  plainFactors(): { a: Tensor; b: Tensor; scale: number } | undefined {
-    return this.iec || (this.training && this.dropout > 0) ? undefined : { a: this.a, b: this.b, scale: this.scaling };
+  /** What forward() computes, as factors: scaling · (x · Aᵀ + IEC's βA term) · Bᵀ (+ its βB term),
+   *  when no dropout applies (undefined in training mode with dropout). The tensors are the
+   *  branch's own. */
+  factors(): { a: Tensor; b: Tensor; scale: number; iec?: { betaA: Tensor; betaB: Tensor } } | undefined {
+    return this.training && this.dropout > 0 ? undefined : { a: this.a, b: this.b, scale: this.scaling, iec: this.iec };
   }
 
   /** Plain factors with IEC folded in (new tensors): scaling · B'·A' equals forward() (Eq. 16 of IR-QLoRA). */

@@ -134,12 +134,12 @@ export function dequantizeMatmulPlan(x: Tensor, q: QuantizedTensor): { rows: num
 
 /**
  * x [..., in] · dequantize(q)ᵀ + scale · (x · aᵀ) · bᵀ for a LoRA branch a [rank, in], b [out,
- * rank], with the low-rank term added by the GEMV's own epilogue where the backend has
+ * rank] (with `iec`, IR-QLoRA's βA and βB terms as nn/lora.ts adds them), with the low-rank term added by the GEMV's own epilogue where the backend has
  * Backend.dequantizeMatmulLowRank for this format and size (two kernels: x · aᵀ, then the GEMV);
  * undefined otherwise (and for NF-ICQ weights), for the caller to compose. Inference only: no
  * gradient is recorded, so call it where none is wanted (QuantLinear does, under noGrad).
  */
-export function dequantizeMatmulLowRank(x: Tensor, q: QuantizedTensor, a: Tensor, b: Tensor, scale: number): Tensor | undefined {
+export function dequantizeMatmulLowRank(x: Tensor, q: QuantizedTensor, a: Tensor, b: Tensor, scale: number, iec?: { betaA: Tensor; betaB: Tensor }): Tensor | undefined {
   const { rows, cols, xRows, shape } = dequantizeMatmulPlan(x, q);
   const be = x.backend;
   const rank = a.shape[0];
@@ -148,8 +148,10 @@ export function dequantizeMatmulLowRank(x: Tensor, q: QuantizedTensor, a: Tensor
   }
   expectDType('dequantizeMatmulLowRank', a, 'f32', 'a');
   expectDType('dequantizeMatmulLowRank', b, 'f32', 'b');
-  if (!be.dequantizeMatmulLowRank || q.parts.offsetCodes || a.backend !== be || b.backend !== be) return undefined;
-  const y = be.dequantizeMatmulLowRank(x.handle, xRows, q.handles(), rows, cols, q.format, { a: a.handle, b: b.handle, rank, scale });
+  if (iec && (iec.betaA.size !== 1 || iec.betaB.size !== 1)) throw new ShapeError('dequantizeMatmulLowRank: the IEC scalars βA and βB must hold one value each');
+  if (!be.dequantizeMatmulLowRank || q.parts.offsetCodes || [a, b, iec?.betaA ?? a, iec?.betaB ?? a].some((t) => t.backend !== be)) return undefined;
+  const lr = { a: a.handle, b: b.handle, rank, scale, iec: iec && { betaA: iec.betaA.handle, betaB: iec.betaB.handle } };
+  const y = be.dequantizeMatmulLowRank(x.handle, xRows, q.handles(), rows, cols, q.format, lr);
   return y === null ? undefined : out(be, y, shape);
 }
 

@@ -166,8 +166,11 @@ export const stagedBytes = (f: QuantFormat, s: WordsShape, gpr: number) => (s.ss
  *  lb = B [rows, rank]; P[4] = rank, P[5] = the scale's f32 bits; bound after y): 'u' reads u,
  *  computed before; 'a' reads A [rank, cols] and computes u itself, each workgroup in its
  *  prologue while its first code loads are in flight (subgroup j-slices of the dot products over
- *  x; needs subgroups, x as f32 and rank <= LOW_RANK_INLINE_MAX). */
-export type LowRankMode = false | 'u' | 'a';
+ *  x; needs subgroups, x as f32 and rank <= LOW_RANK_INLINE_MAX). 'ai': as 'a', with IR-QLoRA's
+ *  IEC terms (nn/lora.ts groupMean): u_j += βA · the mean of x over j's group of columns, and each
+ *  output adds βB · the mean of u over its group of ranks; P[6..9] = ranks per x group, vec4s per
+ *  x group, rows per u group, ranks per u group; βA and βB bound after lb. */
+export type LowRankMode = false | 'u' | 'a' | 'ai';
 /** The largest rank whose u the words GEMV computes itself (workgroup memory: this many f32 per x row). */
 export const LOW_RANK_INLINE_MAX = 64;
 /** Ranks per subgroup and pass when the words GEMV computes u itself. */
@@ -390,17 +393,22 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   // LOW_RANK_SLOTS ranks j0 + sid·LOW_RANK_SLOTS + s; its lanes split the columns, and each column
   // step loads x once and the slots' A values together (independent loads in flight, rather than
   // one rank after another). The sums are read in the epilogue, after the reduction's barrier.
-  if (lowRank === 'a' && !(subgroups && !(i8 && !xf))) throw new Error('wordsSource: the inline low-rank term needs subgroups and x as f32');
+  const inlineMode = lowRank === 'a' || lowRank === 'ai';
+  if (inlineMode && !(subgroups && !(i8 && !xf))) throw new Error('wordsSource: the inline low-rank term needs subgroups and x as f32');
+  const iec = lowRank === 'ai';
   const slots = range(LOW_RANK_SLOTS);
   const inlineU = `for (var j0 = 0u; j0 < P[4]; j0 += nsg * ${LOW_RANK_SLOTS}u) {
     let jb = j0 + sid * ${LOW_RANK_SLOTS}u;
     ${slots.flatMap((k) => tt.map((t) => `var lp${k}_${t} = 0.0;`)).join(' ')}
     if (jb < P[4]) {
-      ${slots.map((k) => `let js${k} = min(jb + ${k}u, P[4] - 1u) * c4;`).join(' ')}
+      ${slots.map((k) => `let js${k} = min(jb + ${k}u, P[4] - 1u);`).join(' ')}${iec ? `
+      ${slots.map((k) => `let h${k} = (js${k} / P[6]) * P[7];`).join(' ')}` : ''}
       for (var c = sgi; c < c4; c += sgs) {
-        ${slots.map((k) => `let av${k} = la[js${k} + c];`).join(' ')}
+        ${slots.map((k) => `let av${k} = la[js${k} * c4 + c];`).join(' ')}
         ${tt.map((t) => `{ let xv = x[${t}u * c4 + c]; ${slots.map((k) => `lp${k}_${t} = lp${k}_${t} + dot(xv, av${k});`).join(' ')} }`).join('\n        ')}
-      }
+      }${iec ? `
+      // βA · the mean of x over each slot's group of columns (P[7] vec4s from h)
+      ${tt.map((t) => slots.map((k) => `{ var xg = 0.0; for (var c = h${k} + sgi; c < h${k} + P[7]; c += sgs) { xg = xg + dot(x[${t}u * c4 + c], vec4<f32>(1.0)); } lp${k}_${t} = lp${k}_${t} + iecA[0] * (xg / f32(4u * P[7])); }`).join('\n      ')).join('\n      ')}` : ''}
     }
     ${slots.flatMap((k) => tt.map((t) => `{ let ls = subgroupAdd(lp${k}_${t}); if (sgi == 0u && jb + ${k}u < P[4]) { ul[${t * LOW_RANK_INLINE_MAX}u + jb + ${k}u] = ls; } }`)).join('\n    ')}
   }`;
@@ -410,7 +418,11 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
     if (r < rows) {${lowRank ? `
       let lt = ${e} % ${T}u; let rank = P[4];
       var l = 0.0;
-      for (var j = 0u; j < rank; j++) { l = fma(${lowRank === 'a' ? `ul[lt * ${LOW_RANK_INLINE_MAX}u + j]` : 'u[lt * rank + j]'}, lb[r * rank + j], l); }` : ''}
+      for (var j = 0u; j < rank; j++) { l = fma(${lowRank !== 'u' ? `ul[lt * ${LOW_RANK_INLINE_MAX}u + j]` : 'u[lt * rank + j]'}, lb[r * rank + j], l); }${lowRank === 'ai' ? `
+      let gb = (r / P[8]) * P[9];
+      var um = 0.0;
+      for (var j = gb; j < gb + P[9]; j++) { um = um + ul[lt * ${LOW_RANK_INLINE_MAX}u + j]; }
+      l = l + iecB[0] * (um / f32(P[9]));` : ''}` : ''}
       y[(${e} % ${T}u) * rows + r] = ${lowRank ? `fma(bitcast<f32>(P[5]), l, ${val})` : val};
     }
   }`;
@@ -421,8 +433,10 @@ ${decl}
 ${i8 && !xf ? `@group(0) @binding(${next}) var<storage, read> xq: array<vec4<u32>>;
 @group(0) @binding(${next + 1}) var<storage, read> xsc: array<vec2<f32>>;` : `@group(0) @binding(${next}) var<storage, read> x: array<vec4<f32>>;`}
 @group(0) @binding(${next + (i8 && !xf ? 2 : 1)}) var<storage, read_write> y: array<f32>;
-${lowRank ? `@group(0) @binding(${next + (i8 && !xf ? 3 : 2)}) var<storage, read> ${lowRank === 'a' ? 'la: array<vec4<f32>>' : 'u: array<f32>'};
+${lowRank ? `@group(0) @binding(${next + (i8 && !xf ? 3 : 2)}) var<storage, read> ${lowRank !== 'u' ? 'la: array<vec4<f32>>' : 'u: array<f32>'};
 @group(0) @binding(${next + (i8 && !xf ? 4 : 3)}) var<storage, read> lb: array<f32>;` : ''}
+${lowRank === 'ai' ? `@group(0) @binding(${next + 4}) var<storage, read> iecA: array<f32>;
+@group(0) @binding(${next + 5}) var<storage, read> iecB: array<f32>;` : ''}
 ${pt && i8 ? `var<workgroup> lut8: array<u32, ${256 * pt}>;` : pt ? `var<workgroup> lutp: array<vec2<${h ? 'f16' : 'f32'}>, ${256 * pt}>;` : ''}
 ${f.kind === 'nf' ? `var<workgroup> lut: array<f32, ${1 << bits}>;` : ''}
 ${f.doubleQuant && !ss ? DQ_DECL : ''}
@@ -430,9 +444,9 @@ ${sx ? `var<workgroup> xl: array<vec4<f32>, ${(T * cols) / 4}>;
 ` : ''}${ss ? `var<workgroup> scl: array<f32, ${R * gpr}>;${asym ? `
 var<workgroup> zbl: array<f32, ${R * gpr}>;` : ''}` : ''}
 var<workgroup> red: array<f32, ${redBytes(s, T, subgroups) / 4}>;
-${lowRank === 'a' ? `var<workgroup> ul: array<f32, ${LOW_RANK_INLINE_MAX * T}>;` : ''}
+${lowRank === 'a' || lowRank === 'ai' ? `var<workgroup> ul: array<f32, ${LOW_RANK_INLINE_MAX * T}>;` : ''}
 ${decodeLib(f, false)}
-@compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32${sgArgs(subgroups)}${lowRank === 'a' ? ', @builtin(subgroup_size) sgs: u32' : ''}) {
+@compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32${sgArgs(subgroups)}${lowRank === 'a' || lowRank === 'ai' ? ', @builtin(subgroup_size) sgs: u32' : ''}) {
   let rows = P[0]; let cols = P[1]; let gpr = P[3];
   let units = cols / ${cpl}u;
   ${i8 && !xf ? 'let c16 = cols / 16u;' : 'let c4 = cols / 4u;'}
@@ -456,7 +470,7 @@ ${decodeLib(f, false)}
   ${preload}` : ''}
   ${accs.map((a) => `var ${a} = 0.0;`).join(' ')}
   ${xpre}
-  ${lowRank === 'a' ? inlineU : ''}
+  ${inlineMode ? inlineU : ''}
   ${loop}
   ${reduce}
   ${persistent ? `workgroupBarrier(); // red is written again by the next block

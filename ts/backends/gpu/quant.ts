@@ -24,7 +24,7 @@
 // offset) would turn into one fma if the compiler contracted it; it is computed as p · one + offset
 // with one = 1.0 read from P, so a contraction gives fma(p, 1, offset) = f32(p + offset) anyway.
 
-import type { LowRank, QuantHandles } from '../../backend.js';
+import { gcd, type LowRank, type QuantHandles } from '../../backend.js';
 import { nfTable } from '../../quant/codebooks.js';
 import { dynamicMap } from '../../quant/doublequant.js';
 import type { QuantFormat } from '../../quant/formats.js';
@@ -601,10 +601,11 @@ const partsCount = (f: QuantFormat) => (f.doubleQuant ? 4 : 2) + (f.kind === 'in
  *  buffers; null otherwise (nothing recorded). */
 function dequantizeMatmulLowRank(dev: Device, x: GpuHandle, xRows: number, q: QuantHandles, rows: number, cols: number, f: QuantFormat, lr: LowRank): GpuHandle | null {
   if (!(xRows >= 1 && xRows <= GEMV_MAX_ROWS && rows >= 1 && cols >= 1 && gemvShape.words && wordsFits(f, cols, gemvShape.wordsShape(xRows).W))) return null;
-  if (wordsBindings(f, true, true) > dev.info.maxStorageBuffers) return null;
+  if (wordsBindings(f, true, true) + 2 > dev.info.maxStorageBuffers) return null;
   const y = dev.alloc(xRows * rows * 4);
-  gemvWords(dev, x, xRows, q, f, rows, cols, rowBytes(cols, f.bits), Math.ceil(cols / f.group), y, lr);
-  return y;
+  if (gemvWords(dev, x, xRows, q, f, rows, cols, rowBytes(cols, f.bits), Math.ceil(cols / f.group), y, lr)) return y;
+  dev.free(y);
+  return null;
 }
 
 /** Bytes of A that the words GEMV's workgroups may read between them to make u themselves (each
@@ -612,7 +613,9 @@ function dequantizeMatmulLowRank(dev: Device, x: GpuHandle, xRows: number, q: Qu
  *  L2 reads on a large GPU. */
 const LOW_RANK_INLINE_BYTES = 8 * 2 ** 20;
 
-function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: QuantFormat, rows: number, cols: number, rb: number, gpr: number, y: GpuHandle, lr?: LowRank): void {
+/** Records the words GEMV into y; false, with nothing recorded, where a low-rank term with IEC
+ *  asks for what the kernel cannot make itself (its u: see the inline conditions below). */
+function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: QuantFormat, rows: number, cols: number, rb: number, gpr: number, y: GpuHandle, lr?: LowRank): boolean {
   const s = fullShape(gemvShape.wordsShape(T));
   const sg = dev.subgroups;
   const limit = dev.info.maxWorkgroupStorageBytes - 1088; // the codebook and bitsandbytes' map
@@ -650,19 +653,24 @@ function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: Qua
   s.sx = !!s.sx && shared() + T * cols * 4 <= limit; // x staged only where it fits beside the rest
   const blocks = s.pw ? Math.min(s.pw, Math.ceil(rows / s.R)) : Math.ceil(rows / s.R);
   inline = !!lr && sg && !(s.i8 && !s.xf) && lr.rank <= LOW_RANK_INLINE_MAX && blocks * lr.rank * cols * 4 <= LOW_RANK_INLINE_BYTES && shared() + 4 * LOW_RANK_INLINE_MAX * T <= limit;
-  const mode: LowRankMode = !lr ? false : inline ? 'a' : 'u';
+  // IEC: the x groups of the βA term in whole vec4s, and u made here (where else it would take the
+  // composed ops the caller falls back to)
+  const g1 = lr ? gcd(cols, lr.rank) : 1;
+  const g2 = lr ? gcd(lr.rank, rows) : 1;
+  if (lr?.iec && !(inline && (cols / g1) % 4 === 0)) return false;
+  const mode: LowRankMode = !lr ? false : inline ? (lr.iec ? 'ai' : 'a') : 'u';
   const key = `quant_gemvw_${fmtKey(f)}_t${T}r${s.R}w${s.NW}x${s.W}${s.pf ? 'p' : ''}${sg ? 's' : ''}${s.ss ? `S${gpr}` : ''}${s.pt ? `P${s.pt}` : ''}${s.xs ? 'X' : ''}${s.h ? 'H' : ''}${s.pw ? 'W' : ''}${s.px ? 'F' : ''}${s.sx ? `C${cols}` : ''}${s.i8 ? 'I' : ''}${s.pd > 1 ? `D${s.pd}` : ''}${s.hl ? 'L' : ''}${s.fc ? 'M' : ''}${s.xf ? 'Q' : ''}${s.ip ? 'N' : ''}${mode ? `A${mode}` : ''}`;
   const pipe = dev.pipeline(key, () => wordsSource(f, T, s, sg, gpr, cols, mode));
   const groups = blocks;
   const grid: [number, number, number] = groups <= 65535 ? [groups, 1, 1] : [65535, Math.ceil(groups / 65535), 1];
-  const head = lr ? [rows, cols, rb, gpr, lr.rank, f32Bits(lr.scale)] : [rows, cols, rb, gpr];
+  const head = !lr ? [rows, cols, rb, gpr] : [rows, cols, rb, gpr, lr.rank, f32Bits(lr.scale), ...(lr.iec ? [lr.rank / g1, cols / g1 / 4, rows / g2, lr.rank / g2] : [])];
   // 'u': u = x · aᵀ by the f32 matmul first
   const u = mode === 'u' ? matmulOn(dev, x, lr!.a as GpuHandle, { batch: 1, m: T, k: cols, n: lr!.rank, transA: false, transB: true, aBatchStride: 0, bBatchStride: 0 }) : undefined;
-  const low = lr ? [u ?? (lr.a as GpuHandle), lr.b as GpuHandle] : [];
+  const low = lr ? [u ?? (lr.a as GpuHandle), lr.b as GpuHandle, ...(lr.iec ? [lr.iec.betaA as GpuHandle, lr.iec.betaB as GpuHandle] : [])] : [];
   if (!s.i8 || s.xf) {
     dev.run(pipe, params(f, head), [...partsOf(q, f), x, y, ...low], grid);
     if (u) dev.free(u);
-    return;
+    return true;
   }
   // int8 x: quantized per step slice first (gemv.ts x8Source)
   const cpl = (s.W * 32) / f.bits;
@@ -673,6 +681,7 @@ function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: Qua
   dev.run(dev.pipeline(`quant_gemv_x8_${cpl}_${per}`, () => x8Source(cpl, per)), [slices], [x, xq, xsc], dev.grid(slices, 64));
   dev.run(pipe, params(f, head), [...partsOf(q, f), xq, xsc, y, ...low], grid);
   if (u) dev.free(u);
+  return true;
   dev.free(xq);
   dev.free(xsc);
 }
