@@ -471,6 +471,12 @@ test('the words GEMV with int8 x (opt-in, 2/4-bit INT and 4-bit NF): within int8
       const scale = y32.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
       assert.ok(diff > 0 && diff < 2e-2 * scale, `${f.name} int8 against f32: max difference ${diff} of ${scale}`);
       const shape = gemvShape.wordsShape;
+      // x8Source's int8 copy of x and its scales go with the call (NF always; INT with xf: false)
+      if (f.kind === 'int') gemvShape.wordsShape = (T) => ({ ...shape(T), xf: false });
+      const live = g.dev.addon.gpuStats().live;
+      q.dequantizeMatmul(x, w).dispose();
+      assert.equal(g.dev.addon.gpuStats().live, live, `${f.name}: buffers left by the int8 x pass`);
+      gemvShape.wordsShape = shape;
       if (f.kind === 'int') {
         // INT: x quantized in the GEMV itself (xf, the default) or first by x8Source: the same int8
         // values, so the same results

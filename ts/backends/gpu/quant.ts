@@ -681,9 +681,9 @@ function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: Qua
   dev.run(dev.pipeline(`quant_gemv_x8_${cpl}_${per}`, () => x8Source(cpl, per)), [slices], [x, xq, xsc], dev.grid(slices, 64));
   dev.run(pipe, params(f, head), [...partsOf(q, f), xq, xsc, y, ...low], grid);
   if (u) dev.free(u);
-  return true;
   dev.free(xq);
   dev.free(xsc);
+  return true;
 }
 
 function dequantizeMatmulT(dev: Device, dy: GpuHandle, n: number, q: QuantHandles, rows: number, cols: number, f: QuantFormat): GpuHandle {
