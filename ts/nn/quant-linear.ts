@@ -42,12 +42,12 @@ export class QuantLinear implements LinearLayer {
   forward(x: Tensor): Tensor {
     // at inference (no gradient wanted), the adapter's product (IEC included) rides on the GEMV
     // where the backend has that kernel (one or two kernels instead of four or five)
-    const plain = this.lora?.factors();
-    if (plain && !isGradEnabled()) {
+    const factors = this.lora?.factors();
+    if (factors && !isGradEnabled()) {
       if (x.shape[x.rank - 1] !== this.inFeatures) {
         throw new ShapeError(`QuantLinear: input ${describeShape(x.shape)} must end in ${this.inFeatures} features`);
       }
-      const y = dequantizeMatmulLowRank(x, this.weight, plain.a, plain.b, plain.scale, plain.iec);
+      const y = dequantizeMatmulLowRank(x, this.weight, factors.a, factors.b, factors.scale, factors.iec);
       if (y) return this.bias ? add(y, this.bias) : y;
     }
     const y = this.base(x);

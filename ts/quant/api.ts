@@ -134,10 +134,11 @@ export function dequantizeMatmulPlan(x: Tensor, q: QuantizedTensor): { rows: num
 
 /**
  * x [..., in] · dequantize(q)ᵀ + scale · (x · aᵀ) · bᵀ for a LoRA branch a [rank, in], b [out,
- * rank] (with `iec`, IR-QLoRA's βA and βB terms as nn/lora.ts adds them), with the low-rank term added by the GEMV's own epilogue where the backend has
- * Backend.dequantizeMatmulLowRank for this format and size (two kernels: x · aᵀ, then the GEMV);
- * undefined otherwise (and for NF-ICQ weights), for the caller to compose. Inference only: no
- * gradient is recorded, so call it where none is wanted (QuantLinear does, under noGrad).
+ * rank] (with `iec`, IR-QLoRA's βA and βB terms as nn/lora.ts adds them), the low-rank term added
+ * by the GEMV's own epilogue where the backend has Backend.dequantizeMatmulLowRank for this format
+ * and size (one kernel where the GEMV makes x · aᵀ itself, else a matmul before it); undefined
+ * otherwise (and for NF-ICQ weights), for the caller to compose. Inference only: no gradient is
+ * recorded, so call it where none is wanted (QuantLinear does, under noGrad).
  */
 export function dequantizeMatmulLowRank(x: Tensor, q: QuantizedTensor, a: Tensor, b: Tensor, scale: number, iec?: { betaA: Tensor; betaB: Tensor }): Tensor | undefined {
   const { rows, cols, xRows, shape } = dequantizeMatmulPlan(x, q);

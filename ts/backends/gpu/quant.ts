@@ -572,7 +572,7 @@ function dequantizeMatmul(dev: Device, x: GpuHandle, xRows: number, q: QuantHand
   const y = dev.alloc(xRows * rows * 4);
   const rb = rowBytes(cols, f.bits);
   const gpr = Math.ceil(cols / f.group);
-  if (xRows <= GEMV_MAX_ROWS && gemvShape.words && wordsFits(f, cols, gemvShape.wordsShape(xRows).W)) {
+  if (wordsServes(f, xRows, cols)) {
     gemvWords(dev, x, xRows, q, f, rows, cols, rb, gpr, y);
     return y;
   }
@@ -591,17 +591,22 @@ function dequantizeMatmul(dev: Device, x: GpuHandle, xRows: number, q: QuantHand
   return y;
 }
 
-/** Storage buffers the words GEMV binds for format f (P, the parts, x or int8 x with its scales,
- *  y, and with a low-rank term u and b). */
-const wordsBindings = (f: QuantFormat, x8: boolean, lowRank: boolean) => partsCount(f) + (x8 ? 4 : 3) + (lowRank ? 2 : 0);
+/** Whether the words GEMV serves xRows x rows of format f over `cols` columns (else the other GEMV
+ *  or the tiled kernel). */
+const wordsServes = (f: QuantFormat, xRows: number, cols: number) => xRows <= GEMV_MAX_ROWS && gemvShape.words && wordsFits(f, cols, gemvShape.wordsShape(xRows).W);
+
+/** Storage buffers the words GEMV binds for format f: P, the parts, x or int8 x with its scales, y,
+ *  and with a low-rank term A or u, B, and IEC's βA and βB (counted whether or not the term has
+ *  them). */
+const wordsBindings = (f: QuantFormat, x8: boolean, lowRank: boolean) => partsCount(f) + (x8 ? 4 : 3) + (lowRank ? 4 : 0);
 const partsCount = (f: QuantFormat) => (f.doubleQuant ? 4 : 2) + (f.kind === 'int' && !f.symmetric ? 1 : 0);
 
 /** x · Wᵀ + scale · (x · aᵀ) · bᵀ by the words GEMV, whose epilogue adds scale · u · bᵀ (gemvWords
  *  makes u = x · aᵀ), where that kernel serves the format and size and the adapter binds enough
  *  buffers; null otherwise (nothing recorded). */
 function dequantizeMatmulLowRank(dev: Device, x: GpuHandle, xRows: number, q: QuantHandles, rows: number, cols: number, f: QuantFormat, lr: LowRank): GpuHandle | null {
-  if (!(xRows >= 1 && xRows <= GEMV_MAX_ROWS && rows >= 1 && cols >= 1 && gemvShape.words && wordsFits(f, cols, gemvShape.wordsShape(xRows).W))) return null;
-  if (wordsBindings(f, true, true) + 2 > dev.info.maxStorageBuffers) return null;
+  if (!(xRows >= 1 && rows >= 1 && cols >= 1 && wordsServes(f, xRows, cols))) return null;
+  if (wordsBindings(f, true, true) > dev.info.maxStorageBuffers) return null;
   const y = dev.alloc(xRows * rows * 4);
   if (gemvWords(dev, x, xRows, q, f, rows, cols, rowBytes(cols, f.bits), Math.ceil(cols / f.group), y, lr)) return y;
   dev.free(y);
@@ -661,8 +666,7 @@ function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: Qua
   const mode: LowRankMode = !lr ? false : inline ? (lr.iec ? 'ai' : 'a') : 'u';
   const key = `quant_gemvw_${fmtKey(f)}_t${T}r${s.R}w${s.NW}x${s.W}${s.pf ? 'p' : ''}${sg ? 's' : ''}${s.ss ? `S${gpr}` : ''}${s.pt ? `P${s.pt}` : ''}${s.xs ? 'X' : ''}${s.h ? 'H' : ''}${s.pw ? 'W' : ''}${s.px ? 'F' : ''}${s.sx ? `C${cols}` : ''}${s.i8 ? 'I' : ''}${s.pd > 1 ? `D${s.pd}` : ''}${s.hl ? 'L' : ''}${s.fc ? 'M' : ''}${s.xf ? 'Q' : ''}${s.ip ? 'N' : ''}${mode ? `A${mode}` : ''}`;
   const pipe = dev.pipeline(key, () => wordsSource(f, T, s, sg, gpr, cols, mode));
-  const groups = blocks;
-  const grid: [number, number, number] = groups <= 65535 ? [groups, 1, 1] : [65535, Math.ceil(groups / 65535), 1];
+  const grid: [number, number, number] = blocks <= 65535 ? [blocks, 1, 1] : [65535, Math.ceil(blocks / 65535), 1];
   const head = !lr ? [rows, cols, rb, gpr] : [rows, cols, rb, gpr, lr.rank, f32Bits(lr.scale), ...(lr.iec ? [lr.rank / g1, cols / g1 / 4, rows / g2, lr.rank / g2] : [])];
   // 'u': u = x · aᵀ by the f32 matmul first
   const u = mode === 'u' ? matmulOn(dev, x, lr!.a as GpuHandle, { batch: 1, m: T, k: cols, n: lr!.rank, transA: false, transB: true, aBatchStride: 0, bBatchStride: 0 }) : undefined;

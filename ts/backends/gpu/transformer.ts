@@ -210,13 +210,13 @@ override WG: u32 = 64u;
   out[gid.y * dim + j] = s;
 }`;
 
-// P: [pairs (= outer·seq·dim/2), seq, half, offset − tableBase, inverse, interleaved];
-// tab[p·half + i] = (cos, sin) of position p + tableBase, frequency i
 // the rotation of the pair (x1, x2) by the angle whose (cos, sin) is (c, s): shared by rope and
 // ropeAppend, so that both give the same values
 const ROTATE = /* wgsl */ `
 fn rotate(x1: f32, x2: f32, c: f32, s: f32) -> vec2<f32> { return vec2<f32>(x1 * c - x2 * s, x1 * s + x2 * c); }`;
 
+// P: [pairs (= outer·seq·dim/2), seq, half, offset − tableBase, inverse, interleaved];
+// tab[p·half + i] = (cos, sin) of position p + tableBase, frequency i
 const ROPE = /* wgsl */ `
 @group(0) @binding(0) var<storage, read> P: array<u32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -309,19 +309,19 @@ ${ROTATE}
     let r = rotate(q[src + i1], q[src + i2], cs.x, cs.y);
     y[dst + i1] = r.x;
     y[dst + i2] = r.y;
-  } else if (hh < hq + hk) {
-    let h = hh - hq;
-    let src = (bt * hk + h) * dim;
-    let dst = ((b * hk + h) * cap + P[6] + t) * dim;
-    let r = rotate(k[src + i1], k[src + i2], cs.x, cs.y);
-    ck[dst + i1] = r.x;
-    ck[dst + i2] = r.y;
   } else {
-    let h = hh - hq - hk;
+    // k's heads, then v's: the same places in their inputs and storages
+    let h = (hh - hq) % hk;
     let src = (bt * hk + h) * dim;
     let dst = ((b * hk + h) * cap + P[6] + t) * dim;
-    cv[dst + i1] = v[src + i1];
-    cv[dst + i2] = v[src + i2];
+    if (hh < hq + hk) {
+      let r = rotate(k[src + i1], k[src + i2], cs.x, cs.y);
+      ck[dst + i1] = r.x;
+      ck[dst + i2] = r.y;
+    } else {
+      cv[dst + i1] = v[src + i1];
+      cv[dst + i2] = v[src + i2];
+    }
   }
 }`;
 
