@@ -578,57 +578,51 @@ if (want('gemv')) {
 if (want('decode')) {
   // greedy decoding, 4-bit INT weights, at the f32 and int8 GEMV computes
   const c = quick ? { ...SMOLLM2, numLayers: 2 } : SMOLLM2;
+  const f = formats.int(4, { group: 64 });
+  const report = (r: Row) => {
+    goals.push(`${r.name}: ${r.ms.toFixed(2)} ms = ${(1000 / r.ms).toFixed(0)} tokens/s`);
+    console.log(goals[goals.length - 1]);
+  };
   // (and once with the f32 head through the tiled matmul, as before the matmul GEMV kernel)
   const compute = dev.gemv;
   for (const [gemv, tiled] of [['f32', true], ['f32', false], ['int8', false]] as const) {
     dev.gemv = gemv;
     matmulSizing.gemv = !tiled;
-    const r = await decode(c, formats.int(4, { group: 64 }), quick ? 8 : 64, `${gemv}${tiled ? ', head by the tiled matmul' : ''}`);
-    goals.push(`${r.name}: ${r.ms.toFixed(2)} ms = ${(1000 / r.ms).toFixed(0)} tokens/s`);
-    console.log(goals[goals.length - 1]);
+    report(await decode(c, f, quick ? 8 : 64, `${gemv}${tiled ? ', head by the tiled matmul' : ''}`));
   }
   // LoRA adapters (rank 16) on every projection, as the methods leave a model: the branch in the
   // GEMV's epilogue (the default) and composed (four kernels more per projection), in turn
-  {
-    dev.gemv = 'f32';
-    const f = formats.int(4, { group: 64 });
-    const qm = decodeModel(c, f, 16);
-    const fused = gpu.dequantizeMatmulLowRank;
-    try {
-      for (const on of [true, false, true, false]) {
-        gpu.dequantizeMatmulLowRank = on ? fused : undefined;
-        const r = await decode(c, f, quick ? 8 : 64, `f32, LoRA rank 16 on every projection, ${on ? 'in the GEMV' : 'composed'}`, qm);
-        goals.push(`${r.name}: ${r.ms.toFixed(2)} ms = ${(1000 / r.ms).toFixed(0)} tokens/s`);
-        console.log(goals[goals.length - 1]);
-      }
-    } finally {
-      gpu.dequantizeMatmulLowRank = fused;
-      qm.dispose();
+  dev.gemv = 'f32';
+  const lora = decodeModel(c, f, 16);
+  const fused = gpu.dequantizeMatmulLowRank;
+  try {
+    for (const on of [true, false, true, false]) {
+      gpu.dequantizeMatmulLowRank = on ? fused : undefined;
+      report(await decode(c, f, quick ? 8 : 64, `f32, LoRA rank 16 on every projection, ${on ? 'in the GEMV' : 'composed'}`, lora));
     }
-  }
-  // --anatomy: where the f32 decode's time per token goes (decodeAnatomy): the plain model, and
-  // with LoRA adapters (rank 16) with the branch in the GEMV and composed, 3 rounds in turn
-  if (process.argv.includes('--anatomy')) {
-    dev.gemv = 'f32';
-    const f = formats.int(4, { group: 64 });
-    const models = [decodeModel(c, f), decodeModel(c, f, 16)];
-    const fused = gpu.dequantizeMatmulLowRank;
-    const variants = [['', 0, true], [', LoRA rank 16 in the GEMV', 1, true], [', LoRA rank 16 composed', 1, false]] as const;
-    try {
-      for (let round = 0; round < 3; round++) {
-        for (const [label, m, on] of variants) {
-          gpu.dequantizeMatmulLowRank = on ? fused : undefined;
-          const a = await decodeAnatomy(models[m], quick ? 8 : 64);
-          const name = `decode anatomy ${f.name} (f32${label}), ${c.numLayers} layers, round ${round + 1}: ms per token`;
-          rows.push({ name, ms: a.wall, gpuMs: a.gpu, hostMs: a.host, note: `ms: wall with a read per token; GPU ms: busy; host: recording only; generate ${a.gen.toFixed(3)} ms per token` });
-          goals.push(`${name}: wall ${a.wall.toFixed(2)}, host recording ${a.host.toFixed(2)}, GPU busy ${a.gpu?.toFixed(2) ?? '(no timestamps)'}, generate ${a.gen.toFixed(2)}`);
-          console.log(goals[goals.length - 1]);
+    // --anatomy: where the f32 decode's time per token goes (decodeAnatomy): the plain model, and
+    // the LoRA one with the branch in the GEMV and composed, 3 rounds in turn
+    if (process.argv.includes('--anatomy')) {
+      const plain = decodeModel(c, f);
+      const variants = [['', plain, true], [', LoRA rank 16 in the GEMV', lora, true], [', LoRA rank 16 composed', lora, false]] as const;
+      try {
+        for (let round = 0; round < 3; round++) {
+          for (const [label, qm, on] of variants) {
+            gpu.dequantizeMatmulLowRank = on ? fused : undefined;
+            const a = await decodeAnatomy(qm, quick ? 8 : 64);
+            const name = `decode anatomy ${f.name} (f32${label}), ${c.numLayers} layers, round ${round + 1}: ms per token`;
+            rows.push({ name, ms: a.wall, gpuMs: a.gpu, hostMs: a.host, note: `ms: wall with a read per token; GPU ms: busy; host: recording only; generate ${a.gen.toFixed(3)} ms per token` });
+            goals.push(`${name}: wall ${a.wall.toFixed(2)}, host recording ${a.host.toFixed(2)}, GPU busy ${a.gpu?.toFixed(2) ?? '(no timestamps)'}, generate ${a.gen.toFixed(2)}`);
+            console.log(goals[goals.length - 1]);
+          }
         }
+      } finally {
+        plain.dispose();
       }
-    } finally {
-      gpu.dequantizeMatmulLowRank = fused;
-      for (const qm of models) qm.dispose();
     }
+  } finally {
+    gpu.dequantizeMatmulLowRank = fused;
+    lora.dispose();
   }
   // --batches FIRST:MAX,...: the f32 decode under other submit schedules (the first batch after a
   // wait, and the most dispatches per batch: the host records while the GPU runs what was
@@ -637,7 +631,6 @@ if (want('decode')) {
   const schedules = arg('batches')?.split(',').map((b) => b.split(':').map(Number) as [number, number]) ?? [];
   if (schedules.length) {
     dev.gemv = 'f32';
-    const f = formats.int(4, { group: 64 });
     const qm = decodeModel(c, f);
     // the settings in force (each setter returns the one it replaces)
     const f0 = dev.addon.gpuSetFirstBatch(1);
