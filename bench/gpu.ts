@@ -18,6 +18,8 @@
 //        [--ab] (the RILQ step also with the earlier scheduling and without shader checks)
 //        [--warmup S] (S seconds of back-to-back copies first, to bring the GPU to its clocks)
 //        --only decode: greedy decoding's ms per token (SmolLM2-135M's shape, int4, f32 and int8 GEMV;
+//        [--floor] (before the GEMV rows: an empty kernel's dispatch, the GEMV's loads alone and a
+//        plain read of its bytes, streamed)
 //        --batches FIRST:MAX,... times f32 again under those submit schedules; --anatomy splits its
 //        time per token into wall, host recording and GPU busy)
 // Needs the gpu backend (a real adapter, or QUANTLORA_GPU_SOFTWARE=1 for a functional run).
@@ -196,16 +198,65 @@ override WG: u32 = 64u;
   y[wg * WG + t] = acc;
 }`;
 
-async function readOnly(n: number, R: number, NW: number): Promise<Row> {
+async function readOnly(n: number, R: number, NW: number, streamed = false): Promise<Row> {
   const bytes = (n * n) / 2;
-  const codes = dev.alloc(bytes, true);
+  const copies = streamed ? streamCopies(bytes) : 1;
+  const codes = Array.from({ length: copies }, () => dev.alloc(bytes, true));
   const groups = Math.ceil(n / R);
   const y = dev.alloc(groups * NW * 32 * 4);
   const pipe = dev.pipeline('bench_read_only', READ_ONLY, 'main', { R, WG: NW * 32 });
-  const { ms, gpuMs } = await timeGpu(`read only ${n}`, 50, () => dev.run(pipe, [n, n / 16], [codes, y], dev.grid(groups * NW * 32, NW * 32)));
-  dev.free(codes);
+  let i = 0;
+  const { ms, gpuMs } = await timeGpu(`read only ${n}`, 50, () => dev.run(pipe, [n, n / 16], [codes[i++ % copies], y], dev.grid(groups * NW * 32, NW * 32)));
+  for (const c of codes) dev.free(c);
   dev.free(y);
-  const row = { name: `read only (the words GEMV's loads, no decode) ${n}² 4-bit, R ${R} NW ${NW} W 2`, ms, gpuMs, gbps: gbpsOf(bytes, ms)!, gpuGbps: gbpsOf(bytes, gpuMs) };
+  const row = { name: `read only (the words GEMV's loads, no decode) ${n}² 4-bit, R ${R} NW ${NW} W 2${copies > 1 ? ` [${copies} in turn]` : ''}`, ms, gpuMs, gbps: gbpsOf(bytes, ms)!, gpuGbps: gbpsOf(bytes, gpuMs) };
+  rows.push(row);
+  return row;
+}
+
+// The fixed costs under the GEMV at 8192² (--floor): a kernel that does nothing but write one word
+// per workgroup (the dispatch and the drain between dependent kernels, at 1 and at 1024 workgroups
+// of 128 threads), and a kernel that reads `bytes` as plain vec4s, one per thread, and writes
+// nothing (the copy's read half alone: the same bytes as a GEMV, streamed the same way).
+const EMPTY = /* wgsl */ `
+@group(0) @binding(0) var<storage, read> P: array<u32>;
+@group(0) @binding(1) var<storage, read_write> y: array<u32>;
+@compute @workgroup_size(128) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  if (t == 0u) { y[wid.x] = P[0]; }
+}`;
+const READ = /* wgsl */ `
+@group(0) @binding(0) var<storage, read> P: array<u32>;
+@group(0) @binding(1) var<storage, read> src: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read_write> y: array<u32>;
+override WG: u32 = 256u;
+@compute @workgroup_size(WG) fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = ${GRID_INDEX};
+  if (i < P[0]) { let v = src[i]; if ((v.x ^ v.y ^ v.z ^ v.w) == P[1]) { y[0] = i; } }
+}`;
+
+/** GPU ms per dispatch of EMPTY over `groups` workgroups. */
+async function emptyKernel(groups: number): Promise<Row> {
+  const y = dev.alloc(groups * 4);
+  const pipe = dev.pipeline('bench_empty', EMPTY);
+  const { ms, gpuMs } = await timeGpu(`empty ${groups}`, 50, () => dev.run(pipe, [1], [y], [groups, 1, 1]));
+  dev.free(y);
+  const row = { name: `empty kernel, ${groups} workgroups of 128 threads (one word written per workgroup)`, ms, gpuMs };
+  rows.push(row);
+  return row;
+}
+
+/** The READ kernel's bandwidth over `bytes` (a multiple of 16), streamed through copies as the
+ *  GEMV rows stream their weights. */
+async function readBandwidth(bytes: number): Promise<Row> {
+  const copies = streamCopies(bytes);
+  const bufs = Array.from({ length: copies }, () => dev.alloc(bytes, true));
+  const y = dev.alloc(4);
+  const pipe = dev.pipeline('bench_read', READ);
+  let i = 0;
+  const { ms, gpuMs } = await timeGpu(`read ${bytes}`, 50, () => dev.run(pipe, [bytes / 16, 0x9e3779b9], [bufs[i++ % copies], y], dev.grid(bytes / 16, 256)));
+  for (const b of bufs) dev.free(b);
+  dev.free(y);
+  const row = { name: `read kernel ${+(bytes / 2 ** 20).toFixed(1)} MiB (read only, vec4 per thread) [${copies} in turn]`, ms, gpuMs, gbps: gbpsOf(bytes, ms)!, gpuGbps: gbpsOf(bytes, gpuMs) };
   rows.push(row);
   return row;
 }
@@ -424,6 +475,21 @@ if (warmup > 0) {
 }
 if (want('gemv')) {
   const copy = await copyBandwidth(COPY_BYTES);
+  if (process.argv.includes('--floor')) {
+    // what a GEMV at 8192² (37.7 MB of int4 weights) cannot go below: the dispatch alone, the
+    // GEMV's loads alone, and a plain read of its bytes, each as a share of the copy's bandwidth
+    for (const groups of [1, 1024]) {
+      const e = await emptyKernel(groups);
+      console.log(`floor: ${e.name}: ${(1000 * (e.gpuMs ?? e.ms)).toFixed(2)} µs per dispatch`);
+    }
+    for (const n of quick ? [1024] : [8192, 16384]) {
+      const g = await readOnly(n, 8, 4, true);
+      console.log(`floor: ${g.name}: ${vsCopy(g, copy)}; ${(1000 * (g.gpuMs ?? g.ms)).toFixed(2)} µs per call`);
+      const b = Math.round((n * n * 4.5) / 8 / 16) * 16; // int4 with a 64-group's scale and zero point
+      const r = await readBandwidth(b);
+      console.log(`floor: ${r.name}: ${vsCopy(r, copy)}; ${(1000 * (r.gpuMs ?? r.ms)).toFixed(2)} µs per call`);
+    }
+  }
   if (process.argv.includes('--sweep')) {
     // the GEMV kernels' shapes: the words kernel (gemv.ts: rows per workgroup, teams, words per
     // thread, prefetch, staged scales) and the wide kernel's best setting of the earlier sweep
@@ -475,12 +541,16 @@ if (want('gemv')) {
       int4s: [{ xs: true }, { i8: true }],
     };
     const shapeLabel = (s: WordsShape) =>
-      `R ${s.R} NW ${s.NW} W ${s.W}${s.pf ? ' pf' : ''}${s.pt ? ` pt ${s.pt}` : ''}${s.xs ? ' xs' : ''}${s.h ? ' f16' : ''}${s.pw ? ` pw ${s.pw}` : ''}${s.px ? ' px' : ''}${s.sx ? ' sx' : ''}${s.i8 ? ' i8' : ''}${s.pd && s.pd > 1 ? ` pd ${s.pd}` : ''}${s.hl ? ' hl' : ''}${s.fc ? ' fc' : ''}${s.xf === false ? ' x8Source' : ''}${s.ip ? ' ip' : ''}`;
+      `R ${s.R} NW ${s.NW} W ${s.W}${s.pf ? ' pf' : ''}${s.ss ? ' ss' : ''}${s.pt ? ` pt ${s.pt}` : ''}${s.xs ? ' xs' : ''}${s.h ? ' f16' : ''}${s.pw ? ` pw ${s.pw}` : ''}${s.px ? ' px' : ''}${s.sx ? ' sx' : ''}${s.i8 ? ' i8' : ''}${s.pd && s.pd > 1 ? ` pd ${s.pd}` : ''}${s.hl ? ' hl' : ''}${s.fc ? ' fc' : ''}${s.xf === false ? ' x8Source' : ''}${s.ip ? ' ip' : ''}`;
     // --sizes 16384,8192,6336x8192: n for n x n, rows x cols otherwise
     const sizes: Size[] = arg('sizes')?.split(',').map((z) => (z.includes('x') ? (z.split('x').map(Number) as [number, number]) : Number(z))) ?? (quick ? [n] : [n, 8192]);
     // --decoders nf4:JSON (a list of decoder settings) replaces one format's list; --formats nf4 times one
-    const dflag = arg('decoders');
-    if (dflag) decoders[dflag.slice(0, dflag.indexOf(':'))] = JSON.parse(dflag.slice(dflag.indexOf(':') + 1));
+    // (repeatable: one flag per format)
+    for (const [i, a] of process.argv.entries()) {
+      if (a !== '--decoders') continue;
+      const d = process.argv[i + 1];
+      decoders[d.slice(0, d.indexOf(':'))] = JSON.parse(d.slice(d.indexOf(':') + 1));
+    }
     if (arg('shapes')) shapes.splice(0, shapes.length, ...(JSON.parse(arg('shapes')!) as WordsShape[]));
     const fmts = arg('formats')?.split(',');
     // int4s (symmetric int4: no zero points to load and decode) only when --formats names it

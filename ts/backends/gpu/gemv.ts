@@ -14,7 +14,8 @@
 //     decoded;
 //   - optionally (ss) the R rows' group scales (and INT zero points) are decoded once into
 //     workgroup memory at the start, so a step reads one value per row there instead of the scale
-//     parts (for double quantization: the 8-bit code, the second-level scale and the map);
+//     parts (for double quantization: the 8-bit code, the second-level scale and the map; for
+//     asymmetric INT, the scale and 2^23 + zero as one vec2);
 //   - optionally (pt, 4-bit) the codes decode a byte at a time through a pair table, replicated
 //     pt times so that lanes read distinct banks: lutp[byte · pt + lane % pt] = (value(high
 //     nibble), value(low nibble)), 2 KB per copy; one 8-byte lookup per 2 weights (NF: instead of
@@ -265,7 +266,7 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   const scale = (r: number) => {
     if (ss) {
       const at = `${r * gpr}u + (k * ${cpl}u) / GROUP`;
-      return `let sc${r} = scl[${at}];${asym ? ` let zb${r} = zbl[${at}];` : ''}${zk(r)}`;
+      return asym ? `let sz${r} = szl[${at}]; let sc${r} = sz${r}.x; let zb${r} = sz${r}.y;${zk(r)}` : `let sc${r} = scl[${at}];${zk(r)}`;
     }
     return `${f.doubleQuant || asym ? `let g${r} = rc${r} * gpr + (k * ${cpl}u) / GROUP; ` : ''}${scaleOf(f, r, `g${r}`)}${zk(r)}`;
   };
@@ -441,8 +442,7 @@ ${pt && i8 ? `var<workgroup> lut8: array<u32, ${256 * pt}>;` : pt ? `var<workgro
 ${f.kind === 'nf' ? `var<workgroup> lut: array<f32, ${1 << bits}>;` : ''}
 ${f.doubleQuant && !ss ? DQ_DECL : ''}
 ${sx ? `var<workgroup> xl: array<vec4<f32>, ${(T * cols) / 4}>;
-` : ''}${ss ? `var<workgroup> scl: array<f32, ${R * gpr}>;${asym ? `
-var<workgroup> zbl: array<f32, ${R * gpr}>;` : ''}` : ''}
+` : ''}${ss ? `var<workgroup> ${asym ? `szl: array<vec2<f32>, ${R * gpr}>` : `scl: array<f32, ${R * gpr}>`};` : ''}
 var<workgroup> red: array<f32, ${redBytes(s, T, subgroups) / 4}>;
 ${lowRank === 'a' || lowRank === 'ai' ? `var<workgroup> ul: array<f32, ${LOW_RANK_INLINE_MAX * T}>;` : ''}
 ${decodeLib(f, false)}
@@ -459,8 +459,7 @@ ${decodeLib(f, false)}
   ${f.doubleQuant && !ss ? dqFill(WG) : ''}
   ${ss ? `for (var e = t; e < ${R * gpr}u; e += ${WG}u) {
     let g = min(row0 + e / ${gpr}u, rows - 1u) * ${gpr}u + e % ${gpr}u;
-    scl[e] = groupScale(g);${asym ? `
-    zbl[e] = bitcast<f32>(((zeros[g >> 2u] >> ((g & 3u) * 8u)) & 0xffu) | 0x4b000000u);` : ''}
+    ${asym ? 'szl[e] = vec2<f32>(groupScale(g), bitcast<f32>(((zeros[g >> 2u] >> ((g & 3u) * 8u)) & 0xffu) | 0x4b000000u));' : 'scl[e] = groupScale(g);'}
   }` : ''}
   ${sx ? `for (var e = t; e < ${(T * cols) / 4}u; e += ${WG}u) { xl[e] = x[e]; }` : ''}
   ${f.kind === 'nf' || pt || f.doubleQuant || ss || sx ? 'workgroupBarrier();' : ''}
