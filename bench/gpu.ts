@@ -607,7 +607,7 @@ if (want('gemv')) {
   // the goal's rows at the default kernel shapes: first at the opt-in int8 compute (Device.gemv,
   // QUANTLORA_GPU_GEMV=int8: x quantized to int8, integer dot products), then in f32 with wgpu's
   // shader runtime checks and without (--default-checks: the default only); each against the 1 GiB
-  // copy and a copy of the same bytes; --formats int4 leaves nf4 out
+  // copy and a copy of the same bytes; --formats int4 leaves nf4 out, int4s (symmetric int4) only when named
   const compute = dev.gemv;
   const modes = [
     { gemv: 'int8' as const, checks: defaultChecks, tag: 'int8 x' },
@@ -624,7 +624,7 @@ if (want('gemv')) {
   for (const m of modes) {
     Object.assign(dev, { gemv: m.gemv, checks: m.checks });
     for (const n of quick ? [1024] : [8192, 16384]) {
-      for (const [name, f] of [['int4', formats.int(4, { group: 64 })], ['nf4', NF4]] as const) {
+      for (const [name, f] of [['int4', formats.int(4, { group: 64 })], ['int4s', formats.int(4, { group: 64, symmetric: true })], ['nf4', NF4]] as const) {
         if (!goalFormats.includes(name)) continue;
         // ROUNDS rounds, each followed by the reference copy again: the median round's share of the
         // copy timed next to it (a slow round, or a drift of the clocks over a long run, moves
