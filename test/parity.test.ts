@@ -153,6 +153,21 @@ add('QuantLinear with a LoRA branch under noGrad (fused into the GEMV where the 
   return [1, 3, 9].flatMap((rows) => [layer, withIec].map((l) => q.noGrad(() => l.forward(t(b, [rows, 128], 203 + rows)))));
 });
 
+// several quantized weights on one x: one kernel where the backend has dequantizeMatmulMany (1 to
+// 3 x rows; q/k/v with 3 query rows per key row, and a gated MLP's gate and up with silu·mul),
+// one GEMV per weight elsewhere (and for 9 x rows, past the GEMV); with a grad wanted it composes
+add('dequantizeMatmulMany (q/k/v, glu; one kernel where the backend has it)', 1e-5, (b) => {
+  const f = q.formats.int(4, { group: 32 });
+  const [wq, wk, wv] = [[48, 128], [16, 128], [16, 128]].map((shape, i) => q.quantize(t(b, shape, 220 + i, 0.05), f));
+  const [wg, wu] = [0, 1].map((i) => q.quantize(t(b, [40, 128], 224 + i, 0.05), q.formats.nf(4, { group: 64, doubleQuant: true })));
+  const all = (x: q.Tensor) => [...q.dequantizeMatmulMany(x, [wq, wk, wv]), ...q.dequantizeMatmulMany(x, [wg, wu], { glu: true })];
+  return [
+    ...[1, 3, 9].flatMap((rows) => q.noGrad(() => all(t(b, [rows, 128], 226 + rows)))),
+    // x requiring grad: composed, and the gradient reaches x
+    ...withGrads(b, (x) => q.concat(all(x), 1), [t(b, [2, 128], 230)]),
+  ];
+});
+
 // argmaxRows: a kernel where the backend has it, read on the host elsewhere; ties (the first wins),
 // -Infinity, NaNs passed over, a row of NaNs (0), one column, and a wide row (decoding's vocabulary)
 add('argmaxRows: ties, -Infinity, NaN, wide rows', 0, (b) => {
@@ -347,6 +362,10 @@ for (const [name, b] of under) {
       const w4 = q.quantize(t(b, [4, 32], 16), q.formats.int(4, { group: 32 }));
       assert.throws(() => q.dequantizeMatmulLowRank(t(b, [1, 32], 17), w4, t(b, [2, 32], 18), t(b, [4, 2], 19), 1, { betaA: t(b, [2], 22), betaB: t(b, [1], 23) }), (e: Error) => e instanceof q.ShapeError && /IEC scalars/.test(e.message));
       assert.throws(() => q.dequantizeMatmulLowRank(t(b, [1, 32], 17), w4, t(b, [2, 16], 18), t(b, [4, 2], 19), 1), (e: Error) => e instanceof q.ShapeError && /a \[2, 16\] and b \[4, 2\] must be \[rank, 32\] and \[4, rank\]/.test(e.message));
+      const w6 = q.quantize(t(b, [6, 32], 24), q.formats.int(4, { group: 32 }));
+      assert.throws(() => q.dequantizeMatmulMany(t(b, [1, 32], 17), []), (e: Error) => e instanceof q.ShapeError && /dequantizeMatmulMany: no weights/.test(e.message));
+      assert.throws(() => q.dequantizeMatmulMany(t(b, [1, 32], 17), [w4, w6], { glu: true }), (e: Error) => e instanceof q.ShapeError && /glu needs two weights of equal out size, got \[4, 32\] and \[6, 32\]/.test(e.message));
+      assert.throws(() => q.dequantizeMatmulMany(t(b, [1, 16], 17), [w4, w6]), (e: Error) => e instanceof q.ShapeError && /x \[1, 16\] must end in the weight's input size 32/.test(e.message));
       const cache = new q.KvCache();
       const heads = { q: 2, kv: 1 };
       assert.throws(() => cache.extendRoped(0, t(b, [1, 1, 16], 12), t(b, [1, 1, 4], 13), t(b, [1, 1, 4], 14), heads, {}), (e: Error) => e instanceof q.ShapeError && /q \[1, 1, 16\], k \[1, 1, 4\] and v \[1, 1, 4\] are not \[batch, t, heads · headDim\] of 2 and 1 heads/.test(e.message));

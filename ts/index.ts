@@ -18,7 +18,7 @@ export { backward, grad, noGrad, isGradEnabled } from './autograd.js';
 export * from './ops/index.js';
 export { formats } from './quant/formats.js';
 export type { QuantFormat } from './quant/formats.js';
-export { QuantizedTensor, quantize, dequantize, dequantizeMatmul, dequantizeMatmulLowRank } from './quant/api.js';
+export { QuantizedTensor, quantize, dequantize, dequantizeMatmul, dequantizeMatmulLowRank, dequantizeMatmulMany } from './quant/api.js';
 export { quantizeIcq, codeEntropy, DEFAULT_ICQ, type IcqParams } from './quant/icq.js';
 export * from './ops/async.js';
 export { JsBackend } from './backends/js/index.js';

@@ -4,7 +4,7 @@
 // (rotary 'half' style); every projection is a LinearLayer so quantized layers can replace it.
 
 import { ShapeError, ValueError, describeShape } from '../errors.js';
-import { add, siluMul } from '../ops/arithmetic.js';
+import { add } from '../ops/arithmetic.js';
 import { gather } from '../ops/gather.js';
 import { crossEntropy } from '../ops/loss.js';
 import { matmul } from '../ops/matmul.js';
@@ -17,6 +17,7 @@ import { isGradEnabled } from '../autograd.js';
 import { keep, tensor, tidy, zeros, type Tensor, type TensorContainer } from '../tensor.js';
 import type { LlamaConfig } from './config.js';
 import { Linear, type LinearLayer } from './linear.js';
+import { forwardMany } from './quant-linear.js';
 
 /** Where the model's float weights come from: Hugging Face names, row-major values. */
 export interface WeightSource {
@@ -289,15 +290,17 @@ export class LlamaModel implements TensorContainer {
     const groups = c.numHeads / c.numKvHeads;
     const heads = (y: Tensor, n: number): Tensor => transpose(reshape(y, [B, T, n, D]), [0, 2, 1, 3]);
     const ropeOpts = { theta: c.ropeTheta, offset: past, style: 'half' as const };
+    // q, k and v (and below gate and up with silu·mul) in one kernel where the backend has it
+    const [pq, pk, pv] = forwardMany(h, [b.q, b.k, b.v]);
     let q: Tensor, k: Tensor, v: Tensor;
-    if (cache) [q, k, v] = cache.extendRoped(layer, b.q.forward(h), b.k.forward(h), b.v.forward(h), { q: c.numHeads, kv: c.numKvHeads }, ropeOpts);
-    else [q, k, v] = [rope(heads(b.q.forward(h), c.numHeads), ropeOpts), rope(heads(b.k.forward(h), c.numKvHeads), ropeOpts), heads(b.v.forward(h), c.numKvHeads)];
+    if (cache) [q, k, v] = cache.extendRoped(layer, pq, pk, pv, { q: c.numHeads, kv: c.numKvHeads }, ropeOpts);
+    else [q, k, v] = [rope(heads(pq, c.numHeads), ropeOpts), rope(heads(pk, c.numKvHeads), ropeOpts), heads(pv, c.numKvHeads)];
     const S = k.shape[2]; // with a cache: its capacity (attention reads the positions up to each query's)
     // grouped-query attention without copies: the query heads sharing a kv head are rows of one block
     const o = attention(reshape(q, [B * c.numKvHeads, groups * T, D]), reshape(k, [B * c.numKvHeads, S, D]), reshape(v, [B * c.numKvHeads, S, D]), { t: T, past, scale: 1 / Math.sqrt(D) });
     const attn = reshape(transpose(reshape(o, [B, c.numHeads, T, D]), [0, 2, 1, 3]), [B, T, c.numHeads * D]);
     const [x1, h2] = addRmsnorm(x, b.o.forward(attn), b.postNorm, c.rmsNormEps);
-    const mlp = b.down.forward(siluMul(b.gate.forward(h2), b.up.forward(h2)));
+    const mlp = b.down.forward(forwardMany(h2, [b.gate, b.up], true)[0]);
     return nextNorm ? addRmsnorm(x1, mlp, nextNorm, c.rmsNormEps) : [add(x1, mlp), undefined];
   }
 

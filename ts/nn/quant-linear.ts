@@ -4,8 +4,8 @@
 
 import { isGradEnabled, noGrad } from '../autograd.js';
 import { ShapeError, describeShape } from '../errors.js';
-import { add, affine } from '../ops/arithmetic.js';
-import { dequantize, dequantizeMatmul, dequantizeMatmulLowRank, type QuantizedTensor } from '../quant/api.js';
+import { add, affine, siluMul } from '../ops/arithmetic.js';
+import { dequantize, dequantizeMatmul, dequantizeMatmulLowRank, dequantizeMatmulMany, type QuantizedTensor } from '../quant/api.js';
 import { tidy, type Tensor } from '../tensor.js';
 import type { DenseWeights, LinearLayer } from './linear.js';
 import type { Lora } from './lora.js';
@@ -76,5 +76,31 @@ export class QuantLinear implements LinearLayer {
 
   dispose(): void {
     for (const t of this.tensors()) t.dispose();
+  }
+}
+
+/** Several layers on the same x (attention's q/k/v, a gated MLP's gate and up): each layer's
+ *  forward, or with glu [silu(first) · second]. Where they are all quantized layers without an
+ *  adapter (and, with glu, without a bias), one dequantizeMatmulMany: one kernel at inference where
+ *  the backend has it. */
+export function forwardMany(x: Tensor, layers: LinearLayer[], glu = false): Tensor[] {
+  const qls = layers.filter((l): l is QuantLinear => l instanceof QuantLinear && !l.lora && !(glu && l.bias));
+  if (qls.length < layers.length) {
+    const ys = layers.map((l) => l.forward(x));
+    return glu ? [consume(ys, () => siluMul(ys[0], ys[1]))] : ys;
+  }
+  for (const l of qls) {
+    if (x.shape[x.rank - 1] !== l.inFeatures) throw new ShapeError(`QuantLinear: input ${describeShape(x.shape)} must end in ${l.inFeatures} features`);
+  }
+  const ys = dequantizeMatmulMany(x, qls.map((l) => l.weight), { glu });
+  return glu ? ys : ys.map((y, i) => (qls[i].bias ? consume([y], () => add(y, qls[i].bias!)) : y));
+}
+
+/** f()'s result, the tensors `used` disposed after it (autograd keeps what it needs). */
+function consume(used: Tensor[], f: () => Tensor): Tensor {
+  try {
+    return f();
+  } finally {
+    for (const t of used) t.dispose();
   }
 }

@@ -3,9 +3,9 @@
 // the parts directly; nothing materializes the float weight unless dequantize() is called.
 
 import type { QuantHandles } from '../backend.js';
-import { record } from '../autograd.js';
+import { isGradEnabled, record } from '../autograd.js';
 import { FormatError, ShapeError, describeShape } from '../errors.js';
-import { add, mul } from '../ops/arithmetic.js';
+import { add, mul, siluMul } from '../ops/arithmetic.js';
 import { cast } from '../ops/cast.js';
 import { gather } from '../ops/gather.js';
 import { matmul } from '../ops/matmul.js';
@@ -155,6 +155,38 @@ export function dequantizeMatmulLowRank(x: Tensor, q: QuantizedTensor, a: Tensor
   const y = be.dequantizeMatmulLowRank(x.handle, xRows, q.handles(), rows, cols, q.format, lr);
   return y === null ? undefined : out(be, y, shape);
 }
+
+/**
+ * x [..., in] · dequantize(qᵢ)ᵀ for several quantized weights [outᵢ, in] on the same x: one result
+ * [..., outᵢ] each, or with `glu` (two weights of equal out) one silu(x · W₀ᵀ) · (x · W₁ᵀ) (a gated
+ * MLP's input). Where the backend has Backend.dequantizeMatmulMany for these weights (one format,
+ * no NF-ICQ offsets) and no gradient can be wanted (grad mode off, or x not requiring grad), one
+ * kernel computes them all (decoding's q/k/v and gate/up: one dispatch instead of three); else the
+ * same as dequantizeMatmul per weight (and siluMul), differentiable.
+ */
+export function dequantizeMatmulMany(x: Tensor, qs: QuantizedTensor[], opts: { glu?: boolean } = {}): Tensor[] {
+  if (qs.length === 0) throw new ShapeError('dequantizeMatmulMany: no weights');
+  const plans = qs.map((q) => dequantizeMatmulPlan(x, q));
+  const glu = !!opts.glu;
+  if (glu && !(qs.length === 2 && plans[0].rows === plans[1].rows)) {
+    throw new ShapeError(`dequantizeMatmulMany: glu needs two weights of equal out size, got ${qs.map((q) => describeShape(q.shape)).join(' and ')}`);
+  }
+  const be = x.backend;
+  const f = qs[0].format;
+  const fused = be.dequantizeMatmulMany && qs.length > 1 && !(isGradEnabled() && x.requiresGrad) && qs.every((q) => !q.parts.offsetCodes && sameFormat(q.format, f));
+  const ys = fused ? be.dequantizeMatmulMany!(x.handle, plans[0].xRows, qs.map((q) => q.handles()), plans.map((p) => p.rows), plans[0].cols, f, glu) : null;
+  if (ys) return ys.map((y, i) => out(be, y, plans[i].shape));
+  const each = qs.map((q) => dequantizeMatmul(x, q));
+  if (!glu) return each;
+  try {
+    return [siluMul(each[0], each[1])];
+  } finally {
+    for (const t of each) t.dispose();
+  }
+}
+
+/** Whether two formats name the same code layout (the fused kernels' one format). */
+const sameFormat = (a: QuantFormat, b: QuantFormat) => a === b || a.name === b.name;
 
 /**
  * x [..., in] · dequantize(q)ᵀ for q of shape [out, in] -> [..., out], without materializing the

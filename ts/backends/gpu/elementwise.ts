@@ -37,7 +37,7 @@ fn f_inf() -> f32 { return bitcast<f32>(0x7f800000u + (P[0] & 0u)); }
 
 // Results are built from bits where a select between float-looking constants could be rewritten
 // as ±b2f(c) (Mesa's NIR does: select(0, -1, c) gives -0 when c is false).
-const UNARY_EXPR: Record<UnaryOp, string> = {
+export const UNARY_EXPR: Record<UnaryOp, string> = {
   neg: '-x',
   exp: 'exp(x)',
   log: 'select(select(log(x), -f_inf(), x == 0.0), f_nan(), is_nan(x) || lt0(x))',
@@ -54,7 +54,7 @@ const UNARY_EXPR: Record<UnaryOp, string> = {
   step: 'bitcast<f32>(select(0u, 0x3f800000u, gt0(x)))',
 };
 
-const SIGMOID = 'fn sigmoid(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }';
+export const SIGMOID = 'fn sigmoid(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }';
 
 const unarySource = (op: UnaryOp) => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> P: array<u32>; // [size]

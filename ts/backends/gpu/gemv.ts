@@ -47,7 +47,8 @@
 
 import type { QuantFormat } from '../../quant/formats.js';
 import { GRID_INDEX } from './device.js';
-import { decodeLib, DQ_CONSTS, DQ_DECL, dqFill, partBindings, range, scaleLoads, scaleOf, zeroSub } from './quant.js';
+import { SIGMOID, UNARY_EXPR } from './elementwise.js';
+import { decodeLib, DQ_CONSTS, DQ_DECL, dqFill, dqOff, partBindings, range, scaleLoads, scaleOf, zeroSub } from './quant.js';
 
 export interface WordsShape {
   /** Weight rows per workgroup. */
@@ -177,10 +178,40 @@ export const LOW_RANK_INLINE_MAX = 64;
 /** Ranks per subgroup and pass when the words GEMV computes u itself. */
 const LOW_RANK_SLOTS = 4;
 
+/** Several weights of one format and column count on the same x in one dispatch
+ *  (dequantizeMatmulMany): a workgroup's slot r (R = slots.length) computes row blk·m + o of
+ *  weight `set` (blk: the workgroup's index); each weight's slots are consecutive, with m their
+ *  count and o = 0.. in order. Weight 0's bindings have the usual names, weight s's the suffix s
+ *  (after weight 0's y: its parts, then its y); weight s's row count is P[WORDS_SET_ROWS + s - 1].
+ *  glu (two weights of equal rows): y = silu(x · W0ᵀ) · (x · W1ᵀ), weight 1 has no y. */
+export interface WordsSets { slots: { set: number; m: number; o: number }[]; count: number; glu: boolean }
+/** Where the row counts of weights 1.. sit in P (after the head's at most 10 words). */
+export const WORDS_SET_ROWS = 10;
+/** The slots of `rows.length` weights whose row counts are multiples of the smallest: each weight
+ *  gets rows / smallest slots per base row, the base rows per workgroup as many as keep the slots
+ *  at or below `most` (at least 1); null where the counts are not multiples or the slots would
+ *  pass `most`. */
+export function setSlots(rows: number[], most: number): WordsSets['slots'] | null {
+  const min = Math.min(...rows);
+  if (!(min >= 1) || rows.some((r) => r % min !== 0)) return null;
+  const per = rows.map((r) => r / min);
+  const total = per.reduce((a, b) => a + b, 0);
+  if (total > most) return null;
+  const base = Math.max(1, Math.floor(most / total));
+  return per.flatMap((p, set) => range(p * base).map((o) => ({ set, m: p * base, o })));
+}
+
 /** WGSL of the words GEMV; `gpr` (groups per row) is baked in when the scales are staged;
- *  `lowRank`: see LowRankMode. */
-export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups: boolean, gpr = 0, cols = 0, lowRank: LowRankMode = false): string {
-  const { R, NW, W, pf } = s;
+ *  `lowRank`: see LowRankMode; `sets`: see WordsSets. */
+export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups: boolean, gpr = 0, cols = 0, lowRank: LowRankMode = false, sets?: WordsSets): string {
+  const { NW, W, pf } = s;
+  const R = sets ? sets.slots.length : s.R;
+  if (sets && (s.ss || s.pw || lowRank)) throw new Error('wordsSource: several weights go without staged scales, persistent workgroups and a low-rank term');
+  if (sets?.glu && !(sets.count === 2 && sets.slots.filter((l) => l.set === 0).length * 2 === R)) throw new Error('wordsSource: glu needs two weights of equal rows');
+  // weight set of slot r: its bindings' suffix, row count, and row of the workgroup
+  const sfx = (r: number) => (sets && sets.slots[r].set ? String(sets.slots[r].set) : '');
+  const rowsOf = (r: number) => `rows${sfx(r)}`;
+  const rowAt = (r: number) => (sets ? `blk * ${sets.slots[r].m}u + ${sets.slots[r].o}u` : `row0 + ${r}u`);
   const ss = !!s.ss;
   if (ss && !(gpr > 0)) throw new Error('wordsSource: staged scales need groupsPerRow');
   const sx = !!s.sx;
@@ -258,8 +289,8 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
     pt ? `vec4<f32>(${pair(r, i, j0 >> 1)}, ${pair(r, i, (j0 >> 1) + 1)})` : `vec4<f32>(${range(4).map((d) => weight(r, i, j0 + d)).join(', ')})${xsum ? '' : zeroSub(f, r)}`;
   // the per-step loads of row r at step k: [name, expression]
   const loads = (r: number, k: string): [string, string][] => {
-    const l: [string, string][] = [[`q${r}`, `codes[rc${r} * units + ${k}]`]];
-    return ss ? l : [...l, ...scaleLoads(f, r, `(rc${r} * gpr + (${k} * ${cpl}u) / GROUP)`)];
+    const l: [string, string][] = [[`q${r}`, `codes${sfx(r)}[rc${r} * units + ${k}]`]];
+    return ss ? l : [...l, ...scaleLoads(f, r, `(rc${r} * gpr + (${k} * ${cpl}u) / GROUP)`, sfx(r))];
   };
   // xs/pt: zk = off + zero, from zb = 2^23 + zero (exact)
   const zk = (r: number) => (!xsum ? '' : asym ? ` let zk${r} = zb${r} - ${8388608 - off}.0;` : ` let zk${r} = ${off + (1 << (bits - 1)) - 1}.0;`);
@@ -268,7 +299,7 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
       const at = `${r * gpr}u + (k * ${cpl}u) / GROUP`;
       return asym ? `let sz${r} = szl[${at}]; let sc${r} = sz${r}.x; let zb${r} = sz${r}.y;${zk(r)}` : `let sc${r} = scl[${at}];${zk(r)}`;
     }
-    return `${f.doubleQuant || asym ? `let g${r} = rc${r} * gpr + (k * ${cpl}u) / GROUP; ` : ''}${scaleOf(f, r, `g${r}`)}${zk(r)}`;
+    return `${f.doubleQuant || asym ? `let g${r} = rc${r} * gpr + (k * ${cpl}u) / GROUP; ` : ''}${scaleOf(f, r, `g${r}`, sfx(r))}${zk(r)}`;
   };
   // h: x as f16 pairs in the order of the weight pairs (byte k of word i holds the codes of columns
   // 2k and 2k+1 of the word: x.xy, x.zw of its vec4s)
@@ -377,7 +408,7 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   }).join('\n    ');
   // pf: the loads of the next D steps are in flight (p{d}: step k + (d + 1)·WG); `preload` issues
   // the first D (before the tables are filled, where the row block is known up front)
-  const preload = `${rr.map((r) => `let rc${r} = min(row0 + ${r}u, rows - 1u);`).join(' ')}${pf ? `
+  const preload = `${rr.map((r) => `let rc${r} = min(${rowAt(r)}, ${rowsOf(r)} - 1u);`).join(' ')}${pf ? `
   let last = units - 1u;
   ${range(D).map((d) => `let k${d}p = min(t + ${d * WG}u, last); ${rr.map((r) => loads(r, `k${d}p`).map(([n, e]) => `var p${d}${n} = ${e};`).join(' ')).join(' ')}`).join('\n  ')}` : ''}`;
   // px: the first step's x slice (after the fill: sx reads x from workgroup memory)
@@ -427,7 +458,39 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
       y[(${e} % ${T}u) * rows + r] = ${lowRank ? `fma(bitcast<f32>(P[5]), l, ${val})` : val};
     }
   }`;
-  const reduce = sumAcross(accs, WG, subgroups, out);
+  // several weights: sum e (slot e / T, x row e % T) to its weight's y, or (glu) into gl for the
+  // pairs' product after the reduction
+  const setRange = (set: number) => {
+    const lo = sets!.slots.findIndex((l) => l.set === set);
+    return [lo, lo + sets!.slots[lo].m] as const;
+  };
+  const outSets = (e: string, val: string) =>
+    sets!.glu
+      ? `{ gl[${e}] = ${val}; }`
+      : `{
+    let slot = ${e} / ${T}u; let lt = ${e} % ${T}u;
+    ${range(sets!.count).map((set) => {
+      const [lo, hi] = setRange(set);
+      const sx2 = set ? String(set) : '';
+      return `if (slot >= ${lo}u && slot < ${hi}u) { let r = blk * ${hi - lo}u + slot - ${lo}u; if (r < rows${sx2}) { y${sx2}[lt * rows${sx2} + r] = ${val}; } }`;
+    }).join('\n    ')}
+  }`;
+  const H = R / 2;
+  const glu = sets?.glu
+    ? `workgroupBarrier();
+  for (var e = t; e < ${H * T}u; e += ${WG}u) {
+    let r = blk * ${H}u + e / ${T}u;
+    if (r < rows) { let g = gl[e]; y[(e % ${T}u) * rows + r] = (${UNARY_EXPR.silu.replace(/\bx\b/g, 'g')}) * gl[e + ${H * T}u]; }
+  }`
+    : '';
+  const reduce = sumAcross(accs, WG, subgroups, sets ? outSets : out);
+  // weights 1.. (sets): their parts and y after weight 0's y
+  let free = next + (i8 && !xf ? 3 : 2) + (lowRank ? 2 : 0) + (lowRank === 'ai' ? 2 : 0);
+  const setDecl = range(sets?.count ?? 1).slice(1).map((set) => {
+    const b = partBindings(f, vecT, String(set), free);
+    free = b.next;
+    return sets!.glu ? b.decl : `${b.decl}\n@group(0) @binding(${free++}) var<storage, read_write> y${set}: array<f32>;`;
+  }).join('\n');
   return /* wgsl */ `${h ? 'enable f16;' : ''}
 @group(0) @binding(0) var<storage, read> P: array<u32>;
 ${decl}
@@ -438,19 +501,22 @@ ${lowRank ? `@group(0) @binding(${next + (i8 && !xf ? 3 : 2)}) var<storage, read
 @group(0) @binding(${next + (i8 && !xf ? 4 : 3)}) var<storage, read> lb: array<f32>;` : ''}
 ${lowRank === 'ai' ? `@group(0) @binding(${next + 4}) var<storage, read> iecA: array<f32>;
 @group(0) @binding(${next + 5}) var<storage, read> iecB: array<f32>;` : ''}
+${setDecl}${sets?.glu ? `
+var<workgroup> gl: array<f32, ${R * T}>;
+${SIGMOID}` : ''}
 ${pt && i8 ? `var<workgroup> lut8: array<u32, ${256 * pt}>;` : pt ? `var<workgroup> lutp: array<vec2<${h ? 'f16' : 'f32'}>, ${256 * pt}>;` : ''}
 ${f.kind === 'nf' ? `var<workgroup> lut: array<f32, ${1 << bits}>;` : ''}
 ${f.doubleQuant && !ss ? DQ_DECL : ''}
 ${sx ? `var<workgroup> xl: array<vec4<f32>, ${(T * cols) / 4}>;
 ` : ''}${ss ? `var<workgroup> ${asym ? `szl: array<vec2<f32>, ${R * gpr}>` : `scl: array<f32, ${R * gpr}>`};` : ''}
-var<workgroup> red: array<f32, ${redBytes(s, T, subgroups) / 4}>;
+var<workgroup> red: array<f32, ${redBytes({ ...s, R }, T, subgroups) / 4}>;
 ${lowRank === 'a' || lowRank === 'ai' ? `var<workgroup> ul: array<f32, ${LOW_RANK_INLINE_MAX * T}>;` : ''}
 ${decodeLib(f, false)}
 @compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32${sgArgs(subgroups)}${lowRank === 'a' || lowRank === 'ai' ? ', @builtin(subgroup_size) sgs: u32' : ''}) {
-  let rows = P[0]; let cols = P[1]; let gpr = P[3];
+  let rows = P[0]; let cols = P[1]; let gpr = P[3];${range(sets?.count ?? 1).slice(1).map((set) => ` let rows${set} = P[${WORDS_SET_ROWS + set - 1}u];`).join('')}
   let units = cols / ${cpl}u;
   ${i8 && !xf ? 'let c16 = cols / 16u;' : 'let c4 = cols / 4u;'}
-  ${persistent ? '' : `let row0 = (wid.x + wid.y * nwg.x) * ${R}u;
+  ${persistent ? '' : `let blk = wid.x + wid.y * nwg.x; let row0 = blk * ${R}u;
   // rows past the end decode the last row (their sums are not written)
   ${preload}`}
   ${f.kind === 'nf' ? `if (t < ${1 << bits}u) { lut[t] = value(t); }` : ''}
@@ -463,7 +529,7 @@ ${decodeLib(f, false)}
   }` : ''}
   ${sx ? `for (var e = t; e < ${(T * cols) / 4}u; e += ${WG}u) { xl[e] = x[e]; }` : ''}
   ${f.kind === 'nf' || pt || f.doubleQuant || ss || sx ? 'workgroupBarrier();' : ''}
-  ${f.doubleQuant && !ss ? DQ_CONSTS : ''}
+  ${f.doubleQuant && !ss ? [DQ_CONSTS, ...range(sets?.count ?? 1).slice(1).map((set) => dqOff(String(set)))].join(' ') : ''}
   ${persistent ? `for (var blk = wid.x + wid.y * nwg.x; blk < (rows + ${R - 1}u) / ${R}u; blk += nwg.x * nwg.y) {
   let row0 = blk * ${R}u;
   ${preload}` : ''}
@@ -472,6 +538,7 @@ ${decodeLib(f, false)}
   ${inlineMode ? inlineU : ''}
   ${loop}
   ${reduce}
+  ${glu}
   ${persistent ? `workgroupBarrier(); // red is written again by the next block
   }` : ''}
 }`;

@@ -42,7 +42,7 @@ export const KERNEL_NAMES = [
 export type KernelName = (typeof KERNEL_NAMES)[number];
 /** Optional kernels of the Backend interface: a group may provide them; without one the method
  *  stays undefined (no host fallback here: callers take their own host path). */
-export const OPTIONAL_KERNEL_NAMES = ['adamStep', 'lwcFakeQuant', 'lwcGrad', 'attention', 'siluMul', 'addRmsnorm', 'ropeAppend', 'dequantizeMatmulLowRank', 'argmaxRows'] as const;
+export const OPTIONAL_KERNEL_NAMES = ['adamStep', 'lwcFakeQuant', 'lwcGrad', 'attention', 'siluMul', 'addRmsnorm', 'ropeAppend', 'dequantizeMatmulLowRank', 'dequantizeMatmulMany', 'argmaxRows'] as const;
 type OptionalKernelName = (typeof OPTIONAL_KERNEL_NAMES)[number];
 
 /** A kernel of the Backend interface with the device as its first argument. */
@@ -104,6 +104,7 @@ export class GpuBackend implements Backend {
   addRmsnorm?: Backend['addRmsnorm'];
   ropeAppend?: Backend['ropeAppend'];
   dequantizeMatmulLowRank?: Backend['dequantizeMatmulLowRank'];
+  dequantizeMatmulMany?: Backend['dequantizeMatmulMany'];
   argmaxRows?: Backend['argmaxRows'];
   lwcFakeQuant?: Backend['lwcFakeQuant'];
   lwcGrad?: Backend['lwcGrad'];

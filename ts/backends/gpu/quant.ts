@@ -32,7 +32,7 @@ import { rowBytes } from '../../quant/packing.js';
 import type { Device, GpuHandle } from './device.js';
 import { f32Bits, GRID_INDEX } from './device.js';
 import { matmulOn } from './matmul.js';
-import { fullShape, i8Fits, LOW_RANK_INLINE_MAX, type LowRankMode, pairBytes, redBytes, stagedBytes, usesPairs, wordsFits, wordsSource, x8Source, type WordsShape } from './gemv.js';
+import { fullShape, i8Fits, LOW_RANK_INLINE_MAX, type LowRankMode, pairBytes, redBytes, setSlots, stagedBytes, usesPairs, wordsFits, WORDS_SET_ROWS, wordsSource, x8Source, type WordsShape } from './gemv.js';
 import type { KernelGroup } from './index.js';
 
 export const ONE = 15;
@@ -75,15 +75,15 @@ export const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 /** The quantized parts as bindings 1.., in the order partsOf() passes them (codes typed as
  *  `codesType`); returns the next free binding. */
-export function partBindings(f: QuantFormat, codesType = 'u32'): { decl: string; next: number } {
-  const b: string[] = [`var<storage, read> codes: array<${codesType}>;`];
+export function partBindings(f: QuantFormat, codesType = 'u32', sfx = '', first = 1): { decl: string; next: number } {
+  const b: string[] = [`var<storage, read> codes${sfx}: array<${codesType}>;`];
   if (f.doubleQuant) {
-    b.push('var<storage, read> scode: array<u32>;', 'var<storage, read> scale2: array<f32>;', 'var<storage, read> soff: array<f32>;');
+    b.push(`var<storage, read> scode${sfx}: array<u32>;`, `var<storage, read> scale2${sfx}: array<f32>;`, `var<storage, read> soff${sfx}: array<f32>;`);
   } else {
-    b.push('var<storage, read> scales: array<f32>;');
+    b.push(`var<storage, read> scales${sfx}: array<f32>;`);
   }
-  if (f.kind === 'int' && !f.symmetric) b.push('var<storage, read> zeros: array<u32>;');
-  return { decl: b.map((d, i) => `@group(0) @binding(${i + 1}) ${d}`).join('\n'), next: b.length + 1 };
+  if (f.kind === 'int' && !f.symmetric) b.push(`var<storage, read> zeros${sfx}: array<u32>;`);
+  return { decl: b.map((d, i) => `@group(0) @binding(${i + first}) ${d}`).join('\n'), next: b.length + first };
 }
 
 function partsOf(q: QuantHandles, f: QuantFormat): GpuHandle[] {
@@ -323,16 +323,16 @@ ${decodeLib(f, !vecCodes)}
 // ---- the group scale of a GEMV row, per step (the banked wide loop and the words kernel) ----
 
 /** The loads of row r's scale parts for group index expression g: [name, expression]. */
-export function scaleLoads(f: QuantFormat, r: number, g: string): [string, string][] {
-  const l: [string, string][] = f.doubleQuant ? [[`sw${r}`, `scode[${g} >> 2u]`], [`s2${r}`, `scale2[${g} / 256u]`]] : [[`sr${r}`, `scales[${g}]`]];
-  if (f.kind === 'int' && !f.symmetric) l.push([`zw${r}`, `zeros[${g} >> 2u]`]);
+export function scaleLoads(f: QuantFormat, r: number, g: string, sfx = ''): [string, string][] {
+  const l: [string, string][] = f.doubleQuant ? [[`sw${r}`, `scode${sfx}[${g} >> 2u]`], [`s2${r}`, `scale2${sfx}[${g} / 256u]`]] : [[`sr${r}`, `scales${sfx}[${g}]`]];
+  if (f.kind === 'int' && !f.symmetric) l.push([`zw${r}`, `zeros${sfx}[${g} >> 2u]`]);
   return l;
 }
 
 /** WGSL defining sc{r} (and, asymmetric INT, zb{r} = 2^23 + zero) from scaleLoads' values, the
- *  group index in `g`; double quantization reads smap, one and off (DQ_DECL, dqInit). */
-export function scaleOf(f: QuantFormat, r: number, g: string): string {
-  const s = [f.doubleQuant ? `let sc${r} = (smap[(sw${r} >> ((${g} & 3u) * 8u)) & 0xffu] * s2${r}) * one + off;` : `let sc${r} = sr${r};`];
+ *  group index in `g`; double quantization reads smap, one and off{sfx} (DQ_DECL, dqInit, dqConsts). */
+export function scaleOf(f: QuantFormat, r: number, g: string, sfx = ''): string {
+  const s = [f.doubleQuant ? `let sc${r} = (smap[(sw${r} >> ((${g} & 3u) * 8u)) & 0xffu] * s2${r}) * one + off${sfx};` : `let sc${r} = sr${r};`];
   if (f.kind === 'int' && !f.symmetric) s.push(`let zb${r} = bitcast<f32>(((zw${r} >> ((${g} & 3u) * 8u)) & 0xffu) | 0x4b000000u);`);
   return s.join(' ');
 }
@@ -349,6 +349,8 @@ export function zeroSub(f: QuantFormat, r: number): string {
 export const DQ_DECL = 'var<workgroup> smap: array<f32, 256>;';
 export const dqFill = (wg: number) => `for (var e = t; e < 256u; e += ${wg}u) { smap[e] = bitcast<f32>(P[${MAP}u + e]); }`;
 export const DQ_CONSTS = `let one = bitcast<f32>(P[${ONE}u]); let off = soff[0];`;
+/** DQ_CONSTS' second-level offset of the weight whose bindings carry suffix sfx (dequantizeMatmulMany). */
+export const dqOff = (sfx: string) => `let off${sfx} = soff${sfx}[0];`;
 
 // The 'banked' decoder of the wide GEMV (gemvShape.lut): no pair table. NF codes index a per-code
 // table replicated once per bank, lutb[code · 32 + lane] (2^bits · 32 f32, 2 KB for 4 bits): every
@@ -618,10 +620,14 @@ function dequantizeMatmulLowRank(dev: Device, x: GpuHandle, xRows: number, q: Qu
  *  L2 reads on a large GPU. */
 const LOW_RANK_INLINE_BYTES = 8 * 2 ** 20;
 
-/** Records the words GEMV into y; false, with nothing recorded, where a low-rank term with IEC
- *  asks for what the kernel cannot make itself (its u: see the inline conditions below). */
-function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: QuantFormat, rows: number, cols: number, rb: number, gpr: number, y: GpuHandle, lr?: LowRank): boolean {
+/** The words GEMV's shape for T x rows of format f over `cols` columns (gpr groups per row) on
+ *  this device: gemvShape.wordsShape(T), then what the compute dtype (Device.gemv), the format and
+ *  the workgroup memory allow (`extra`: the caller's own workgroup bytes); R (several weights'
+ *  slots) replaces the shape's rows and turns off staged scales and persistent workgroups. Also
+ *  the workgroup bytes it takes and the room left. */
+function wordsShapeFor(dev: Device, f: QuantFormat, T: number, gpr: number, cols: number, R = 0, extra = 0) {
   const s = fullShape(gemvShape.wordsShape(T));
+  if (R) Object.assign(s, { R, ss: false, pw: 0 });
   const sg = dev.subgroups;
   const limit = dev.info.maxWorkgroupStorageBytes - 1088; // the codebook and bitsandbytes' map
   // the compute dtype (Device.gemv) or the shape's own i8/h: int8 x, f16 products
@@ -637,8 +643,7 @@ function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: Qua
   if (f.kind !== 'int') s.xs = false;
   if (s.ss && stagedBytes(f, s, gpr) > limit / 2) s.ss = false;
   s.pw = s.ss || !(s.pw! >= 1) ? 0 : Math.min(Math.floor(s.pw!), 65535);
-  let inline = false; // the low-rank term's u made by the GEMV itself (set below)
-  const shared = () => redBytes(s, T, sg) + stagedBytes(f, s, gpr) + pairBytes(f, s) + (inline ? 4 * LOW_RANK_INLINE_MAX * T : 0);
+  const shared = () => redBytes(s, T, sg) + stagedBytes(f, s, gpr) + pairBytes(f, s) + extra;
   while (s.pt && shared() > limit) s.pt = s.pt > 1 ? s.pt / 2 : 0;
   if (s.h && !s.pt) s.h = false; // no room for the f16 pair table: f32
   if (s.i8 && f.kind === 'nf' && !s.pt) s.i8 = false; // nor for the int8 one
@@ -656,38 +661,83 @@ function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: Qua
   s.xf = (s.xf ?? true) && !!s.i8 && f.kind === 'int';
   if (s.i8 && !s.xf) s.px = false; // int8 x from x8Source: nothing to prefetch but its words
   s.sx = !!s.sx && shared() + T * cols * 4 <= limit; // x staged only where it fits beside the rest
+  return { s: s as typeof s & { pd: number }, shared, limit };
+}
+
+/** Records the words GEMV into y; false, with nothing recorded, where a low-rank term with IEC
+ *  asks for what the kernel cannot make itself (its u: see the inline conditions below). */
+function gemvWords(dev: Device, x: GpuHandle, T: number, q: QuantHandles, f: QuantFormat, rows: number, cols: number, rb: number, gpr: number, y: GpuHandle, lr?: LowRank): boolean {
+  const { s, shared, limit } = wordsShapeFor(dev, f, T, gpr, cols);
+  const sg = dev.subgroups;
   const blocks = s.pw ? Math.min(s.pw, Math.ceil(rows / s.R)) : Math.ceil(rows / s.R);
-  inline = !!lr && sg && !(s.i8 && !s.xf) && lr.rank <= LOW_RANK_INLINE_MAX && blocks * lr.rank * cols * 4 <= LOW_RANK_INLINE_BYTES && shared() + 4 * LOW_RANK_INLINE_MAX * T <= limit;
+  // the low-rank term's u made by the GEMV itself
+  const inline = !!lr && sg && !(s.i8 && !s.xf) && lr.rank <= LOW_RANK_INLINE_MAX && blocks * lr.rank * cols * 4 <= LOW_RANK_INLINE_BYTES && shared() + 4 * LOW_RANK_INLINE_MAX * T <= limit;
   // IEC: the x groups of the βA term in whole vec4s, and u made here (where else it would take the
   // composed ops the caller falls back to)
   const g1 = lr ? gcd(cols, lr.rank) : 1;
   const g2 = lr ? gcd(lr.rank, rows) : 1;
   if (lr?.iec && !(inline && (cols / g1) % 4 === 0)) return false;
   const mode: LowRankMode = !lr ? false : inline ? (lr.iec ? 'ai' : 'a') : 'u';
-  const key = `quant_gemvw_${fmtKey(f)}_t${T}r${s.R}w${s.NW}x${s.W}${s.pf ? 'p' : ''}${sg ? 's' : ''}${s.ss ? `S${gpr}` : ''}${s.pt ? `P${s.pt}` : ''}${s.xs ? 'X' : ''}${s.h ? 'H' : ''}${s.pw ? 'W' : ''}${s.px ? 'F' : ''}${s.sx ? `C${cols}` : ''}${s.i8 ? 'I' : ''}${s.pd > 1 ? `D${s.pd}` : ''}${s.hl ? 'L' : ''}${s.fc ? 'M' : ''}${s.xf ? 'Q' : ''}${s.ip ? 'N' : ''}${mode ? `A${mode}` : ''}`;
-  const pipe = dev.pipeline(key, () => wordsSource(f, T, s, sg, gpr, cols, mode));
-  const grid: [number, number, number] = blocks <= 65535 ? [blocks, 1, 1] : [65535, Math.ceil(blocks / 65535), 1];
+  const pipe = dev.pipeline(wordsKey(f, T, s, sg, gpr, cols, mode ? `A${mode}` : ''), () => wordsSource(f, T, s, sg, gpr, cols, mode));
   const head = !lr ? [rows, cols, rb, gpr] : [rows, cols, rb, gpr, lr.rank, f32Bits(lr.scale), ...(lr.iec ? [lr.rank / g1, cols / g1 / 4, rows / g2, lr.rank / g2] : [])];
   // 'u': u = x · aᵀ by the f32 matmul first
   const u = mode === 'u' ? matmulOn(dev, x, lr!.a as GpuHandle, { batch: 1, m: T, k: cols, n: lr!.rank, transA: false, transB: true, aBatchStride: 0, bBatchStride: 0 }) : undefined;
   const low = lr ? [u ?? (lr.a as GpuHandle), lr.b as GpuHandle, ...(lr.iec ? [lr.iec.betaA as GpuHandle, lr.iec.betaB as GpuHandle] : [])] : [];
+  wordsRun(dev, pipe, f, s, x, T, cols, params(f, head), partsOf(q, f), [y, ...low], blocks);
+  if (u) dev.free(u);
+  return true;
+}
+
+/** The words GEMV's pipeline key for shape s (`tail`: the caller's variant). */
+const wordsKey = (f: QuantFormat, T: number, s: WordsShape, sg: boolean, gpr: number, cols: number, tail: string) =>
+  `quant_gemvw_${fmtKey(f)}_t${T}r${s.R}w${s.NW}x${s.W}${s.pf ? 'p' : ''}${sg ? 's' : ''}${s.ss ? `S${gpr}` : ''}${s.pt ? `P${s.pt}` : ''}${s.xs ? 'X' : ''}${s.h ? 'H' : ''}${s.pw ? 'W' : ''}${s.px ? 'F' : ''}${s.sx ? `C${cols}` : ''}${s.i8 ? 'I' : ''}${(s.pd ?? 1) > 1 ? `D${s.pd}` : ''}${s.hl ? 'L' : ''}${s.fc ? 'M' : ''}${s.xf ? 'Q' : ''}${s.ip ? 'N' : ''}${tail}`;
+
+/** Records the words GEMV `pipe` over `blocks` workgroups: P, the first weight's parts, x (or, for
+ *  int8 x made by a pass first, gemv.ts x8Source, its int8 words and scales), then `after`. */
+function wordsRun(dev: Device, pipe: number, f: QuantFormat, s: WordsShape, x: GpuHandle, T: number, cols: number, p: Uint32Array, parts: GpuHandle[], after: GpuHandle[], blocks: number): void {
+  const grid: [number, number, number] = blocks <= 65535 ? [blocks, 1, 1] : [65535, Math.ceil(blocks / 65535), 1];
   if (!s.i8 || s.xf) {
-    dev.run(pipe, params(f, head), [...partsOf(q, f), x, y, ...low], grid);
-    if (u) dev.free(u);
-    return true;
+    dev.run(pipe, p, [...parts, x, ...after], grid);
+    return;
   }
-  // int8 x: quantized per step slice first (gemv.ts x8Source)
+  // int8 x: quantized per step slice first
   const cpl = (s.W * 32) / f.bits;
   const slices = (T * cols) / cpl;
   const xq = dev.alloc(T * cols);
   const xsc = dev.alloc(slices * 8);
   const per = f.kind === 'nf' ? 1 : 8 / f.bits; // x's order: as the pair table's weights, or as the code fields
   dev.run(dev.pipeline(`quant_gemv_x8_${cpl}_${per}`, () => x8Source(cpl, per)), [slices], [x, xq, xsc], dev.grid(slices, 64));
-  dev.run(pipe, params(f, head), [...partsOf(q, f), xq, xsc, y, ...low], grid);
-  if (u) dev.free(u);
+  dev.run(pipe, p, [...parts, xq, xsc, ...after], grid);
   dev.free(xq);
   dev.free(xsc);
-  return true;
+}
+
+/** x · Wᵢᵀ for several weights of format f over the same `cols` columns in one words-GEMV dispatch
+ *  (gemv.ts WordsSets), one y [xRows, rows[i]] each; glu (two weights of equal rows): one y =
+ *  silu(x · W₀ᵀ) · (x · W₁ᵀ). null, with nothing recorded, where that kernel does not serve them:
+ *  the words GEMV not serving the format, size or x rows, row counts that are not multiples of the
+ *  smallest or need more slots than the shape's rows, more weights than P has words for, or more
+ *  bindings or workgroup memory than the adapter has. */
+function dequantizeMatmulMany(dev: Device, x: GpuHandle, xRows: number, qs: QuantHandles[], rows: number[], cols: number, f: QuantFormat, glu: boolean): GpuHandle[] | null {
+  const n = qs.length;
+  if (!(n >= 2 && n <= 1 + ONE - WORDS_SET_ROWS && n === rows.length && xRows >= 1 && cols >= 1 && wordsServes(f, xRows, cols))) return null;
+  if (glu && !(n === 2 && rows[0] === rows[1])) return null;
+  const slots = setSlots(rows, gemvShape.wordsShape(xRows).R);
+  if (!slots) return null;
+  const gpr = Math.ceil(cols / f.group);
+  const { s, shared, limit } = wordsShapeFor(dev, f, xRows, gpr, cols, slots.length, glu ? 4 * slots.length * xRows : 0);
+  const x8 = s.i8 && !s.xf;
+  if (shared() > limit || 1 + n * partsCount(f) + (x8 ? 2 : 1) + (glu ? 1 : n) > dev.info.maxStorageBuffers) return null;
+  const sg = dev.subgroups;
+  const sets = { slots, count: n, glu };
+  const tail = `M${glu ? 'g' : ''}${slots.map((l) => l.set).join('')}`;
+  const pipe = dev.pipeline(wordsKey(f, xRows, s, sg, gpr, cols, tail), () => wordsSource(f, xRows, s, sg, gpr, cols, false, sets));
+  const ys = (glu ? rows.slice(0, 1) : rows).map((r) => dev.alloc(xRows * r * 4));
+  const head = [rows[0], cols, rowBytes(cols, f.bits), gpr, ...new Array(WORDS_SET_ROWS - 4).fill(0), ...rows.slice(1)];
+  const after = [ys[0], ...qs.slice(1).flatMap((q, i) => [...partsOf(q, f), ...(glu ? [] : [ys[i + 1]])])];
+  // every weight's slots cover rows / m row blocks: the same count for all
+  wordsRun(dev, pipe, f, s, x, xRows, cols, params(f, head), partsOf(qs[0], f), after, Math.ceil(rows[0] / slots[0].m));
+  return ys;
 }
 
 function dequantizeMatmulT(dev: Device, dy: GpuHandle, n: number, q: QuantHandles, rows: number, cols: number, f: QuantFormat): GpuHandle {
@@ -726,5 +776,6 @@ export const quantKernels: KernelGroup = () => ({
   dequantize: (dev, q, rows, cols, f) => dequantize(dev, q, rows, cols, f),
   dequantizeMatmul: (dev, x, xRows, q, rows, cols, f) => dequantizeMatmul(dev, x as GpuHandle, xRows, q, rows, cols, f),
   dequantizeMatmulLowRank: (dev, x, xRows, q, rows, cols, f, lr) => dequantizeMatmulLowRank(dev, x as GpuHandle, xRows, q, rows, cols, f, lr),
+  dequantizeMatmulMany: (dev, x, xRows, qs, rows, cols, f, glu) => dequantizeMatmulMany(dev, x as GpuHandle, xRows, qs, rows, cols, f, glu),
   dequantizeMatmulT: (dev, dy, n, q, rows, cols, f) => dequantizeMatmulT(dev, dy as GpuHandle, n, q, rows, cols, f),
 });
