@@ -15,6 +15,8 @@ import { gemvFits, matmulPlan } from '../ts/backends/gpu/matmul.js';
 import { AdamW } from '../ts/train/optim.js';
 import { BackendError } from '../ts/errors.js';
 import { trainStep } from '../ts/methods/trainer.js';
+import { KvCache, LlamaModel } from '../ts/nn/llama.js';
+import { quantizeModel, rtnLayers } from '../ts/methods/quantize-model.js';
 
 
 const gpu = testGpu;
@@ -805,6 +807,27 @@ test('several weights on one x in one words GEMV (dequantizeMatmulMany: attentio
     tree.dev.gemv = 'f32';
   }
   assert.equal(ran, 2 * 2 * fmts.length * cases.length * 3);
+});
+
+test('a decoded token of a quantized model takes 8 kernels per layer on the GPU (q/k/v in one, rope and the cache writes, attention, o, add and norm, gate/up with silu·mul in one, down, add and norm)', { skip }, () => {
+  const g = gpu as GpuBackend;
+  const perStep = (layers: number) => {
+    const c = { family: 'llama' as const, vocabSize: 64, hiddenSize: 64, intermediateSize: 128, numLayers: layers, numHeads: 4, numKvHeads: 2, headDim: 16, ropeTheta: 10000, rmsNormEps: 1e-5, maxPositions: 64, tieWordEmbeddings: true, attentionBias: false };
+    let seed = 400;
+    const fp = LlamaModel.fromWeights(c, { has: () => true, read: (name, shape) => gaussianArray(shape.reduce((x, y) => x * y, 1), seed++, 0.05) }, g);
+    const qm = quantizeModel(fp, rtnLayers({ format: q.formats.int(4, { group: 32 }) }));
+    const cache = new KvCache();
+    const ids = (a: number[]) => q.tensor(Int32Array.from(a), [1, a.length], 'i32', g);
+    q.noGrad(() => q.tidy(() => qm.logits(ids([1, 2, 3]), cache).dispose()));
+    const d0 = g.dev.addon.gpuStats().dispatches;
+    q.noGrad(() => q.tidy(() => qm.logits(ids([4]), cache).dispose()));
+    const n = g.dev.addon.gpuStats().dispatches - d0;
+    cache.dispose();
+    qm.dispose();
+    fp.dispose();
+    return n;
+  };
+  assert.equal(perStep(3) - perStep(2), 8);
 });
 
 test('addRmsnorm on the GPU: one kernel, the same bits as add then rmsnorm, and the gradients of the pair', { skip }, () => {
