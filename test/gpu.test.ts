@@ -809,13 +809,60 @@ test('several weights on one x in one words GEMV (dequantizeMatmulMany: attentio
   assert.equal(ran, 2 * 2 * fmts.length * cases.length * 3);
 });
 
-test('a decoded token of a quantized model takes 8 kernels per layer on the GPU (q/k/v in one, rope and the cache writes, attention, o, add and norm, gate/up with silu·mul in one, down, add and norm)', { skip }, () => {
+test('several weights on one x with LoRA branches (dequantizeMatmulMany\'s lora: u = x · Aᵢᵀ made in the kernel, each Bᵢ in its epilogue, before silu·mul with glu): the values of one low-rank GEMV per weight, one kernel with subgroups and f32 x', { skip }, () => {
   const g = gpu as GpuBackend;
-  const perStep = (layers: number) => {
+  const tree = treeBackend();
+  const fmts = [q.formats.int(4, { group: 64 }), q.formats.nf(4, { group: 64, doubleQuant: true })];
+  const cols = 448;
+  const cases: { rows: number[]; glu: boolean; ranks: number[] }[] = [{ rows: [57, 19, 19], glu: false, ranks: [16, 5, 33] }, { rows: [37, 37], glu: true, ranks: [8, 16] }];
+  let ran = 0;
+  try {
+    for (const b of [g, tree]) {
+      for (const compute of ['f32', 'int8'] as const) {
+        b.dev.gemv = compute;
+        for (const [fi, f] of fmts.entries()) for (const c of cases) for (const T of [1, 2]) {
+          const ws = c.rows.map((r, i) => q.quantize(q.tensor(gaussianArray(r * cols, 340 + 10 * fi + i, 0.05), [r, cols], 'f32', b), f));
+          const lora = c.rows.map((r, i) => ({
+            a: q.tensor(gaussianArray(c.ranks[i] * cols, 360 + i, 0.05), [c.ranks[i], cols], 'f32', b),
+            b: q.tensor(gaussianArray(r * c.ranks[i], 370 + i, 0.05), [r, c.ranks[i]], 'f32', b),
+            scale: 0.5 + i,
+          }));
+          const x = q.tensor(gaussianArray(T * cols, 380 + T), [T, cols], 'f32', b);
+          const label = `${f.name} ${compute} rows ${c.rows.join('/')}${c.glu ? ' glu' : ''} T${T} sg ${b.dev.subgroups}`;
+          const run = () => q.noGrad(() => q.dequantizeMatmulMany(x, ws, { glu: c.glu, lora }));
+          run().forEach((t) => t.dispose());
+          const fused = kernels(b, run);
+          const saved = b.dequantizeMatmulMany;
+          b.dequantizeMatmulMany = undefined;
+          const each = kernels(b, run);
+          b.dequantizeMatmulMany = saved;
+          // the kernel makes u itself: subgroups and x as f32 (not NF's int8 x from a pass)
+          const served = b.dev.subgroups && !(compute === 'int8' && f.kind === 'nf');
+          assert.equal(fused.kernels, served ? 1 : each.kernels, `${label}: ${fused.kernels} kernels`);
+          for (const [i, y] of fused.y.entries()) {
+            const [got, want] = [y.dataSync() as Float32Array, each.y[i].dataSync() as Float32Array];
+            const mag = want.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+            for (let k = 0; k < want.length; k++) assert.ok(Math.abs(got[k] - want[k]) <= 1e-5 * mag, `${label}: y${i}[${k}] = ${got[k]}, want ${want[k]}`);
+          }
+          ran++;
+          for (const t of [x, ...fused.y, ...each.y, ...ws.flatMap((w) => w.tensors()), ...lora.flatMap((l) => [l.a, l.b])]) t.dispose();
+        }
+      }
+    }
+  } finally {
+    g.dev.gemv = 'f32';
+    tree.dev.gemv = 'f32';
+  }
+  assert.equal(ran, 2 * 2 * fmts.length * cases.length * 2);
+});
+
+test('a decoded token of a quantized model, plain or with LoRA adapters, takes 8 kernels per layer on the GPU (q/k/v in one, rope and the cache writes, attention, o, add and norm, gate/up with silu·mul in one, down, add and norm)', { skip }, () => {
+  const g = gpu as GpuBackend;
+  const perStep = (layers: number, rank = 0) => {
     const c = { family: 'llama' as const, vocabSize: 64, hiddenSize: 64, intermediateSize: 128, numLayers: layers, numHeads: 4, numKvHeads: 2, headDim: 16, ropeTheta: 10000, rmsNormEps: 1e-5, maxPositions: 64, tieWordEmbeddings: true, attentionBias: false };
     let seed = 400;
     const fp = LlamaModel.fromWeights(c, { has: () => true, read: (name, shape) => gaussianArray(shape.reduce((x, y) => x * y, 1), seed++, 0.05) }, g);
-    const qm = quantizeModel(fp, rtnLayers({ format: q.formats.int(4, { group: 32 }) }));
+    const qm = quantizeModel(fp, rtnLayers({ format: q.formats.int(4, { group: 32 }), lora: rank ? { rank } : undefined }));
     const cache = new KvCache();
     const ids = (a: number[]) => q.tensor(Int32Array.from(a), [1, a.length], 'i32', g);
     q.noGrad(() => q.tidy(() => qm.logits(ids([1, 2, 3]), cache).dispose()));
@@ -828,6 +875,8 @@ test('a decoded token of a quantized model takes 8 kernels per layer on the GPU 
     return n;
   };
   assert.equal(perStep(3) - perStep(2), 8);
+  // (with subgroups: the GEMVs make x · Aᵀ themselves)
+  if (g.dev.subgroups) assert.equal(perStep(3, 8) - perStep(2, 8), 8);
 });
 
 test('addRmsnorm on the GPU: one kernel, the same bits as add then rmsnorm, and the gradients of the pair', { skip }, () => {

@@ -11,7 +11,9 @@ import * as q from '../ts/index.js';
 import { exportHf } from '../ts/io/export-hf.js';
 import { loadModel, unpermuteRotary } from '../ts/io/load-model.js';
 import { generate } from '../ts/nn/generate.js';
-import { KvCache, LlamaModel } from '../ts/nn/llama.js';
+import { KvCache, LlamaModel, PROJECTIONS } from '../ts/nn/llama.js';
+import type { QuantLinear } from '../ts/nn/quant-linear.js';
+import { gaussianArray } from '../ts/tensor.js';
 import { perplexity, windowNll } from '../ts/eval/perplexity.js';
 import { quantizeModel, rtnLayers } from '../ts/methods/quantize-model.js';
 
@@ -146,10 +148,29 @@ for (const backend of available) {
 }
 
 for (const backend of available) {
-  test(`a quantized model decodes with the KV cache to the logits of its full forward on ${backend} (q/k/v and gate/up in one kernel each where the backend has it)`, () => onBackend(backend, () => {
+  test(`a quantized model, plain and with LoRA adapters, decodes with the KV cache to the logits of its full forward on ${backend} (q/k/v and gate/up in one kernel each where the backend has it)`, () => onBackend(backend, () => {
+    for (const rank of [0, 4]) decodesAsFull(rank);
+  }));
+}
+
+/** A quantized qwen2 fixture (with LoRA adapters of `rank` with random A and B where rank > 0):
+ *  its decoding's logits against its full forward's. */
+function decodesAsFull(rank: number): void {
+  {
     const ref = reference('qwen2-untied');
     const { model } = loadModel(dir('qwen2-untied'));
-    const qm = quantizeModel(model, rtnLayers({ format: q.formats.int(4, { group: 32 }) }));
+    const qm = quantizeModel(model, rtnLayers({ format: q.formats.int(4, { group: 32 }), lora: rank ? { rank } : undefined }));
+    let seed = 500;
+    if (rank) {
+      for (const b of qm.blocks) {
+        for (const key of Object.keys(PROJECTIONS) as (keyof typeof PROJECTIONS)[]) {
+          const l = b[key] as QuantLinear;
+          const old = l.lora!;
+          l.lora = new q.Lora(q.tensor(gaussianArray(rank * l.inFeatures, seed++, 0.3), [rank, l.inFeatures]), q.tensor(gaussianArray(l.outFeatures * rank, seed++, 0.3), [l.outFeatures, rank]), { alpha: 8 });
+          old.dispose();
+        }
+      }
+    }
     const full = q.noGrad(() => q.tidy(() => qm.logits(idsTensor(ref.ids)).dataSync() as Float32Array));
     const cache = new KvCache();
     const V = qm.config.vocabSize;
@@ -163,7 +184,7 @@ for (const backend of available) {
     cache.dispose();
     qm.dispose();
     model.dispose();
-  }));
+  }
 }
 
 test('the KV cache refuses keys that require grad (it writes in place: no gradient would reach them) and keys of another shape', () => {

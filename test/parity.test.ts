@@ -160,7 +160,9 @@ add('dequantizeMatmulMany (q/k/v, glu; one kernel where the backend has it)', 1e
   const f = q.formats.int(4, { group: 32 });
   const [wq, wk, wv] = [[48, 128], [16, 128], [16, 128]].map((shape, i) => q.quantize(t(b, shape, 220 + i, 0.05), f));
   const [wg, wu] = [0, 1].map((i) => q.quantize(t(b, [40, 128], 224 + i, 0.05), q.formats.nf(4, { group: 64, doubleQuant: true })));
-  const all = (x: q.Tensor) => [...q.dequantizeMatmulMany(x, [wq, wk, wv]), ...q.dequantizeMatmulMany(x, [wg, wu], { glu: true })];
+  // and with LoRA branches (one per weight)
+  const lora = [48, 16, 16].map((rows, i) => ({ a: t(b, [4 + i, 128], 232 + i, 0.1), b: t(b, [rows, 4 + i], 235 + i, 0.1), scale: 1.5 }));
+  const all = (x: q.Tensor) => [...q.dequantizeMatmulMany(x, [wq, wk, wv]), ...q.dequantizeMatmulMany(x, [wg, wu], { glu: true }), ...q.dequantizeMatmulMany(x, [wq, wk, wv], { lora })];
   return [
     ...[1, 3, 9].flatMap((rows) => q.noGrad(() => all(t(b, [rows, 128], 226 + rows)))),
     // x requiring grad: composed, and the gradient reaches x
@@ -366,6 +368,8 @@ for (const [name, b] of under) {
       assert.throws(() => q.dequantizeMatmulMany(t(b, [1, 32], 17), []), (e: Error) => e instanceof q.ShapeError && /dequantizeMatmulMany: no weights/.test(e.message));
       assert.throws(() => q.dequantizeMatmulMany(t(b, [1, 32], 17), [w4, w6], { glu: true }), (e: Error) => e instanceof q.ShapeError && /glu needs two weights of equal out size, got \[4, 32\] and \[6, 32\]/.test(e.message));
       assert.throws(() => q.dequantizeMatmulMany(t(b, [1, 16], 17), [w4, w6]), (e: Error) => e instanceof q.ShapeError && /x \[1, 16\] must end in the weight's input size 32/.test(e.message));
+      assert.throws(() => q.dequantizeMatmulMany(t(b, [1, 32], 17), [w4, w6], { lora: [{ a: t(b, [2, 32], 18), b: t(b, [4, 2], 19), scale: 1 }] }), (e: Error) => e instanceof q.ShapeError && /1 LoRA branches for 2 weights/.test(e.message));
+      assert.throws(() => q.dequantizeMatmulMany(t(b, [1, 32], 17), [w4, w6], { lora: [{ a: t(b, [2, 32], 18), b: t(b, [4, 2], 19), scale: 1 }, { a: t(b, [2, 32], 18), b: t(b, [4, 2], 19), scale: 1 }] }), (e: Error) => e instanceof q.ShapeError && /branch 1's a \[2, 32\] and b \[4, 2\] must be \[rank, 32\] and \[6, rank\]/.test(e.message));
       const cache = new q.KvCache();
       const heads = { q: 2, kv: 1 };
       assert.throws(() => cache.extendRoped(0, t(b, [1, 1, 16], 12), t(b, [1, 1, 4], 13), t(b, [1, 1, 4], 14), heads, {}), (e: Error) => e instanceof q.ShapeError && /q \[1, 1, 16\], k \[1, 1, 4\] and v \[1, 1, 4\] are not \[batch, t, heads · headDim\] of 2 and 1 heads/.test(e.message));

@@ -226,11 +226,12 @@ export interface Backend {
   dequantizeMatmulLowRank?(x: Handle, xRows: number, q: QuantHandles, rows: number, cols: number, f: QuantFormat, lr: LowRank): Handle | null;
 
   /** Optional x · Wᵢᵀ for several quantized weights of one format on the same x [xRows, cols] in
-   *  one kernel (quant/api.ts dequantizeMatmulMany; decoding's q/k/v and gate/up projections):
-   *  one y [xRows, rows[i]] each, or with glu (two weights of equal rows) one y = silu(x · W₀ᵀ) ·
-   *  (x · W₁ᵀ). Returns null, having done nothing, where the backend has no such kernel for these
-   *  weights (the caller composes). No gradient. */
-  dequantizeMatmulMany?(x: Handle, xRows: number, qs: QuantHandles[], rows: number[], cols: number, f: QuantFormat, glu: boolean): Handle[] | null;
+   *  one kernel (quant/api.ts dequantizeMatmulMany; decoding's q/k/v and gate/up projections),
+   *  with `lrs` each plus its low-rank term (as dequantizeMatmulLowRank's, without IEC): one y
+   *  [xRows, rows[i]] each, or with glu (two weights of equal rows) one y = silu(first) · second.
+   *  Returns null, having done nothing, where the backend has no such kernel for these weights
+   *  (the caller composes). No gradient. */
+  dequantizeMatmulMany?(x: Handle, xRows: number, qs: QuantHandles[], rows: number[], cols: number, f: QuantFormat, glu: boolean, lrs?: LowRank[]): Handle[] | null;
 
   /** Optional argmax of each row of x [rows, cols] as i32 [rows] (ops/reduce.ts argmaxRows: the
    *  first of equal maxima, NaNs passed over, 0 for a row of NaNs); cols >= 1. */

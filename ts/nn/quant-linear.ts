@@ -80,19 +80,22 @@ export class QuantLinear implements LinearLayer {
 }
 
 /** Several layers on the same x (attention's q/k/v, a gated MLP's gate and up): each layer's
- *  forward, or with glu [silu(first) · second]. Where they are all quantized layers without an
- *  adapter (and, with glu, without a bias), one dequantizeMatmulMany: one kernel at inference where
- *  the backend has it. */
+ *  forward, or with glu [silu(first) · second]. Where they are all quantized layers (with glu,
+ *  without a bias) and either none has an adapter or, at inference (no gradient wanted), all have
+ *  plain ones (no IEC, no dropout), one dequantizeMatmulMany: one kernel where the backend has it. */
 export function forwardMany(x: Tensor, layers: LinearLayer[], glu = false): Tensor[] {
-  const qls = layers.filter((l): l is QuantLinear => l instanceof QuantLinear && !l.lora && !(glu && l.bias));
-  if (qls.length < layers.length) {
+  const qls = layers.filter((l): l is QuantLinear => l instanceof QuantLinear && !(glu && l.bias));
+  const factors = qls.map((l) => l.lora?.factors());
+  const plain = qls.every((l) => !l.lora) || (!isGradEnabled() && factors.every((f) => f && !f.iec));
+  if (qls.length < layers.length || !plain) {
     const ys = layers.map((l) => l.forward(x));
     return glu ? [consume(ys, () => siluMul(ys[0], ys[1]))] : ys;
   }
   for (const l of qls) {
     if (x.shape[x.rank - 1] !== l.inFeatures) throw new ShapeError(`QuantLinear: input ${describeShape(x.shape)} must end in ${l.inFeatures} features`);
   }
-  const ys = dequantizeMatmulMany(x, qls.map((l) => l.weight), { glu });
+  const lora = factors[0] ? factors.map((f) => ({ a: f!.a, b: f!.b, scale: f!.scale })) : undefined;
+  const ys = dequantizeMatmulMany(x, qls.map((l) => l.weight), { glu, lora });
   return glu ? ys : ys.map((y, i) => (qls[i].bias ? consume([y], () => add(y, qls[i].bias!)) : y));
 }
 

@@ -5,14 +5,14 @@
 import type { QuantHandles } from '../backend.js';
 import { isGradEnabled, record } from '../autograd.js';
 import { FormatError, ShapeError, describeShape } from '../errors.js';
-import { add, mul, siluMul } from '../ops/arithmetic.js';
+import { add, affine, mul, siluMul } from '../ops/arithmetic.js';
 import { cast } from '../ops/cast.js';
 import { gather } from '../ops/gather.js';
 import { matmul } from '../ops/matmul.js';
 import { sum } from '../ops/reduce.js';
 import { broadcastTo, concat, reshape, slice } from '../ops/shape.js';
 import { expectDType, out } from '../ops/util.js';
-import { fromHandle, tensor, zeros, type Tensor, type TensorContainer } from '../tensor.js';
+import { fromHandle, tensor, tidy, zeros, type Tensor, type TensorContainer } from '../tensor.js';
 import { dynamicMap } from './doublequant.js';
 import { DOUBLE_QUANT_BLOCK, type QuantFormat } from './formats.js';
 import { groupsPerRow, storageBytes } from './reference.js';
@@ -159,24 +159,44 @@ export function dequantizeMatmulLowRank(x: Tensor, q: QuantizedTensor, a: Tensor
 /**
  * x [..., in] · dequantize(qᵢ)ᵀ for several quantized weights [outᵢ, in] on the same x: one result
  * [..., outᵢ] each, or with `glu` (two weights of equal out) one silu(x · W₀ᵀ) · (x · W₁ᵀ) (a gated
- * MLP's input). Where the backend has Backend.dequantizeMatmulMany for these weights (one format,
- * no NF-ICQ offsets) and no gradient can be wanted (grad mode off, or x not requiring grad), one
- * kernel computes them all (decoding's q/k/v and gate/up: one dispatch instead of three); else the
- * same as dequantizeMatmul per weight (and siluMul), differentiable.
+ * MLP's input). `lora` (one per weight) adds each weight's LoRA branch scale · (x · aᵀ) · bᵀ (a
+ * [rank, in], b [outᵢ, rank]; before silu·mul with glu). Where the backend has
+ * Backend.dequantizeMatmulMany for these weights (one format, no NF-ICQ offsets) and no gradient can
+ * be wanted (grad mode off, or nothing requiring grad), one kernel computes them all (decoding's
+ * q/k/v and gate/up: one dispatch instead of three); else the same per weight
+ * (dequantizeMatmulLowRank where it serves without a gradient, else composed ops, differentiable).
  */
-export function dequantizeMatmulMany(x: Tensor, qs: QuantizedTensor[], opts: { glu?: boolean } = {}): Tensor[] {
+export function dequantizeMatmulMany(x: Tensor, qs: QuantizedTensor[], opts: { glu?: boolean; lora?: { a: Tensor; b: Tensor; scale: number }[] } = {}): Tensor[] {
   if (qs.length === 0) throw new ShapeError('dequantizeMatmulMany: no weights');
   const plans = qs.map((q) => dequantizeMatmulPlan(x, q));
   const glu = !!opts.glu;
   if (glu && !(qs.length === 2 && plans[0].rows === plans[1].rows)) {
     throw new ShapeError(`dequantizeMatmulMany: glu needs two weights of equal out size, got ${qs.map((q) => describeShape(q.shape)).join(' and ')}`);
   }
+  const lora = opts.lora;
+  if (lora && lora.length !== qs.length) throw new ShapeError(`dequantizeMatmulMany: ${lora.length} LoRA branches for ${qs.length} weights`);
+  lora?.forEach(({ a, b }, i) => {
+    const { rows, cols } = plans[i];
+    if (a.rank !== 2 || a.shape[1] !== cols || b.rank !== 2 || b.shape[0] !== rows || b.shape[1] !== a.shape[0]) {
+      throw new ShapeError(`dequantizeMatmulMany: branch ${i}'s a ${describeShape(a.shape)} and b ${describeShape(b.shape)} must be [rank, ${cols}] and [${rows}, rank]`);
+    }
+    expectDType('dequantizeMatmulMany', a, 'f32', `branch ${i}'s a`);
+    expectDType('dequantizeMatmulMany', b, 'f32', `branch ${i}'s b`);
+  });
   const be = x.backend;
   const f = qs[0].format;
-  const fused = be.dequantizeMatmulMany && qs.length > 1 && !(isGradEnabled() && x.requiresGrad) && qs.every((q) => !q.parts.offsetCodes && sameFormat(q.format, f));
-  const ys = fused ? be.dequantizeMatmulMany!(x.handle, plans[0].xRows, qs.map((q) => q.handles()), plans.map((p) => p.rows), plans[0].cols, f, glu) : null;
+  const inputs = [x, ...(lora ?? []).flatMap((l) => [l.a, l.b])];
+  const noGradWanted = !(isGradEnabled() && inputs.some((t) => t.requiresGrad));
+  const fused = be.dequantizeMatmulMany && qs.length > 1 && noGradWanted && inputs.every((t) => t.backend === be) && qs.every((q) => !q.parts.offsetCodes && sameFormat(q.format, f));
+  const lrs = lora?.map(({ a, b, scale }) => ({ a: a.handle, b: b.handle, rank: a.shape[0], scale }));
+  const ys = fused ? be.dequantizeMatmulMany!(x.handle, plans[0].xRows, qs.map((q) => q.handles()), plans.map((p) => p.rows), plans[0].cols, f, glu, lrs) : null;
   if (ys) return ys.map((y, i) => out(be, y, plans[i].shape));
-  const each = qs.map((q) => dequantizeMatmul(x, q));
+  const each = qs.map((q, i) => {
+    const l = lora?.[i];
+    if (!l) return dequantizeMatmul(x, q);
+    const y = noGradWanted ? dequantizeMatmulLowRank(x, q, l.a, l.b, l.scale) : undefined;
+    return y ?? tidy(() => add(dequantizeMatmul(x, q), affine(matmul(matmul(x, l.a, { transB: true }), l.b, { transB: true }), l.scale)));
+  });
   if (!glu) return each;
   try {
     return [siluMul(each[0], each[1])];

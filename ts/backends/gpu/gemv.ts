@@ -48,7 +48,7 @@
 import type { QuantFormat } from '../../quant/formats.js';
 import { GRID_INDEX } from './device.js';
 import { SIGMOID, UNARY_EXPR } from './elementwise.js';
-import { decodeLib, DQ_CONSTS, DQ_DECL, dqFill, dqOff, partBindings, range, scaleLoads, scaleOf, zeroSub } from './quant.js';
+import { decodeLib, DQ_CONSTS, DQ_DECL, dqFill, dqOff, P_WORDS, partBindings, range, scaleLoads, scaleOf, zeroSub } from './quant.js';
 
 export interface WordsShape {
   /** Weight rows per workgroup. */
@@ -181,12 +181,14 @@ const LOW_RANK_SLOTS = 4;
 /** Several weights of one format and column count on the same x in one dispatch
  *  (dequantizeMatmulMany): a workgroup's slot r (R = slots.length) computes row blk·m + o of
  *  weight `set` (blk: the workgroup's index); each weight's slots are consecutive, with m their
- *  count and o = 0.. in order. Weight 0's bindings have the usual names, weight s's the suffix s
- *  (after weight 0's y: its parts, then its y); weight s's row count is P[WORDS_SET_ROWS + s - 1].
- *  glu (two weights of equal rows): y = silu(x · W0ᵀ) · (x · W1ᵀ), weight 1 has no y. */
+ *  count and o = 0.. in order. Weight 0's bindings have the usual names (with a low-rank term, its
+ *  A and B after y), weight s's the suffix s (after weight 0's: its parts, its y, its A and B);
+ *  weight s's row count, rank and scale are P[setWord(s, 0..2)]. glu (two weights of equal rows):
+ *  y = silu(x · W0ᵀ + its low-rank term) · (x · W1ᵀ + its), weight 1 has no y. */
 export interface WordsSets { slots: { set: number; m: number; o: number }[]; count: number; glu: boolean }
-/** Where the row counts of weights 1.. sit in P (after the head's at most 10 words). */
-export const WORDS_SET_ROWS = 10;
+/** P's word k (0: rows, 1: the low-rank term's rank, 2: its scale's f32 bits) of weight set s >= 1:
+ *  after P's tables. */
+export const setWord = (s: number, k: number) => P_WORDS + 3 * (s - 1) + k;
 /** The slots of `rows.length` weights whose row counts are multiples of the smallest: each weight
  *  gets rows / smallest slots per base row, the base rows per workgroup as many as keep the slots
  *  at or below `most` (at least 1); null where the counts are not multiples or the slots would
@@ -206,12 +208,14 @@ export function setSlots(rows: number[], most: number): WordsSets['slots'] | nul
 export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups: boolean, gpr = 0, cols = 0, lowRank: LowRankMode = false, sets?: WordsSets): string {
   const { NW, W, pf } = s;
   const R = sets ? sets.slots.length : s.R;
-  if (sets && (s.ss || s.pw || lowRank)) throw new Error('wordsSource: several weights go without staged scales, persistent workgroups and a low-rank term');
+  if (sets && (s.ss || s.pw || (lowRank && lowRank !== 'a'))) throw new Error('wordsSource: several weights go without staged scales and persistent workgroups, and with a low-rank term only where the kernel makes u itself (no IEC)');
   if (sets?.glu && !(sets.count === 2 && sets.slots.filter((l) => l.set === 0).length * 2 === R)) throw new Error('wordsSource: glu needs two weights of equal rows');
   // weight set of slot r: its bindings' suffix, row count, and row of the workgroup
   const sfx = (r: number) => (sets && sets.slots[r].set ? String(sets.slots[r].set) : '');
   const rowsOf = (r: number) => `rows${sfx(r)}`;
   const rowAt = (r: number) => (sets ? `blk * ${sets.slots[r].m}u + ${sets.slots[r].o}u` : `row0 + ${r}u`);
+  // a weight set's low-rank rank and scale (set 0: P[4], P[5]; set s: after P's tables, setWord)
+  const lowRankOf = (set: number) => (set ? [`P[${setWord(set, 1)}u]`, `bitcast<f32>(P[${setWord(set, 2)}u])`] : ['P[4]', 'bitcast<f32>(P[5])']);
   const ss = !!s.ss;
   if (ss && !(gpr > 0)) throw new Error('wordsSource: staged scales need groupsPerRow');
   const sx = !!s.sx;
@@ -429,21 +433,26 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   if (inlineMode && !(subgroups && !(i8 && !xf))) throw new Error('wordsSource: the inline low-rank term needs subgroups and x as f32');
   const iec = lowRank === 'ai';
   const slots = range(LOW_RANK_SLOTS);
-  const inlineU = `for (var j0 = 0u; j0 < P[4]; j0 += nsg * ${LOW_RANK_SLOTS}u) {
+  // weight set `set`'s (sets: each its own A, u and rank)
+  const inlineU = (set: number) => {
+    const sx = set ? String(set) : '';
+    const rank = lowRankOf(set)[0];
+    return `for (var j0 = 0u; j0 < ${rank}; j0 += nsg * ${LOW_RANK_SLOTS}u) {
     let jb = j0 + sid * ${LOW_RANK_SLOTS}u;
     ${slots.flatMap((k) => tt.map((t) => `var lp${k}_${t} = 0.0;`)).join(' ')}
-    if (jb < P[4]) {
-      ${slots.map((k) => `let js${k} = min(jb + ${k}u, P[4] - 1u);`).join(' ')}${iec ? `
+    if (jb < ${rank}) {
+      ${slots.map((k) => `let js${k} = min(jb + ${k}u, ${rank} - 1u);`).join(' ')}${iec ? `
       ${slots.map((k) => `let h${k} = (js${k} / P[6]) * P[7];`).join(' ')}` : ''}
       for (var c = sgi; c < c4; c += sgs) {
-        ${slots.map((k) => `let av${k} = la[js${k} * c4 + c];`).join(' ')}
+        ${slots.map((k) => `let av${k} = la${sx}[js${k} * c4 + c];`).join(' ')}
         ${tt.map((t) => `{ let xv = x[${t}u * c4 + c]; ${slots.map((k) => `lp${k}_${t} = lp${k}_${t} + dot(xv, av${k});`).join(' ')} }`).join('\n        ')}
       }${iec ? `
       // βA · the mean of x over each slot's group of columns (P[7] vec4s from h)
       ${tt.map((t) => slots.map((k) => `{ var xg = 0.0; for (var c = h${k} + sgi; c < h${k} + P[7]; c += sgs) { xg = xg + dot(x[${t}u * c4 + c], vec4<f32>(1.0)); } lp${k}_${t} = lp${k}_${t} + iecA[0] * (xg / f32(4u * P[7])); }`).join('\n      ')).join('\n      ')}` : ''}
     }
-    ${slots.flatMap((k) => tt.map((t) => `{ let ls = subgroupAdd(lp${k}_${t}); if (sgi == 0u && jb + ${k}u < P[4]) { ul[${t * LOW_RANK_INLINE_MAX}u + jb + ${k}u] = ls; } }`)).join('\n    ')}
+    ${slots.flatMap((k) => tt.map((t) => `{ let ls = subgroupAdd(lp${k}_${t}); if (sgi == 0u && jb + ${k}u < ${rank}) { ul${sx}[${t * LOW_RANK_INLINE_MAX}u + jb + ${k}u] = ls; } }`)).join('\n    ')}
   }`;
+  };
   const accs = rr.flatMap((r) => tt.map((t) => `a${r}_${t}`));
   const out = (e: string, val: string) => `{
     let r = row0 + ${e} / ${T}u;
@@ -464,16 +473,27 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
     const lo = sets!.slots.findIndex((l) => l.set === set);
     return [lo, lo + sets!.slots[lo].m] as const;
   };
-  const outSets = (e: string, val: string) =>
-    sets!.glu
-      ? `{ gl[${e}] = ${val}; }`
-      : `{
+  // (with a low-rank term, its scale · u · bᵀ added to each sum: with glu, before silu·mul; a row
+  // past the end reads B's last row, its sum not written)
+  const lowRankAdd = (set: number, r: string, v: string) => {
+    const sx2 = set ? String(set) : '';
+    const [rank, scale] = lowRankOf(set);
+    return `var l = 0.0;
+      for (var j = 0u; j < ${rank}; j++) { l = fma(ul${sx2}[lt * ${LOW_RANK_INLINE_MAX}u + j], lb${sx2}[${r} * ${rank} + j], l); }
+      ${v} = fma(${scale}, l, ${v});`;
+  };
+  const outSets = (e: string, val: string) => `{
     let slot = ${e} / ${T}u; let lt = ${e} % ${T}u;
+    var v = ${val};
     ${range(sets!.count).map((set) => {
       const [lo, hi] = setRange(set);
       const sx2 = set ? String(set) : '';
-      return `if (slot >= ${lo}u && slot < ${hi}u) { let r = blk * ${hi - lo}u + slot - ${lo}u; if (r < rows${sx2}) { y${sx2}[lt * rows${sx2} + r] = ${val}; } }`;
-    }).join('\n    ')}
+      const row = `blk * ${hi - lo}u + slot - ${lo}u`;
+      return sets!.glu
+        ? (lowRank ? `if (slot >= ${lo}u && slot < ${hi}u) { let r = min(${row}, rows${sx2} - 1u); ${lowRankAdd(set, 'r', 'v')} }` : '')
+        : `if (slot >= ${lo}u && slot < ${hi}u) { let r = ${row}; if (r < rows${sx2}) { ${lowRank ? lowRankAdd(set, 'r', 'v') : ''} y${sx2}[lt * rows${sx2} + r] = v; } }`;
+    }).join('\n    ')}${sets!.glu ? `
+    gl[${e}] = v;` : ''}
   }`;
   const H = R / 2;
   const glu = sets?.glu
@@ -489,7 +509,9 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   const setDecl = range(sets?.count ?? 1).slice(1).map((set) => {
     const b = partBindings(f, vecT, String(set), free);
     free = b.next;
-    return sets!.glu ? b.decl : `${b.decl}\n@group(0) @binding(${free++}) var<storage, read_write> y${set}: array<f32>;`;
+    const y = sets!.glu ? '' : `\n@group(0) @binding(${free++}) var<storage, read_write> y${set}: array<f32>;`;
+    const low = lowRank ? `\n@group(0) @binding(${free++}) var<storage, read> la${set}: array<vec4<f32>>;\n@group(0) @binding(${free++}) var<storage, read> lb${set}: array<f32>;\nvar<workgroup> ul${set}: array<f32, ${LOW_RANK_INLINE_MAX * T}>;` : '';
+    return b.decl + y + low;
   }).join('\n');
   return /* wgsl */ `${h ? 'enable f16;' : ''}
 @group(0) @binding(0) var<storage, read> P: array<u32>;
@@ -513,7 +535,7 @@ var<workgroup> red: array<f32, ${redBytes({ ...s, R }, T, subgroups) / 4}>;
 ${lowRank === 'a' || lowRank === 'ai' ? `var<workgroup> ul: array<f32, ${LOW_RANK_INLINE_MAX * T}>;` : ''}
 ${decodeLib(f, false)}
 @compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32${sgArgs(subgroups)}${lowRank === 'a' || lowRank === 'ai' ? ', @builtin(subgroup_size) sgs: u32' : ''}) {
-  let rows = P[0]; let cols = P[1]; let gpr = P[3];${range(sets?.count ?? 1).slice(1).map((set) => ` let rows${set} = P[${WORDS_SET_ROWS + set - 1}u];`).join('')}
+  let rows = P[0]; let cols = P[1]; let gpr = P[3];${range(sets?.count ?? 1).slice(1).map((set) => ` let rows${set} = P[${setWord(set, 0)}u];`).join('')}
   let units = cols / ${cpl}u;
   ${i8 && !xf ? 'let c16 = cols / 16u;' : 'let c4 = cols / 4u;'}
   ${persistent ? '' : `let blk = wid.x + wid.y * nwg.x; let row0 = blk * ${R}u;
@@ -535,7 +557,7 @@ ${decodeLib(f, false)}
   ${preload}` : ''}
   ${accs.map((a) => `var ${a} = 0.0;`).join(' ')}
   ${xpre}
-  ${inlineMode ? inlineU : ''}
+  ${inlineMode ? range(sets?.count ?? 1).map(inlineU).join('\n  ') : ''}
   ${loop}
   ${reduce}
   ${glu}

@@ -32,13 +32,14 @@ import { rowBytes } from '../../quant/packing.js';
 import type { Device, GpuHandle } from './device.js';
 import { f32Bits, GRID_INDEX } from './device.js';
 import { matmulOn } from './matmul.js';
-import { fullShape, i8Fits, LOW_RANK_INLINE_MAX, type LowRankMode, pairBytes, redBytes, setSlots, stagedBytes, usesPairs, wordsFits, WORDS_SET_ROWS, wordsSource, x8Source, type WordsShape } from './gemv.js';
+import { fullShape, i8Fits, LOW_RANK_INLINE_MAX, type LowRankMode, pairBytes, redBytes, setSlots, setWord, stagedBytes, usesPairs, wordsFits, wordsSource, x8Source, type WordsShape } from './gemv.js';
 import type { KernelGroup } from './index.js';
 
 export const ONE = 15;
 export const MAP = 16;
 const CB = MAP + 256;
-const P_WORDS = CB + 16;
+/** Words of P: the head (up to ONE), the tables; kernels with more parameters add theirs after. */
+export const P_WORDS = CB + 16;
 
 /** x rows up to which dequantizeMatmul takes the GEMV kernel. */
 export const GEMV_MAX_ROWS = 8;
@@ -712,31 +713,41 @@ function wordsRun(dev: Device, pipe: number, f: QuantFormat, s: WordsShape, x: G
   dev.free(xsc);
 }
 
-/** x · Wᵢᵀ for several weights of format f over the same `cols` columns in one words-GEMV dispatch
- *  (gemv.ts WordsSets), one y [xRows, rows[i]] each; glu (two weights of equal rows): one y =
- *  silu(x · W₀ᵀ) · (x · W₁ᵀ). null, with nothing recorded, where that kernel does not serve them:
- *  the words GEMV not serving the format, size or x rows, row counts that are not multiples of the
- *  smallest or need more slots than the shape's rows, more weights than P has words for, or more
- *  bindings or workgroup memory than the adapter has. */
-function dequantizeMatmulMany(dev: Device, x: GpuHandle, xRows: number, qs: QuantHandles[], rows: number[], cols: number, f: QuantFormat, glu: boolean): GpuHandle[] | null {
+/** x · Wᵢᵀ (+ scaleᵢ · (x · aᵢᵀ) · bᵢᵀ with low-rank terms, one per weight or none) for several
+ *  weights of format f over the same `cols` columns in one words-GEMV dispatch (gemv.ts WordsSets),
+ *  one y [xRows, rows[i]] each; glu (two weights of equal rows): one y = silu(first) · second.
+ *  null, with nothing recorded, where that kernel does not serve them: the words GEMV not serving
+ *  the format, size or x rows, row counts that are not multiples of the smallest or need more
+ *  slots than the shape's rows, more bindings or workgroup memory than the adapter has, or
+ *  low-rank terms whose u the kernel cannot make itself (IEC; no subgroups; int8 x from a pass;
+ *  a rank over LOW_RANK_INLINE_MAX; more A reads than LOW_RANK_INLINE_BYTES). */
+function dequantizeMatmulMany(dev: Device, x: GpuHandle, xRows: number, qs: QuantHandles[], rows: number[], cols: number, f: QuantFormat, glu: boolean, lrs?: LowRank[]): GpuHandle[] | null {
   const n = qs.length;
-  if (!(n >= 2 && n <= 1 + ONE - WORDS_SET_ROWS && n === rows.length && xRows >= 1 && cols >= 1 && wordsServes(f, xRows, cols))) return null;
+  if (!(n >= 2 && n === rows.length && (!lrs || lrs.length === n) && xRows >= 1 && cols >= 1 && wordsServes(f, xRows, cols))) return null;
   if (glu && !(n === 2 && rows[0] === rows[1])) return null;
   const slots = setSlots(rows, gemvShape.wordsShape(xRows).R);
   if (!slots) return null;
   const gpr = Math.ceil(cols / f.group);
-  const { s, shared, limit } = wordsShapeFor(dev, f, xRows, gpr, cols, slots.length, glu ? 4 * slots.length * xRows : 0);
+  const T = xRows;
+  const low = lrs ? 4 * LOW_RANK_INLINE_MAX * T * n : 0;
+  const { s, shared, limit } = wordsShapeFor(dev, f, T, gpr, cols, slots.length, (glu ? 4 * slots.length * T : 0) + low);
   const x8 = s.i8 && !s.xf;
-  if (shared() > limit || 1 + n * partsCount(f) + (x8 ? 2 : 1) + (glu ? 1 : n) > dev.info.maxStorageBuffers) return null;
+  const blocks = Math.ceil(rows[0] / slots[0].m); // every weight's slots cover rows / m row blocks
+  if (shared() > limit || 1 + n * (partsCount(f) + (lrs ? 2 : 0)) + (x8 ? 2 : 1) + (glu ? 1 : n) > dev.info.maxStorageBuffers) return null;
+  if (lrs && !(dev.subgroups && !x8 && lrs.every((l) => !l.iec && l.rank >= 1 && l.rank <= LOW_RANK_INLINE_MAX) && blocks * cols * 4 * lrs.reduce((a, l) => a + l.rank, 0) <= LOW_RANK_INLINE_BYTES)) return null;
   const sg = dev.subgroups;
   const sets = { slots, count: n, glu };
-  const tail = `M${glu ? 'g' : ''}${slots.map((l) => l.set).join('')}`;
-  const pipe = dev.pipeline(wordsKey(f, xRows, s, sg, gpr, cols, tail), () => wordsSource(f, xRows, s, sg, gpr, cols, false, sets));
-  const ys = (glu ? rows.slice(0, 1) : rows).map((r) => dev.alloc(xRows * r * 4));
-  const head = [rows[0], cols, rowBytes(cols, f.bits), gpr, ...new Array(WORDS_SET_ROWS - 4).fill(0), ...rows.slice(1)];
-  const after = [ys[0], ...qs.slice(1).flatMap((q, i) => [...partsOf(q, f), ...(glu ? [] : [ys[i + 1]])])];
-  // every weight's slots cover rows / m row blocks: the same count for all
-  wordsRun(dev, pipe, f, s, x, xRows, cols, params(f, head), partsOf(qs[0], f), after, Math.ceil(rows[0] / slots[0].m));
+  const mode: LowRankMode = lrs ? 'a' : false;
+  const tail = `M${glu ? 'g' : ''}${slots.map((l) => l.set).join('')}${mode ? 'A' : ''}`;
+  const pipe = dev.pipeline(wordsKey(f, T, s, sg, gpr, cols, tail), () => wordsSource(f, T, s, sg, gpr, cols, mode, sets));
+  const ys = (glu ? rows.slice(0, 1) : rows).map((r) => dev.alloc(T * r * 4));
+  const head = lrs ? [rows[0], cols, rowBytes(cols, f.bits), gpr, lrs[0].rank, f32Bits(lrs[0].scale)] : [rows[0], cols, rowBytes(cols, f.bits), gpr];
+  const p = new Uint32Array(setWord(n, 0));
+  p.set(params(f, head));
+  for (let i = 1; i < n; i++) p.set([rows[i], lrs?.[i].rank ?? 0, lrs ? f32Bits(lrs[i].scale) : 0], setWord(i, 0));
+  const ab = (i: number) => (lrs ? [lrs[i].a as GpuHandle, lrs[i].b as GpuHandle] : []);
+  const after = [ys[0], ...ab(0), ...qs.slice(1).flatMap((q, i) => [...partsOf(q, f), ...(glu ? [] : [ys[i + 1]]), ...ab(i + 1)])];
+  wordsRun(dev, pipe, f, s, x, T, cols, p, partsOf(qs[0], f), after, blocks);
   return ys;
 }
 
@@ -776,6 +787,6 @@ export const quantKernels: KernelGroup = () => ({
   dequantize: (dev, q, rows, cols, f) => dequantize(dev, q, rows, cols, f),
   dequantizeMatmul: (dev, x, xRows, q, rows, cols, f) => dequantizeMatmul(dev, x as GpuHandle, xRows, q, rows, cols, f),
   dequantizeMatmulLowRank: (dev, x, xRows, q, rows, cols, f, lr) => dequantizeMatmulLowRank(dev, x as GpuHandle, xRows, q, rows, cols, f, lr),
-  dequantizeMatmulMany: (dev, x, xRows, qs, rows, cols, f, glu) => dequantizeMatmulMany(dev, x as GpuHandle, xRows, qs, rows, cols, f, glu),
+  dequantizeMatmulMany: (dev, x, xRows, qs, rows, cols, f, glu, lrs) => dequantizeMatmulMany(dev, x as GpuHandle, xRows, qs, rows, cols, f, glu, lrs),
   dequantizeMatmulT: (dev, dy, n, q, rows, cols, f) => dequantizeMatmulT(dev, dy as GpuHandle, n, q, rows, cols, f),
 });
