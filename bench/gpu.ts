@@ -661,24 +661,31 @@ if (want('decode')) {
     report(await decode(c, f, quick ? 8 : 64, `${gemv}${tiled ? ', head by the tiled matmul' : ''}`));
   }
   // LoRA adapters (rank 16) on every projection, as the methods leave a model: the branch in the
-  // GEMV's epilogue (the default) and composed (four kernels more per projection), in turn
+  // GEMVs' epilogues with q/k/v and gate/up in one kernel each (the default), and composed (four
+  // kernels more per projection), in turn
   dev.gemv = 'f32';
   const lora = decodeModel(c, f, 16);
-  const fused = gpu.dequantizeMatmulLowRank;
+  const kernels = { lowRank: gpu.dequantizeMatmulLowRank, many: gpu.dequantizeMatmulMany };
+  // 'fused': both kernels; 'per projection': one GEMV per projection (as before dequantizeMatmulMany);
+  // 'composed': neither
+  const fusion = (level: 'fused' | 'per projection' | 'composed') => {
+    gpu.dequantizeMatmulLowRank = level === 'composed' ? undefined : kernels.lowRank;
+    gpu.dequantizeMatmulMany = level === 'fused' ? kernels.many : undefined;
+  };
   try {
     for (const on of [true, false, true, false]) {
-      gpu.dequantizeMatmulLowRank = on ? fused : undefined;
-      report(await decode(c, f, quick ? 8 : 64, `f32, LoRA rank 16 on every projection, ${on ? 'in the GEMV' : 'composed'}`, lora));
+      fusion(on ? 'fused' : 'composed');
+      report(await decode(c, f, quick ? 8 : 64, `f32, LoRA rank 16 on every projection, ${on ? 'in the GEMVs' : 'composed'}`, lora));
     }
-    // --anatomy: where the f32 decode's time per token goes (decodeAnatomy): the plain model, and
-    // the LoRA one with the branch in the GEMV and composed, 3 rounds in turn
+    // --anatomy: where the f32 decode's time per token goes (decodeAnatomy): the plain model and
+    // the LoRA one, fused, one GEMV per projection, and (LoRA) composed, 3 rounds in turn
     if (process.argv.includes('--anatomy')) {
       const plain = decodeModel(c, f);
-      const variants = [['', plain, true], [', LoRA rank 16 in the GEMV', lora, true], [', LoRA rank 16 composed', lora, false]] as const;
+      const variants = [['', plain, 'fused'], [', one GEMV per projection', plain, 'per projection'], [', LoRA rank 16 in the GEMVs', lora, 'fused'], [', LoRA rank 16 in one GEMV per projection', lora, 'per projection'], [', LoRA rank 16 composed', lora, 'composed']] as const;
       try {
         for (let round = 0; round < 3; round++) {
-          for (const [label, qm, on] of variants) {
-            gpu.dequantizeMatmulLowRank = on ? fused : undefined;
+          for (const [label, qm, level] of variants) {
+            fusion(level);
             const a = await decodeAnatomy(qm, quick ? 8 : 64);
             const name = `decode anatomy ${f.name} (f32${label}), ${c.numLayers} layers, round ${round + 1}: ms per token`;
             rows.push({ name, ms: a.wall, gpuMs: a.gpu, hostMs: a.host, note: `ms: wall with a read per token; GPU ms: busy; host: recording only; generate ${a.gen.toFixed(3)} ms per token` });
@@ -691,7 +698,7 @@ if (want('decode')) {
       }
     }
   } finally {
-    gpu.dequantizeMatmulLowRank = fused;
+    fusion('fused');
     lora.dispose();
   }
   // --batches FIRST:MAX,...: the f32 decode under other submit schedules (the first batch after a
