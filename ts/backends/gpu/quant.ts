@@ -620,6 +620,11 @@ function dequantizeMatmulLowRank(dev: Device, x: GpuHandle, xRows: number, q: Qu
  *  reads all of A from L2) rather than take it from a matmul first: about what a dispatch costs in
  *  L2 reads on a large GPU. */
 const LOW_RANK_INLINE_BYTES = 8 * 2 ** 20;
+/** The same bound for dequantizeMatmulMany, which saves a dispatch per weight beyond the first
+ *  (SmolLM2-135M's q/k/v at rank 16: 192 workgroups reading 110 KB each, 21 MB), and at most this
+ *  many bytes of A per workgroup (read in its prologue). */
+const LOW_RANK_MANY_BYTES = 32 * 2 ** 20;
+const LOW_RANK_MANY_WG_BYTES = 256 * 2 ** 10;
 
 /** The words GEMV's shape for T x rows of format f over `cols` columns (gpr groups per row) on
  *  this device: gemvShape.wordsShape(T), then what the compute dtype (Device.gemv), the format and
@@ -720,7 +725,8 @@ function wordsRun(dev: Device, pipe: number, f: QuantFormat, s: WordsShape, x: G
  *  the format, size or x rows, row counts that are not multiples of the smallest or need more
  *  slots than the shape's rows, more bindings or workgroup memory than the adapter has, or
  *  low-rank terms whose u the kernel cannot make itself (IEC; no subgroups; int8 x from a pass;
- *  a rank over LOW_RANK_INLINE_MAX; more A reads than LOW_RANK_INLINE_BYTES). */
+ *  a rank over LOW_RANK_INLINE_MAX; more A reads than LOW_RANK_MANY_BYTES or, per workgroup,
+ *  LOW_RANK_MANY_WG_BYTES). */
 function dequantizeMatmulMany(dev: Device, x: GpuHandle, xRows: number, qs: QuantHandles[], rows: number[], cols: number, f: QuantFormat, glu: boolean, lrs?: LowRank[]): GpuHandle[] | null {
   const n = qs.length;
   if (!(n >= 2 && n === rows.length && (!lrs || lrs.length === n) && xRows >= 1 && cols >= 1 && wordsServes(f, xRows, cols))) return null;
@@ -734,7 +740,8 @@ function dequantizeMatmulMany(dev: Device, x: GpuHandle, xRows: number, qs: Quan
   const x8 = s.i8 && !s.xf;
   const blocks = Math.ceil(rows[0] / slots[0].m); // every weight's slots cover rows / m row blocks
   if (shared() > limit || 1 + n * (partsCount(f) + (lrs ? 2 : 0)) + (x8 ? 2 : 1) + (glu ? 1 : n) > dev.info.maxStorageBuffers) return null;
-  if (lrs && !(dev.subgroups && !x8 && lrs.every((l) => !l.iec && l.rank >= 1 && l.rank <= LOW_RANK_INLINE_MAX) && blocks * cols * 4 * lrs.reduce((a, l) => a + l.rank, 0) <= LOW_RANK_INLINE_BYTES)) return null;
+  const aBytes = lrs ? cols * 4 * lrs.reduce((a, l) => a + l.rank, 0) : 0; // every A, read by each workgroup
+  if (lrs && !(dev.subgroups && !x8 && lrs.every((l) => !l.iec && l.rank >= 1 && l.rank <= LOW_RANK_INLINE_MAX) && aBytes <= LOW_RANK_MANY_WG_BYTES && blocks * aBytes <= LOW_RANK_MANY_BYTES)) return null;
   const sg = dev.subgroups;
   const sets = { slots, count: n, glu };
   const mode: LowRankMode = lrs ? 'a' : false;
