@@ -504,7 +504,7 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   }`
     : '';
   const reduce = sumAcross(accs, WG, subgroups, sets ? outSets : out);
-  // weights 1.. (sets): their parts and y after weight 0's y
+  // weights 1.. (sets): their parts, y (not with glu) and low-rank A, B after weight 0's bindings
   let free = next + (i8 && !xf ? 3 : 2) + (lowRank ? 2 : 0) + (lowRank === 'ai' ? 2 : 0);
   const setDecl = range(sets?.count ?? 1).slice(1).map((set) => {
     const b = partBindings(f, vecT, String(set), free);
