@@ -176,8 +176,9 @@ struct BindKey {
     serials: [u64; MAX_BINDINGS],
 }
 
-/// Buffers per dispatch that the bind group cache handles (more: a bind group per dispatch).
-const MAX_BINDINGS: usize = 8;
+/// Buffers per dispatch that explicit layouts and the bind group cache handle (more: a bind group
+/// per dispatch); dequantizeMatmulMany with LoRA branches binds up to 20 (q/k/v of asymmetric INT).
+const MAX_BINDINGS: usize = 24;
 /// The cache is emptied when it holds this many bind groups.
 const BIND_CACHE_MAX: usize = 16384;
 
