@@ -762,97 +762,100 @@ test('a quantized layer\'s LoRA branch at inference rides on the words GEMV (u =
   assert.equal(fusedRuns, 2 * 2 * fmts.length * 2 * 2);
 });
 
+/** Runs f on the gpu backend and on the workgroup-tree one (no subgroups), each at the f32 and the
+ *  int8 GEMV compute (restored to f32 after). */
+function eachGemvCompute(f: (b: GpuBackend, compute: 'f32' | 'int8') => void): void {
+  const backends = [gpu as GpuBackend, treeBackend()];
+  try {
+    for (const b of backends) {
+      for (const compute of ['f32', 'int8'] as const) {
+        b.dev.gemv = compute;
+        f(b, compute);
+      }
+    }
+  } finally {
+    for (const b of backends) b.dev.gemv = 'f32';
+  }
+}
+
+/** Asserts got within rel · max |want| of want, element by element. */
+function assertNear(got: q.Tensor, want: q.Tensor, rel: number, label: string): void {
+  const [g, w] = [got.dataSync() as Float32Array, want.dataSync() as Float32Array];
+  const mag = w.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+  for (let k = 0; k < w.length; k++) assert.ok(Math.abs(g[k] - w[k]) <= rel * mag, `${label}: [${k}] = ${g[k]}, want ${w[k]}`);
+}
+
+/** `run` with the backend's dequantizeMatmulMany, then without it (one GEMV per weight), each
+ *  with its kernel count. */
+function fusedAndEach(b: GpuBackend, run: () => q.Tensor[]): [{ y: q.Tensor[]; kernels: number }, { y: q.Tensor[]; kernels: number }] {
+  const fused = kernels(b, run);
+  const saved = b.dequantizeMatmulMany;
+  b.dequantizeMatmulMany = undefined;
+  try {
+    return [fused, kernels(b, run)];
+  } finally {
+    b.dequantizeMatmulMany = saved;
+  }
+}
+
 test('several weights on one x in one words GEMV (dequantizeMatmulMany: attention\'s q/k/v, a gated MLP\'s gate and up with silu·mul): the same values as one GEMV per weight, one kernel, for f32 and int8 compute, with subgroups and with the tree', { skip }, () => {
-  const g = gpu as GpuBackend;
-  const tree = treeBackend();
   const fmts = [q.formats.int(4, { group: 64 }), q.formats.nf(4, { group: 64, doubleQuant: true }), q.formats.int(2, { group: 64, symmetric: true }), q.formats.nf(2, { group: 32, doubleQuant: false })];
   const cols = 448;
   // q/k/v with 3 query heads per kv head (5 slots), with 1 (3 slots, 2 row blocks per slot), and
   // a gated MLP (glu: 8 slots at one x row); row counts not multiples of the workgroup's rows
   const cases: { rows: number[]; glu: boolean }[] = [{ rows: [57, 19, 19], glu: false }, { rows: [40, 40, 40], glu: false }, { rows: [37, 37], glu: true }];
   let ran = 0;
-  try {
-    for (const b of [g, tree]) {
-      for (const compute of ['f32', 'int8'] as const) {
-        b.dev.gemv = compute;
-        for (const [fi, f] of fmts.entries()) for (const c of cases) for (const T of [1, 2, 3]) {
-          const ws = c.rows.map((r, i) => q.quantize(q.tensor(gaussianArray(r * cols, 300 + 10 * fi + i, 0.05), [r, cols], 'f32', b), f));
-          const x = q.tensor(gaussianArray(T * cols, 330 + T), [T, cols], 'f32', b);
-          const label = `${f.name} ${compute} rows ${c.rows.join('/')}${c.glu ? ' glu' : ''} T${T} sg ${b.dev.subgroups}`;
-          q.noGrad(() => q.dequantizeMatmulMany(x, ws, { glu: c.glu })).forEach((t) => t.dispose()); // the first use uploads tables
-          const fused = kernels(b, () => q.noGrad(() => q.dequantizeMatmulMany(x, ws, { glu: c.glu })));
-          const saved = b.dequantizeMatmulMany;
-          b.dequantizeMatmulMany = undefined;
-          const each = kernels(b, () => q.noGrad(() => q.dequantizeMatmulMany(x, ws, { glu: c.glu })));
-          b.dequantizeMatmulMany = saved;
-          // one kernel (and int8 x's pass for NF), where the slots fit the shape's rows (T <= 2: 8;
-          // T 3: 4, too few for 5 slots of q/k/v, and glu's 2 x 2)
-          const x8 = compute === 'int8' && f.kind === 'nf' && f.bits === 4 ? 1 : 0;
-          const served = T <= 2 || c.rows[0] === c.rows[c.rows.length - 1];
-          assert.equal(fused.kernels, served ? 1 + x8 : each.kernels, `${label}: ${fused.kernels} kernels`);
-          assert.equal(fused.y.length, c.glu ? 1 : c.rows.length);
-          for (const [i, y] of fused.y.entries()) {
-            assert.deepEqual(y.shape, [T, c.rows[i]]);
-            const [got, want] = [y.dataSync() as Float32Array, each.y[i].dataSync() as Float32Array];
-            const mag = want.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
-            for (let k = 0; k < want.length; k++) assert.ok(Math.abs(got[k] - want[k]) <= 1e-6 * mag, `${label}: y${i}[${k}] = ${got[k]}, want ${want[k]}`);
-          }
-          ran++;
-          for (const t of [x, ...fused.y, ...each.y, ...ws.flatMap((w) => w.tensors())]) t.dispose();
-        }
+  eachGemvCompute((b, compute) => {
+    for (const [fi, f] of fmts.entries()) for (const c of cases) for (const T of [1, 2, 3]) {
+      const ws = c.rows.map((r, i) => q.quantize(q.tensor(gaussianArray(r * cols, 300 + 10 * fi + i, 0.05), [r, cols], 'f32', b), f));
+      const x = q.tensor(gaussianArray(T * cols, 330 + T), [T, cols], 'f32', b);
+      const label = `${f.name} ${compute} rows ${c.rows.join('/')}${c.glu ? ' glu' : ''} T${T} sg ${b.dev.subgroups}`;
+      const run = () => q.noGrad(() => q.dequantizeMatmulMany(x, ws, { glu: c.glu }));
+      run().forEach((t) => t.dispose()); // the first use uploads tables
+      const [fused, each] = fusedAndEach(b, run);
+      // one kernel (and int8 x's pass for NF), where the slots fit the shape's rows (T <= 2: 8;
+      // T 3: 4, too few for 5 slots of q/k/v, and glu's 2 x 2)
+      const x8 = compute === 'int8' && f.kind === 'nf' && f.bits === 4 ? 1 : 0;
+      const served = T <= 2 || c.rows[0] === c.rows[c.rows.length - 1];
+      assert.equal(fused.kernels, served ? 1 + x8 : each.kernels, `${label}: ${fused.kernels} kernels`);
+      assert.equal(fused.y.length, c.glu ? 1 : c.rows.length);
+      for (const [i, y] of fused.y.entries()) {
+        assert.deepEqual(y.shape, [T, c.rows[i]]);
+        assertNear(y, each.y[i], 1e-6, `${label}: y${i}`);
       }
+      ran++;
+      for (const t of [x, ...fused.y, ...each.y, ...ws.flatMap((w) => w.tensors())]) t.dispose();
     }
-  } finally {
-    g.dev.gemv = 'f32';
-    tree.dev.gemv = 'f32';
-  }
+  });
   assert.equal(ran, 2 * 2 * fmts.length * cases.length * 3);
 });
 
 test('several weights on one x with LoRA branches (dequantizeMatmulMany\'s lora: u = x · Aᵢᵀ made in the kernel, each Bᵢ in its epilogue, before silu·mul with glu): the values of one low-rank GEMV per weight, one kernel with subgroups and f32 x', { skip }, () => {
-  const g = gpu as GpuBackend;
-  const tree = treeBackend();
   const fmts = [q.formats.int(4, { group: 64 }), q.formats.nf(4, { group: 64, doubleQuant: true })];
   const cols = 448;
   const cases: { rows: number[]; glu: boolean; ranks: number[] }[] = [{ rows: [57, 19, 19], glu: false, ranks: [16, 5, 33] }, { rows: [37, 37], glu: true, ranks: [8, 16] }];
   let ran = 0;
-  try {
-    for (const b of [g, tree]) {
-      for (const compute of ['f32', 'int8'] as const) {
-        b.dev.gemv = compute;
-        for (const [fi, f] of fmts.entries()) for (const c of cases) for (const T of [1, 2]) {
-          const ws = c.rows.map((r, i) => q.quantize(q.tensor(gaussianArray(r * cols, 340 + 10 * fi + i, 0.05), [r, cols], 'f32', b), f));
-          const lora = c.rows.map((r, i) => ({
-            a: q.tensor(gaussianArray(c.ranks[i] * cols, 360 + i, 0.05), [c.ranks[i], cols], 'f32', b),
-            b: q.tensor(gaussianArray(r * c.ranks[i], 370 + i, 0.05), [r, c.ranks[i]], 'f32', b),
-            scale: 0.5 + i,
-          }));
-          const x = q.tensor(gaussianArray(T * cols, 380 + T), [T, cols], 'f32', b);
-          const label = `${f.name} ${compute} rows ${c.rows.join('/')}${c.glu ? ' glu' : ''} T${T} sg ${b.dev.subgroups}`;
-          const run = () => q.noGrad(() => q.dequantizeMatmulMany(x, ws, { glu: c.glu, lora }));
-          run().forEach((t) => t.dispose());
-          const fused = kernels(b, run);
-          const saved = b.dequantizeMatmulMany;
-          b.dequantizeMatmulMany = undefined;
-          const each = kernels(b, run);
-          b.dequantizeMatmulMany = saved;
-          // the kernel makes u itself: subgroups and x as f32 (not NF's int8 x from a pass)
-          const served = b.dev.subgroups && !(compute === 'int8' && f.kind === 'nf');
-          assert.equal(fused.kernels, served ? 1 : each.kernels, `${label}: ${fused.kernels} kernels`);
-          for (const [i, y] of fused.y.entries()) {
-            const [got, want] = [y.dataSync() as Float32Array, each.y[i].dataSync() as Float32Array];
-            const mag = want.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
-            for (let k = 0; k < want.length; k++) assert.ok(Math.abs(got[k] - want[k]) <= 1e-5 * mag, `${label}: y${i}[${k}] = ${got[k]}, want ${want[k]}`);
-          }
-          ran++;
-          for (const t of [x, ...fused.y, ...each.y, ...ws.flatMap((w) => w.tensors()), ...lora.flatMap((l) => [l.a, l.b])]) t.dispose();
-        }
-      }
+  eachGemvCompute((b, compute) => {
+    for (const [fi, f] of fmts.entries()) for (const c of cases) for (const T of [1, 2]) {
+      const ws = c.rows.map((r, i) => q.quantize(q.tensor(gaussianArray(r * cols, 340 + 10 * fi + i, 0.05), [r, cols], 'f32', b), f));
+      const lora = c.rows.map((r, i) => ({
+        a: q.tensor(gaussianArray(c.ranks[i] * cols, 360 + i, 0.05), [c.ranks[i], cols], 'f32', b),
+        b: q.tensor(gaussianArray(r * c.ranks[i], 370 + i, 0.05), [r, c.ranks[i]], 'f32', b),
+        scale: 0.5 + i,
+      }));
+      const x = q.tensor(gaussianArray(T * cols, 380 + T), [T, cols], 'f32', b);
+      const label = `${f.name} ${compute} rows ${c.rows.join('/')}${c.glu ? ' glu' : ''} T${T} sg ${b.dev.subgroups}`;
+      const run = () => q.noGrad(() => q.dequantizeMatmulMany(x, ws, { glu: c.glu, lora }));
+      run().forEach((t) => t.dispose());
+      const [fused, each] = fusedAndEach(b, run);
+      // the kernel makes u itself: subgroups and x as f32 (not NF's int8 x from a pass)
+      const served = b.dev.subgroups && !(compute === 'int8' && f.kind === 'nf');
+      assert.equal(fused.kernels, served ? 1 : each.kernels, `${label}: ${fused.kernels} kernels`);
+      for (const [i, y] of fused.y.entries()) assertNear(y, each.y[i], 1e-5, `${label}: y${i}`);
+      ran++;
+      for (const t of [x, ...fused.y, ...each.y, ...ws.flatMap((w) => w.tensors()), ...lora.flatMap((l) => [l.a, l.b])]) t.dispose();
     }
-  } finally {
-    g.dev.gemv = 'f32';
-    tree.dev.gemv = 'f32';
-  }
+  });
   assert.equal(ran, 2 * 2 * fmts.length * cases.length * 2);
 });
 
