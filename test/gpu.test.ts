@@ -828,6 +828,20 @@ test('several weights on one x in one words GEMV (dequantizeMatmulMany: attentio
     }
   });
   assert.equal(ran, 2 * 2 * fmts.length * cases.length * 3);
+  // the plans kept per device follow gemvShape: without the words kernel, one GEMV per weight
+  const g = gpu as GpuBackend;
+  const ws = [24, 8, 8].map((r, i) => q.quantize(q.tensor(gaussianArray(r * 64, 390 + i, 0.05), [r, 64], 'f32', g), fmts[0]));
+  const x = q.tensor(gaussianArray(64, 395), [1, 64], 'f32', g);
+  const count = () => { const r = kernels(g, () => q.noGrad(() => q.dequantizeMatmulMany(x, ws))); r.y.forEach((t) => t.dispose()); return r.kernels; };
+  assert.equal(count(), 1);
+  gemvShape.words = false;
+  try {
+    assert.equal(count(), 3);
+  } finally {
+    gemvShape.words = true;
+  }
+  assert.equal(count(), 1);
+  for (const t of [x, ...ws.flatMap((w) => w.tensors())]) t.dispose();
 });
 
 test('several weights on one x with LoRA branches (dequantizeMatmulMany\'s lora: u = x · Aᵢᵀ made in the kernel, each Bᵢ in its epilogue, before silu·mul with glu): the values of one low-rank GEMV per weight, one kernel with subgroups and f32 x', { skip }, () => {

@@ -729,12 +729,57 @@ function wordsRun(dev: Device, pipe: number, f: QuantFormat, s: WordsShape, x: G
  *  LOW_RANK_MANY_WG_BYTES). */
 function dequantizeMatmulMany(dev: Device, x: GpuHandle, xRows: number, qs: QuantHandles[], rows: number[], cols: number, f: QuantFormat, glu: boolean, lrs?: LowRank[]): GpuHandle[] | null {
   const n = qs.length;
-  if (!(n >= 2 && n === rows.length && (!lrs || lrs.length === n) && xRows >= 1 && cols >= 1 && wordsServes(f, xRows, cols))) return null;
+  if (!(n >= 2 && n === rows.length && (!lrs || lrs.length === n) && xRows >= 1 && cols >= 1)) return null;
+  const plan = manyPlan(dev, xRows, rows, cols, f, glu, lrs);
+  if (!plan) return null;
+  const { p, s, pipe, blocks } = plan;
+  // the parameters that vary per call: the low-rank terms' ranks and scales
+  if (lrs) {
+    p[4] = lrs[0].rank;
+    p[5] = f32Bits(lrs[0].scale);
+    for (let i = 1; i < n; i++) {
+      p[setWord(i, 1)] = lrs[i].rank;
+      p[setWord(i, 2)] = f32Bits(lrs[i].scale);
+    }
+  }
+  const ys: GpuHandle[] = [];
+  for (let i = 0; i < (glu ? 1 : n); i++) ys.push(dev.alloc(xRows * rows[i] * 4));
+  // after x: weight 0's y (and A, B), then each further weight's parts, y (not with glu), A, B
+  const after: GpuHandle[] = [ys[0]];
+  if (lrs) after.push(lrs[0].a as GpuHandle, lrs[0].b as GpuHandle);
+  for (let i = 1; i < n; i++) {
+    after.push(...partsOf(qs[i], f));
+    if (!glu) after.push(ys[i]);
+    if (lrs) after.push(lrs[i].a as GpuHandle, lrs[i].b as GpuHandle);
+  }
+  wordsRun(dev, pipe, f, s, x, xRows, cols, p, partsOf(qs[0], f), after, blocks);
+  return ys;
+}
+
+interface ManyPlan { pipe: number; s: WordsShape; blocks: number; p: Uint32Array }
+/** dequantizeMatmulMany's plans per device, by what decides them (null: not served): the slots,
+ *  the shape, the pipeline and P (the host's recording is the limit of decoding: working these out
+ *  per call cost ~15 µs). Each made under a gemvShape, and made again under another. */
+const manyPlans = new WeakMap<Device, Map<string, { plan: ManyPlan | null; shape: typeof gemvShape.wordsShape; words: boolean }>>();
+
+function manyPlan(dev: Device, T: number, rows: number[], cols: number, f: QuantFormat, glu: boolean, lrs?: LowRank[]): ManyPlan | null {
+  let plans = manyPlans.get(dev);
+  if (!plans) manyPlans.set(dev, (plans = new Map()));
+  const key = `${f.name}|${T}|${rows.join(',')}|${cols}|${glu ? 'g' : ''}|${lrs ? lrs.map((l) => (l.iec ? -1 : l.rank)).join(',') : ''}|${dev.gemv}|${dev.checks ? 'c' : ''}`;
+  const hit = plans.get(key);
+  if (hit && hit.shape === gemvShape.wordsShape && hit.words === gemvShape.words) return hit.plan;
+  const plan = makeManyPlan(dev, T, rows, cols, f, glu, lrs);
+  plans.set(key, { plan, shape: gemvShape.wordsShape, words: gemvShape.words });
+  return plan;
+}
+
+function makeManyPlan(dev: Device, T: number, rows: number[], cols: number, f: QuantFormat, glu: boolean, lrs?: LowRank[]): ManyPlan | null {
+  const n = rows.length;
+  if (!wordsServes(f, T, cols)) return null;
   if (glu && !(n === 2 && rows[0] === rows[1])) return null;
-  const slots = setSlots(rows, gemvShape.wordsShape(xRows).R);
+  const slots = setSlots(rows, gemvShape.wordsShape(T).R);
   if (!slots) return null;
   const gpr = Math.ceil(cols / f.group);
-  const T = xRows;
   const low = lrs ? 4 * LOW_RANK_INLINE_MAX * T * n : 0;
   const { s, shared, limit } = wordsShapeFor(dev, f, T, gpr, cols, slots.length, (glu ? 4 * slots.length * T : 0) + low);
   const x8 = s.i8 && !s.xf;
@@ -743,19 +788,13 @@ function dequantizeMatmulMany(dev: Device, x: GpuHandle, xRows: number, qs: Quan
   const aBytes = lrs ? cols * 4 * lrs.reduce((a, l) => a + l.rank, 0) : 0; // every A, read by each workgroup
   if (lrs && !(dev.subgroups && !x8 && lrs.every((l) => !l.iec && l.rank >= 1 && l.rank <= LOW_RANK_INLINE_MAX) && aBytes <= LOW_RANK_MANY_WG_BYTES && blocks * aBytes <= LOW_RANK_MANY_BYTES)) return null;
   const sg = dev.subgroups;
-  const sets = { slots, count: n, glu };
   const mode: LowRankMode = lrs ? 'a' : false;
   const tail = `M${glu ? 'g' : ''}${slots.map((l) => l.set).join('')}${mode ? 'A' : ''}`;
-  const pipe = dev.pipeline(wordsKey(f, T, s, sg, gpr, cols, tail), () => wordsSource(f, T, s, sg, gpr, cols, mode, sets));
-  const ys = (glu ? rows.slice(0, 1) : rows).map((r) => dev.alloc(T * r * 4));
-  const head = lrs ? [rows[0], cols, rowBytes(cols, f.bits), gpr, lrs[0].rank, f32Bits(lrs[0].scale)] : [rows[0], cols, rowBytes(cols, f.bits), gpr];
+  const pipe = dev.pipeline(wordsKey(f, T, s, sg, gpr, cols, tail), () => wordsSource(f, T, s, sg, gpr, cols, mode, { slots, count: n, glu }));
   const p = new Uint32Array(setWord(n, 0));
-  p.set(params(f, head));
-  for (let i = 1; i < n; i++) p.set([rows[i], lrs?.[i].rank ?? 0, lrs ? f32Bits(lrs[i].scale) : 0], setWord(i, 0));
-  const ab = (i: number) => (lrs ? [lrs[i].a as GpuHandle, lrs[i].b as GpuHandle] : []);
-  const after = [ys[0], ...ab(0), ...qs.slice(1).flatMap((q, i) => [...partsOf(q, f), ...(glu ? [] : [ys[i + 1]]), ...ab(i + 1)])];
-  wordsRun(dev, pipe, f, s, x, T, cols, p, partsOf(qs[0], f), after, blocks);
-  return ys;
+  p.set(params(f, [rows[0], cols, rowBytes(cols, f.bits), gpr]));
+  for (let i = 1; i < n; i++) p[setWord(i, 0)] = rows[i];
+  return { pipe, s, blocks, p };
 }
 
 function dequantizeMatmulT(dev: Device, dy: GpuHandle, n: number, q: QuantHandles, rows: number, cols: number, f: QuantFormat): GpuHandle {
