@@ -705,60 +705,48 @@ function kernels<T>(b: GpuBackend, f: () => T): { y: T; kernels: number } {
 }
 
 test('a quantized layer\'s LoRA branch at inference rides on the words GEMV (u = x · Aᵀ made by the GEMV itself with subgroups, else by a matmul first; B in its epilogue; IEC where the GEMV makes u): within f32 rounding of the composed branch, for f32 and int8 compute, with subgroups and with the tree', { skip }, () => {
-  const g = gpu as GpuBackend;
-  const tree = treeBackend();
   const fmts = [q.formats.int(4, { group: 64 }), q.formats.nf(4, { group: 64, doubleQuant: true }), q.formats.int(2, { group: 64, symmetric: true }), q.formats.int(4, { group: 32, symmetric: true })];
   const [rows, cols] = [37, 448];
   // ranks per format: 16; 5 and 33 (not multiples of the 4 ranks a subgroup takes per pass; 33
   // takes passes over the ranks where subgroups are 32 wide)
   const ranks = [16, 5, 33, 16];
   let fusedRuns = 0;
-  try {
-    for (const b of [g, tree]) {
-      for (const compute of ['f32', 'int8'] as const) {
-        b.dev.gemv = compute;
-        for (const [fi, f] of fmts.entries()) for (const withIec of [false, true]) {
-          const w = q.tensor(gaussianArray(rows * cols, 150 + fi, 0.05), [rows, cols], 'f32', b);
-          const rank = ranks[fi];
-          // IR-QLoRA's IEC scalars on the second pass (made nonzero: they start at 0)
-          const iec = withIec ? { betaA: q.tensor([0.7], [1], 'f32', b).requireGrad(), betaB: q.tensor([-1.3], [1], 'f32', b).requireGrad() } : undefined;
-          const lora = new q.Lora(q.tensor(gaussianArray(rank * cols, 160 + fi, 0.05), [rank, cols], 'f32', b).requireGrad(), q.tensor(gaussianArray(rows * rank, 170 + fi, 0.05), [rows, rank], 'f32', b).requireGrad(), { alpha: 32 }, iec);
-          const layer = new q.QuantLinear(q.quantize(w, f), q.tensor(gaussianArray(rows, 180 + fi), [rows], 'f32', b), lora);
-          for (const T of [1, 3]) {
-            const x = q.tensor(gaussianArray(T * cols, 190 + T), [T, cols], 'f32', b);
-            q.noGrad(() => layer.forward(x)).dispose(); // first uses upload tables (the double quantization's map)
-            const fused = kernels(b, () => q.noGrad(() => layer.forward(x)));
-            const saved = b.dequantizeMatmulLowRank;
-            b.dequantizeMatmulLowRank = undefined;
-            const composed = kernels(b, () => q.noGrad(() => layer.forward(x)));
-            b.dequantizeMatmulLowRank = saved;
-            // the GEMV and the bias: 2 kernels, and x · Aᵀ before them where the GEMV cannot make it
-            // itself (no subgroups, or int8 x from a pass of its own: NF under int8 compute);
-            // composed: the GEMV, the bias, x · Aᵀ, · Bᵀ, the scaling, the sum
-            // (with IEC: the GEMV and the bias where it makes u itself, else all composed)
-            const x8 = compute === 'int8' && f.kind === 'nf' ? 1 : 0;
-            const u = b.dev.subgroups && !x8 ? 0 : 1;
-            const label = `${f.name} ${compute} T${T} sg ${b.dev.subgroups}${withIec ? ' IEC' : ''}`;
-            if (!withIec) assert.equal(composed.kernels, 6 + x8);
-            assert.equal(fused.kernels, !withIec ? 2 + u + x8 : u ? composed.kernels : 2, `${label}: ${fused.kernels} kernels`);
-            const [got, want] = [fused.y.dataSync() as Float32Array, composed.y.dataSync() as Float32Array];
-            const mag = want.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
-            for (let i = 0; i < want.length; i++) assert.ok(Math.abs(got[i] - want[i]) <= 1e-5 * mag, `${label}: y[${i}] = ${got[i]}, want ${want[i]}`);
-            fusedRuns++;
-            for (const t of [x, fused.y, composed.y]) t.dispose();
-          }
-          // with a gradient wanted, the branch composes (the fused kernel records none)
-          const x = q.tensor(gaussianArray(cols, 199), [1, cols], 'f32', b);
-          const y = layer.forward(x);
-          assert.ok(q.grad(q.sum(y), [lora.b])[0], 'the gradient reaches B');
-          for (const t of [x, y, w, ...layer.tensors()]) t.dispose();
-        }
+  eachGemvCompute((b, compute) => {
+    for (const [fi, f] of fmts.entries()) for (const withIec of [false, true]) {
+      const w = q.tensor(gaussianArray(rows * cols, 150 + fi, 0.05), [rows, cols], 'f32', b);
+      const rank = ranks[fi];
+      // IR-QLoRA's IEC scalars on the second pass (made nonzero: they start at 0)
+      const iec = withIec ? { betaA: q.tensor([0.7], [1], 'f32', b).requireGrad(), betaB: q.tensor([-1.3], [1], 'f32', b).requireGrad() } : undefined;
+      const lora = new q.Lora(q.tensor(gaussianArray(rank * cols, 160 + fi, 0.05), [rank, cols], 'f32', b).requireGrad(), q.tensor(gaussianArray(rows * rank, 170 + fi, 0.05), [rows, rank], 'f32', b).requireGrad(), { alpha: 32 }, iec);
+      const layer = new q.QuantLinear(q.quantize(w, f), q.tensor(gaussianArray(rows, 180 + fi), [rows], 'f32', b), lora);
+      for (const T of [1, 3]) {
+        const x = q.tensor(gaussianArray(T * cols, 190 + T), [T, cols], 'f32', b);
+        q.noGrad(() => layer.forward(x)).dispose(); // first uses upload tables (the double quantization's map)
+        const fused = kernels(b, () => q.noGrad(() => layer.forward(x)));
+        const saved = b.dequantizeMatmulLowRank;
+        b.dequantizeMatmulLowRank = undefined;
+        const composed = kernels(b, () => q.noGrad(() => layer.forward(x)));
+        b.dequantizeMatmulLowRank = saved;
+        // the GEMV and the bias: 2 kernels, and x · Aᵀ before them where the GEMV cannot make it
+        // itself (no subgroups, or int8 x from a pass of its own: NF under int8 compute);
+        // composed: the GEMV, the bias, x · Aᵀ, · Bᵀ, the scaling, the sum
+        // (with IEC: the GEMV and the bias where it makes u itself, else all composed)
+        const x8 = compute === 'int8' && f.kind === 'nf' ? 1 : 0;
+        const u = b.dev.subgroups && !x8 ? 0 : 1;
+        const label = `${f.name} ${compute} T${T} sg ${b.dev.subgroups}${withIec ? ' IEC' : ''}`;
+        if (!withIec) assert.equal(composed.kernels, 6 + x8);
+        assert.equal(fused.kernels, !withIec ? 2 + u + x8 : u ? composed.kernels : 2, `${label}: ${fused.kernels} kernels`);
+        assertNear(fused.y, composed.y, 1e-5, `${label}: y`);
+        fusedRuns++;
+        for (const t of [x, fused.y, composed.y]) t.dispose();
       }
+      // with a gradient wanted, the branch composes (the fused kernel records none)
+      const x = q.tensor(gaussianArray(cols, 199), [1, cols], 'f32', b);
+      const y = layer.forward(x);
+      assert.ok(q.grad(q.sum(y), [lora.b])[0], 'the gradient reaches B');
+      for (const t of [x, y, w, ...layer.tensors()]) t.dispose();
     }
-  } finally {
-    g.dev.gemv = 'f32';
-    tree.dev.gemv = 'f32';
-  }
+  });
   assert.equal(fusedRuns, 2 * 2 * fmts.length * 2 * 2);
 });
 

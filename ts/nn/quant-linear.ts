@@ -30,11 +30,16 @@ export class QuantLinear implements LinearLayer {
     }
   }
 
-  /** The quantized product alone (no adapter): x · dequantize(Q)ᵀ + b. */
-  base(x: Tensor): Tensor {
+  /** Throws unless x ends in inFeatures. */
+  checkInput(x: Tensor): void {
     if (x.shape[x.rank - 1] !== this.inFeatures) {
       throw new ShapeError(`QuantLinear: input ${describeShape(x.shape)} must end in ${this.inFeatures} features`);
     }
+  }
+
+  /** The quantized product alone (no adapter): x · dequantize(Q)ᵀ + b. */
+  base(x: Tensor): Tensor {
+    this.checkInput(x);
     const y = dequantizeMatmul(x, this.weight);
     return this.bias ? add(y, this.bias) : y;
   }
@@ -44,9 +49,7 @@ export class QuantLinear implements LinearLayer {
     // where the backend has that kernel (one or two kernels instead of four or five)
     const factors = this.lora?.factors();
     if (factors && !isGradEnabled()) {
-      if (x.shape[x.rank - 1] !== this.inFeatures) {
-        throw new ShapeError(`QuantLinear: input ${describeShape(x.shape)} must end in ${this.inFeatures} features`);
-      }
+      this.checkInput(x);
       const y = dequantizeMatmulLowRank(x, this.weight, factors.a, factors.b, factors.scale, factors.iec);
       if (y) return this.bias ? add(y, this.bias) : y;
     }
@@ -91,9 +94,7 @@ export function forwardMany(x: Tensor, layers: LinearLayer[], glu = false): Tens
     const ys = layers.map((l) => l.forward(x));
     return glu ? [consume(ys, () => siluMul(ys[0], ys[1]))] : ys;
   }
-  for (const l of qls) {
-    if (x.shape[x.rank - 1] !== l.inFeatures) throw new ShapeError(`QuantLinear: input ${describeShape(x.shape)} must end in ${l.inFeatures} features`);
-  }
+  for (const l of qls) l.checkInput(x);
   const lora = factors[0] ? factors.map((f) => ({ a: f!.a, b: f!.b, scale: f!.scale })) : undefined;
   const ys = dequantizeMatmulMany(x, qls.map((l) => l.weight), { glu, lora });
   return glu ? ys : ys.map((y, i) => (qls[i].bias ? consume([y], () => add(y, qls[i].bias!)) : y));

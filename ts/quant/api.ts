@@ -144,11 +144,7 @@ export function dequantizeMatmulLowRank(x: Tensor, q: QuantizedTensor, a: Tensor
   const { rows, cols, xRows, shape } = dequantizeMatmulPlan(x, q);
   const be = x.backend;
   const rank = a.shape[0];
-  if (a.rank !== 2 || a.shape[1] !== cols || b.rank !== 2 || b.shape[0] !== rows || b.shape[1] !== rank) {
-    throw new ShapeError(`dequantizeMatmulLowRank: a ${describeShape(a.shape)} and b ${describeShape(b.shape)} must be [rank, ${cols}] and [${rows}, rank]`);
-  }
-  expectDType('dequantizeMatmulLowRank', a, 'f32', 'a');
-  expectDType('dequantizeMatmulLowRank', b, 'f32', 'b');
+  checkBranch('dequantizeMatmulLowRank', '', a, b, rows, cols);
   if (iec && (iec.betaA.size !== 1 || iec.betaB.size !== 1)) throw new ShapeError('dequantizeMatmulLowRank: the IEC scalars βA and βB must hold one value each');
   if (!be.dequantizeMatmulLowRank || q.parts.offsetCodes || [a, b, iec?.betaA ?? a, iec?.betaB ?? a].some((t) => t.backend !== be)) return undefined;
   const lr = { a: a.handle, b: b.handle, rank, scale, iec: iec && { betaA: iec.betaA.handle, betaB: iec.betaB.handle } };
@@ -175,14 +171,7 @@ export function dequantizeMatmulMany(x: Tensor, qs: QuantizedTensor[], opts: { g
   }
   const lora = opts.lora;
   if (lora && lora.length !== qs.length) throw new ShapeError(`dequantizeMatmulMany: ${lora.length} LoRA branches for ${qs.length} weights`);
-  lora?.forEach(({ a, b }, i) => {
-    const { rows, cols } = plans[i];
-    if (a.rank !== 2 || a.shape[1] !== cols || b.rank !== 2 || b.shape[0] !== rows || b.shape[1] !== a.shape[0]) {
-      throw new ShapeError(`dequantizeMatmulMany: branch ${i}'s a ${describeShape(a.shape)} and b ${describeShape(b.shape)} must be [rank, ${cols}] and [${rows}, rank]`);
-    }
-    expectDType('dequantizeMatmulMany', a, 'f32', `branch ${i}'s a`);
-    expectDType('dequantizeMatmulMany', b, 'f32', `branch ${i}'s b`);
-  });
+  lora?.forEach(({ a, b }, i) => checkBranch('dequantizeMatmulMany', `branch ${i}'s `, a, b, plans[i].rows, plans[i].cols));
   const be = x.backend;
   const f = qs[0].format;
   const inputs = [x, ...(lora ?? []).flatMap((l) => [l.a, l.b])];
@@ -203,6 +192,16 @@ export function dequantizeMatmulMany(x: Tensor, qs: QuantizedTensor[], opts: { g
   } finally {
     for (const t of each) t.dispose();
   }
+}
+
+/** The checks of a LoRA branch a [rank, cols], b [rows, rank] (f32) of op's `what` (a prefix of the
+ *  names in the messages). */
+function checkBranch(op: string, what: string, a: Tensor, b: Tensor, rows: number, cols: number): void {
+  if (a.rank !== 2 || a.shape[1] !== cols || b.rank !== 2 || b.shape[0] !== rows || b.shape[1] !== a.shape[0]) {
+    throw new ShapeError(`${op}: ${what}a ${describeShape(a.shape)} and b ${describeShape(b.shape)} must be [rank, ${cols}] and [${rows}, rank]`);
+  }
+  expectDType(op, a, 'f32', `${what}a`);
+  expectDType(op, b, 'f32', `${what}b`);
 }
 
 /** Whether two formats name the same code layout (the fused kernels' one format). */

@@ -211,7 +211,8 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   if (sets && (s.ss || s.pw || (lowRank && lowRank !== 'a'))) throw new Error('wordsSource: several weights go without staged scales and persistent workgroups, and with a low-rank term only where the kernel makes u itself (no IEC)');
   if (sets?.glu && !(sets.count === 2 && sets.slots.filter((l) => l.set === 0).length * 2 === R)) throw new Error('wordsSource: glu needs two weights of equal rows');
   // weight set of slot r: its bindings' suffix, row count, and row of the workgroup
-  const sfx = (r: number) => (sets && sets.slots[r].set ? String(sets.slots[r].set) : '');
+  const setSfx = (set: number) => (set ? String(set) : '');
+  const sfx = (r: number) => setSfx(sets ? sets.slots[r].set : 0);
   const rowsOf = (r: number) => `rows${sfx(r)}`;
   const rowAt = (r: number) => (sets ? `blk * ${sets.slots[r].m}u + ${sets.slots[r].o}u` : `row0 + ${r}u`);
   // a weight set's low-rank rank and scale (set 0: P[4], P[5]; set s: after P's tables, setWord)
@@ -435,7 +436,7 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   const slots = range(LOW_RANK_SLOTS);
   // weight set `set`'s (sets: each its own A, u and rank)
   const inlineU = (set: number) => {
-    const sx = set ? String(set) : '';
+    const sx = setSfx(set);
     const rank = lowRankOf(set)[0];
     return `for (var j0 = 0u; j0 < ${rank}; j0 += nsg * ${LOW_RANK_SLOTS}u) {
     let jb = j0 + sid * ${LOW_RANK_SLOTS}u;
@@ -476,7 +477,7 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
   // (with a low-rank term, its scale · u · bᵀ added to each sum: with glu, before silu·mul; a row
   // past the end reads B's last row, its sum not written)
   const lowRankAdd = (set: number, r: string, v: string) => {
-    const sx2 = set ? String(set) : '';
+    const sx2 = setSfx(set);
     const [rank, scale] = lowRankOf(set);
     return `var l = 0.0;
       for (var j = 0u; j < ${rank}; j++) { l = fma(ul${sx2}[lt * ${LOW_RANK_INLINE_MAX}u + j], lb${sx2}[${r} * ${rank} + j], l); }
@@ -487,7 +488,7 @@ export function wordsSource(f: QuantFormat, T: number, s: WordsShape, subgroups:
     var v = ${val};
     ${range(sets!.count).map((set) => {
       const [lo, hi] = setRange(set);
-      const sx2 = set ? String(set) : '';
+      const sx2 = setSfx(set);
       const row = `blk * ${hi - lo}u + slot - ${lo}u`;
       return sets!.glu
         ? (lowRank ? `if (slot >= ${lo}u && slot < ${hi}u) { let r = min(${row}, rows${sx2} - 1u); ${lowRankAdd(set, 'r', 'v')} }` : '')
